@@ -1,0 +1,210 @@
+//! The messages of the loop: `Action` (what happened or what the user wants) goes into the
+//! reducer; `Command` (work for an engine) comes out. Both are plain data.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::jobs::{JobEvent, JobId};
+use crate::engine::sysmon::SysSample;
+
+/// The panes, in tab order. Their digit key is their position + 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaneId {
+    Training,
+    Loss,
+    Data,
+    Chat,
+    System,
+    Runs,
+    Models,
+}
+
+impl PaneId {
+    pub const ALL: [PaneId; 7] = [
+        PaneId::Training,
+        PaneId::Loss,
+        PaneId::Data,
+        PaneId::Chat,
+        PaneId::System,
+        PaneId::Runs,
+        PaneId::Models,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            PaneId::Training => "Training",
+            PaneId::Loss => "Loss",
+            PaneId::Data => "Data",
+            PaneId::Chat => "Chat",
+            PaneId::System => "System",
+            PaneId::Runs => "Runs",
+            PaneId::Models => "Models",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        PaneId::ALL.iter().position(|p| *p == self).unwrap()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PaneId::Training => "training",
+            PaneId::Loss => "loss",
+            PaneId::Data => "data",
+            PaneId::Chat => "chat",
+            PaneId::System => "system",
+            PaneId::Runs => "runs",
+            PaneId::Models => "models",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<PaneId> {
+        PaneId::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// A key as plain data, for text input (crossterm's event type stays in app/).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPress {
+    pub key: TextKey,
+    pub ctrl: bool,
+    pub alt: bool,
+    pub shift: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TextKey {
+    Char(char),
+    Enter,
+    Backspace,
+    Delete,
+    Left,
+    Right,
+    Up,
+    Down,
+    Home,
+    End,
+    PageUp,
+    PageDown,
+    Tab,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    // Bindable from the keymap.
+    Quit,
+    FocusNext,
+    FocusPrev,
+    Focus(PaneId),
+    ToggleZoom,
+    ToggleHelp,
+    /// Closes the top overlay, or dismisses the newest notice.
+    Close,
+    ScrollUp,
+    ScrollDown,
+    PageUp,
+    PageDown,
+    NextTheme,
+    Confirm,
+    Deny,
+    /// Sends the chat input.
+    Send,
+    /// A newline in a text input.
+    Newline,
+    // Input that is not a binding.
+    Text(KeyPress),
+    Paste(String),
+    Resize(u16, u16),
+    /// SIGTERM, SIGHUP or the like: quit now, without asking.
+    ForceQuit(String),
+    // From engines.
+    Sys(SysSample),
+    Job(JobEvent),
+    /// Starts a job that keeps `threads` cores busy (used to test responsiveness).
+    StartStress { threads: usize, seconds: Option<u64> },
+    CancelJob(JobId),
+}
+
+impl Action {
+    /// The keymap's name for a bindable action, e.g. `focus training`.
+    pub fn parse_binding(s: &str) -> Option<Action> {
+        let s = s.trim();
+        if let Some(pane) = s.strip_prefix("focus ") {
+            return PaneId::from_name(pane.trim()).map(Action::Focus);
+        }
+        Some(match s {
+            "quit" => Action::Quit,
+            "focus_next" => Action::FocusNext,
+            "focus_prev" => Action::FocusPrev,
+            "zoom" => Action::ToggleZoom,
+            "help" => Action::ToggleHelp,
+            "close" => Action::Close,
+            "scroll_up" => Action::ScrollUp,
+            "scroll_down" => Action::ScrollDown,
+            "page_up" => Action::PageUp,
+            "page_down" => Action::PageDown,
+            "next_theme" => Action::NextTheme,
+            "confirm" => Action::Confirm,
+            "deny" => Action::Deny,
+            "send" => Action::Send,
+            "newline" => Action::Newline,
+            _ => return None,
+        })
+    }
+
+    /// One line for the help overlay.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Quit => "quit (asks first while a job runs)".into(),
+            Action::FocusNext => "next pane".into(),
+            Action::FocusPrev => "previous pane".into(),
+            Action::Focus(p) => format!("go to {}", p.title()),
+            Action::ToggleZoom => "zoom the pane to full screen and back".into(),
+            Action::ToggleHelp => "this help".into(),
+            Action::Close => "close / dismiss message".into(),
+            Action::ScrollUp => "scroll up".into(),
+            Action::ScrollDown => "scroll down".into(),
+            Action::PageUp => "page up".into(),
+            Action::PageDown => "page down".into(),
+            Action::NextTheme => "next theme".into(),
+            Action::Confirm => "yes".into(),
+            Action::Deny => "no".into(),
+            Action::Send => "send the message".into(),
+            Action::Newline => "new line".into(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// Work for an engine, produced by the reducer and carried out by the runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    StartStress { threads: usize, seconds: Option<u64> },
+    CancelJob(JobId),
+    CancelAllJobs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_round_trip_through_names() {
+        for p in PaneId::ALL {
+            assert_eq!(Action::parse_binding(&format!("focus {}", p.name())), Some(Action::Focus(p)));
+        }
+        assert_eq!(Action::parse_binding("quit"), Some(Action::Quit));
+        assert_eq!(Action::parse_binding("focus nowhere"), None);
+        assert_eq!(Action::parse_binding("explode"), None);
+    }
+
+    #[test]
+    fn actions_and_commands_are_plain_data() {
+        let a = Action::StartStress { threads: 2, seconds: Some(3) };
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Action>(&json).unwrap(), a);
+        let c = Command::CancelJob(4);
+        assert_eq!(serde_json::from_str::<Command>(&serde_json::to_string(&c).unwrap()).unwrap(), c);
+    }
+}

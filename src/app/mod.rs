@@ -1,0 +1,8 @@
+//! The TUI runtime: terminal setup and restore, the event loop, actions, the reducer and the
+//! keymap. This is the only place where the UI and the engines meet.
+
+pub mod action;
+pub mod keymap;
+pub mod runtime;
+pub mod state;
+pub mod terminal;

@@ -1,0 +1,236 @@
+//! The event loop: terminal input, engine events and signals feed one reducer; commands go out to
+//! the engines; the screen is drawn from state only when something changed, at a capped rate,
+//! after every queued message has been reduced.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event, KeyEventKind};
+use futures::{FutureExt, Stream, StreamExt};
+use ratatui::backend::Backend;
+use ratatui::Terminal;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+use super::action::{Action, Command};
+use super::keymap::key_press;
+use super::state::App;
+use crate::engine::jobs::{self, JobKind, Jobs};
+use crate::engine::sysmon::SysMonitor;
+
+/// The engines the TUI drives, each owning its resources on its own thread(s).
+pub struct Engines {
+    pub jobs: Jobs,
+    _sysmon: Option<SysMonitor>,
+}
+
+impl Engines {
+    /// Starts the engines; their events arrive as Actions on `tx`.
+    pub fn start(tx: UnboundedSender<Action>, workspace: Option<(PathBuf, Duration)>) -> Engines {
+        let job_tx = tx.clone();
+        let jobs = Jobs::new(Arc::new(move |ev| {
+            let _ = job_tx.send(Action::Job(ev));
+        }));
+        let sysmon = workspace.map(|(ws, every)| {
+            SysMonitor::spawn(ws, every, move |s| tx.send(Action::Sys(s)).is_ok())
+        });
+        Engines { jobs, _sysmon: sysmon }
+    }
+
+    pub fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::StartStress { threads, seconds } => {
+                self.jobs.spawn(JobKind::Stress, format!("{threads} busy threads"), move |ctx| {
+                    jobs::stress(ctx, threads, seconds.map(Duration::from_secs))
+                });
+            }
+            Command::CancelJob(id) => self.jobs.cancel(id),
+            Command::CancelAllJobs => self.jobs.cancel_all(),
+        }
+    }
+}
+
+/// Called with the state after each frame is drawn.
+pub type FrameHook = Box<dyn FnMut(&App)>;
+
+pub struct LoopOptions {
+    pub max_fps: u32,
+    /// Quit right after the first frame is on screen (for `lathe bench ui`).
+    pub exit_after_first_frame: bool,
+    /// Called after every frame is drawn (benchmarks measure latency with it).
+    pub on_frame: Option<FrameHook>,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions { max_fps: 60, exit_after_first_frame: false, on_frame: None }
+    }
+}
+
+/// Turns one terminal event into an action through the keymap.
+pub fn map_event(app: &App, ev: Event) -> Option<Action> {
+    match ev {
+        // Key releases (kitty protocol, Windows) would double every key.
+        Event::Key(k) if k.kind != KeyEventKind::Release => {
+            let text = app.text_input_focused();
+            match app.keymap.resolve(app.mode(), text, &k) {
+                Some(a) => Some(a),
+                None if text => Some(Action::Text(key_press(&k))),
+                None => None,
+            }
+        }
+        Event::Paste(s) => Some(Action::Paste(s)),
+        Event::Resize(w, h) => Some(Action::Resize(w, h)),
+        _ => None,
+    }
+}
+
+fn reduce(app: &mut App, engines: &mut Engines, action: Action) {
+    for cmd in app.update(action) {
+        engines.execute(cmd);
+    }
+}
+
+/// Runs until the app quits or the input ends.
+pub async fn run<B, S>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    engines: &mut Engines,
+    mut input: S,
+    mut rx: UnboundedReceiver<Action>,
+    mut opts: LoopOptions,
+) -> io::Result<()>
+where
+    B: Backend,
+    S: Stream<Item = io::Result<Event>> + Unpin,
+{
+    let frame = Duration::from_secs(1) / opts.max_fps.max(1);
+    let size = terminal.size()?;
+    app.update(Action::Resize(size.width, size.height));
+    let mut last_draw: Option<Instant> = None;
+    let mut input_open = true;
+    loop {
+        if app.dirty {
+            let due = last_draw.map(|t| t + frame).unwrap_or_else(Instant::now);
+            if Instant::now() >= due {
+                terminal.draw(|f| crate::ui::draw(f, app))?;
+                app.dirty = false;
+                last_draw = Some(Instant::now());
+                if let Some(cb) = opts.on_frame.as_mut() {
+                    cb(app);
+                }
+                if opts.exit_after_first_frame {
+                    return Ok(());
+                }
+            }
+        }
+        // Wait for the next message, or for the next frame slot when a draw is pending.
+        let deadline = app.dirty.then(|| last_draw.map(|t| t + frame).unwrap_or_else(Instant::now));
+        tokio::select! {
+            ev = input.next(), if input_open => match ev {
+                Some(Ok(ev)) => {
+                    if let Some(a) = map_event(app, ev) {
+                        reduce(app, engines, a);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => input_open = false,
+            },
+            msg = rx.recv() => match msg {
+                Some(a) => reduce(app, engines, a),
+                None if !input_open => return Ok(()),
+                None => {}
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => {}
+        }
+        // Drain everything already queued before drawing once.
+        loop {
+            let mut progressed = false;
+            while let Ok(a) = rx.try_recv() {
+                reduce(app, engines, a);
+                progressed = true;
+            }
+            if input_open {
+                while let Some(ev) = input.next().now_or_never() {
+                    match ev {
+                        Some(Ok(ev)) => {
+                            if let Some(a) = map_event(app, ev) {
+                                reduce(app, engines, a);
+                            }
+                            progressed = true;
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => {
+                            input_open = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !progressed || app.should_quit {
+                break;
+            }
+        }
+        if app.should_quit {
+            return Ok(());
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+/// Everything the TUI needs, made from the config.
+pub struct Launch {
+    pub app: App,
+    pub workspace: PathBuf,
+    pub sample_interval: Duration,
+    pub max_fps: u32,
+}
+
+/// Opens the workstation in the real terminal and runs it to the end.
+pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let Launch { mut app, workspace, sample_interval, max_fps } = launch;
+        let (tx, rx) = mpsc::unbounded_channel();
+        spawn_signal_listener(tx.clone())?;
+        let mut engines = Engines::start(tx.clone(), Some((workspace, sample_interval)));
+        let mut guard = super::terminal::TerminalGuard::enter()?;
+        let opts = LoopOptions {
+            max_fps,
+            exit_after_first_frame: std::env::var_os("LATHE_EXIT_AFTER_FIRST_FRAME").is_some(),
+            on_frame: std::env::var_os("LATHE_DEBUG_PANIC_AFTER_FIRST_FRAME")
+                .map(|_| Box::new(|_: &App| panic!("panic requested by LATHE_DEBUG_PANIC_AFTER_FIRST_FRAME")) as FrameHook),
+        };
+        let input = crossterm::event::EventStream::new();
+        let result = run(&mut guard.terminal, &mut app, &mut engines, input, rx, opts).await;
+        engines.jobs.cancel_all();
+        drop(guard);
+        tracing::info!("workstation closed");
+        result.map_err(anyhow::Error::from)
+    })
+}
+
+/// SIGTERM, SIGHUP (the SSH link dropped) and SIGINT (from outside; Ctrl-C in raw mode is a key)
+/// become a ForceQuit, so the loop ends and the guard restores the terminal.
+fn spawn_signal_listener(tx: UnboundedSender<Action>) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!("received {name}");
+        let _ = tx.send(Action::ForceQuit(name.into()));
+    });
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The app's state and its one reducer, `App::update`. The reducer never blocks and never does
+//! I/O: it changes plain values and returns `Command`s for the engines.
+
+use std::path::PathBuf;
+
+use tui_textarea::{Input, Key, TextArea};
+
+use super::action::{Action, Command, KeyPress, PaneId, TextKey};
+use super::keymap::{Keymap, Mode};
+use crate::engine::jobs::{JobInfo, JobStatus};
+use crate::engine::sysmon::SysSample;
+use crate::ui::theme::Theme;
+
+/// How many readings the sparklines keep.
+pub const HISTORY: usize = 120;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    Help { scroll: u16 },
+    ConfirmQuit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub level: Level,
+    pub text: String,
+}
+
+/// The System pane's data: the newest reading and short histories for sparklines.
+#[derive(Debug, Clone, Default)]
+pub struct SysState {
+    pub latest: Option<SysSample>,
+    pub cpu: Vec<u64>,
+    pub mem: Vec<u64>,
+    pub per_core: Vec<Vec<u64>>,
+}
+
+impl SysState {
+    fn push(&mut self, s: SysSample) {
+        fn keep(v: &mut Vec<u64>, x: u64) {
+            if v.len() == HISTORY {
+                v.remove(0);
+            }
+            v.push(x);
+        }
+        keep(&mut self.cpu, s.cpu_total.round() as u64);
+        let mem_pct = (s.mem_used * 100).checked_div(s.mem_total).unwrap_or(0);
+        keep(&mut self.mem, mem_pct);
+        self.per_core.resize_with(s.cpu_per_core.len(), Vec::new);
+        for (h, c) in self.per_core.iter_mut().zip(&s.cpu_per_core) {
+            keep(h, c.round() as u64);
+        }
+        self.latest = Some(s);
+    }
+}
+
+pub struct App {
+    pub focus: PaneId,
+    pub zoomed: bool,
+    pub overlay: Option<Overlay>,
+    pub size: (u16, u16),
+    pub keymap: Keymap,
+    pub themes: Vec<Theme>,
+    pub theme_idx: usize,
+    pub workspace: PathBuf,
+    pub sys: SysState,
+    pub jobs: Vec<JobInfo>,
+    pub chat_input: TextArea<'static>,
+    pub notices: Vec<Notice>,
+    pub should_quit: bool,
+    /// Something changed since the last frame.
+    pub dirty: bool,
+}
+
+impl App {
+    /// `themes[0]` is the one in use at start; the shipped ones follow for cycling.
+    pub fn new(keymap: Keymap, theme: Theme, workspace: PathBuf) -> App {
+        let mut themes = vec![theme.clone()];
+        for (name, _) in crate::ui::theme::SHIPPED {
+            if *name != theme.name {
+                let t = Theme::shipped(name).expect("shipped");
+                themes.push(if theme.mono { t.monochrome() } else { t });
+            }
+        }
+        let mut chat_input = TextArea::default();
+        chat_input.set_placeholder_text("Type a message (Enter sends, Alt-Enter for a new line)");
+        App {
+            focus: PaneId::Training,
+            zoomed: false,
+            overlay: None,
+            size: (80, 24),
+            keymap,
+            themes,
+            theme_idx: 0,
+            workspace,
+            sys: SysState::default(),
+            jobs: Vec::new(),
+            chat_input,
+            notices: Vec::new(),
+            should_quit: false,
+            dirty: true,
+        }
+    }
+
+    pub fn theme(&self) -> &Theme {
+        &self.themes[self.theme_idx]
+    }
+
+    /// The keymap mode the next key press is looked up in.
+    pub fn mode(&self) -> Mode {
+        match self.overlay {
+            Some(Overlay::Help { .. }) => Mode::Help,
+            Some(Overlay::ConfirmQuit) => Mode::Confirm,
+            None if self.text_input_focused() => Mode::Text,
+            None => Mode::Global,
+        }
+    }
+
+    /// A text box has the keyboard: plain characters are typing.
+    pub fn text_input_focused(&self) -> bool {
+        self.overlay.is_none() && self.focus == PaneId::Chat
+    }
+
+    pub fn running_jobs(&self) -> impl Iterator<Item = &JobInfo> {
+        self.jobs.iter().filter(|j| j.status == JobStatus::Running)
+    }
+
+    pub fn notify(&mut self, level: Level, text: impl Into<String>) {
+        self.notices.push(Notice { level, text: text.into() });
+        self.dirty = true;
+    }
+
+    /// The reducer.
+    pub fn update(&mut self, action: Action) -> Vec<Command> {
+        self.dirty = true;
+        let mut out = Vec::new();
+        match action {
+            Action::Quit => {
+                if self.running_jobs().next().is_some() {
+                    self.overlay = Some(Overlay::ConfirmQuit);
+                } else {
+                    self.should_quit = true;
+                }
+            }
+            Action::ForceQuit(reason) => {
+                tracing::info!(%reason, "quitting");
+                out.push(Command::CancelAllJobs);
+                self.should_quit = true;
+            }
+            Action::Confirm => {
+                if self.overlay == Some(Overlay::ConfirmQuit) {
+                    out.push(Command::CancelAllJobs);
+                    self.should_quit = true;
+                }
+                self.overlay = None;
+            }
+            Action::Deny => {
+                if self.overlay == Some(Overlay::ConfirmQuit) {
+                    self.overlay = None;
+                }
+            }
+            Action::FocusNext => self.focus = PaneId::ALL[(self.focus.index() + 1) % PaneId::ALL.len()],
+            Action::FocusPrev => {
+                let n = PaneId::ALL.len();
+                self.focus = PaneId::ALL[(self.focus.index() + n - 1) % n]
+            }
+            Action::Focus(p) => self.focus = p,
+            Action::ToggleZoom => self.zoomed = !self.zoomed,
+            Action::ToggleHelp => {
+                self.overlay = match self.overlay {
+                    Some(Overlay::Help { .. }) => None,
+                    _ => Some(Overlay::Help { scroll: 0 }),
+                }
+            }
+            Action::Close => {
+                if self.overlay.is_some() {
+                    self.overlay = None;
+                } else if self.notices.pop().is_none() && self.zoomed {
+                    self.zoomed = false;
+                }
+            }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
+                if let Some(Overlay::Help { scroll }) = &mut self.overlay {
+                    let page = self.size.1.saturating_sub(8).max(1);
+                    *scroll = match action {
+                        Action::ScrollUp => scroll.saturating_sub(1),
+                        Action::ScrollDown => scroll.saturating_add(1),
+                        Action::PageUp => scroll.saturating_sub(page),
+                        _ => scroll.saturating_add(page),
+                    };
+                }
+            }
+            Action::NextTheme => {
+                self.theme_idx = (self.theme_idx + 1) % self.themes.len();
+                let name = self.theme().name.clone();
+                self.notify(Level::Info, format!("Theme: {name} (set it for good with --theme or theme = in config.toml)"));
+            }
+            Action::Send => {
+                if self.text_input_focused() {
+                    let text = self.chat_input.lines().join("\n");
+                    if text.trim().is_empty() {
+                        self.notify(Level::Info, "Nothing to send: type a message first.");
+                    } else {
+                        // Kept in the box: nothing is lost while chat is not available.
+                        self.notify(
+                            Level::Warn,
+                            "Chat is not available in this build yet: the llama.cpp chat engine comes in a later version.",
+                        );
+                    }
+                }
+            }
+            Action::Newline => {
+                if self.text_input_focused() {
+                    self.chat_input.insert_newline();
+                }
+            }
+            Action::Text(k) => {
+                if self.text_input_focused() {
+                    self.chat_input.input(textarea_input(k));
+                }
+            }
+            Action::Paste(s) => {
+                if self.text_input_focused() {
+                    // Terminals send \r for newlines in pastes.
+                    self.chat_input.insert_str(s.replace("\r\n", "\n").replace('\r', "\n"));
+                }
+            }
+            Action::Resize(w, h) => self.size = (w, h),
+            Action::Sys(s) => self.sys.push(s),
+            Action::Job(ev) => {
+                JobInfo::apply(&mut self.jobs, &ev);
+                if let crate::engine::jobs::JobEvent::Finished { id, status } = &ev {
+                    let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.title.clone());
+                    let title = title.unwrap_or_default();
+                    match status {
+                        JobStatus::Failed(msg) => self.notify(Level::Error, format!("{title} failed: {msg}")),
+                        JobStatus::Cancelled => self.notify(Level::Info, format!("{title} cancelled")),
+                        _ => {}
+                    }
+                    // Finished jobs leave the status bar; their results live in the catalog.
+                    self.jobs.retain(|j| j.status == JobStatus::Running);
+                }
+            }
+            Action::StartStress { threads, seconds } => out.push(Command::StartStress { threads, seconds }),
+            Action::CancelJob(id) => out.push(Command::CancelJob(id)),
+        }
+        out
+    }
+}
+
+fn textarea_input(k: KeyPress) -> Input {
+    let key = match k.key {
+        TextKey::Char(c) => Key::Char(c),
+        TextKey::Enter => Key::Enter,
+        TextKey::Backspace => Key::Backspace,
+        TextKey::Delete => Key::Delete,
+        TextKey::Left => Key::Left,
+        TextKey::Right => Key::Right,
+        TextKey::Up => Key::Up,
+        TextKey::Down => Key::Down,
+        TextKey::Home => Key::Home,
+        TextKey::End => Key::End,
+        TextKey::PageUp => Key::PageUp,
+        TextKey::PageDown => Key::PageDown,
+        TextKey::Tab => Key::Tab,
+        TextKey::Other => Key::Null,
+    };
+    Input { key, ctrl: k.ctrl, alt: k.alt, shift: k.shift }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::jobs::{JobEvent, JobKind};
+    use std::collections::BTreeMap;
+
+    fn app() -> App {
+        let (km, _) = Keymap::load(&BTreeMap::new());
+        App::new(km, Theme::default_theme(), PathBuf::from("/ws"))
+    }
+
+    fn typed(c: char) -> Action {
+        Action::Text(KeyPress { key: TextKey::Char(c), ctrl: false, alt: false, shift: false })
+    }
+
+    #[test]
+    fn focus_cycles_both_ways_and_jumps() {
+        let mut a = app();
+        a.update(Action::FocusPrev);
+        assert_eq!(a.focus, PaneId::Models);
+        a.update(Action::FocusNext);
+        assert_eq!(a.focus, PaneId::Training);
+        a.update(Action::Focus(PaneId::System));
+        assert_eq!(a.focus, PaneId::System);
+    }
+
+    #[test]
+    fn zoom_toggles_and_esc_unzooms() {
+        let mut a = app();
+        a.update(Action::ToggleZoom);
+        assert!(a.zoomed);
+        a.update(Action::Close);
+        assert!(!a.zoomed);
+    }
+
+    #[test]
+    fn help_opens_scrolls_and_closes() {
+        let mut a = app();
+        a.update(Action::ToggleHelp);
+        assert_eq!(a.mode(), Mode::Help);
+        a.update(Action::ScrollDown);
+        a.update(Action::ScrollDown);
+        a.update(Action::ScrollUp);
+        assert_eq!(a.overlay, Some(Overlay::Help { scroll: 1 }));
+        a.update(Action::Close);
+        assert_eq!(a.overlay, None);
+    }
+
+    #[test]
+    fn quit_asks_first_while_a_job_runs() {
+        let mut a = app();
+        a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Stress, title: "burn".into() }));
+        assert!(a.update(Action::Quit).is_empty());
+        assert!(!a.should_quit);
+        assert_eq!(a.mode(), Mode::Confirm);
+        a.update(Action::Deny);
+        assert!(!a.should_quit && a.overlay.is_none());
+        a.update(Action::Quit);
+        assert_eq!(a.update(Action::Confirm), vec![Command::CancelAllJobs]);
+        assert!(a.should_quit);
+    }
+
+    #[test]
+    fn quit_without_jobs_is_immediate() {
+        let mut a = app();
+        a.update(Action::Quit);
+        assert!(a.should_quit);
+    }
+
+    #[test]
+    fn signals_quit_without_asking_and_cancel_jobs() {
+        let mut a = app();
+        a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Train, title: "t".into() }));
+        assert_eq!(a.update(Action::ForceQuit("SIGHUP".into())), vec![Command::CancelAllJobs]);
+        assert!(a.should_quit);
+    }
+
+    #[test]
+    fn typing_goes_to_the_chat_box_only_when_it_has_focus() {
+        let mut a = app();
+        a.update(typed('x'));
+        assert!(a.chat_input.is_empty());
+        a.update(Action::Focus(PaneId::Chat));
+        for c in "hi".chars() {
+            a.update(typed(c));
+        }
+        a.update(Action::Newline);
+        a.update(Action::Paste("a\r\nb".into()));
+        assert_eq!(a.chat_input.lines(), ["hi", "a", "b"]);
+    }
+
+    #[test]
+    fn sending_without_an_engine_says_so_and_keeps_the_text() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::Send);
+        assert!(a.notices.last().unwrap().text.starts_with("Nothing to send"));
+        a.update(typed('y'));
+        a.update(Action::Send);
+        assert!(a.notices.last().unwrap().text.contains("not available"));
+        assert_eq!(a.chat_input.lines(), ["y"]);
+    }
+
+    #[test]
+    fn job_events_fold_into_the_status_list() {
+        let mut a = app();
+        a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "export".into() }));
+        a.update(Action::Job(JobEvent::Progress { id: 7, fraction: Some(0.25), message: "q8_0".into() }));
+        assert_eq!(a.running_jobs().next().unwrap().fraction, Some(0.25));
+        a.update(Action::Job(JobEvent::Finished { id: 7, status: JobStatus::Failed("disk full".into()) }));
+        assert_eq!(a.running_jobs().count(), 0);
+        let n = a.notices.last().unwrap();
+        assert_eq!((n.level, n.text.as_str()), (Level::Error, "export failed: disk full"));
+    }
+
+    #[test]
+    fn samples_build_bounded_histories() {
+        let mut a = app();
+        for i in 0..(HISTORY + 10) {
+            a.update(Action::Sys(SysSample {
+                cpu_per_core: vec![i as f32 % 100.0, 50.0],
+                cpu_total: 10.0,
+                mem_used: 1,
+                mem_total: 4,
+                ..SysSample::default()
+            }));
+        }
+        assert_eq!(a.sys.cpu.len(), HISTORY);
+        assert_eq!(a.sys.per_core.len(), 2);
+        assert_eq!(*a.sys.mem.last().unwrap(), 25);
+    }
+
+    #[test]
+    fn next_theme_cycles_through_all_shipped() {
+        let mut a = app();
+        let mut names = vec![a.theme().name.clone()];
+        for _ in 1..a.themes.len() {
+            a.update(Action::NextTheme);
+            names.push(a.theme().name.clone());
+        }
+        assert_eq!(names, ["dark", "light", "high-contrast", "basic16"]);
+        a.update(Action::NextTheme);
+        assert_eq!(a.theme().name, "dark");
+    }
+
+    #[test]
+    fn stress_and_cancel_become_commands() {
+        let mut a = app();
+        assert_eq!(
+            a.update(Action::StartStress { threads: 2, seconds: None }),
+            vec![Command::StartStress { threads: 2, seconds: None }]
+        );
+        assert_eq!(a.update(Action::CancelJob(3)), vec![Command::CancelJob(3)]);
+    }
+}

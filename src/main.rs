@@ -1,0 +1,67 @@
+//! The `lathe` binary: parse the command line, load the config, set up logging, dispatch.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use lathe::app::keymap::Keymap;
+use lathe::app::runtime::{self, Launch};
+use lathe::app::state::{App, Level};
+use lathe::cli::{BenchCmd, Cli, Cmd};
+use lathe::config::{Config, Flags};
+use lathe::engine::workspace::Workspace;
+use lathe::ui::theme::Theme;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let flags = Flags { home: cli.home.clone(), theme: cli.theme.clone(), config: cli.config.clone() };
+    let config = Config::load(&flags);
+    match run(cli, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lathe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    let ws = Workspace::open(&config.home)?;
+    let _log = lathe::logging::init(&ws.logs_dir());
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), home = %ws.root.display(), "lathe starting");
+    for p in &config.problems {
+        tracing::warn!("{p}");
+    }
+    match cli.command {
+        None => workstation(config, ws),
+        Some(Cmd::Sysinfo { json }) => {
+            lathe::cli::sysinfo::run(&ws.root, json, &mut std::io::stdout().lock())
+        }
+        Some(Cmd::Bench { what: BenchCmd::Ui { idle_seconds, starts } }) => {
+            lathe::cli::bench::run_ui(&lathe::cli::bench::default_home(), idle_seconds, starts)
+        }
+    }
+}
+
+fn workstation(config: Config, ws: Workspace) -> anyhow::Result<()> {
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the workstation needs a terminal on stdout; run it in one, or use a subcommand (see lathe --help)"
+        );
+    }
+    let (theme, theme_problem) = Theme::resolve(&config.theme, config.themes_dir.as_deref());
+    let theme = if config.no_color { theme.monochrome() } else { theme };
+    let (keymap, key_problems) = Keymap::load(&config.keys);
+    let mut app = App::new(keymap, theme, ws.root.clone());
+    for p in config.problems.iter().chain(&theme_problem).chain(&key_problems) {
+        tracing::warn!("{p}");
+        app.notify(Level::Error, p.clone());
+    }
+    runtime::run_terminal(Launch {
+        app,
+        workspace: ws.root,
+        sample_interval: config.sample_interval,
+        max_fps: config.max_fps,
+    })
+}

@@ -1,0 +1,25 @@
+//! The Loss pane. Its engine is not in this build yet, so it shows an honest empty state:
+//! what will appear here and what brings it.
+
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+use super::widgets::{empty_state, pane_block, EmptyState};
+use crate::app::state::App;
+
+pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
+    let theme = app.theme();
+    let block = pane_block(theme, "Loss", focused);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    empty_state(
+        f,
+        inner,
+        theme,
+        &EmptyState {
+            headline: "No loss to chart",
+            what: "Training and eval loss will be charted here, step by step, while a run trains.",
+            how: "Not in this build yet: the chart fills once the training engine lands.",
+        },
+    );
+}

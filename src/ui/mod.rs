@@ -1,0 +1,168 @@
+//! Rendering only: layout, one file per pane, shared widgets, themes. Everything here draws from
+//! `&App` and changes nothing.
+
+pub mod chat;
+pub mod data;
+pub mod help;
+pub mod loss;
+pub mod models;
+pub mod runs;
+pub mod status;
+pub mod system;
+pub mod theme;
+pub mod training;
+pub mod widgets;
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::app::action::PaneId;
+use crate::app::state::{App, Overlay};
+
+/// Below this the layout cannot show a pane sensibly; we ask for a bigger window instead.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+/// From this size up, all panes are shown at once in a grid.
+pub const GRID_WIDTH: u16 = 140;
+pub const GRID_HEIGHT: u16 = 36;
+
+/// The pane registry: every pane's renderer, in one place.
+fn render_pane(f: &mut Frame, area: Rect, app: &App, pane: PaneId) {
+    let focused = app.focus == pane && app.overlay.is_none();
+    match pane {
+        PaneId::Training => training::render(f, area, app, focused),
+        PaneId::Loss => loss::render(f, area, app, focused),
+        PaneId::Data => data::render(f, area, app, focused),
+        PaneId::Chat => chat::render(f, area, app, focused),
+        PaneId::System => system::render(f, area, app, focused),
+        PaneId::Runs => runs::render(f, area, app, focused),
+        PaneId::Models => models::render(f, area, app, focused),
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let theme = app.theme();
+    f.render_widget(Block::default().style(theme.base()), area);
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        too_small(f, area, app);
+        return;
+    }
+    let [tabs, body, status_line] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_tabs(f, tabs, app);
+    if app.zoomed || area.width < GRID_WIDTH || area.height < GRID_HEIGHT {
+        render_pane(f, body, app, app.focus);
+    } else {
+        draw_grid(f, body, app);
+    }
+    status::render(f, status_line, app);
+    match app.overlay {
+        Some(Overlay::Help { scroll }) => help::render(f, body, app, scroll),
+        Some(Overlay::ConfirmQuit) => confirm_quit(f, body, app),
+        None => {}
+    }
+}
+
+/// The wide layout: training and data work on the left, the machine and lists on the right.
+fn draw_grid(f: &mut Frame, area: Rect, app: &App) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(64), Constraint::Percentage(36)]).areas(area);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(left);
+    let [training, loss] =
+        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(top);
+    let [data, chat] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
+    let [system, runs, models] = Layout::vertical([
+        Constraint::Percentage(60),
+        Constraint::Percentage(20),
+        Constraint::Percentage(20),
+    ])
+    .areas(right);
+    for (pane, rect) in [
+        (PaneId::Training, training),
+        (PaneId::Loss, loss),
+        (PaneId::Data, data),
+        (PaneId::Chat, chat),
+        (PaneId::System, system),
+        (PaneId::Runs, runs),
+        (PaneId::Models, models),
+    ] {
+        render_pane(f, rect, app, pane);
+    }
+}
+
+fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let mut spans = vec![Span::styled(" lathe ", theme.accent()), Span::raw(" ")];
+    // Short titles when the full ones do not fit.
+    let full: usize = PaneId::ALL.iter().map(|p| p.title().len() + 4).sum::<usize>() + 8;
+    let short = (area.width as usize) < full;
+    for p in PaneId::ALL {
+        let label = if short && p != app.focus {
+            format!(" {} {} ", p.index() + 1, &p.title()[..3])
+        } else {
+            format!(" {} {} ", p.index() + 1, p.title())
+        };
+        spans.push(Span::styled(label, theme.tab(p == app.focus)));
+    }
+    if app.zoomed {
+        spans.push(Span::styled(" [zoom]", theme.muted()));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn too_small(f: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let text = vec![
+        Line::styled("Terminal too small", theme.error()),
+        Line::raw(format!("{}x{} now", area.width, area.height)),
+        Line::raw(format!("Enlarge the window to at least {MIN_WIDTH}x{MIN_HEIGHT}.")),
+    ];
+    let h = (text.len() as u16).min(area.height);
+    let y = area.y + area.height.saturating_sub(h) / 2;
+    let rect = Rect::new(area.x, y, area.width, h);
+    f.render_widget(
+        Paragraph::new(text).alignment(ratatui::layout::Alignment::Center).wrap(Wrap { trim: true }),
+        rect,
+    );
+}
+
+fn confirm_quit(f: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let jobs: Vec<String> = app.running_jobs().map(|j| j.title.clone()).collect();
+    let yes = app.keymap.key_for(crate::app::keymap::Mode::Confirm, &crate::app::action::Action::Confirm, false);
+    let no = app.keymap.key_for(crate::app::keymap::Mode::Confirm, &crate::app::action::Action::Deny, false);
+    let lines = vec![
+        Line::raw(format!("{} job(s) running: {}", jobs.len(), jobs.join(", "))),
+        Line::raw("Quitting cancels them; what they already saved stays."),
+        Line::raw(""),
+        Line::from(vec![
+            Span::styled(yes.unwrap_or_else(|| "y".into()), theme.key()),
+            Span::raw(" quit   "),
+            Span::styled(no.unwrap_or_else(|| "n".into()), theme.key()),
+            Span::raw(" stay"),
+        ]),
+    ];
+    let rect = widgets::centered(area, 56, lines.len() as u16 + 2);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .style(theme.overlay())
+            .block(widgets::pane_block(theme, "Quit lathe?", true)),
+        rect,
+    );
+}
+
+/// Splits an area into rows; exposed for panes.
+pub fn rows(area: Rect, constraints: &[Constraint]) -> Vec<Rect> {
+    Layout::default().direction(Direction::Vertical).constraints(constraints).split(area).to_vec()
+}

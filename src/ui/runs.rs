@@ -1,0 +1,25 @@
+//! The Runs pane. Its engine is not in this build yet, so it shows an honest empty state:
+//! what will appear here and what brings it.
+
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+use super::widgets::{empty_state, pane_block, EmptyState};
+use crate::app::state::App;
+
+pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
+    let theme = app.theme();
+    let block = pane_block(theme, "Runs", focused);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    empty_state(
+        f,
+        inner,
+        theme,
+        &EmptyState {
+            headline: "No runs recorded",
+            what: "Every training run, with its parameters, metrics and artifacts, will be listed here to compare and export.",
+            how: "Not in this build yet: runs are recorded once the training engine lands.",
+        },
+    );
+}

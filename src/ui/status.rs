@@ -1,0 +1,53 @@
+//! The status bar: running jobs with progress, the newest notice, and the keys that matter.
+
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use crate::app::action::Action;
+use crate::app::keymap::Mode;
+use crate::app::state::{App, Level};
+
+pub fn render(f: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let mut spans: Vec<Span> = Vec::new();
+    for j in app.running_jobs() {
+        let pct = j.fraction.map(|p| format!(" {:.0}%", p * 100.0)).unwrap_or_default();
+        spans.push(Span::styled(format!(" ● {} {}{pct} ", j.kind.label(), j.title), theme.accent()));
+    }
+    if let Some(n) = app.notices.last() {
+        let style = match n.level {
+            Level::Info => theme.text(),
+            Level::Warn => theme.warn(),
+            Level::Error => theme.error(),
+        };
+        let more = if app.notices.len() > 1 { format!(" (+{})", app.notices.len() - 1) } else { String::new() };
+        spans.push(Span::styled(format!(" {}{more}", n.text), style));
+    }
+    let km = &app.keymap;
+    let text = app.text_input_focused();
+    let key = |a: Action| km.key_for(Mode::Global, &a, text).unwrap_or_default();
+    let mut hints = vec![(key(Action::ToggleHelp), "help"), (key(Action::FocusNext), "pane"), (key(Action::ToggleZoom), "zoom")];
+    if text {
+        hints.insert(0, (km.key_for(Mode::Text, &Action::Send, true).unwrap_or_default(), "send"));
+    }
+    if !app.notices.is_empty() {
+        hints.push((key(Action::Close), "dismiss"));
+    }
+    hints.push((key(Action::Quit), "quit"));
+    let mut right: Vec<Span> = Vec::new();
+    for (k, what) in hints {
+        right.push(Span::styled(k, theme.key()));
+        right.push(Span::styled(format!(" {what}  "), theme.status()));
+    }
+    let right_w: usize = right.iter().map(|s| s.width()).sum();
+    let left_w: usize = spans.iter().map(|s| s.width()).sum();
+    let width = area.width as usize;
+    // The hints give way to jobs and messages when the bar is full.
+    if left_w + right_w < width {
+        spans.push(Span::styled(" ".repeat(width - left_w - right_w), theme.status()));
+        spans.extend(right);
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)).style(theme.status()), area);
+}

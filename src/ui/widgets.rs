@@ -1,0 +1,53 @@
+//! Pieces the panes share: the pane frame, the empty state, sizes and centring.
+
+use ratatui::layout::{Alignment, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::theme::Theme;
+pub use crate::units::bytes;
+
+pub fn pane_block<'a>(theme: &Theme, title: &'a str, focused: bool) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(if focused { BorderType::Thick } else { BorderType::Rounded })
+        .border_style(theme.border(focused))
+        .title(Span::styled(format!(" {title} "), theme.title(focused)))
+}
+
+/// What a pane shows before its engine has anything: a headline, what will appear, how to start.
+pub struct EmptyState<'a> {
+    pub headline: &'a str,
+    pub what: &'a str,
+    pub how: &'a str,
+}
+
+pub fn empty_state(f: &mut Frame, area: Rect, theme: &Theme, e: &EmptyState) {
+    let lines = vec![
+        Line::styled(e.headline.to_string(), theme.accent()),
+        Line::raw(""),
+        Line::styled(e.what.to_string(), theme.text()),
+        Line::raw(""),
+        Line::styled(e.how.to_string(), theme.muted()),
+    ];
+    // Centre vertically when there is room; wrap to the pane's width.
+    let width = area.width.saturating_sub(2).max(1);
+    let needed: u16 = lines
+        .iter()
+        .map(|l| (l.width() as u16).div_ceil(width).max(1))
+        .sum();
+    let top = area.height.saturating_sub(needed) / 2;
+    let rect = Rect::new(area.x + 1, area.y + top, width, area.height - top);
+    f.render_widget(
+        Paragraph::new(lines).alignment(Alignment::Center).wrap(Wrap { trim: true }),
+        rect,
+    );
+}
+
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
+}
+

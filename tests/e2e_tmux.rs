@@ -1,0 +1,212 @@
+//! End to end in a real terminal: the built binary runs inside tmux; keys are sent with
+//! send-keys and the screen read with capture-pane. Checks pane moves, help, resize, quitting and
+//! that the shell gets a clean screen back after quit, SIGTERM, SIGHUP and a panic.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+    home: PathBuf,
+}
+
+impl Tmux {
+    fn start(name: &str, w: u16, h: u16) -> Tmux {
+        let socket = format!("lathe-e2e-{}-{name}", std::process::id());
+        let home = std::env::temp_dir().join(&socket);
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(home.join("config")).unwrap();
+        let t = Tmux { socket, home };
+        let shell = "env -u NO_COLOR -u RUST_BACKTRACE PS1='e2e$ ' sh";
+        t.tmux(&["-f", "/dev/null", "new-session", "-d", "-s", "e2e", "-x", &w.to_string(), "-y", &h.to_string(), shell]);
+        t.wait_for("e2e$");
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed (make test installs it)");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.tmux(&["send-keys", "-t", "e2e", k]);
+        }
+    }
+
+    fn type_line(&self, line: &str) {
+        self.tmux(&["send-keys", "-t", "e2e", "-l", line]);
+        self.tmux(&["send-keys", "-t", "e2e", "Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    fn wait_until(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        self.wait_until(text, |s| s.contains(text))
+    }
+
+    fn wait_gone(&self, text: &str) -> String {
+        self.wait_until(&format!("{text} to go"), |s| !s.contains(text))
+    }
+
+    /// Starts lathe from the shell with its own workspace and config dir.
+    fn launch(&self, extra_env: &str) {
+        self.launch_no_wait(extra_env);
+        self.wait_for("1 Training");
+    }
+
+    fn launch_no_wait(&self, extra_env: &str) {
+        let cmd = format!(
+            "{extra_env} LATHE_HOME={} XDG_CONFIG_HOME={} {}; echo \"exit=$?\"",
+            self.home.join("ws").display(),
+            self.home.join("config").display(),
+            env!("CARGO_BIN_EXE_lathe")
+        );
+        self.type_line(&cmd);
+    }
+
+    fn lathe_pid(&self) -> String {
+        let shell = self.tmux(&["display-message", "-p", "-t", "e2e", "#{pane_pid}"]);
+        let out = Command::new("pgrep").args(["-P", shell.trim(), "lathe"]).output().unwrap();
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!pid.is_empty(), "lathe is not running");
+        pid
+    }
+
+    /// After lathe ends: the exit line and a prompt are there and no pane is left on screen.
+    fn assert_clean_exit(&self, code: &str) -> String {
+        self.wait_for(&format!("exit={code}"));
+        let s = self.wait_until("the prompt", |s| s.trim_end().ends_with("e2e$"));
+        for leftover in ["1 Training", "No training run", "help", "Per core"] {
+            assert!(!s.contains(leftover), "TUI left {leftover:?} on screen:\n{s}");
+        }
+        // The terminal is back in cooked mode: a typed command runs.
+        self.type_line("echo cooked-$((40+2))");
+        self.wait_for("cooked-42");
+        s
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+#[test]
+fn panes_help_resize_and_quit() {
+    let t = Tmux::start("main", 100, 30);
+    t.launch("");
+    t.wait_for("No training run");
+
+    t.keys(&["5"]);
+    t.wait_for("Per core");
+    t.keys(&["Tab"]);
+    t.wait_for("No runs recorded");
+    t.keys(&["BTab", "BTab"]);
+    t.wait_for("No model loaded");
+
+    // Chat's box takes plain keys as typing; Tab leaves it.
+    t.keys(&["Tab", "3"]);
+    t.wait_for("No datasets yet");
+    t.keys(&["?"]);
+    let s = t.wait_for("Keys (");
+    assert!(s.contains("next pane") && s.contains("zoom"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_gone("Keys (");
+
+    t.tmux(&["resize-window", "-t", "e2e", "-x", "50", "-y", "12"]);
+    t.wait_for("Enlarge the window");
+    t.tmux(&["resize-window", "-t", "e2e", "-x", "180", "-y", "48"]);
+    // The wide grid shows every pane at once.
+    let s = t.wait_until("the grid", |s| s.contains("No training run") && s.contains("Per core") && s.contains("No datasets yet"));
+    assert!(s.contains("No runs recorded"), "{s}");
+
+    t.keys(&["z"]);
+    t.wait_for("[zoom]");
+    t.wait_gone("Per core");
+    t.keys(&["z"]);
+    t.wait_for("Per core");
+
+    t.keys(&["q"]);
+    t.assert_clean_exit("0");
+    let log = std::fs::read_to_string(t.home.join("ws/logs/lathe.log")).unwrap();
+    assert!(log.contains("workstation closed"), "{log}");
+}
+
+#[test]
+fn typing_in_chat_does_not_trigger_keys() {
+    let t = Tmux::start("chat", 100, 30);
+    t.launch("");
+    t.keys(&["4"]);
+    t.wait_for("No model loaded");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "q?5z hello"]);
+    let s = t.wait_for("q?5z hello");
+    assert!(!s.contains("Keys ("), "{s}");
+    t.keys(&["C-c"]);
+    t.assert_clean_exit("0");
+}
+
+#[test]
+fn sigterm_and_sighup_restore_the_terminal() {
+    for sig in ["TERM", "HUP"] {
+        let t = Tmux::start(&format!("sig{sig}"), 90, 26);
+        t.launch("");
+        let pid = t.lathe_pid();
+        let st = Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap();
+        assert!(st.success());
+        t.assert_clean_exit("0");
+        let log = std::fs::read_to_string(t.home.join("ws/logs/lathe.log")).unwrap();
+        assert!(log.contains(&format!("received SIG{sig}")), "{log}");
+    }
+}
+
+#[test]
+fn a_panic_restores_the_terminal_then_prints() {
+    let t = Tmux::start("panic", 100, 30);
+    t.launch_no_wait("LATHE_DEBUG_PANIC_AFTER_FIRST_FRAME=1");
+    let s = t.assert_clean_exit("101");
+    assert!(s.contains("panic requested by LATHE_DEBUG_PANIC_AFTER_FIRST_FRAME"), "{s}");
+}
+
+#[test]
+fn a_broken_theme_is_reported_on_screen() {
+    let t = Tmux::start("theme", 120, 30);
+    let bad = t.home.join("bad.toml");
+    std::fs::write(&bad, "[colors]\nfg = 'nope'\n").unwrap();
+    t.type_line(&format!(
+        "LATHE_HOME={} XDG_CONFIG_HOME={} {} --theme {}; echo \"exit=$?\"",
+        t.home.join("ws").display(),
+        t.home.join("config").display(),
+        env!("CARGO_BIN_EXE_lathe"),
+        bad.display()
+    ));
+    let s = t.wait_for("is invalid");
+    assert!(s.contains("1 Training"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_gone("is invalid");
+    t.keys(&["q"]);
+    t.assert_clean_exit("0");
+}

@@ -1,0 +1,159 @@
+//! Snapshots of every pane and of the whole app at 80x24 and 200x50 (ratatui TestBackend + insta).
+//! System figures come from a fixed reading so the snapshots are stable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lathe::app::action::{Action, KeyPress, PaneId, TextKey};
+use lathe::app::keymap::Keymap;
+use lathe::app::state::App;
+use lathe::engine::jobs::{JobEvent, JobKind};
+use lathe::engine::sysmon::{DiskSample, GpuSample, SysSample};
+use lathe::ui::theme::Theme;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn reading(i: u64) -> SysSample {
+    SysSample {
+        cpu_per_core: vec![(10 + i * 7 % 80) as f32, 55.0, 90.0, 3.0],
+        cpu_total: (20 + i * 3 % 60) as f32,
+        mem_used: 6 * 1024 * 1024 * 1024 + i * 50_000_000,
+        mem_total: 16 * 1024 * 1024 * 1024,
+        swap_used: 0,
+        swap_total: 2 * 1024 * 1024 * 1024,
+        disk: Some(DiskSample { mount_point: "/".into(), used: 120 << 30, total: 250 << 30 }),
+        proc_rss: 24 * 1024 * 1024 + i * 100_000,
+        proc_cpu: 1.5,
+        gpus: vec![],
+        load_avg: [0.52, 0.4, 0.33],
+    }
+}
+
+fn app() -> App {
+    let (km, problems) = Keymap::load(&BTreeMap::new());
+    assert!(problems.is_empty());
+    let mut app = App::new(km, Theme::default_theme(), PathBuf::from("/home/me/.local/share/lathe"));
+    for i in 0..40 {
+        app.update(Action::Sys(reading(i)));
+    }
+    app
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> String {
+    app.update(Action::Resize(w, h));
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| lathe::ui::draw(f, app)).unwrap();
+    t.backend().to_string()
+}
+
+#[test]
+fn every_pane_at_80x24() {
+    for pane in PaneId::ALL {
+        let mut a = app();
+        a.update(Action::Focus(pane));
+        insta::assert_snapshot!(format!("pane_{}_80x24", pane.name()), render(&mut a, 80, 24));
+    }
+}
+
+#[test]
+fn every_pane_zoomed_at_200x50() {
+    for pane in PaneId::ALL {
+        let mut a = app();
+        a.update(Action::Focus(pane));
+        a.update(Action::ToggleZoom);
+        insta::assert_snapshot!(format!("pane_{}_200x50_zoomed", pane.name()), render(&mut a, 200, 50));
+    }
+}
+
+#[test]
+fn whole_app_grid_at_200x50() {
+    let mut a = app();
+    insta::assert_snapshot!("app_200x50", render(&mut a, 200, 50));
+}
+
+#[test]
+fn whole_app_at_80x24() {
+    let mut a = app();
+    insta::assert_snapshot!("app_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn help_overlay_at_both_sizes() {
+    let mut a = app();
+    a.update(Action::ToggleHelp);
+    insta::assert_snapshot!("help_80x24", render(&mut a, 80, 24));
+    insta::assert_snapshot!("help_200x50", render(&mut a, 200, 50));
+    a.update(Action::PageDown);
+    insta::assert_snapshot!("help_80x24_scrolled", render(&mut a, 80, 24));
+}
+
+#[test]
+fn too_small_asks_for_a_bigger_window() {
+    let mut a = app();
+    let s = render(&mut a, 40, 10);
+    assert!(s.contains("Enlarge the window"));
+    insta::assert_snapshot!("too_small_40x10", s);
+}
+
+#[test]
+fn a_running_job_shows_in_the_status_bar_and_quit_asks() {
+    let mut a = app();
+    a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Stress, title: "2 busy threads".into() }));
+    a.update(Action::Job(JobEvent::Progress { id: 1, fraction: Some(0.42), message: String::new() }));
+    insta::assert_snapshot!("job_status_80x24", render(&mut a, 80, 24));
+    a.update(Action::Quit);
+    insta::assert_snapshot!("confirm_quit_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn chat_input_and_notice() {
+    let mut a = app();
+    a.update(Action::Focus(PaneId::Chat));
+    for c in "hello lathe".chars() {
+        a.update(Action::Text(KeyPress { key: TextKey::Char(c), ctrl: false, alt: false, shift: false }));
+    }
+    a.update(Action::Send);
+    insta::assert_snapshot!("chat_typed_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn system_pane_before_the_first_reading() {
+    let (km, _) = Keymap::load(&BTreeMap::new());
+    let mut a = App::new(km, Theme::default_theme(), PathBuf::from("/ws"));
+    a.update(Action::Focus(PaneId::System));
+    let s = render(&mut a, 80, 24);
+    assert!(s.contains("Taking the first reading"));
+}
+
+#[test]
+fn system_pane_with_a_gpu_and_many_cores() {
+    let mut a = app();
+    let mut s = reading(1);
+    s.cpu_per_core = (0..32).map(|i| (i * 3) as f32).collect();
+    s.gpus = vec![GpuSample { name: "NVIDIA H100".into(), usage: Some(37.0), mem_used: Some(8 << 30), mem_total: Some(80 << 30) }];
+    a.update(Action::Sys(s));
+    a.update(Action::Focus(PaneId::System));
+    a.update(Action::ToggleZoom);
+    insta::assert_snapshot!("system_gpu_32cores_200x50", render(&mut a, 200, 50));
+    insta::assert_snapshot!("system_gpu_32cores_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn every_theme_renders_the_grid() {
+    // Colours are not in the text snapshot; this checks each theme draws without panicking and
+    // that NO_COLOR leaves no colour in any cell.
+    for (name, _) in lathe::ui::theme::SHIPPED {
+        let mut a = app();
+        a.themes[0] = Theme::shipped(name).unwrap();
+        render(&mut a, 200, 50);
+    }
+    let mut a = app();
+    a.themes[0] = Theme::default_theme().monochrome();
+    a.update(Action::Resize(200, 50));
+    let mut t = Terminal::new(TestBackend::new(200, 50)).unwrap();
+    t.draw(|f| lathe::ui::draw(f, &a)).unwrap();
+    for cell in t.backend().buffer().content() {
+        assert_eq!(cell.fg, ratatui::style::Color::Reset);
+        assert_eq!(cell.bg, ratatui::style::Color::Reset);
+    }
+}
