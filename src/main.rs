@@ -35,6 +35,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     }
     match cli.command {
         None => workstation(config, ws),
+        Some(Cmd::Data { what }) => lathe::cli::data::run(&ws, what, &mut std::io::stdout().lock()),
+        Some(Cmd::Sql { query, format }) => lathe::cli::data::sql(&ws, &query, format, &mut std::io::stdout().lock()),
         Some(Cmd::Sysinfo { json }) => {
             lathe::cli::sysinfo::run(&ws.root, json, &mut std::io::stdout().lock())
         }
@@ -60,7 +62,7 @@ fn workstation(config: Config, ws: Workspace) -> anyhow::Result<()> {
     }
     runtime::run_terminal(Launch {
         app,
-        workspace: ws.root,
+        workspace: ws,
         sample_interval: config.sample_interval,
         max_fps: config.max_fps,
     })

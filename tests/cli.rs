@@ -38,7 +38,7 @@ fn sysinfo_text_and_json() {
     let out = lathe(&["sysinfo"], &h);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["CPU", "cpu0", "Memory", "Swap", "Disk", "lathe    RSS", "GPU"] {
+    for word in ["CPU", "cpu0", "Memory", "Swap", "Disk", "lathe    RSS", "GPU", "llama.cpp:", "DuckDB: v"] {
         assert!(text.contains(word), "sysinfo lacks {word}:\n{text}");
     }
     let out = lathe(&["sysinfo", "--json"], &h);
@@ -49,6 +49,8 @@ fn sysinfo_text_and_json() {
     assert!(s["mem_total"].as_u64().unwrap() > 0);
     assert!(s["proc_rss"].as_u64().unwrap() > 0);
     assert!(s["disk"]["total"].as_u64().unwrap() > 0);
+    assert!(v["engines"]["duckdb"].as_str().unwrap().starts_with('v'));
+    assert!(v["engines"]["llama_cpp"].as_str().unwrap().contains("CPU"));
     // Logs went to the workspace, not the terminal.
     let log = std::fs::read_to_string(h.join("logs/lathe.log")).unwrap();
     assert!(log.contains("lathe starting"));
@@ -82,4 +84,48 @@ fn unknown_subcommands_are_rejected_with_usage() {
     let out = lathe(&["frobnicate"], &home("u"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+}
+
+#[test]
+fn sql_and_data_from_the_command_line() {
+    let h = home("sql");
+    let out = lathe(&["sql", "select count(*) as n from instruct", "--format", "csv"], &h);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n8000\n");
+
+    let out = lathe(&["sql", "selec 1"], &h);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("lathe: SQL error") && err.trim().lines().count() == 1, "{err}");
+    assert!(out.stdout.is_empty());
+
+    let csv = h.join("pets.csv");
+    std::fs::write(&csv, "name,legs\ncat,4\nbird,2\n").unwrap();
+    let out = lathe(&["data", "import", csv.to_str().unwrap()], &h);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("imported pets: 2 rows, 2 columns from {}", csv.display()));
+    let out = lathe(&["data", "import", csv.to_str().unwrap()], &h);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replace"));
+
+    let out = lathe(&["data", "list"], &h);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["chat", "instruct", "pets"] {
+        assert!(text.contains(name), "{text}");
+    }
+    let out = lathe(&["data", "list", "--json"], &h);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+
+    let jl = h.join("instruct.jsonl");
+    let out = lathe(&["data", "export", "instruct", "--out", jl.to_str().unwrap()], &h);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&jl).unwrap().lines().count(), 8000);
+    let pq = h.join("adds.parquet");
+    let out = lathe(&["data", "export", "--sql", "select * from instruct where task = 'add'", "--out", pq.to_str().unwrap()], &h);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("wrote 2000 rows to {}", pq.display()));
+
+    let out = lathe(&["data", "drop", "pets"], &h);
+    assert!(out.status.success());
+    let out = lathe(&["data", "drop", "pets"], &h);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No dataset named pets"));
 }

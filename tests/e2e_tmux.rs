@@ -130,7 +130,9 @@ fn panes_help_resize_and_quit() {
 
     // Chat's box takes plain keys as typing; Tab leaves it.
     t.keys(&["Tab", "3"]);
-    t.wait_for("No datasets yet");
+    // A new workspace holds the bundled demo datasets.
+    let s = t.wait_for("8000");
+    assert!(s.contains("instruct") && s.contains("chat") && s.contains("1500"), "{s}");
     t.keys(&["?"]);
     let s = t.wait_for("Keys (");
     assert!(s.contains("next pane") && s.contains("zoom"), "{s}");
@@ -141,7 +143,7 @@ fn panes_help_resize_and_quit() {
     t.wait_for("Enlarge the window");
     t.tmux(&["resize-window", "-t", "e2e", "-x", "180", "-y", "48"]);
     // The wide grid shows every pane at once.
-    let s = t.wait_until("the grid", |s| s.contains("No training run") && s.contains("Per core") && s.contains("No datasets yet"));
+    let s = t.wait_until("the grid", |s| s.contains("No training run") && s.contains("Per core") && s.contains("8000"));
     assert!(s.contains("No runs recorded"), "{s}");
 
     t.keys(&["z"]);
@@ -192,10 +194,12 @@ fn a_panic_restores_the_terminal_then_prints() {
 }
 
 #[test]
-fn a_broken_theme_is_reported_on_screen() {
-    let t = Tmux::start("theme", 120, 30);
+fn a_broken_theme_and_config_are_reported_on_screen() {
+    let t = Tmux::start("theme", 140, 30);
     let bad = t.home.join("bad.toml");
     std::fs::write(&bad, "[colors]\nfg = 'nope'\n").unwrap();
+    std::fs::create_dir_all(t.home.join("config/lathe")).unwrap();
+    std::fs::write(t.home.join("config/lathe/config.toml"), "max_fps = 'fast'\n").unwrap();
     t.type_line(&format!(
         "LATHE_HOME={} XDG_CONFIG_HOME={} {} --theme {}; echo \"exit=$?\"",
         t.home.join("ws").display(),
@@ -203,10 +207,15 @@ fn a_broken_theme_is_reported_on_screen() {
         env!("CARGO_BIN_EXE_lathe"),
         bad.display()
     ));
-    let s = t.wait_for("is invalid");
-    assert!(s.contains("1 Training"), "{s}");
+    // The newest problem shows, with a count of the others; Esc dismisses one at a time.
+    let s = t.wait_for("bad.toml is invalid");
+    assert!(s.contains("1 Training") && s.contains("(+"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_for("config.toml is invalid and was ignored");
     t.keys(&["Escape"]);
     t.wait_gone("is invalid");
+    // Then the news of lower rank: the new workspace's demo datasets.
+    t.wait_for("imported the demo datasets");
     t.keys(&["q"]);
     t.assert_clean_exit("0");
 }

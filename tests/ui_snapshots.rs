@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use lathe::app::action::{Action, KeyPress, PaneId, TextKey};
 use lathe::app::keymap::Keymap;
 use lathe::app::state::App;
+use lathe::engine::data::worker::DataEvent;
+use lathe::engine::data::DatasetInfo;
 use lathe::engine::jobs::{JobEvent, JobKind};
 use lathe::engine::sysmon::{DiskSample, GpuSample, SysSample};
 use lathe::ui::theme::Theme;
@@ -36,6 +38,16 @@ fn app() -> App {
     for i in 0..40 {
         app.update(Action::Sys(reading(i)));
     }
+    let ds = |name: &str, rows, columns, source_bytes| DatasetInfo {
+        name: name.into(),
+        rows,
+        columns,
+        source_bytes,
+        source: format!("bundled datasets/{name}.jsonl"),
+        format: "jsonl".into(),
+        imported_at: "2026-11-26 12:00:00".into(),
+    };
+    app.update(Action::Data(DataEvent::Datasets(vec![ds("chat", 1500, 2, 473_546), ds("instruct", 8000, 5, 872_827)])));
     app
 }
 
@@ -114,6 +126,18 @@ fn chat_input_and_notice() {
     }
     a.update(Action::Send);
     insta::assert_snapshot!("chat_typed_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn data_pane_states() {
+    let (km, _) = Keymap::load(&BTreeMap::new());
+    let mut a = App::new(km, Theme::default_theme(), PathBuf::from("/ws"));
+    a.update(Action::Focus(PaneId::Data));
+    assert!(render(&mut a, 80, 24).contains("Opening the workspace catalog"));
+    a.update(Action::Data(DataEvent::Unavailable("The workspace catalog /ws/lathe.duckdb is open in another process (/usr/bin/lathe (PID 42)); close it there, or pass --home to use another workspace".into())));
+    insta::assert_snapshot!("data_unavailable_80x24", render(&mut a, 80, 24));
+    a.update(Action::Data(DataEvent::Datasets(vec![])));
+    assert!(render(&mut a, 80, 24).contains("No datasets"));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::data::worker::DataEvent;
 use crate::engine::jobs::{JobEvent, JobId};
 use crate::engine::sysmon::SysSample;
 
@@ -121,6 +122,7 @@ pub enum Action {
     // From engines.
     Sys(SysSample),
     Job(JobEvent),
+    Data(DataEvent),
     /// Starts a job that keeps `threads` cores busy (used to test responsiveness).
     StartStress { threads: usize, seconds: Option<u64> },
     CancelJob(JobId),

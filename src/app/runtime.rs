@@ -3,7 +3,6 @@
 //! after every queued message has been reduced.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,25 +16,35 @@ use super::action::{Action, Command};
 use super::keymap::key_press;
 use super::state::App;
 use crate::engine::jobs::{self, JobKind, Jobs};
+use crate::engine::data::worker::DataWorker;
 use crate::engine::sysmon::SysMonitor;
+use crate::engine::workspace::Workspace;
 
 /// The engines the TUI drives, each owning its resources on its own thread(s).
 pub struct Engines {
     pub jobs: Jobs,
     _sysmon: Option<SysMonitor>,
+    _data: Option<DataWorker>,
 }
 
 impl Engines {
     /// Starts the engines; their events arrive as Actions on `tx`.
-    pub fn start(tx: UnboundedSender<Action>, workspace: Option<(PathBuf, Duration)>) -> Engines {
+    /// Without a workspace (tests, benchmarks) only the job runner starts.
+    pub fn start(tx: UnboundedSender<Action>, workspace: Option<(&Workspace, Duration)>) -> Engines {
         let job_tx = tx.clone();
         let jobs = Jobs::new(Arc::new(move |ev| {
             let _ = job_tx.send(Action::Job(ev));
         }));
-        let sysmon = workspace.map(|(ws, every)| {
-            SysMonitor::spawn(ws, every, move |s| tx.send(Action::Sys(s)).is_ok())
+        let data = workspace.map(|(ws, _)| {
+            let tx = tx.clone();
+            DataWorker::spawn(ws.clone(), move |ev| {
+                let _ = tx.send(Action::Data(ev));
+            })
         });
-        Engines { jobs, _sysmon: sysmon }
+        let sysmon = workspace.map(|(ws, every)| {
+            SysMonitor::spawn(ws.root.clone(), every, move |s| tx.send(Action::Sys(s)).is_ok())
+        });
+        Engines { jobs, _sysmon: sysmon, _data: data }
     }
 
     pub fn execute(&mut self, cmd: Command) {
@@ -187,7 +196,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Everything the TUI needs, made from the config.
 pub struct Launch {
     pub app: App,
-    pub workspace: PathBuf,
+    pub workspace: Workspace,
     pub sample_interval: Duration,
     pub max_fps: u32,
 }
@@ -199,7 +208,7 @@ pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
         let Launch { mut app, workspace, sample_interval, max_fps } = launch;
         let (tx, rx) = mpsc::unbounded_channel();
         spawn_signal_listener(tx.clone())?;
-        let mut engines = Engines::start(tx.clone(), Some((workspace, sample_interval)));
+        let mut engines = Engines::start(tx.clone(), Some((&workspace, sample_interval)));
         let mut guard = super::terminal::TerminalGuard::enter()?;
         let opts = LoopOptions {
             max_fps,

@@ -7,6 +7,8 @@ use tui_textarea::{Input, Key, TextArea};
 
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::keymap::{Keymap, Mode};
+use crate::engine::data::worker::DataEvent;
+use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobStatus};
 use crate::engine::sysmon::SysSample;
 use crate::ui::theme::Theme;
@@ -20,7 +22,7 @@ pub enum Overlay {
     ConfirmQuit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Info,
     Warn,
@@ -72,6 +74,8 @@ pub struct App {
     pub workspace: PathBuf,
     pub sys: SysState,
     pub jobs: Vec<JobInfo>,
+    /// The catalog's datasets once the data engine has listed them; Err says why it could not.
+    pub datasets: Option<Result<Vec<DatasetInfo>, String>>,
     pub chat_input: TextArea<'static>,
     pub notices: Vec<Notice>,
     pub should_quit: bool,
@@ -102,6 +106,7 @@ impl App {
             workspace,
             sys: SysState::default(),
             jobs: Vec::new(),
+            datasets: None,
             chat_input,
             notices: Vec::new(),
             should_quit: false,
@@ -130,6 +135,11 @@ impl App {
 
     pub fn running_jobs(&self) -> impl Iterator<Item = &JobInfo> {
         self.jobs.iter().filter(|j| j.status == JobStatus::Running)
+    }
+
+    /// The notice the status bar shows: the newest of the most severe.
+    pub fn current_notice(&self) -> Option<(usize, &Notice)> {
+        self.notices.iter().enumerate().max_by_key(|(i, n)| (n.level, *i))
     }
 
     pub fn notify(&mut self, level: Level, text: impl Into<String>) {
@@ -182,7 +192,9 @@ impl App {
             Action::Close => {
                 if self.overlay.is_some() {
                     self.overlay = None;
-                } else if self.notices.pop().is_none() && self.zoomed {
+                } else if let Some((i, _)) = self.current_notice() {
+                    self.notices.remove(i);
+                } else if self.zoomed {
                     self.zoomed = false;
                 }
             }
@@ -248,6 +260,19 @@ impl App {
                     self.jobs.retain(|j| j.status == JobStatus::Running);
                 }
             }
+            Action::Data(ev) => match ev {
+                DataEvent::Opened { seeded } => {
+                    if !seeded.is_empty() {
+                        self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
+                    }
+                }
+                DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
+                DataEvent::Unavailable(msg) => {
+                    self.notify(Level::Error, msg.clone());
+                    self.datasets = Some(Err(msg));
+                }
+                DataEvent::Failed(msg) => self.notify(Level::Error, msg),
+            },
             Action::StartStress { threads, seconds } => out.push(Command::StartStress { threads, seconds }),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
         }
@@ -376,6 +401,18 @@ mod tests {
         a.update(Action::Send);
         assert!(a.notices.last().unwrap().text.contains("not available"));
         assert_eq!(a.chat_input.lines(), ["y"]);
+    }
+
+    #[test]
+    fn errors_show_before_newer_info_and_esc_dismisses_them_in_turn() {
+        let mut a = app();
+        a.notify(Level::Error, "bad theme");
+        a.notify(Level::Info, "imported");
+        assert_eq!(a.current_notice().unwrap().1.text, "bad theme");
+        a.update(Action::Close);
+        assert_eq!(a.current_notice().unwrap().1.text, "imported");
+        a.update(Action::Close);
+        assert!(a.current_notice().is_none());
     }
 
     #[test]

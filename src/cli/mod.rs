@@ -2,6 +2,7 @@
 //! measures it).
 
 pub mod bench;
+pub mod data;
 pub mod sysinfo;
 
 use std::path::PathBuf;
@@ -33,6 +34,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Datasets in the workspace catalog: import, list, drop, export.
+    Data {
+        #[command(subcommand)]
+        what: DataCmd,
+    },
+    /// Run one SQL statement against the workspace catalog (files can be read directly too:
+    /// select * from 'x.parquet').
+    Sql {
+        /// The statement.
+        query: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Print the System pane's figures once: CPU per core, memory, swap, disk, GPUs.
     Sysinfo {
         /// Print JSON instead of text.
@@ -43,6 +57,46 @@ pub enum Cmd {
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCmd {
+    /// Import a CSV/TSV, Parquet, JSON or JSONL file, a glob or a folder as a dataset.
+    Import {
+        path: PathBuf,
+        /// The dataset's name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Overwrite a dataset of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the datasets: name, rows, columns, source size, source, when imported.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a dataset.
+    Drop { name: String },
+    /// Write a dataset, or a query's result, to .csv, .parquet or .jsonl.
+    Export {
+        /// The dataset to export (or use --sql).
+        #[arg(required_unless_present = "sql")]
+        name: Option<String>,
+        /// Export this query's result instead of a dataset.
+        #[arg(long, conflicts_with = "name")]
+        sql: Option<String>,
+        /// The file to write; its extension picks the format.
+        #[arg(long, short)]
+        out: PathBuf,
     },
 }
 

@@ -3,16 +3,21 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::engine::info;
 use crate::engine::sysmon::{self, SysSample};
 use crate::units::bytes;
 
 pub fn run(workspace: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let s = sysmon::sample_once(workspace)?;
     if json {
-        let v = serde_json::json!({ "workspace": workspace, "sample": s });
+        let v = serde_json::json!({ "workspace": workspace, "sample": s, "engines": info::engine_info() });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         write!(out, "{}", text(&s, workspace))?;
+        let e = info::engine_info();
+        writeln!(out, "Engines  candle: {}", e.candle)?;
+        writeln!(out, "         llama.cpp: {}", e.llama_cpp)?;
+        writeln!(out, "         DuckDB: {}", e.duckdb)?;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! All real work lives here. Nothing below `engine/` imports ratatui or crossterm: engines take
 //! plain-data requests and report plain-data events, so the TUI, the CLI and tests drive them alike.
 
+pub mod info;
+pub mod data;
 pub mod jobs;
 pub mod sysmon;
 pub mod workspace;

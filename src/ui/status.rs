@@ -16,7 +16,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
         let pct = j.fraction.map(|p| format!(" {:.0}%", p * 100.0)).unwrap_or_default();
         spans.push(Span::styled(format!(" ● {} {}{pct} ", j.kind.label(), j.title), theme.accent()));
     }
-    if let Some(n) = app.notices.last() {
+    if let Some((_, n)) = app.current_notice() {
         let style = match n.level {
             Level::Info => theme.text(),
             Level::Warn => theme.warn(),

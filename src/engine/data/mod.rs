@@ -1,0 +1,128 @@
+//! The workspace catalog: one DuckDB file, `lathe.duckdb`. Datasets are tables in the `main`
+//! schema; lathe's own tables (datasets, query history, later runs and metrics) live in the
+//! `lathe` schema of the same file, so SQL and the duckdb CLI see them like any dataset.
+//! Only one process may open the file for writing; DuckDB's own file lock enforces that and we
+//! turn its message into one that names the holder.
+
+pub mod demo;
+pub mod import;
+pub mod query;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+
+use duckdb::Connection;
+
+pub use import::{DatasetInfo, ExportSource, ImportOptions};
+pub use query::{OutputFormat, QueryOutput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("The workspace catalog {path} is open in another process ({holder}); close it there, or pass --home to use another workspace")]
+    Locked { path: PathBuf, holder: String },
+    /// A sentence for the user that says what to do.
+    #[error("{0}")]
+    User(String),
+    #[error("{0}")]
+    Db(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<duckdb::Error> for DataError {
+    fn from(e: duckdb::Error) -> Self {
+        DataError::Db(clean_db_error(&e.to_string()))
+    }
+}
+
+/// DuckDB's messages span lines and carry a type prefix; keep the line that says what is wrong.
+pub fn clean_db_error(msg: &str) -> String {
+    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut out = lines.join(" ");
+    if out.len() > 600 {
+        out.truncate(out.char_indices().take_while(|(i, _)| *i < 600).last().map(|(i, _)| i).unwrap_or(0));
+        out.push('…');
+    }
+    out
+}
+
+pub struct Catalog {
+    pub conn: Connection,
+    pub path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS lathe;
+CREATE TABLE IF NOT EXISTS lathe.datasets (
+    name VARCHAR PRIMARY KEY,
+    source VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    source_bytes UBIGINT NOT NULL,
+    imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS lathe.meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS lathe.query_history_id;
+CREATE TABLE IF NOT EXISTS lathe.query_history (
+    id BIGINT PRIMARY KEY DEFAULT nextval('lathe.query_history_id'),
+    sql VARCHAR NOT NULL,
+    ran_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    ok BOOLEAN NOT NULL,
+    rows UBIGINT,
+    elapsed_ms DOUBLE
+);
+";
+
+impl Catalog {
+    /// Opens (creating when new) the catalog for writing.
+    ///
+    /// The file is attached as `workspace` rather than under its file name: DuckDB names a
+    /// database after its file, and a catalog called `lathe` would make `lathe.runs` ambiguous.
+    pub fn open(path: &Path) -> Result<Catalog, DataError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(&format!("ATTACH {} AS workspace", import::quote_str(&path.to_string_lossy())))
+            .map_err(|e| locked_or(path, e))?;
+        conn.execute_batch("USE workspace")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Catalog { conn, path: path.to_path_buf() })
+    }
+
+    /// Opens the workspace's catalog; a new one gets the bundled demo datasets.
+    pub fn open_workspace(ws: &crate::engine::workspace::Workspace) -> Result<Catalog, DataError> {
+        let cat = Catalog::open(&ws.catalog_path())?;
+        cat.seed_demo()?;
+        Ok(cat)
+    }
+
+    /// An in-memory catalog for tests.
+    pub fn in_memory() -> Result<Catalog, DataError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Catalog { conn, path: PathBuf::from(":memory:") })
+    }
+
+    pub fn dataset_exists(&self, name: &str) -> Result<bool, DataError> {
+        let n: i64 = self.conn.query_row(
+            "select count(*) from duckdb_tables()
+             where database_name = current_database() and schema_name = 'main' and table_name = ?",
+            [name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+}
+
+/// DuckDB says "Could not set lock on file ... Conflicting lock is held in EXE (PID N)".
+fn locked_or(path: &Path, e: duckdb::Error) -> DataError {
+    let msg = e.to_string();
+    if msg.contains("Could not set lock") || msg.contains("Conflicting lock") {
+        // "... held in /usr/bin/lathe (PID 1234) by user me. See also ..." -> "/usr/bin/lathe (PID 1234)"
+        let holder = msg
+            .split("Conflicting lock is held in ")
+            .nth(1)
+            .and_then(|h| h.find(')').map(|end| h[..=end].to_string()))
+            .unwrap_or_else(|| "another process".to_string());
+        DataError::Locked { path: path.to_path_buf(), holder }
+    } else {
+        DataError::Db(clean_db_error(&msg))
+    }
+}
