@@ -99,6 +99,7 @@ pub fn run_ui(home: &Path, idle_seconds: u64, starts: usize) -> anyhow::Result<(
         ),
     });
     println!("{}", figures.last().unwrap().line());
+    let _ = std::fs::remove_dir_all(home);
     Ok(())
 }
 
