@@ -129,3 +129,23 @@ fn sql_and_data_from_the_command_line() {
     let out = lathe(&["data", "drop", "pets"], &h);
     assert!(String::from_utf8_lossy(&out.stderr).contains("No dataset named pets"));
 }
+
+#[test]
+fn training_views_from_the_command_line() {
+    let h = home("views");
+    let out = lathe(&["data", "view", "list"], &h);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("instruct") && text.contains("alpaca") && text.contains("chat"), "{text}");
+    let out = lathe(&["data", "view", "create", "adds", "--sql", "select instruction, input, output from instruct where task = 'add'", "--format", "alpaca", "--eval-fraction", "0.1"], &h);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("view adds: alpaca format"));
+    let out = lathe(&["data", "view", "show", "adds", "--limit", "2", "--split", "eval"], &h);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("── adds #").count(), 2, "{text}");
+    assert!(text.contains("instruction: Add the two numbers.") && text.contains("output: "), "{text}");
+    let out = lathe(&["data", "view", "show", "chat", "--limit", "1"], &h);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("assistant: "));
+    let out = lathe(&["data", "view", "create", "x", "--sql", "select 1 as y", "--format", "text"], &h);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a column named text"));
+}

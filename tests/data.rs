@@ -256,3 +256,64 @@ fn an_import_killed_halfway_leaves_no_half_dataset() {
     let n = sql(&cat, "select count(*) as n from duckdb_tables() where table_name = 'big'", OutputFormat::Csv);
     assert_eq!(n, "n\n0\n");
 }
+
+#[test]
+fn training_views_check_columns_and_split_deterministically() {
+    use lathe::engine::data::views::{Example, Split, ViewFormat};
+    let d = dir("views");
+    let ws = Workspace::open(&d).unwrap();
+    let cat = Catalog::open_workspace(&ws).unwrap();
+    // A new workspace has a view over each demo dataset.
+    let views = cat.views().unwrap();
+    let names: Vec<_> = views.iter().map(|v| (v.name.as_str(), v.format, v.train_rows + v.eval_rows)).collect();
+    assert_eq!(names, [("chat", ViewFormat::Chat, 1500), ("instruct", ViewFormat::Alpaca, 8000)]);
+    let inst = &views[1];
+    let share = inst.eval_rows as f64 / 8000.0;
+    assert!((0.03..0.07).contains(&share), "eval share {share}");
+
+    // The split is a pure function of each row: redefining gives the same rows, a bigger
+    // fraction only moves rows from train to eval.
+    let eval1 = cat.examples("instruct", Split::Eval, None).unwrap();
+    cat.create_view("instruct", "SELECT instruction, input, output FROM instruct", ViewFormat::Alpaca, 0.05, true).unwrap();
+    assert_eq!(cat.examples("instruct", Split::Eval, None).unwrap(), eval1);
+    cat.create_view("more", "SELECT instruction, input, output FROM instruct", ViewFormat::Alpaca, 0.2, false).unwrap();
+    let eval2 = cat.examples("more", Split::Eval, None).unwrap();
+    assert!(eval1.iter().all(|e| eval2.contains(e)));
+    let train = cat.examples("instruct", Split::Train, None).unwrap();
+    assert!(train.iter().all(|e| !eval1.contains(e)));
+    assert_eq!(train.len() + eval1.len(), 8000);
+
+    match &cat.examples("chat", Split::Train, Some(1)).unwrap()[0] {
+        Example::Chat { messages } => {
+            assert_eq!(messages[0].role, "system");
+            assert_eq!(messages[1].role, "user");
+            assert_eq!(messages[2].role, "assistant");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Text and completion views over any query.
+    cat.create_view("t", "SELECT input AS text FROM instruct WHERE task = 'reverse'", ViewFormat::Text, 0.1, false).unwrap();
+    assert!(matches!(cat.examples("t", Split::Train, Some(1)).unwrap()[0], Example::Text { .. }));
+    cat.create_view("c", "SELECT input AS prompt, output AS completion FROM instruct", ViewFormat::Completion, 0.0, false).unwrap();
+    assert_eq!(cat.view_info("c").unwrap().eval_rows, 0);
+
+    // Wrong shapes are refused with what to do.
+    let bad = [
+        ("SELECT input, output FROM instruct", ViewFormat::Alpaca, "needs a column named instruction"),
+        ("SELECT id AS text FROM instruct", ViewFormat::Text, "cast it in the query"),
+        ("SELECT task AS messages FROM instruct", ViewFormat::Chat, "list of {role, content}"),
+        ("SELECT * FROM nowhere", ViewFormat::Text, "fix it and try again"),
+    ];
+    for (sql, format, expect) in bad {
+        let err = cat.create_view("bad", sql, format, 0.05, false).unwrap_err().to_string();
+        assert!(err.contains(expect), "{sql}: {err}");
+    }
+    let err = cat.create_view("instruct", "SELECT instruction, output FROM instruct", ViewFormat::Alpaca, 0.05, false).unwrap_err();
+    assert!(err.to_string().contains("--replace"));
+    let err = cat.create_view("x", "SELECT input AS text FROM instruct", ViewFormat::Text, 1.5, false).unwrap_err();
+    assert!(err.to_string().contains("below 1"));
+    // A view whose source is dropped says so.
+    cat.drop_dataset("chat").unwrap();
+    let err = cat.view_info("chat").unwrap_err().to_string();
+    assert!(err.contains("no longer runs") && err.contains("--replace"), "{err}");
+}

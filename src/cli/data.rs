@@ -6,7 +6,9 @@ use crate::engine::data::{Catalog, ExportSource, ImportOptions, OutputFormat};
 use crate::engine::workspace::Workspace;
 use crate::units::bytes;
 
-use super::{DataCmd, Format};
+use crate::engine::data::views::{Split, ViewFormat};
+
+use super::{DataCmd, Format, ViewCmd};
 
 pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<()> {
     let cat = Catalog::open_workspace(ws)?;
@@ -38,6 +40,7 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
                 }
             }
         }
+        DataCmd::View { what } => view(&cat, what, out)?,
         DataCmd::Drop { name } => {
             cat.drop_dataset(&name)?;
             writeln!(out, "dropped {name}")?;
@@ -50,6 +53,51 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
             };
             let rows = cat.export(&what, &file)?;
             writeln!(out, "wrote {rows} rows to {}", file.display())?;
+        }
+    }
+    Ok(())
+}
+
+fn view(cat: &Catalog, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    match cmd {
+        ViewCmd::Create { name, sql, format, eval_fraction, replace } => {
+            let v = cat.create_view(&name, &sql, ViewFormat::parse(&format)?, eval_fraction, replace)?;
+            writeln!(out, "view {}: {} format, {} train rows, {} eval rows", v.name, v.format.name(), v.train_rows, v.eval_rows)?;
+        }
+        ViewCmd::List { json } => {
+            let views = cat.views()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&views)?)?;
+            } else if views.is_empty() {
+                writeln!(out, "no views; define one with `lathe data view create NAME --sql QUERY --format FORMAT`")?;
+            } else {
+                let w = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
+                writeln!(out, "{:<w$}  {:<10}  {:>8}  {:>8}  {:>5}  sql", "name", "format", "train", "eval", "eval%")?;
+                for v in views {
+                    writeln!(
+                        out,
+                        "{:<w$}  {:<10}  {:>8}  {:>8}  {:>5.1}  {}",
+                        v.name,
+                        v.format.name(),
+                        v.train_rows,
+                        v.eval_rows,
+                        v.eval_fraction * 100.0,
+                        v.sql
+                    )?;
+                }
+            }
+        }
+        ViewCmd::Show { name, limit, split } => {
+            let split = if split == "eval" { Split::Eval } else { Split::Train };
+            let info = cat.view_info(&name)?;
+            for (i, ex) in cat.examples(&name, split, Some(limit))?.iter().enumerate() {
+                writeln!(out, "── {} #{} ({}, {}) ──", info.name, i + 1, if split == Split::Eval { "eval" } else { "train" }, info.format.name())?;
+                write!(out, "{}", ex.pretty())?;
+            }
+        }
+        ViewCmd::Drop { name } => {
+            cat.drop_view(&name)?;
+            writeln!(out, "dropped view {name}")?;
         }
     }
     Ok(())

@@ -86,6 +86,11 @@ pub enum DataCmd {
     },
     /// Remove a dataset.
     Drop { name: String },
+    /// Training-set views: a named query plus a format, split into train and eval.
+    View {
+        #[command(subcommand)]
+        what: ViewCmd,
+    },
     /// Write a dataset, or a query's result, to .csv, .parquet or .jsonl.
     Export {
         /// The dataset to export (or use --sql).
@@ -98,6 +103,40 @@ pub enum DataCmd {
         #[arg(long, short)]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ViewCmd {
+    /// Define a view: the query must give the format's columns (alpaca: instruction, input,
+    /// output; chat: messages; completion: prompt, completion; text: text).
+    Create {
+        name: String,
+        #[arg(long)]
+        sql: String,
+        #[arg(long, value_parser = ["alpaca", "chat", "completion", "text"])]
+        format: String,
+        /// The share of rows held out for eval, chosen by a hash of each row.
+        #[arg(long, default_value_t = crate::engine::data::views::DEFAULT_EVAL_FRACTION)]
+        eval_fraction: f64,
+        /// Redefine a view of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the views with their train and eval row counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print formatted examples of a view.
+    Show {
+        name: String,
+        #[arg(long, default_value_t = 3)]
+        limit: usize,
+        #[arg(long, value_parser = ["train", "eval"], default_value = "train")]
+        split: String,
+    },
+    /// Remove a view (its data stays).
+    Drop { name: String },
 }
 
 #[derive(Debug, Subcommand)]

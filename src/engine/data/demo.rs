@@ -43,6 +43,9 @@ impl Catalog {
         })();
         let _ = std::fs::remove_dir_all(&dir);
         result?;
+        for (name, sql, format) in super::views::DEMO_VIEWS {
+            self.create_view(name, sql, *format, super::views::DEFAULT_EVAL_FRACTION, true)?;
+        }
         self.conn.execute("INSERT INTO lathe.meta VALUES (?, 'true')", [SEEDED])?;
         Ok(imported)
     }

@@ -7,6 +7,7 @@
 pub mod demo;
 pub mod import;
 pub mod query;
+pub mod views;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS lathe.datasets (
     format VARCHAR NOT NULL,
     source_bytes UBIGINT NOT NULL,
     imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS lathe.views (
+    name VARCHAR PRIMARY KEY,
+    sql VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    eval_fraction DOUBLE NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS lathe.meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE SEQUENCE IF NOT EXISTS lathe.query_history_id;
