@@ -130,9 +130,18 @@ fn panes_help_resize_and_quit() {
 
     // Chat's box takes plain keys as typing; Tab leaves it.
     t.keys(&["Tab", "3"]);
-    // A new workspace holds the bundled demo datasets.
-    let s = t.wait_for("8000");
-    assert!(s.contains("instruct") && s.contains("chat") && s.contains("1500"), "{s}");
+    // The SQL editor has the keyboard; a new workspace holds the bundled demo datasets.
+    t.wait_for("F5 or Ctrl-R");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "select task, count(*) as n from instruct group by task order by task"]);
+    t.keys(&["F5"]);
+    let s = t.wait_for("4 rows");
+    assert!(s.contains("reverse") && s.contains("2000"), "{s}");
+    // Into the grid, down to the last row, and the row in full.
+    t.keys(&["F6", "End", "Enter"]);
+    let s = t.wait_for("Row 4 (Esc closes)");
+    assert!(s.contains("sort"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_gone("Row 4 (Esc closes)");
     t.keys(&["?"]);
     let s = t.wait_for("Keys (");
     assert!(s.contains("next pane") && s.contains("zoom"), "{s}");
@@ -143,7 +152,7 @@ fn panes_help_resize_and_quit() {
     t.wait_for("Enlarge the window");
     t.tmux(&["resize-window", "-t", "e2e", "-x", "180", "-y", "48"]);
     // The wide grid shows every pane at once.
-    let s = t.wait_until("the grid", |s| s.contains("No training run") && s.contains("Per core") && s.contains("8000"));
+    let s = t.wait_until("the grid", |s| s.contains("No training run") && s.contains("Per core") && s.contains("reverse"));
     assert!(s.contains("No runs recorded"), "{s}");
 
     t.keys(&["z"]);

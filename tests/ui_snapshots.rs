@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use lathe::app::action::{Action, KeyPress, PaneId, TextKey};
 use lathe::app::keymap::Keymap;
 use lathe::app::state::App;
+use lathe::engine::data::paging::Shape;
 use lathe::engine::data::worker::DataEvent;
 use lathe::engine::data::DatasetInfo;
 use lathe::engine::jobs::{JobEvent, JobKind};
@@ -137,7 +138,52 @@ fn data_pane_states() {
     a.update(Action::Data(DataEvent::Unavailable("The workspace catalog /ws/lathe.duckdb is open in another process (/usr/bin/lathe (PID 42)); close it there, or pass --home to use another workspace".into())));
     insta::assert_snapshot!("data_unavailable_80x24", render(&mut a, 80, 24));
     a.update(Action::Data(DataEvent::Datasets(vec![])));
-    assert!(render(&mut a, 80, 24).contains("No datasets"));
+    assert!(render(&mut a, 80, 24).contains("F5 or Ctrl-R"));
+    assert!(render(&mut a, 120, 30).contains("no tables"));
+}
+
+fn typed(a: &mut App, s: &str) {
+    for c in s.chars() {
+        a.update(Action::Text(KeyPress { key: TextKey::Char(c), ctrl: false, alt: false, shift: false }));
+    }
+}
+
+#[test]
+fn data_pane_with_a_result() {
+    let mut a = app();
+    a.update(Action::Data(DataEvent::Schema(vec![
+        ("chat".into(), vec![("id".into(), "BIGINT".into()), ("messages".into(), "STRUCT(\"role\" VARCHAR, \"content\" VARCHAR)[]".into())]),
+        ("instruct".into(), vec![("id".into(), "BIGINT".into()), ("task".into(), "VARCHAR".into()), ("instruction".into(), "VARCHAR".into()), ("input".into(), "VARCHAR".into()), ("output".into(), "VARCHAR".into())]),
+    ])));
+    a.update(Action::Focus(PaneId::Data));
+    typed(&mut a, "select id, task, input, output from instruct");
+    let cmds = a.update(Action::RunQuery);
+    assert_eq!(cmds, vec![lathe::app::action::Command::RunQuery { id: 1, sql: "select id, task, input, output from instruct".into() }]);
+    insta::assert_snapshot!("data_running_80x24", render(&mut a, 80, 24));
+    let rows: Vec<Vec<String>> = (0..200)
+        .map(|i| vec![i.to_string(), ["reverse", "sort", "add", "count"][i % 4].to_string(), format!("in{i}"), if i % 7 == 0 { "NULL".into() } else { format!("out{i}") }])
+        .collect();
+    let shape = Shape { columns: ["id", "task", "input", "output"].map(String::from).to_vec(), types: ["BIGINT", "VARCHAR", "VARCHAR", "VARCHAR"].map(String::from).to_vec() };
+    a.update(Action::Data(DataEvent::QueryShape { id: 1, shape, rows }));
+    a.update(Action::Data(DataEvent::QueryCount { id: 1, total: 8000, elapsed_ms: 4.2 }));
+    a.update(Action::SwitchDataFocus);
+    for _ in 0..30 {
+        a.update(Action::ScrollDown);
+    }
+    a.update(Action::ScrollRight);
+    insta::assert_snapshot!("data_result_80x24", render(&mut a, 80, 24));
+    a.update(Action::ToggleZoom);
+    insta::assert_snapshot!("data_result_200x50_zoomed", render(&mut a, 200, 50));
+    a.update(Action::ViewRow);
+    insta::assert_snapshot!("data_row_viewer_80x24", render(&mut a, 80, 24));
+    a.update(Action::Close);
+    // Past the loaded pages the grid asks for the next one and shows a placeholder meanwhile.
+    let cmds = a.update(Action::PageDown);
+    let more = a.update(Action::Bottom);
+    assert!(cmds.is_empty() || matches!(cmds[0], lathe::app::action::Command::FetchPage { .. }));
+    assert!(matches!(more[..], [lathe::app::action::Command::FetchPage { offset: 7800, .. }]), "{more:?}");
+    let s = render(&mut a, 80, 24);
+    assert!(s.contains("8000") && s.contains('…'), "{s}");
 }
 
 #[test]

@@ -113,6 +113,18 @@ pub enum Action {
     Send,
     /// A newline in a text input.
     Newline,
+    RunQuery,
+    /// Stops the running query; with none running, leaves the grid for the editor.
+    CancelQuery,
+    SwitchDataFocus,
+    HistoryPrev,
+    HistoryNext,
+    ScrollLeft,
+    ScrollRight,
+    Top,
+    Bottom,
+    /// Shows the selected row in full.
+    ViewRow,
     // Input that is not a binding.
     Text(KeyPress),
     Paste(String),
@@ -151,6 +163,16 @@ impl Action {
             "deny" => Action::Deny,
             "send" => Action::Send,
             "newline" => Action::Newline,
+            "run_query" => Action::RunQuery,
+            "cancel_query" => Action::CancelQuery,
+            "switch_data_focus" => Action::SwitchDataFocus,
+            "history_prev" => Action::HistoryPrev,
+            "history_next" => Action::HistoryNext,
+            "scroll_left" => Action::ScrollLeft,
+            "scroll_right" => Action::ScrollRight,
+            "top" => Action::Top,
+            "bottom" => Action::Bottom,
+            "view_row" => Action::ViewRow,
             _ => return None,
         })
     }
@@ -174,6 +196,16 @@ impl Action {
             Action::Deny => "no".into(),
             Action::Send => "send the message".into(),
             Action::Newline => "new line".into(),
+            Action::RunQuery => "run the query".into(),
+            Action::CancelQuery => "cancel the running query (or back to the editor)".into(),
+            Action::SwitchDataFocus => "switch between SQL editor and results".into(),
+            Action::HistoryPrev => "previous query from history".into(),
+            Action::HistoryNext => "next query from history".into(),
+            Action::ScrollLeft => "column left".into(),
+            Action::ScrollRight => "column right".into(),
+            Action::Top => "first row".into(),
+            Action::Bottom => "last row".into(),
+            Action::ViewRow => "show the row in full".into(),
             other => format!("{other:?}"),
         }
     }
@@ -182,6 +214,9 @@ impl Action {
 /// Work for an engine, produced by the reducer and carried out by the runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    RunQuery { id: u64, sql: String },
+    FetchPage { id: u64, sql: String, offset: u64 },
+    CancelQuery,
     StartStress { threads: usize, seconds: Option<u64> },
     CancelJob(JobId),
     CancelAllJobs,

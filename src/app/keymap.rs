@@ -15,18 +15,24 @@ pub const SHIPPED_KEYMAP: &str = include_str!("keymap.toml");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Mode {
     Global,
-    Text,
+    Chat,
+    Sql,
+    Grid,
+    Viewer,
     Help,
     Confirm,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Global, Mode::Text, Mode::Help, Mode::Confirm];
+    pub const ALL: [Mode; 7] = [Mode::Global, Mode::Chat, Mode::Sql, Mode::Grid, Mode::Viewer, Mode::Help, Mode::Confirm];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Global => "global",
-            Mode::Text => "text",
+            Mode::Chat => "chat",
+            Mode::Sql => "sql",
+            Mode::Grid => "grid",
+            Mode::Viewer => "viewer",
             Mode::Help => "help",
             Mode::Confirm => "confirm",
         }
@@ -35,7 +41,10 @@ impl Mode {
     pub fn title(self) -> &'static str {
         match self {
             Mode::Global => "Everywhere",
-            Mode::Text => "In a text input",
+            Mode::Chat => "In the chat box",
+            Mode::Sql => "In the SQL editor",
+            Mode::Grid => "In the results grid",
+            Mode::Viewer => "In the row viewer",
             Mode::Help => "In this help",
             Mode::Confirm => "When asked yes/no",
         }
@@ -220,7 +229,7 @@ impl Keymap {
         let mut errs = Vec::new();
         for (mode_name, table) in tables {
             let Some(mode) = Mode::from_name(mode_name) else {
-                errs.push(format!("no mode named {mode_name:?} (use global, text, help or confirm)"));
+                errs.push(format!("no mode named {mode_name:?} (use global, chat, sql, grid, viewer, help or confirm)"));
                 continue;
             };
             for (key, action) in table {
@@ -250,15 +259,13 @@ impl Keymap {
         let spec = KeySpec::from_event(ev)?;
         let lookup = |m: Mode| self.modes.get(&m).and_then(|t| t.get(&spec)).cloned();
         match mode {
-            Mode::Help | Mode::Confirm => lookup(mode),
-            Mode::Text | Mode::Global => {
-                if text_input {
-                    if let Some(a) = lookup(Mode::Text) {
-                        return Some(a);
-                    }
-                    if spec.is_text() {
-                        return None;
-                    }
+            Mode::Help | Mode::Confirm | Mode::Viewer => lookup(mode),
+            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global => {
+                if let Some(a) = lookup(mode) {
+                    return Some(a);
+                }
+                if text_input && spec.is_text() {
+                    return None;
                 }
                 lookup(Mode::Global)
             }
@@ -306,9 +313,11 @@ fn action_order(a: &Action) -> (u8, usize) {
         Action::ToggleHelp => (0, 0),
         Action::ToggleZoom => (4, 0),
         Action::NextTheme => (5, 0),
-        Action::Send => (6, 0),
-        Action::Newline => (7, 0),
-        Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => (8, 0),
+        Action::Send | Action::RunQuery => (6, 0),
+        Action::Newline | Action::CancelQuery => (7, 0),
+        Action::SwitchDataFocus | Action::HistoryPrev | Action::HistoryNext | Action::ViewRow => (8, 0),
+        Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => (8, 1),
+        Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => (8, 2),
         Action::Confirm => (9, 0),
         Action::Deny => (10, 0),
         Action::Close => (11, 0),
@@ -385,12 +394,12 @@ mod tests {
     fn text_inputs_take_plain_characters() {
         let (km, _) = Keymap::load(&BTreeMap::new());
         let q = key(KeyCode::Char('q'), KeyModifiers::NONE);
-        assert_eq!(km.resolve(Mode::Global, true, &q), None);
-        assert_eq!(km.resolve(Mode::Global, true, &key(KeyCode::Char('3'), KeyModifiers::NONE)), None);
-        assert_eq!(km.resolve(Mode::Global, true, &key(KeyCode::Tab, KeyModifiers::NONE)), Some(Action::FocusNext));
-        assert_eq!(km.resolve(Mode::Global, true, &key(KeyCode::Enter, KeyModifiers::NONE)), Some(Action::Send));
-        assert_eq!(km.resolve(Mode::Global, true, &key(KeyCode::Enter, KeyModifiers::ALT)), Some(Action::Newline));
-        assert_eq!(km.resolve(Mode::Global, true, &key(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Quit));
+        assert_eq!(km.resolve(Mode::Chat, true, &q), None);
+        assert_eq!(km.resolve(Mode::Chat, true, &key(KeyCode::Char('3'), KeyModifiers::NONE)), None);
+        assert_eq!(km.resolve(Mode::Chat, true, &key(KeyCode::Tab, KeyModifiers::NONE)), Some(Action::FocusNext));
+        assert_eq!(km.resolve(Mode::Chat, true, &key(KeyCode::Enter, KeyModifiers::NONE)), Some(Action::Send));
+        assert_eq!(km.resolve(Mode::Chat, true, &key(KeyCode::Enter, KeyModifiers::ALT)), Some(Action::Newline));
+        assert_eq!(km.resolve(Mode::Chat, true, &key(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Quit));
     }
 
     #[test]

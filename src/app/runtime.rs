@@ -16,7 +16,7 @@ use super::action::{Action, Command};
 use super::keymap::key_press;
 use super::state::App;
 use crate::engine::jobs::{self, JobKind, Jobs};
-use crate::engine::data::worker::DataWorker;
+use crate::engine::data::worker::{DataRequest, DataWorker};
 use crate::engine::sysmon::SysMonitor;
 use crate::engine::workspace::Workspace;
 
@@ -24,7 +24,7 @@ use crate::engine::workspace::Workspace;
 pub struct Engines {
     pub jobs: Jobs,
     _sysmon: Option<SysMonitor>,
-    _data: Option<DataWorker>,
+    pub data: Option<DataWorker>,
 }
 
 impl Engines {
@@ -44,11 +44,24 @@ impl Engines {
         let sysmon = workspace.map(|(ws, every)| {
             SysMonitor::spawn(ws.root.clone(), every, move |s| tx.send(Action::Sys(s)).is_ok())
         });
-        Engines { jobs, _sysmon: sysmon, _data: data }
+        Engines { jobs, _sysmon: sysmon, data }
+    }
+
+    fn send_data(&self, req: DataRequest) {
+        if let Some(d) = &self.data {
+            d.send(req);
+        }
     }
 
     pub fn execute(&mut self, cmd: Command) {
         match cmd {
+            Command::RunQuery { id, sql } => self.send_data(DataRequest::Query { id, sql }),
+            Command::FetchPage { id, sql, offset } => self.send_data(DataRequest::Page { id, sql, offset }),
+            Command::CancelQuery => {
+                if let Some(d) = &self.data {
+                    d.cancel();
+                }
+            }
             Command::StartStress { threads, seconds } => {
                 self.jobs.spawn(JobKind::Stress, format!("{threads} busy threads"), move |ctx| {
                     jobs::stress(ctx, threads, seconds.map(Duration::from_secs))

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use tui_textarea::{Input, Key, TextArea};
 
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
+use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
@@ -20,6 +21,8 @@ pub const HISTORY: usize = 120;
 pub enum Overlay {
     Help { scroll: u16 },
     ConfirmQuit,
+    /// The Data pane's selected row in full.
+    Row,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +79,7 @@ pub struct App {
     pub jobs: Vec<JobInfo>,
     /// The catalog's datasets once the data engine has listed them; Err says why it could not.
     pub datasets: Option<Result<Vec<DatasetInfo>, String>>,
+    pub data: DataState,
     pub chat_input: TextArea<'static>,
     pub notices: Vec<Notice>,
     pub should_quit: bool,
@@ -107,6 +111,7 @@ impl App {
             sys: SysState::default(),
             jobs: Vec::new(),
             datasets: None,
+            data: DataState::default(),
             chat_input,
             notices: Vec::new(),
             should_quit: false,
@@ -123,18 +128,30 @@ impl App {
         match self.overlay {
             Some(Overlay::Help { .. }) => Mode::Help,
             Some(Overlay::ConfirmQuit) => Mode::Confirm,
-            None if self.text_input_focused() => Mode::Text,
+            Some(Overlay::Row) => Mode::Viewer,
+            None if self.focus == PaneId::Chat => Mode::Chat,
+            None if self.focus == PaneId::Data && self.data.focus == DataFocus::Editor => Mode::Sql,
+            None if self.focus == PaneId::Data => Mode::Grid,
             None => Mode::Global,
         }
     }
 
     /// A text box has the keyboard: plain characters are typing.
     pub fn text_input_focused(&self) -> bool {
-        self.overlay.is_none() && self.focus == PaneId::Chat
+        matches!(self.mode(), Mode::Chat | Mode::Sql)
     }
 
     pub fn running_jobs(&self) -> impl Iterator<Item = &JobInfo> {
         self.jobs.iter().filter(|j| j.status == JobStatus::Running)
+    }
+
+    /// The text box that has the keyboard, if any.
+    fn focused_text(&mut self) -> Option<&mut TextArea<'static>> {
+        match self.mode() {
+            Mode::Chat => Some(&mut self.chat_input),
+            Mode::Sql => Some(&mut self.data.editor),
+            _ => None,
+        }
     }
 
     /// The notice the status bar shows: the newest of the most severe.
@@ -198,6 +215,18 @@ impl App {
                     self.zoomed = false;
                 }
             }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::ScrollLeft
+            | Action::ScrollRight | Action::Top | Action::Bottom
+                if self.mode() == Mode::Grid =>
+            {
+                let page = self.size.1.saturating_sub(10).max(1) as u64;
+                out.extend(self.data.move_selection(&action, page));
+            }
+            Action::ScrollUp | Action::ScrollDown if self.overlay == Some(Overlay::Row) => {
+                let s = &mut self.data.viewer_scroll;
+                *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { s.saturating_add(1) };
+            }
+            Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
                 if let Some(Overlay::Help { scroll }) = &mut self.overlay {
                     let page = self.size.1.saturating_sub(8).max(1);
@@ -229,19 +258,50 @@ impl App {
                 }
             }
             Action::Newline => {
-                if self.text_input_focused() {
-                    self.chat_input.insert_newline();
+                if let Some(t) = self.focused_text() {
+                    t.insert_newline();
                 }
             }
             Action::Text(k) => {
-                if self.text_input_focused() {
-                    self.chat_input.input(textarea_input(k));
+                if let Some(t) = self.focused_text() {
+                    t.input(textarea_input(k));
                 }
             }
             Action::Paste(s) => {
-                if self.text_input_focused() {
+                if let Some(t) = self.focused_text() {
                     // Terminals send \r for newlines in pastes.
-                    self.chat_input.insert_str(s.replace("\r\n", "\n").replace('\r', "\n"));
+                    t.insert_str(s.replace("\r\n", "\n").replace('\r', "\n"));
+                }
+            }
+            Action::RunQuery => {
+                if self.focus == PaneId::Data {
+                    match self.data.run() {
+                        Ok(cmd) => out.push(cmd),
+                        Err(msg) => self.notify(Level::Info, msg),
+                    }
+                }
+            }
+            Action::CancelQuery => {
+                if self.data.running() {
+                    out.push(Command::CancelQuery);
+                } else if self.data.focus == DataFocus::Grid {
+                    self.data.focus = DataFocus::Editor;
+                } else if let Some((i, _)) = self.current_notice() {
+                    self.notices.remove(i);
+                }
+            }
+            Action::SwitchDataFocus => {
+                self.data.focus = match self.data.focus {
+                    DataFocus::Editor => DataFocus::Grid,
+                    DataFocus::Grid => DataFocus::Editor,
+                }
+            }
+            Action::HistoryPrev => self.data.recall(true),
+            Action::HistoryNext => self.data.recall(false),
+            Action::ViewRow => {
+                if self.data.result.as_ref().is_some_and(|r| r.row_cells(r.row).is_some()) {
+                    self.data.viewer_scroll = 0;
+                    self.overlay = Some(Overlay::Row);
                 }
             }
             Action::Resize(w, h) => self.size = (w, h),
@@ -260,11 +320,11 @@ impl App {
                     self.jobs.retain(|j| j.status == JobStatus::Running);
                 }
             }
-            Action::Data(ev) => match ev {
-                DataEvent::Opened { seeded } => {
-                    if !seeded.is_empty() {
-                        self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
-                    }
+            Action::Data(ev) => {
+                self.data.apply(&ev);
+                match ev {
+                DataEvent::Opened { seeded } if !seeded.is_empty() => {
+                    self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
                 }
                 DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
                 DataEvent::Unavailable(msg) => {
@@ -272,7 +332,9 @@ impl App {
                     self.datasets = Some(Err(msg));
                 }
                 DataEvent::Failed(msg) => self.notify(Level::Error, msg),
-            },
+                _ => {}
+                }
+            }
             Action::StartStress { threads, seconds } => out.push(Command::StartStress { threads, seconds }),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
         }

@@ -1,20 +1,25 @@
-//! The Data pane: the workspace catalog's datasets (from the data engine). The SQL editor and the
-//! results grid are not in this build yet, and the pane says so.
+//! The Data pane: a schema browser (datasets with their columns), the SQL editor, and a results
+//! grid that draws only the rows on screen from the pages the data engine has sent.
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::Line;
-use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::widgets::{bytes, empty_state, pane_block, EmptyState};
+use super::theme::Theme;
+use super::widgets::{centered, empty_state, pane_block, EmptyState};
+use crate::app::data::{DataFocus, ResultState};
 use crate::app::state::App;
+
+const MAX_COL: usize = 40;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let theme = app.theme();
     let block = pane_block(theme, "Data", focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let list = match &app.datasets {
+    match &app.datasets {
         None => {
             f.render_widget(Paragraph::new(Line::styled("Opening the workspace catalog…", theme.muted())), inner);
             return;
@@ -23,46 +28,200 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             empty_state(f, inner, theme, &EmptyState { headline: "Catalog unavailable", what: msg, how: "" });
             return;
         }
-        Some(Ok(list)) => list,
+        Some(Ok(_)) => {}
+    }
+    let main = if inner.width >= 100 {
+        let [schema, main] = Layout::horizontal([Constraint::Length(30), Constraint::Min(40)]).areas(inner);
+        draw_schema(f, schema, app, theme);
+        main
+    } else {
+        inner
     };
-    if list.is_empty() {
-        empty_state(
-            f,
-            inner,
-            theme,
-            &EmptyState {
-                headline: "No datasets",
-                what: "Datasets you import (CSV, Parquet, JSON, JSONL) are listed here.",
-                how: "Import with `lathe data import PATH`.",
-            },
-        );
+    let ed_h = (app.data.editor.lines().len() as u16 + 2).clamp(4, 8).min(main.height.saturating_sub(4).max(3));
+    let [editor, status, grid] =
+        Layout::vertical([Constraint::Length(ed_h), Constraint::Length(1), Constraint::Min(0)]).areas(main);
+    draw_editor(f, editor, app, theme, focused && app.data.focus == DataFocus::Editor);
+    draw_status(f, status, app, theme);
+    match &app.data.result {
+        Some(r) if r.shape.is_some() => draw_grid(f, grid, r, theme, focused && app.data.focus == DataFocus::Grid),
+        _ if app.data.result.is_none() => {
+            let lines = vec![
+                Line::styled("Write SQL above and press F5 (or Ctrl-R) to run it.", theme.muted()),
+                Line::styled("F6 moves between the editor and the results; Ctrl-P / Ctrl-N recall past queries.", theme.muted()),
+                Line::styled("Datasets are tables; lathe's own tables are in the lathe schema (lathe.query_history, lathe.views).", theme.muted()),
+            ];
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), grid);
+        }
+        _ => {}
+    }
+}
+
+fn draw_schema(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let mut lines = Vec::new();
+    let rows_of = |name: &str| {
+        app.datasets
+            .as_ref()
+            .and_then(|d| d.as_ref().ok())
+            .and_then(|l| l.iter().find(|d| d.name == name))
+            .map(|d| d.rows.to_string())
+    };
+    if app.data.schema.is_empty() {
+        lines.push(Line::styled("no tables", theme.muted()));
+    }
+    for (table, cols) in &app.data.schema {
+        let rows = rows_of(table).map(|r| format!(" {r} rows")).unwrap_or_default();
+        lines.push(Line::from(vec![Span::styled(table.clone(), theme.accent()), Span::styled(rows, theme.muted())]));
+        for (c, t) in cols {
+            lines.push(Line::from(vec![Span::styled(format!("  {c} "), theme.text()), Span::styled(t.clone(), theme.muted())]));
+        }
+    }
+    let block = Block::default().borders(Borders::RIGHT).border_style(theme.border(false));
+    f.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn draw_editor(f: &mut Frame, area: Rect, app: &App, theme: &Theme, active: bool) {
+    let mut ed = app.data.editor.clone();
+    ed.set_block(
+        Block::default()
+            .borders(Borders::BOTTOM)
+            .border_style(theme.border(active))
+            .title(Span::styled(" SQL ", if active { theme.title(true) } else { theme.muted() })),
+    );
+    ed.set_style(theme.text());
+    ed.set_placeholder_style(theme.muted());
+    ed.set_cursor_line_style(ratatui::style::Style::default());
+    ed.set_cursor_style(if active { theme.selection() } else { theme.text() });
+    f.render_widget(&ed, area);
+}
+
+fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let line = match &app.data.result {
+        None => Line::raw(""),
+        Some(r) if r.running => Line::styled("running… (Esc cancels)", theme.warn()),
+        Some(r) if r.error.is_some() && r.shape.is_none() => {
+            Line::styled(r.error.clone().unwrap_or_default(), theme.error())
+        }
+        Some(r) => {
+            let total = r.total.unwrap_or(0);
+            let ms = r.elapsed_ms.map(|m| format!(" · {m:.1} ms")).unwrap_or_default();
+            let pos = if total > 0 { format!(" · row {} col {}", r.row + 1, r.col + 1) } else { String::new() };
+            let err = r.error.as_ref().map(|e| format!(" · {e}")).unwrap_or_default();
+            Line::from(vec![
+                Span::styled(format!("{total} row{}", if total == 1 { "" } else { "s" }), theme.ok()),
+                Span::styled(format!("{ms}{pos}"), theme.muted()),
+                Span::styled(err, theme.error()),
+            ])
+        }
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn clip(s: &str, w: usize) -> String {
+    let flat: String = s.chars().map(|c| if c == '\n' || c == '\t' { ' ' } else { c }).collect();
+    if flat.chars().count() <= w {
+        format!("{flat:<w$}")
+    } else {
+        let mut t: String = flat.chars().take(w.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn draw_grid(f: &mut Frame, area: Rect, r: &ResultState, theme: &Theme, active: bool) {
+    let Some(shape) = &r.shape else { return };
+    if area.height < 3 || shape.columns.is_empty() {
         return;
     }
-    let note_h = 3.min(inner.height.saturating_sub(2));
-    let [table_area, note_area] = Layout::vertical([Constraint::Min(2), Constraint::Length(note_h)]).areas(inner);
-    let header = Row::new(["dataset", "rows", "cols", "size", "source"].map(|h| Cell::from(h).style(theme.accent())));
-    let rows = list.iter().map(|d| {
-        Row::new(vec![
-            Cell::from(d.name.clone()).style(theme.text()),
-            Cell::from(d.rows.to_string()).style(theme.text()),
-            Cell::from(d.columns.to_string()).style(theme.text()),
-            Cell::from(bytes(d.source_bytes)).style(theme.muted()),
-            Cell::from(d.source.clone()).style(theme.muted()),
-        ])
-    });
-    let table = Table::new(
-        rows,
-        [Constraint::Length(16), Constraint::Length(9), Constraint::Length(5), Constraint::Length(10), Constraint::Min(10)],
-    )
-    .header(header)
-    .column_spacing(2);
-    f.render_widget(table, table_area);
+    let body_h = (area.height - 2) as u64;
+    let top = if r.row < body_h { 0 } else { r.row - body_h + 1 };
+    let total = r.known_rows();
+    let gutter = total.max(1).to_string().len().max(3);
+    // Width of each column from its header, type and the visible values.
+    let widths: Vec<usize> = (0..shape.columns.len())
+        .map(|c| {
+            let mut w = shape.columns[c].chars().count().max(shape.types[c].chars().count());
+            for row in top..(top + body_h).min(total) {
+                if let Some(cells) = r.row_cells(row) {
+                    w = w.max(cells.get(c).map(|s| s.chars().count()).unwrap_or(0));
+                }
+            }
+            w.min(MAX_COL)
+        })
+        .collect();
+    // The first column shown: as far left as possible with the selected one still on screen.
+    let avail = (area.width as usize).saturating_sub(gutter + 1);
+    let mut first = r.col;
+    let mut used = widths[r.col] + 1;
+    while first > 0 && used + widths[first - 1] < avail {
+        first -= 1;
+        used += widths[first] + 1;
+    }
+    let mut cols = Vec::new();
+    let mut w_sum = 0;
+    for (c, w) in widths.iter().enumerate().skip(first) {
+        if w_sum + w + 1 > avail && !cols.is_empty() {
+            break;
+        }
+        cols.push(c);
+        w_sum += w + 1;
+    }
+    let mut lines = Vec::new();
+    let head = |texts: &dyn Fn(usize) -> String, style| {
+        let mut spans = vec![Span::raw(" ".repeat(gutter + 1))];
+        for &c in &cols {
+            spans.push(Span::styled(clip(&texts(c), widths[c]), style));
+            spans.push(Span::raw(" "));
+        }
+        Line::from(spans)
+    };
+    lines.push(head(&|c| shape.columns[c].clone(), theme.accent()));
+    lines.push(head(&|c| shape.types[c].clone(), theme.muted()));
+    for row in top..(top + body_h).min(total) {
+        let selected = row == r.row;
+        let mut spans = vec![Span::styled(format!("{:>gutter$} ", row + 1), theme.muted())];
+        match r.row_cells(row) {
+            Some(cells) => {
+                for &c in &cols {
+                    let text = clip(cells.get(c).map(String::as_str).unwrap_or(""), widths[c]);
+                    let mut style = if cells.get(c).is_some_and(|v| v == "NULL") { theme.muted() } else { theme.text() };
+                    if selected && active {
+                        style = if c == r.col { theme.selection() } else { style.add_modifier(Modifier::BOLD) };
+                    }
+                    spans.push(Span::styled(text, style));
+                    spans.push(Span::raw(" "));
+                }
+            }
+            None => spans.push(Span::styled("…", theme.muted())),
+        }
+        lines.push(Line::from(spans));
+    }
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+/// The selected row in full: each column with its type and whole value.
+pub fn row_viewer(f: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let Some(r) = &app.data.result else { return };
+    let (Some(shape), Some(cells)) = (&r.shape, r.row_cells(r.row)) else { return };
+    let mut lines = Vec::new();
+    for (i, name) in shape.columns.iter().enumerate() {
+        lines.push(Line::from(vec![
+            Span::styled(name.clone(), theme.accent()),
+            Span::styled(format!("  {}", shape.types[i]), theme.muted()),
+        ]));
+        for l in cells.get(i).map(String::as_str).unwrap_or("").lines() {
+            lines.push(Line::styled(format!("  {l}"), theme.text()));
+        }
+    }
+    let rect = centered(area, area.width.saturating_sub(6).max(30), area.height.saturating_sub(2).max(6));
+    let title = format!("Row {} (Esc closes)", r.row + 1);
+    f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(Line::styled(
-            "The SQL editor and results grid are not in this build yet; `lathe sql` runs queries while the workstation is closed.",
-            theme.muted(),
-        ))
-        .wrap(Wrap { trim: true }),
-        note_area,
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((app.data.viewer_scroll, 0))
+            .style(theme.overlay())
+            .block(pane_block(theme, &title, true)),
+        rect,
     );
 }

@@ -66,6 +66,7 @@ pub fn draw(f: &mut Frame, app: &App) {
     match app.overlay {
         Some(Overlay::Help { scroll }) => help::render(f, body, app, scroll),
         Some(Overlay::ConfirmQuit) => confirm_quit(f, body, app),
+        Some(Overlay::Row) => data::row_viewer(f, body, app),
         None => {}
     }
 }

@@ -27,11 +27,21 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     }
     let km = &app.keymap;
     let text = app.text_input_focused();
+    let mode = app.mode();
     let key = |a: Action| km.key_for(Mode::Global, &a, text).unwrap_or_default();
-    let mut hints = vec![(key(Action::ToggleHelp), "help"), (key(Action::FocusNext), "pane"), (key(Action::ToggleZoom), "zoom")];
-    if text {
-        hints.insert(0, (km.key_for(Mode::Text, &Action::Send, true).unwrap_or_default(), "send"));
+    let here = |a: Action| km.key_for(mode, &a, text).unwrap_or_default();
+    let hints = vec![(key(Action::ToggleHelp), "help"), (key(Action::FocusNext), "pane"), (key(Action::ToggleZoom), "zoom")];
+    let mut first: Vec<(String, &str)> = match mode {
+        Mode::Chat => vec![(here(Action::Send), "send")],
+        Mode::Sql => vec![(here(Action::RunQuery), "run"), (here(Action::SwitchDataFocus), "results")],
+        Mode::Grid => vec![(here(Action::ViewRow), "row"), (here(Action::SwitchDataFocus), "editor")],
+        _ => vec![],
+    };
+    if app.data.running() && matches!(mode, Mode::Sql | Mode::Grid) {
+        first.insert(0, (here(Action::CancelQuery), "cancel query"));
     }
+    first.extend(hints);
+    let mut hints = first;
     if !app.notices.is_empty() {
         hints.push((key(Action::Close), "dismiss"));
     }

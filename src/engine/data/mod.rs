@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod import;
+pub mod paging;
 pub mod query;
 pub mod views;
 pub mod worker;

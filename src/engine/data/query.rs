@@ -68,7 +68,7 @@ impl Catalog {
     }
 }
 
-fn sql_error(e: duckdb::Error) -> DataError {
+pub(crate) fn sql_error(e: duckdb::Error) -> DataError {
     DataError::User(format!("SQL error: {}; fix the query and run it again.", super::clean_db_error(&e.to_string()).trim_end_matches('.')))
 }
 
@@ -78,7 +78,7 @@ trait Sink {
     fn finish(&mut self, rows: u64, out: &mut dyn Write) -> Result<(), DataError>;
 }
 
-fn cells(b: &RecordBatch, null: &str) -> Result<Vec<Vec<String>>, DataError> {
+pub(crate) fn cells(b: &RecordBatch, null: &str) -> Result<Vec<Vec<String>>, DataError> {
     let opts = FormatOptions::default().with_null(null);
     let fmts: Vec<ArrayFormatter> = b
         .columns()

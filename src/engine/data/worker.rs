@@ -1,18 +1,28 @@
 //! The catalog's owner thread for the TUI. DuckDB's connection is not shared: this thread opens
 //! the workspace catalog (holding the writer lock for the session), answers requests in order and
-//! reports plain-data events.
+//! reports plain-data events. Each query carries an id; the app drops results of stale ids.
+//! A running query is cancelled through DuckDB's interrupt handle from another thread.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
+use duckdb::InterruptHandle;
 use serde::{Deserialize, Serialize};
 
-use super::{Catalog, DatasetInfo};
+use super::paging::{is_pageable, Shape};
+use super::{Catalog, DataError, DatasetInfo};
 use crate::engine::workspace::Workspace;
+
+/// Rows fetched per page for the grid.
+pub const PAGE: u64 = 200;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DataRequest {
     ListDatasets,
+    Query { id: u64, sql: String },
+    Page { id: u64, sql: String, offset: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +30,15 @@ pub enum DataEvent {
     /// The catalog is open; `seeded` names the demo datasets imported into a new workspace.
     Opened { seeded: Vec<String> },
     Datasets(Vec<DatasetInfo>),
+    /// Each dataset's columns with their types, for the schema browser and completion.
+    Schema(TableSchema),
+    /// Recent statements, oldest first.
+    History(Vec<String>),
+    /// The result's columns and its first rows.
+    QueryShape { id: u64, shape: Shape, rows: Vec<Vec<String>> },
+    QueryCount { id: u64, total: u64, elapsed_ms: f64 },
+    QueryPage { id: u64, offset: u64, rows: Vec<Vec<String>> },
+    QueryFailed { id: u64, error: String },
     /// The catalog could not be opened; a sentence that says what to do.
     Unavailable(String),
     Failed(String),
@@ -29,6 +48,50 @@ pub enum DataEvent {
 pub struct DataWorker {
     tx: Option<mpsc::Sender<DataRequest>>,
     handle: Option<thread::JoinHandle<()>>,
+    busy: Arc<AtomicBool>,
+    interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>>,
+}
+
+/// Each table with its (column, type) pairs.
+pub type TableSchema = Vec<(String, Vec<(String, String)>)>;
+
+fn schema(cat: &Catalog) -> Result<TableSchema, DataError> {
+    let mut stmt = cat.conn.prepare(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns()
+         WHERE database_name = current_database() AND schema_name = 'main'
+         ORDER BY table_name, column_index",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut out: TableSchema = Vec::new();
+    for row in rows {
+        let (t, c, ty) = row?;
+        match out.last_mut() {
+            Some((name, cols)) if *name == t => cols.push((c, ty)),
+            _ => out.push((t, vec![(c, ty)])),
+        }
+    }
+    Ok(out)
+}
+
+fn run_query(cat: &Catalog, id: u64, sql: &str, emit: &dyn Fn(DataEvent)) -> Result<u64, DataError> {
+    let start = Instant::now();
+    if is_pageable(sql) {
+        let shape = cat.shape(sql)?;
+        let rows = cat.page(sql, 0, PAGE)?;
+        emit(DataEvent::QueryShape { id, shape, rows });
+        let total = cat.count(sql)?;
+        emit(DataEvent::QueryCount { id, total, elapsed_ms: start.elapsed().as_secs_f64() * 1e3 });
+        Ok(total)
+    } else {
+        let (shape, rows, total) = cat.run_other(sql)?;
+        emit(DataEvent::QueryShape { id, shape, rows });
+        emit(DataEvent::QueryCount { id, total, elapsed_ms: start.elapsed().as_secs_f64() * 1e3 });
+        Ok(total)
+    }
+}
+
+fn interrupted(e: &DataError) -> bool {
+    e.to_string().contains("Interrupt")
 }
 
 impl DataWorker {
@@ -38,6 +101,9 @@ impl DataWorker {
         F: Fn(DataEvent) + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<DataRequest>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>> = Arc::default();
+        let (busy2, interrupt2) = (busy.clone(), interrupt.clone());
         let handle = thread::Builder::new()
             .name("lathe-data".into())
             .spawn(move || {
@@ -45,23 +111,57 @@ impl DataWorker {
                     Ok(c) => c,
                     Err(e) => return emit(DataEvent::Unavailable(e.to_string())),
                 };
+                *interrupt2.lock().unwrap() = Some(cat.conn.interrupt_handle());
                 match cat.seed_demo() {
                     Ok(seeded) => emit(DataEvent::Opened { seeded }),
                     Err(e) => emit(DataEvent::Failed(format!("The demo datasets could not be imported: {e}"))),
                 }
-                let list = |cat: &Catalog| match cat.list() {
-                    Ok(l) => DataEvent::Datasets(l),
-                    Err(e) => DataEvent::Failed(e.to_string()),
+                let refresh = |cat: &Catalog| {
+                    match cat.list() {
+                        Ok(l) => emit(DataEvent::Datasets(l)),
+                        Err(e) => emit(DataEvent::Failed(e.to_string())),
+                    }
+                    if let Ok(s) = schema(cat) {
+                        emit(DataEvent::Schema(s));
+                    }
                 };
-                emit(list(&cat));
+                refresh(&cat);
+                if let Ok(h) = cat.recent_queries(200) {
+                    emit(DataEvent::History(h));
+                }
                 for req in rx {
                     match req {
-                        DataRequest::ListDatasets => emit(list(&cat)),
+                        DataRequest::ListDatasets => refresh(&cat),
+                        DataRequest::Query { id, sql } => {
+                            busy2.store(true, Ordering::SeqCst);
+                            let start = Instant::now();
+                            let r = run_query(&cat, id, &sql, &emit);
+                            busy2.store(false, Ordering::SeqCst);
+                            let ms = start.elapsed().as_secs_f64() * 1e3;
+                            cat.record_query(&sql, r.is_ok(), r.as_ref().ok().copied(), ms);
+                            if let Err(e) = &r {
+                                let error = if interrupted(e) { "Query cancelled.".to_string() } else { e.to_string() };
+                                emit(DataEvent::QueryFailed { id, error });
+                            }
+                            if !is_pageable(&sql) {
+                                // DDL may have made or dropped tables.
+                                refresh(&cat);
+                            }
+                        }
+                        DataRequest::Page { id, sql, offset } => {
+                            busy2.store(true, Ordering::SeqCst);
+                            let r = cat.page(&sql, offset, PAGE);
+                            busy2.store(false, Ordering::SeqCst);
+                            match r {
+                                Ok(rows) => emit(DataEvent::QueryPage { id, offset, rows }),
+                                Err(e) => emit(DataEvent::QueryFailed { id, error: e.to_string() }),
+                            }
+                        }
                     }
                 }
             })
             .expect("spawn data thread");
-        DataWorker { tx: Some(tx), handle: Some(handle) }
+        DataWorker { tx: Some(tx), handle: Some(handle), busy, interrupt }
     }
 
     pub fn send(&self, req: DataRequest) {
@@ -69,13 +169,89 @@ impl DataWorker {
             let _ = tx.send(req);
         }
     }
+
+    /// Interrupts the running query. An interrupt that lands before execution starts is lost,
+    /// so it is repeated until the worker is idle (at most a few seconds).
+    pub fn cancel(&self) {
+        let Some(handle) = self.interrupt.lock().unwrap().clone() else { return };
+        let busy = self.busy.clone();
+        thread::spawn(move || {
+            let start = Instant::now();
+            while busy.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5) {
+                handle.interrupt();
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
 }
 
 impl Drop for DataWorker {
     fn drop(&mut self) {
+        // Stop a long query first, or joining would wait for it.
+        if self.busy.load(Ordering::SeqCst) {
+            self.cancel();
+        }
         drop(self.tx.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(name: &str) -> (DataWorker, mpsc::Receiver<DataEvent>) {
+        let d = std::env::temp_dir().join(format!("lathe-worker-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let ws = Workspace::open(&d).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        (DataWorker::spawn(ws, move |e| drop(tx.lock().unwrap().send(e))), rx)
+    }
+
+    fn next(rx: &mpsc::Receiver<DataEvent>, pred: impl Fn(&DataEvent) -> bool) -> DataEvent {
+        loop {
+            let e = rx.recv_timeout(Duration::from_secs(60)).expect("an event");
+            if pred(&e) {
+                return e;
+            }
+        }
+    }
+
+    #[test]
+    fn a_query_gives_shape_count_and_pages() {
+        let (w, rx) = worker("pages");
+        w.send(DataRequest::Query { id: 1, sql: "select * from instruct order by id".into() });
+        let DataEvent::QueryShape { shape, rows, .. } = next(&rx, |e| matches!(e, DataEvent::QueryShape { .. })) else { unreachable!() };
+        assert_eq!(shape.columns, ["id", "task", "instruction", "input", "output"]);
+        assert_eq!(rows.len() as u64, PAGE);
+        let DataEvent::QueryCount { total, .. } = next(&rx, |e| matches!(e, DataEvent::QueryCount { .. })) else { unreachable!() };
+        assert_eq!(total, 8000);
+        w.send(DataRequest::Page { id: 1, sql: "select * from instruct order by id".into(), offset: 7900 });
+        let DataEvent::QueryPage { offset, rows, .. } = next(&rx, |e| matches!(e, DataEvent::QueryPage { .. })) else { unreachable!() };
+        assert_eq!((offset, rows.len(), rows[0][0].as_str()), (7900, 100, "7900"));
+        // DDL refreshes the datasets.
+        w.send(DataRequest::Query { id: 2, sql: "create table t2 as select 1 as a".into() });
+        let DataEvent::Datasets(_) = next(&rx, |e| matches!(e, DataEvent::Datasets(_))) else { unreachable!() };
+        let DataEvent::Schema(s) = next(&rx, |e| matches!(e, DataEvent::Schema(_))) else { unreachable!() };
+        assert!(s.iter().any(|(t, _)| t == "t2"));
+    }
+
+    #[test]
+    fn a_long_query_is_cancelled() {
+        let (w, rx) = worker("cancel");
+        next(&rx, |e| matches!(e, DataEvent::History(_)));
+        // A cross join big enough to run for minutes.
+        w.send(DataRequest::Query { id: 9, sql: "select count(*) from range(100000000) a, range(1000) b where a.range * b.range % 7 = 3".into() });
+        std::thread::sleep(Duration::from_millis(300));
+        w.cancel();
+        let DataEvent::QueryFailed { id, error } = next(&rx, |e| matches!(e, DataEvent::QueryFailed { .. })) else { unreachable!() };
+        assert_eq!((id, error.as_str()), (9, "Query cancelled."));
+        // The worker still answers.
+        w.send(DataRequest::Query { id: 10, sql: "select 42".into() });
+        let DataEvent::QueryCount { total, .. } = next(&rx, |e| matches!(e, DataEvent::QueryCount { .. })) else { unreachable!() };
+        assert_eq!(total, 1);
     }
 }

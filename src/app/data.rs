@@ -1,0 +1,287 @@
+//! The Data pane's state and its part of the reducer: the SQL editor, query history, and the
+//! results grid, which holds only a few pages of a result of any size and asks for more as the
+//! selection moves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tui_textarea::TextArea;
+
+use super::action::{Action, Command};
+use crate::engine::data::paging::Shape;
+use crate::engine::data::worker::{DataEvent, TableSchema, PAGE};
+
+/// Pages kept in memory; farther ones are dropped and fetched again when needed.
+pub const MAX_PAGES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFocus {
+    Editor,
+    Grid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultState {
+    pub id: u64,
+    pub sql: String,
+    pub shape: Option<Shape>,
+    pub total: Option<u64>,
+    pub pages: BTreeMap<u64, Vec<Vec<String>>>,
+    pub pending: BTreeSet<u64>,
+    pub running: bool,
+    pub error: Option<String>,
+    pub elapsed_ms: Option<f64>,
+    /// The selected cell.
+    pub row: u64,
+    pub col: usize,
+}
+
+impl ResultState {
+    /// Rows known so far: the total once counted, else what the first page showed.
+    pub fn known_rows(&self) -> u64 {
+        self.total.unwrap_or_else(|| self.pages.get(&0).map(|p| p.len() as u64).unwrap_or(0))
+    }
+
+    pub fn row_cells(&self, row: u64) -> Option<&Vec<String>> {
+        let off = row / PAGE * PAGE;
+        self.pages.get(&off).and_then(|p| p.get((row - off) as usize))
+    }
+}
+
+pub struct DataState {
+    pub editor: TextArea<'static>,
+    pub focus: DataFocus,
+    pub history: Vec<String>,
+    /// Where Ctrl-P/Ctrl-N are in the history; None while editing new text.
+    pub history_pos: Option<usize>,
+    pub schema: TableSchema,
+    pub result: Option<ResultState>,
+    pub next_id: u64,
+    /// The row viewer's scroll, when it is open.
+    pub viewer_scroll: u16,
+}
+
+impl Default for DataState {
+    fn default() -> Self {
+        let mut editor = TextArea::default();
+        editor.set_placeholder_text("SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)");
+        DataState {
+            editor,
+            focus: DataFocus::Editor,
+            history: Vec::new(),
+            history_pos: None,
+            schema: Vec::new(),
+            result: None,
+            next_id: 1,
+            viewer_scroll: 0,
+        }
+    }
+}
+
+impl DataState {
+    pub fn running(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.running)
+    }
+
+    fn set_editor(&mut self, text: &str) {
+        let mut ed = TextArea::new(text.lines().map(str::to_string).collect());
+        ed.set_placeholder_text("SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)");
+        ed.move_cursor(tui_textarea::CursorMove::Bottom);
+        ed.move_cursor(tui_textarea::CursorMove::End);
+        self.editor = ed;
+    }
+
+    /// Runs the editor's text; returns the command or a sentence for the status bar.
+    pub fn run(&mut self) -> Result<Command, String> {
+        let sql = self.editor.lines().join("\n").trim().to_string();
+        if sql.is_empty() {
+            return Err("Nothing to run: type a SQL statement first.".into());
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.history.retain(|h| *h != sql);
+        self.history.push(sql.clone());
+        self.history_pos = None;
+        self.result = Some(ResultState {
+            id,
+            sql: sql.clone(),
+            shape: None,
+            total: None,
+            pages: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            running: true,
+            error: None,
+            elapsed_ms: None,
+            row: 0,
+            col: 0,
+        });
+        Ok(Command::RunQuery { id, sql })
+    }
+
+    pub fn recall(&mut self, older: bool) {
+        if self.history.is_empty() {
+            return;
+        }
+        let last = self.history.len() - 1;
+        let pos = match (self.history_pos, older) {
+            (None, true) => Some(last),
+            (None, false) => None,
+            (Some(p), true) => Some(p.saturating_sub(1)),
+            (Some(p), false) if p >= last => None,
+            (Some(p), false) => Some(p + 1),
+        };
+        self.history_pos = pos;
+        let text = pos.map(|p| self.history[p].clone()).unwrap_or_default();
+        self.set_editor(&text);
+    }
+
+    /// Moves the grid's selection; returns the page fetch it needs, if any.
+    pub fn move_selection(&mut self, action: &Action, page_rows: u64) -> Option<Command> {
+        let r = self.result.as_mut()?;
+        let rows = r.known_rows();
+        let cols = r.shape.as_ref().map(|s| s.columns.len()).unwrap_or(0);
+        let last = rows.saturating_sub(1);
+        match action {
+            Action::ScrollUp => r.row = r.row.saturating_sub(1),
+            Action::ScrollDown => r.row = (r.row + 1).min(last),
+            Action::PageUp => r.row = r.row.saturating_sub(page_rows),
+            Action::PageDown => r.row = (r.row + page_rows).min(last),
+            Action::Top => r.row = 0,
+            Action::Bottom => r.row = last,
+            Action::ScrollLeft => r.col = r.col.saturating_sub(1),
+            Action::ScrollRight => r.col = (r.col + 1).min(cols.saturating_sub(1)),
+            _ => {}
+        }
+        let need = r.row / PAGE * PAGE;
+        if r.pages.contains_key(&need) || r.pending.contains(&need) || rows == 0 {
+            return None;
+        }
+        r.pending.insert(need);
+        Some(Command::FetchPage { id: r.id, sql: r.sql.clone(), offset: need })
+    }
+
+    /// Folds a data engine event in; results of older queries are dropped.
+    pub fn apply(&mut self, ev: &DataEvent) {
+        let current = |id: &u64, r: &Option<ResultState>| r.as_ref().is_some_and(|r| r.id == *id);
+        match ev {
+            DataEvent::Schema(s) => self.schema = s.clone(),
+            DataEvent::History(h) => {
+                // Keep what was run this session after what the catalog remembers.
+                let mine = std::mem::take(&mut self.history);
+                self.history = h.clone();
+                for q in mine {
+                    self.history.retain(|x| *x != q);
+                    self.history.push(q);
+                }
+            }
+            DataEvent::QueryShape { id, shape, rows } if current(id, &self.result) => {
+                let r = self.result.as_mut().unwrap();
+                r.shape = Some(shape.clone());
+                r.pages.insert(0, rows.clone());
+            }
+            DataEvent::QueryCount { id, total, elapsed_ms } if current(id, &self.result) => {
+                let r = self.result.as_mut().unwrap();
+                r.total = Some(*total);
+                r.elapsed_ms = Some(*elapsed_ms);
+                r.running = false;
+            }
+            DataEvent::QueryPage { id, offset, rows } if current(id, &self.result) => {
+                let r = self.result.as_mut().unwrap();
+                r.pending.remove(offset);
+                r.pages.insert(*offset, rows.clone());
+                // Keep the pages nearest the selection: memory stays flat however far one scrolls.
+                while r.pages.len() > MAX_PAGES {
+                    let sel = r.row;
+                    let far = *r.pages.keys().max_by_key(|o| o.abs_diff(sel)).unwrap();
+                    r.pages.remove(&far);
+                }
+            }
+            DataEvent::QueryFailed { id, error } if current(id, &self.result) => {
+                let r = self.result.as_mut().unwrap();
+                r.error = Some(error.clone());
+                r.running = false;
+                // A failed page fetch leaves what was shown; a failed query shows the error.
+                r.pending.clear();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(total: u64) -> DataState {
+        let mut d = DataState::default();
+        d.editor.insert_str("select * from t");
+        let Ok(Command::RunQuery { id, .. }) = d.run() else { panic!() };
+        let rows: Vec<Vec<String>> = (0..PAGE.min(total)).map(|i| vec![i.to_string()]).collect();
+        d.apply(&DataEvent::QueryShape { id, shape: Shape { columns: vec!["i".into()], types: vec!["BIGINT".into()] }, rows });
+        d.apply(&DataEvent::QueryCount { id, total, elapsed_ms: 3.0 });
+        d
+    }
+
+    #[test]
+    fn running_needs_text_and_records_history() {
+        let mut d = DataState::default();
+        assert!(d.run().is_err());
+        d.editor.insert_str("select 1");
+        assert_eq!(d.run(), Ok(Command::RunQuery { id: 1, sql: "select 1".into() }));
+        assert!(d.running());
+        assert_eq!(d.history, ["select 1"]);
+    }
+
+    #[test]
+    fn stale_results_are_dropped() {
+        let mut d = ready(10);
+        d.apply(&DataEvent::QueryFailed { id: 99, error: "old".into() });
+        assert!(d.result.as_ref().unwrap().error.is_none());
+    }
+
+    #[test]
+    fn scrolling_fetches_pages_and_keeps_only_a_few() {
+        let mut d = ready(10_000_000);
+        assert_eq!(d.move_selection(&Action::ScrollDown, 20), None);
+        let cmd = d.move_selection(&Action::Bottom, 20).unwrap();
+        let last_page = (10_000_000 - 1) / PAGE * PAGE;
+        assert_eq!(cmd, Command::FetchPage { id: 1, sql: "select * from t".into(), offset: last_page });
+        // Asking again while it is pending sends nothing.
+        assert_eq!(d.move_selection(&Action::ScrollUp, 20), None);
+        for k in 0..20u64 {
+            let off = k * PAGE * 1000;
+            d.result.as_mut().unwrap().row = off;
+            d.apply(&DataEvent::QueryPage { id: 1, offset: off, rows: vec![vec![off.to_string()]; PAGE as usize] });
+        }
+        let r = d.result.as_ref().unwrap();
+        assert!(r.pages.len() <= MAX_PAGES);
+        assert!(r.pages.contains_key(&(19 * PAGE * 1000)), "the page at the selection was dropped");
+    }
+
+    #[test]
+    fn selection_stays_inside_the_result() {
+        let mut d = ready(3);
+        for _ in 0..10 {
+            d.move_selection(&Action::ScrollDown, 20);
+            d.move_selection(&Action::ScrollRight, 20);
+        }
+        let r = d.result.as_ref().unwrap();
+        assert_eq!((r.row, r.col), (2, 0));
+        d.move_selection(&Action::PageUp, 20);
+        assert_eq!(d.result.as_ref().unwrap().row, 0);
+    }
+
+    #[test]
+    fn history_recall_walks_back_and_forth() {
+        let mut d = DataState::default();
+        d.apply(&DataEvent::History(vec!["select 1".into(), "select 2".into()]));
+        d.recall(true);
+        assert_eq!(d.editor.lines(), ["select 2"]);
+        d.recall(true);
+        d.recall(true);
+        assert_eq!(d.editor.lines(), ["select 1"]);
+        d.recall(false);
+        assert_eq!(d.editor.lines(), ["select 2"]);
+        d.recall(false);
+        assert!(d.editor.is_empty());
+    }
+}
