@@ -40,6 +40,9 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Sysinfo { json }) => {
             lathe::cli::sysinfo::run(&ws.root, json, &mut std::io::stdout().lock())
         }
+        Some(Cmd::Bench { what: BenchCmd::Data { rows, csv_rows, runs } }) => {
+            lathe::cli::bench_data::run(&lathe::cli::bench::default_home(), rows, csv_rows, runs.max(1))
+        }
         Some(Cmd::Bench { what: BenchCmd::Ui { idle_seconds, starts } }) => {
             lathe::cli::bench::run_ui(&lathe::cli::bench::default_home(), idle_seconds, starts)
         }

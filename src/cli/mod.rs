@@ -2,6 +2,7 @@
 //! measures it).
 
 pub mod bench;
+pub mod bench_data;
 pub mod data;
 pub mod sysinfo;
 
@@ -141,6 +142,19 @@ pub enum ViewCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
+    /// The catalog against DuckDB itself: an aggregate over a Parquet file, a CSV import, and the
+    /// grid's memory while scrolling a large result. Needs `pip install duckdb==1.5.6` for the peer.
+    Data {
+        /// Rows in the generated Parquet file.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Rows in the generated CSV file (about 1 GB at the default).
+        #[arg(long, default_value_t = 14_000_000)]
+        csv_rows: u64,
+        /// Runs of each timing (the median is shown).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Start-up time, idle CPU and memory, frame render time and key latency under full CPU load.
     Ui {
         /// Seconds to measure idle CPU over.
