@@ -220,6 +220,8 @@ pub enum Command {
     StartStress { threads: usize, seconds: Option<u64> },
     CancelJob(JobId),
     CancelAllJobs,
+    /// Records a job's start or end in the catalog.
+    RecordJob(crate::engine::jobs::JobInfo),
 }
 
 #[cfg(test)]

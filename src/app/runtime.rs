@@ -57,6 +57,7 @@ impl Engines {
         match cmd {
             Command::RunQuery { id, sql } => self.send_data(DataRequest::Query { id, sql }),
             Command::FetchPage { id, sql, offset } => self.send_data(DataRequest::Page { id, sql, offset }),
+            Command::RecordJob(j) => self.send_data(DataRequest::RecordJob(j)),
             Command::CancelQuery => {
                 if let Some(d) = &self.data {
                     d.cancel();

@@ -308,6 +308,14 @@ impl App {
             Action::Sys(s) => self.sys.push(s),
             Action::Job(ev) => {
                 JobInfo::apply(&mut self.jobs, &ev);
+                // Starts and ends go to lathe.jobs; progress ticks do not.
+                let id = match &ev {
+                    crate::engine::jobs::JobEvent::Started { id, .. } | crate::engine::jobs::JobEvent::Finished { id, .. } => Some(*id),
+                    _ => None,
+                };
+                if let Some(j) = id.and_then(|id| self.jobs.iter().find(|j| j.id == id)) {
+                    out.push(Command::RecordJob(j.clone()));
+                }
                 if let crate::engine::jobs::JobEvent::Finished { id, status } = &ev {
                     let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.title.clone());
                     let title = title.unwrap_or_default();
@@ -414,7 +422,7 @@ mod tests {
     fn quit_asks_first_while_a_job_runs() {
         let mut a = app();
         a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Stress, title: "burn".into() }));
-        assert!(a.update(Action::Quit).is_empty());
+        assert!(a.update(Action::Quit).is_empty(), "quit with a job running asks first");
         assert!(!a.should_quit);
         assert_eq!(a.mode(), Mode::Confirm);
         a.update(Action::Deny);
@@ -480,10 +488,12 @@ mod tests {
     #[test]
     fn job_events_fold_into_the_status_list() {
         let mut a = app();
-        a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "export".into() }));
-        a.update(Action::Job(JobEvent::Progress { id: 7, fraction: Some(0.25), message: "q8_0".into() }));
+        let rec = a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "export".into() }));
+        assert!(matches!(&rec[..], [Command::RecordJob(j)] if j.id == 7 && j.status == JobStatus::Running));
+        assert!(a.update(Action::Job(JobEvent::Progress { id: 7, fraction: Some(0.25), message: "q8_0".into() })).is_empty());
         assert_eq!(a.running_jobs().next().unwrap().fraction, Some(0.25));
-        a.update(Action::Job(JobEvent::Finished { id: 7, status: JobStatus::Failed("disk full".into()) }));
+        let rec = a.update(Action::Job(JobEvent::Finished { id: 7, status: JobStatus::Failed("disk full".into()) }));
+        assert!(matches!(&rec[..], [Command::RecordJob(j)] if j.status == JobStatus::Failed("disk full".into())));
         assert_eq!(a.running_jobs().count(), 0);
         let n = a.notices.last().unwrap();
         assert_eq!((n.level, n.text.as_str()), (Level::Error, "export failed: disk full"));

@@ -69,6 +69,17 @@ CREATE TABLE IF NOT EXISTS lathe.views (
     eval_fraction DOUBLE NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS lathe.jobs (
+    session VARCHAR NOT NULL,
+    job_id BIGINT NOT NULL,
+    kind VARCHAR NOT NULL,
+    title VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    message VARCHAR,
+    started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    finished_at TIMESTAMP,
+    PRIMARY KEY (session, job_id)
+);
 CREATE TABLE IF NOT EXISTS lathe.meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE SEQUENCE IF NOT EXISTS lathe.query_history_id;
 CREATE TABLE IF NOT EXISTS lathe.query_history (

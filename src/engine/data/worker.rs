@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::paging::{is_pageable, Shape};
 use super::{Catalog, DataError, DatasetInfo};
+use crate::engine::jobs::{JobInfo, JobStatus};
 use crate::engine::workspace::Workspace;
 
 /// Rows fetched per page for the grid.
@@ -21,6 +22,8 @@ pub const PAGE: u64 = 200;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DataRequest {
     ListDatasets,
+    /// Records a job's start or end in lathe.jobs.
+    RecordJob(JobInfo),
     Query { id: u64, sql: String },
     Page { id: u64, sql: String, offset: u64 },
 }
@@ -90,6 +93,28 @@ fn run_query(cat: &Catalog, id: u64, sql: &str, emit: &dyn Fn(DataEvent)) -> Res
     }
 }
 
+/// Inserts or updates a job's row; `session` keeps this process's job ids apart from others'.
+fn record_job(cat: &Catalog, session: &str, j: &JobInfo) -> Result<(), DataError> {
+    let (status, message) = match &j.status {
+        JobStatus::Running => ("running", None),
+        JobStatus::Done => ("done", None),
+        JobStatus::Cancelled => ("cancelled", None),
+        JobStatus::Failed(m) => ("failed", Some(m.clone())),
+    };
+    if j.status == JobStatus::Running {
+        cat.conn.execute(
+            "INSERT OR REPLACE INTO lathe.jobs (session, job_id, kind, title, status) VALUES (?, ?, ?, ?, ?)",
+            duckdb::params![session, j.id as i64, j.kind.label(), j.title, status],
+        )?;
+    } else {
+        cat.conn.execute(
+            "UPDATE lathe.jobs SET status = ?, message = ?, finished_at = current_timestamp WHERE session = ? AND job_id = ?",
+            duckdb::params![status, message, session, j.id as i64],
+        )?;
+    }
+    Ok(())
+}
+
 fn interrupted(e: &DataError) -> bool {
     e.to_string().contains("Interrupt")
 }
@@ -112,6 +137,8 @@ impl DataWorker {
                     Err(e) => return emit(DataEvent::Unavailable(e.to_string())),
                 };
                 *interrupt2.lock().unwrap() = Some(cat.conn.interrupt_handle());
+                let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let session = format!("{}-{}", since_epoch.as_secs(), std::process::id());
                 match cat.seed_demo() {
                     Ok(seeded) => emit(DataEvent::Opened { seeded }),
                     Err(e) => emit(DataEvent::Failed(format!("The demo datasets could not be imported: {e}"))),
@@ -132,6 +159,11 @@ impl DataWorker {
                 for req in rx {
                     match req {
                         DataRequest::ListDatasets => refresh(&cat),
+                        DataRequest::RecordJob(j) => {
+                            if let Err(e) = record_job(&cat, &session, &j) {
+                                tracing::warn!("could not record job {}: {e}", j.id);
+                            }
+                        }
                         DataRequest::Query { id, sql } => {
                             busy2.store(true, Ordering::SeqCst);
                             let start = Instant::now();
@@ -237,6 +269,19 @@ mod tests {
         let DataEvent::Datasets(_) = next(&rx, |e| matches!(e, DataEvent::Datasets(_))) else { unreachable!() };
         let DataEvent::Schema(s) = next(&rx, |e| matches!(e, DataEvent::Schema(_))) else { unreachable!() };
         assert!(s.iter().any(|(t, _)| t == "t2"));
+    }
+
+    #[test]
+    fn jobs_are_recorded_in_the_catalog() {
+        use crate::engine::jobs::JobKind;
+        let (w, rx) = worker("jobs");
+        let mut j = JobInfo { id: 3, kind: JobKind::Export, title: "export demo".into(), status: JobStatus::Running, fraction: None, message: String::new() };
+        w.send(DataRequest::RecordJob(j.clone()));
+        j.status = JobStatus::Failed("disk full".into());
+        w.send(DataRequest::RecordJob(j));
+        w.send(DataRequest::Query { id: 1, sql: "select kind, title, status, message, finished_at is not null as ended from lathe.jobs".into() });
+        let DataEvent::QueryShape { rows, .. } = next(&rx, |e| matches!(e, DataEvent::QueryShape { .. })) else { unreachable!() };
+        assert_eq!(rows, vec![vec!["export", "export demo", "failed", "disk full", "true"]]);
     }
 
     #[test]
