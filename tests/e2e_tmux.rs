@@ -228,3 +228,48 @@ fn a_broken_theme_and_config_are_reported_on_screen() {
     t.keys(&["q"]);
     t.assert_clean_exit("0");
 }
+
+#[test]
+fn import_and_export_from_the_data_pane() {
+    let t = Tmux::start("import", 130, 34);
+    let csv = t.home.join("pets.csv");
+    std::fs::write(&csv, "name,legs\ncat,4\nbird,2\n").unwrap();
+    t.launch("");
+    t.keys(&["3"]);
+    t.wait_for("F5 or Ctrl-R");
+    t.keys(&["F2"]);
+    t.wait_for("Import a file");
+    // Tab completes the file name from its first letters.
+    t.tmux(&["send-keys", "-t", "e2e", "-l", &format!("{}/pe", t.home.display())]);
+    t.keys(&["Tab"]);
+    t.wait_for("pets.csv");
+    t.keys(&["Enter"]);
+    t.wait_for("Imported pets: 2 rows, 2 columns.");
+    // The schema browser lists the new dataset with its columns.
+    let s = t.wait_for("legs");
+    assert!(s.contains("pets"), "{s}");
+    // Importing again asks before replacing.
+    t.keys(&["F2"]);
+    t.wait_for("Import a file");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", csv.to_str().unwrap()]);
+    t.keys(&["Enter"]);
+    t.wait_for("Replace dataset?");
+    t.keys(&["y"]);
+    t.wait_gone("Replace dataset?");
+    // Query it and export the result.
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "select * from pets order by legs"]);
+    t.keys(&["F5"]);
+    // "2 rows ·" is the grid's line, not the import notice's "2 rows,".
+    t.wait_for("2 rows ·");
+    t.keys(&["F3"]);
+    t.wait_for("Export the result");
+    let out = t.home.join("out.jsonl");
+    // Clear the suggested "result.csv".
+    t.keys(&["BSpace"; 10]);
+    t.tmux(&["send-keys", "-t", "e2e", "-l", out.to_str().unwrap()]);
+    t.keys(&["Enter"]);
+    t.wait_for("Wrote 2 rows to");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+    t.keys(&["F6", "q"]);
+    t.assert_clean_exit("0");
+}

@@ -78,3 +78,44 @@ fn keys_reach_the_screen_while_every_core_is_busy() {
         engines.jobs.cancel_all();
     });
 }
+
+/// With no engine sending anything, a key alone must wake the loop and reach the screen.
+#[test]
+fn a_key_alone_wakes_the_loop() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (km, _) = Keymap::load(&BTreeMap::new());
+        let mut app = App::new(km, Theme::default_theme(), PathBuf::from("/ws"));
+        app.update(Action::Focus(PaneId::Chat));
+        let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut engines = Engines::start(_tx.clone(), None);
+        let shown: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let shown2 = shown.clone();
+        let on_frame = Box::new(move |app: &App| shown2.lock().unwrap().push(app.chat_input.lines()[0].len()));
+        let (keys, key_rx) = futures::channel::mpsc::unbounded::<io::Result<Event>>();
+        let shown3 = shown.clone();
+        let typist = std::thread::spawn(move || {
+            for (i, c) in "abc".chars().enumerate() {
+                // Wait for the first frame (and then each key's frame) before the next key.
+                while shown3.lock().unwrap().last() != Some(&i) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                keys.unbounded_send(Ok(Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)))).unwrap();
+            }
+            while shown3.lock().unwrap().last() != Some(&3) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            keys.unbounded_send(Ok(Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)))).unwrap();
+        });
+        let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        let opts = LoopOptions { max_fps: 60, exit_after_first_frame: false, on_frame: Some(on_frame) };
+        // Nothing else wakes the loop here: a stuck key would hang until this timeout.
+        tokio::time::timeout(Duration::from_secs(60), run(&mut term, &mut app, &mut engines, key_rx, rx, opts))
+            .await
+            .expect("every key was handled without another event to wake the loop")
+            .unwrap();
+        typist.join().unwrap();
+        assert_eq!(app.chat_input.lines()[0], "abc");
+    });
+}

@@ -125,6 +125,14 @@ pub enum Action {
     Bottom,
     /// Shows the selected row in full.
     ViewRow,
+    /// Asks for a file, glob or folder to import as a dataset.
+    OpenImport,
+    /// Asks for a file to write the current result to.
+    OpenExport,
+    /// Completes the path being typed.
+    Complete,
+    /// Completions found by the engine.
+    PathCompletions(Vec<String>),
     // Input that is not a binding.
     Text(KeyPress),
     Paste(String),
@@ -173,6 +181,9 @@ impl Action {
             "top" => Action::Top,
             "bottom" => Action::Bottom,
             "view_row" => Action::ViewRow,
+            "import" => Action::OpenImport,
+            "export_result" => Action::OpenExport,
+            "complete" => Action::Complete,
             _ => return None,
         })
     }
@@ -206,6 +217,9 @@ impl Action {
             Action::Top => "first row".into(),
             Action::Bottom => "last row".into(),
             Action::ViewRow => "show the row in full".into(),
+            Action::OpenImport => "import a file, glob or folder as a dataset".into(),
+            Action::OpenExport => "export the result to .csv, .parquet or .jsonl".into(),
+            Action::Complete => "complete the path".into(),
             other => format!("{other:?}"),
         }
     }
@@ -222,6 +236,10 @@ pub enum Command {
     CancelAllJobs,
     /// Records a job's start or end in the catalog.
     RecordJob(crate::engine::jobs::JobInfo),
+    CompletePath(String),
+    ImportDataset { path: String, replace: bool },
+    ExportResult { sql: String, path: String },
+    RefreshDatasets,
 }
 
 #[cfg(test)]

@@ -19,12 +19,14 @@ pub enum Mode {
     Sql,
     Grid,
     Viewer,
+    Prompt,
     Help,
     Confirm,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] = [Mode::Global, Mode::Chat, Mode::Sql, Mode::Grid, Mode::Viewer, Mode::Help, Mode::Confirm];
+    pub const ALL: [Mode; 8] =
+        [Mode::Global, Mode::Chat, Mode::Sql, Mode::Grid, Mode::Viewer, Mode::Prompt, Mode::Help, Mode::Confirm];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +35,7 @@ impl Mode {
             Mode::Sql => "sql",
             Mode::Grid => "grid",
             Mode::Viewer => "viewer",
+            Mode::Prompt => "prompt",
             Mode::Help => "help",
             Mode::Confirm => "confirm",
         }
@@ -45,6 +48,7 @@ impl Mode {
             Mode::Sql => "In the SQL editor",
             Mode::Grid => "In the results grid",
             Mode::Viewer => "In the row viewer",
+            Mode::Prompt => "When asked for a path",
             Mode::Help => "In this help",
             Mode::Confirm => "When asked yes/no",
         }
@@ -229,7 +233,7 @@ impl Keymap {
         let mut errs = Vec::new();
         for (mode_name, table) in tables {
             let Some(mode) = Mode::from_name(mode_name) else {
-                errs.push(format!("no mode named {mode_name:?} (use global, chat, sql, grid, viewer, help or confirm)"));
+                errs.push(format!("no mode named {mode_name:?} (use global, chat, sql, grid, viewer, prompt, help or confirm)"));
                 continue;
             };
             for (key, action) in table {
@@ -260,6 +264,8 @@ impl Keymap {
         let lookup = |m: Mode| self.modes.get(&m).and_then(|t| t.get(&spec)).cloned();
         match mode {
             Mode::Help | Mode::Confirm | Mode::Viewer => lookup(mode),
+            // A path prompt is a text box that sees only its own keys.
+            Mode::Prompt => lookup(mode),
             Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global => {
                 if let Some(a) = lookup(mode) {
                     return Some(a);
@@ -316,6 +322,7 @@ fn action_order(a: &Action) -> (u8, usize) {
         Action::Send | Action::RunQuery => (6, 0),
         Action::Newline | Action::CancelQuery => (7, 0),
         Action::SwitchDataFocus | Action::HistoryPrev | Action::HistoryNext | Action::ViewRow => (8, 0),
+        Action::OpenImport | Action::OpenExport | Action::Complete => (8, 3),
         Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => (8, 1),
         Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => (8, 2),
         Action::Confirm => (9, 0),

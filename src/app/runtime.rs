@@ -3,11 +3,12 @@
 //! after every queued message has been reduced.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{Event, KeyEventKind};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use ratatui::backend::Backend;
 use ratatui::Terminal;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -15,14 +16,17 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use super::action::{Action, Command};
 use super::keymap::key_press;
 use super::state::App;
-use crate::engine::jobs::{self, JobKind, Jobs};
-use crate::engine::data::worker::{DataRequest, DataWorker};
+use crate::engine::jobs::{self, JobError, JobKind, Jobs};
+use crate::engine::data::import::complete_path;
+use crate::engine::data::worker::{DataEvent, DataRequest, DataWorker};
+use crate::engine::data::{Catalog, ExportSource, ImportOptions};
 use crate::engine::sysmon::SysMonitor;
 use crate::engine::workspace::Workspace;
 
 /// The engines the TUI drives, each owning its resources on its own thread(s).
 pub struct Engines {
     pub jobs: Jobs,
+    tx: UnboundedSender<Action>,
     _sysmon: Option<SysMonitor>,
     pub data: Option<DataWorker>,
 }
@@ -41,10 +45,26 @@ impl Engines {
                 let _ = tx.send(Action::Data(ev));
             })
         });
+        let sys_tx = tx.clone();
         let sysmon = workspace.map(|(ws, every)| {
-            SysMonitor::spawn(ws.root.clone(), every, move |s| tx.send(Action::Sys(s)).is_ok())
+            SysMonitor::spawn(ws.root.clone(), every, move |s| sys_tx.send(Action::Sys(s)).is_ok())
         });
-        Engines { jobs, _sysmon: sysmon, data }
+        Engines { jobs, tx, _sysmon: sysmon, data }
+    }
+
+    /// A catalog connection for a job, or a notice saying why there is none.
+    fn job_catalog(&self) -> Option<Catalog> {
+        match self.data.as_ref().and_then(|d| d.job_catalog()) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                let _ = self.tx.send(Action::Data(DataEvent::Failed(e.to_string())));
+                None
+            }
+            None => {
+                let _ = self.tx.send(Action::Data(DataEvent::Failed("The catalog is not open yet; try again in a moment.".into())));
+                None
+            }
+        }
     }
 
     fn send_data(&self, req: DataRequest) {
@@ -58,6 +78,33 @@ impl Engines {
             Command::RunQuery { id, sql } => self.send_data(DataRequest::Query { id, sql }),
             Command::FetchPage { id, sql, offset } => self.send_data(DataRequest::Page { id, sql, offset }),
             Command::RecordJob(j) => self.send_data(DataRequest::RecordJob(j)),
+            Command::RefreshDatasets => self.send_data(DataRequest::ListDatasets),
+            Command::CompletePath(typed) => {
+                // A directory listing is quick; it still stays out of the reducer.
+                let _ = self.tx.send(Action::PathCompletions(complete_path(&typed, 200)));
+            }
+            Command::ImportDataset { path, replace } => {
+                let Some(cat) = self.job_catalog() else { return };
+                let title = format!("import {}", Path::new(&path).file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
+                self.jobs.spawn(JobKind::Import, title, move |ctx| {
+                    ctx.progress(None, format!("reading {path}"));
+                    let opts = ImportOptions { name: None, replace };
+                    let d = cat.import(Path::new(&path), &opts).map_err(|e| JobError::Failed(e.to_string()))?;
+                    ctx.progress(Some(1.0), format!("Imported {}: {} rows, {} columns.", d.name, d.rows, d.columns));
+                    Ok(())
+                });
+            }
+            Command::ExportResult { sql, path } => {
+                let Some(cat) = self.job_catalog() else { return };
+                let title = format!("export {}", Path::new(&path).file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
+                self.jobs.spawn(JobKind::Export, title, move |ctx| {
+                    let rows = cat
+                        .export(&ExportSource::Query(sql), Path::new(&path))
+                        .map_err(|e| JobError::Failed(e.to_string()))?;
+                    ctx.progress(Some(1.0), format!("Wrote {rows} rows to {path}."));
+                    Ok(())
+                });
+            }
             Command::CancelQuery => {
                 if let Some(d) = &self.data {
                     d.cancel();
@@ -96,6 +143,7 @@ pub fn map_event(app: &App, ev: Event) -> Option<Action> {
     match ev {
         // Key releases (kitty protocol, Windows) would double every key.
         Event::Key(k) if k.kind != KeyEventKind::Release => {
+            tracing::trace!(?k, mode = ?app.mode(), "key");
             let text = app.text_input_focused();
             match app.keymap.resolve(app.mode(), text, &k) {
                 Some(a) => Some(a),
@@ -110,6 +158,9 @@ pub fn map_event(app: &App, ev: Event) -> Option<Action> {
 }
 
 fn reduce(app: &mut App, engines: &mut Engines, action: Action) {
+    if !matches!(action, Action::Sys(_) | Action::Job(crate::engine::jobs::JobEvent::Progress { .. })) {
+        tracing::trace!(?action, "action");
+    }
     for cmd in app.update(action) {
         engines.execute(cmd);
     }
@@ -126,8 +177,32 @@ pub async fn run<B, S>(
 ) -> io::Result<()>
 where
     B: Backend,
-    S: Stream<Item = io::Result<Event>> + Unpin,
+    S: Stream<Item = io::Result<Event>> + Unpin + Send + 'static,
 {
+    // Input is read on its own task and forwarded to a channel, so the loop can drain it with
+    // try_recv. (Polling crossterm's EventStream with a no-op waker to drain it would leave its
+    // wake-up thread holding that waker, and keys would wait for the next engine event.)
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<io::Result<Event>>();
+    let reader = tokio::spawn(async move {
+        while let Some(ev) = input.next().await {
+            if in_tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    let result = run_inner(terminal, app, engines, &mut in_rx, &mut rx, &mut opts).await;
+    reader.abort();
+    result
+}
+
+async fn run_inner<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    engines: &mut Engines,
+    input: &mut UnboundedReceiver<io::Result<Event>>,
+    rx: &mut UnboundedReceiver<Action>,
+    opts: &mut LoopOptions,
+) -> io::Result<()> {
     let frame = Duration::from_secs(1) / opts.max_fps.max(1);
     let size = terminal.size()?;
     app.update(Action::Resize(size.width, size.height));
@@ -151,7 +226,7 @@ where
         // Wait for the next message, or for the next frame slot when a draw is pending.
         let deadline = app.dirty.then(|| last_draw.map(|t| t + frame).unwrap_or_else(Instant::now));
         tokio::select! {
-            ev = input.next(), if input_open => match ev {
+            ev = input.recv(), if input_open => match ev {
                 Some(Ok(ev)) => {
                     if let Some(a) = map_event(app, ev) {
                         reduce(app, engines, a);
@@ -175,16 +250,17 @@ where
                 progressed = true;
             }
             if input_open {
-                while let Some(ev) = input.next().now_or_never() {
-                    match ev {
-                        Some(Ok(ev)) => {
+                loop {
+                    match input.try_recv() {
+                        Ok(Ok(ev)) => {
                             if let Some(a) = map_event(app, ev) {
                                 reduce(app, engines, a);
                             }
                             progressed = true;
                         }
-                        Some(Err(e)) => return Err(e),
-                        None => {
+                        Ok(Err(e)) => return Err(e),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
                             input_open = false;
                             break;
                         }

@@ -10,7 +10,7 @@ use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
-use crate::engine::jobs::{JobInfo, JobStatus};
+use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
 use crate::engine::sysmon::SysSample;
 use crate::ui::theme::Theme;
 
@@ -23,6 +23,34 @@ pub enum Overlay {
     ConfirmQuit,
     /// The Data pane's selected row in full.
     Row,
+    /// A path is asked for; the prompt's state is `App::prompt`.
+    Prompt,
+    /// An import would overwrite a dataset: asks first.
+    ConfirmReplace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    Import,
+    Export,
+}
+
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub input: TextArea<'static>,
+    pub completions: Vec<String>,
+}
+
+impl Prompt {
+    fn new(kind: PromptKind, text: &str) -> Prompt {
+        let mut input = TextArea::default();
+        input.insert_str(text);
+        Prompt { kind, input, completions: Vec::new() }
+    }
+
+    pub fn text(&self) -> String {
+        self.input.lines().join("")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,6 +108,9 @@ pub struct App {
     /// The catalog's datasets once the data engine has listed them; Err says why it could not.
     pub datasets: Option<Result<Vec<DatasetInfo>, String>>,
     pub data: DataState,
+    pub prompt: Option<Prompt>,
+    /// The path of the import waiting for a yes/no on replacing a dataset.
+    pub replace_target: Option<String>,
     pub chat_input: TextArea<'static>,
     pub notices: Vec<Notice>,
     pub should_quit: bool,
@@ -112,6 +143,8 @@ impl App {
             jobs: Vec::new(),
             datasets: None,
             data: DataState::default(),
+            prompt: None,
+            replace_target: None,
             chat_input,
             notices: Vec::new(),
             should_quit: false,
@@ -129,6 +162,8 @@ impl App {
             Some(Overlay::Help { .. }) => Mode::Help,
             Some(Overlay::ConfirmQuit) => Mode::Confirm,
             Some(Overlay::Row) => Mode::Viewer,
+            Some(Overlay::Prompt) => Mode::Prompt,
+            Some(Overlay::ConfirmReplace) => Mode::Confirm,
             None if self.focus == PaneId::Chat => Mode::Chat,
             None if self.focus == PaneId::Data && self.data.focus == DataFocus::Editor => Mode::Sql,
             None if self.focus == PaneId::Data => Mode::Grid,
@@ -138,11 +173,30 @@ impl App {
 
     /// A text box has the keyboard: plain characters are typing.
     pub fn text_input_focused(&self) -> bool {
-        matches!(self.mode(), Mode::Chat | Mode::Sql)
+        matches!(self.mode(), Mode::Chat | Mode::Sql | Mode::Prompt)
     }
 
     pub fn running_jobs(&self) -> impl Iterator<Item = &JobInfo> {
         self.jobs.iter().filter(|j| j.status == JobStatus::Running)
+    }
+
+    fn submit_prompt(&mut self) -> Vec<Command> {
+        let Some(p) = self.prompt.take() else { return vec![] };
+        let path = p.text().trim().to_string();
+        if path.is_empty() {
+            self.prompt = Some(p);
+            return vec![];
+        }
+        match p.kind {
+            PromptKind::Import => {
+                self.replace_target = Some(path.clone());
+                vec![Command::ImportDataset { path, replace: false }]
+            }
+            PromptKind::Export => match &self.data.result {
+                Some(r) => vec![Command::ExportResult { sql: r.sql.clone(), path }],
+                None => vec![],
+            },
+        }
     }
 
     /// The text box that has the keyboard, if any.
@@ -150,6 +204,7 @@ impl App {
         match self.mode() {
             Mode::Chat => Some(&mut self.chat_input),
             Mode::Sql => Some(&mut self.data.editor),
+            Mode::Prompt => self.prompt.as_mut().map(|p| &mut p.input),
             _ => None,
         }
     }
@@ -182,15 +237,57 @@ impl App {
                 self.should_quit = true;
             }
             Action::Confirm => {
-                if self.overlay == Some(Overlay::ConfirmQuit) {
-                    out.push(Command::CancelAllJobs);
-                    self.should_quit = true;
+                match self.overlay {
+                    Some(Overlay::ConfirmQuit) => {
+                        out.push(Command::CancelAllJobs);
+                        self.should_quit = true;
+                    }
+                    Some(Overlay::Prompt) => out.extend(self.submit_prompt()),
+                    Some(Overlay::ConfirmReplace) => {
+                        if let Some(path) = self.replace_target.take() {
+                            out.push(Command::ImportDataset { path, replace: true });
+                        }
+                    }
+                    _ => {}
                 }
-                self.overlay = None;
+                if self.overlay != Some(Overlay::Prompt) || self.prompt.is_none() {
+                    self.overlay = None;
+                }
             }
             Action::Deny => {
-                if self.overlay == Some(Overlay::ConfirmQuit) {
+                if matches!(self.overlay, Some(Overlay::ConfirmQuit | Overlay::ConfirmReplace)) {
                     self.overlay = None;
+                    self.replace_target = None;
+                }
+            }
+            Action::OpenImport => {
+                if self.focus == PaneId::Data {
+                    self.prompt = Some(Prompt::new(PromptKind::Import, ""));
+                    self.overlay = Some(Overlay::Prompt);
+                }
+            }
+            Action::OpenExport => {
+                if self.data.result.as_ref().is_some_and(|r| r.shape.is_some() && !r.running) {
+                    self.prompt = Some(Prompt::new(PromptKind::Export, "result.csv"));
+                    self.overlay = Some(Overlay::Prompt);
+                } else {
+                    self.notify(Level::Info, "Run a query first: its result is what gets exported.");
+                }
+            }
+            Action::Complete => {
+                if let Some(p) = &self.prompt {
+                    out.push(Command::CompletePath(p.text()));
+                }
+            }
+            Action::PathCompletions(list) => {
+                if let Some(p) = &mut self.prompt {
+                    let typed = p.text();
+                    let grow = crate::engine::data::import::common_prefix(&list).filter(|c| c.len() > typed.len());
+                    if let Some(longer) = grow {
+                        *p = Prompt { completions: list, ..Prompt::new(p.kind, &longer) };
+                    } else {
+                        p.completions = list;
+                    }
                 }
             }
             Action::FocusNext => self.focus = PaneId::ALL[(self.focus.index() + 1) % PaneId::ALL.len()],
@@ -209,6 +306,7 @@ impl App {
             Action::Close => {
                 if self.overlay.is_some() {
                     self.overlay = None;
+                    self.prompt = None;
                 } else if let Some((i, _)) = self.current_notice() {
                     self.notices.remove(i);
                 } else if self.zoomed {
@@ -319,9 +417,20 @@ impl App {
                 if let crate::engine::jobs::JobEvent::Finished { id, status } = &ev {
                     let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.title.clone());
                     let title = title.unwrap_or_default();
+                    let job = self.jobs.iter().find(|j| j.id == *id).cloned();
+                    let kind = job.as_ref().map(|j| j.kind);
                     match status {
+                        JobStatus::Failed(msg) if kind == Some(JobKind::Import) && msg.contains("already exists") => {
+                            // Ask before overwriting; the path is remembered from the prompt.
+                            self.overlay = Some(Overlay::ConfirmReplace);
+                        }
                         JobStatus::Failed(msg) => self.notify(Level::Error, format!("{title} failed: {msg}")),
                         JobStatus::Cancelled => self.notify(Level::Info, format!("{title} cancelled")),
+                        JobStatus::Done if matches!(kind, Some(JobKind::Import | JobKind::Export)) => {
+                            let msg = job.map(|j| j.message).unwrap_or_default();
+                            self.notify(Level::Info, msg);
+                            out.push(Command::RefreshDatasets);
+                        }
                         _ => {}
                     }
                     // Finished jobs leave the status bar; their results live in the catalog.
@@ -483,6 +592,50 @@ mod tests {
         assert_eq!(a.current_notice().unwrap().1.text, "imported");
         a.update(Action::Close);
         assert!(a.current_notice().is_none());
+    }
+
+    #[test]
+    fn import_prompt_completes_submits_and_asks_before_replacing() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Data));
+        a.update(Action::OpenImport);
+        assert_eq!(a.mode(), Mode::Prompt);
+        a.update(Action::Paste("/data/pe".into()));
+        assert_eq!(a.update(Action::Complete), vec![Command::CompletePath("/data/pe".into())]);
+        a.update(Action::PathCompletions(vec!["/data/people.csv".into(), "/data/people2.csv".into()]));
+        assert_eq!(a.prompt.as_ref().unwrap().text(), "/data/people");
+        a.update(Action::PathCompletions(vec!["/data/people.csv".into()]));
+        assert_eq!(
+            a.update(Action::Confirm),
+            vec![Command::ImportDataset { path: "/data/people.csv".into(), replace: false }]
+        );
+        assert!(a.overlay.is_none());
+        // The import job fails because the name is taken: lathe asks, and yes replaces.
+        a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Import, title: "import people.csv".into() }));
+        a.update(Action::Job(JobEvent::Finished {
+            id: 4,
+            status: JobStatus::Failed("A dataset named people already exists; pass --replace".into()),
+        }));
+        assert_eq!(a.overlay, Some(Overlay::ConfirmReplace));
+        assert_eq!(
+            a.update(Action::Confirm),
+            vec![Command::ImportDataset { path: "/data/people.csv".into(), replace: true }]
+        );
+        // A finished import refreshes the datasets.
+        a.update(Action::Job(JobEvent::Started { id: 5, kind: JobKind::Import, title: "import".into() }));
+        a.update(Action::Job(JobEvent::Progress { id: 5, fraction: Some(1.0), message: "imported people: 2 rows".into() }));
+        let cmds = a.update(Action::Job(JobEvent::Finished { id: 5, status: JobStatus::Done }));
+        assert!(cmds.contains(&Command::RefreshDatasets));
+        assert_eq!(a.current_notice().unwrap().1.text, "imported people: 2 rows");
+    }
+
+    #[test]
+    fn export_needs_a_result() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Data));
+        a.update(Action::OpenExport);
+        assert!(a.overlay.is_none());
+        assert!(a.notices.last().unwrap().text.starts_with("Run a query first"));
     }
 
     #[test]

@@ -225,3 +225,34 @@ pub fn row_viewer(f: &mut Frame, area: Rect, app: &App) {
         rect,
     );
 }
+
+/// The path prompt of import and export, with the completions found so far.
+pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
+    use crate::app::state::PromptKind;
+    let theme = app.theme();
+    let Some(p) = &app.prompt else { return };
+    let title = match p.kind {
+        PromptKind::Import => "Import a file, glob or folder (Tab completes, Enter imports)",
+        PromptKind::Export => "Export the result to .csv, .parquet or .jsonl (Tab completes, Enter writes)",
+    };
+    let shown = p.completions.len().min(8) as u16;
+    let rect = centered(area, area.width.saturating_sub(4).clamp(30, 100), 3 + shown + u16::from(shown > 0) + 1);
+    f.render_widget(Clear, rect);
+    let block = pane_block(theme, title, true).style(theme.overlay());
+    let inner = block.inner(rect);
+    f.render_widget(block, rect);
+    let [input, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    let mut ta = p.input.clone();
+    ta.set_style(theme.text());
+    ta.set_cursor_line_style(ratatui::style::Style::default());
+    ta.set_cursor_style(theme.selection());
+    f.render_widget(&ta, input);
+    let mut lines: Vec<Line> = p.completions.iter().take(8).map(|c| Line::styled(c.clone(), theme.muted())).collect();
+    if p.completions.len() > 8 {
+        lines.push(Line::styled(format!("… {} more", p.completions.len() - 8), theme.muted()));
+    }
+    if !lines.is_empty() {
+        lines.insert(0, Line::raw(""));
+    }
+    f.render_widget(Paragraph::new(lines), list);
+}

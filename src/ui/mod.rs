@@ -67,6 +67,14 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::Help { scroll }) => help::render(f, body, app, scroll),
         Some(Overlay::ConfirmQuit) => confirm_quit(f, body, app),
         Some(Overlay::Row) => data::row_viewer(f, body, app),
+        Some(Overlay::Prompt) => data::prompt(f, body, app),
+        Some(Overlay::ConfirmReplace) => {
+            let path = app.replace_target.clone().unwrap_or_default();
+            confirm(f, body, app, "Replace dataset?", vec![
+                Line::raw(format!("Importing {path}: a dataset of that name already exists.")),
+                Line::raw("Replace it with this data?"),
+            ], "replace", "keep");
+        }
         None => {}
     }
 }
@@ -137,28 +145,32 @@ fn too_small(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn confirm_quit(f: &mut Frame, area: Rect, app: &App) {
-    let theme = app.theme();
     let jobs: Vec<String> = app.running_jobs().map(|j| j.title.clone()).collect();
-    let yes = app.keymap.key_for(crate::app::keymap::Mode::Confirm, &crate::app::action::Action::Confirm, false);
-    let no = app.keymap.key_for(crate::app::keymap::Mode::Confirm, &crate::app::action::Action::Deny, false);
     let lines = vec![
         Line::raw(format!("{} job(s) running: {}", jobs.len(), jobs.join(", "))),
         Line::raw("Quitting cancels them; what they already saved stays."),
-        Line::raw(""),
-        Line::from(vec![
-            Span::styled(yes.unwrap_or_else(|| "y".into()), theme.key()),
-            Span::raw(" quit   "),
-            Span::styled(no.unwrap_or_else(|| "n".into()), theme.key()),
-            Span::raw(" stay"),
-        ]),
     ];
-    let rect = widgets::centered(area, 56, lines.len() as u16 + 2);
+    confirm(f, area, app, "Quit lathe?", lines, "quit", "stay");
+}
+
+/// A yes/no box with the confirm mode's keys.
+fn confirm(f: &mut Frame, area: Rect, app: &App, title: &str, mut lines: Vec<Line>, yes_what: &str, no_what: &str) {
+    use crate::app::action::Action;
+    use crate::app::keymap::Mode;
+    let theme = app.theme();
+    let yes = app.keymap.key_for(Mode::Confirm, &Action::Confirm, false);
+    let no = app.keymap.key_for(Mode::Confirm, &Action::Deny, false);
+    lines.push(Line::raw(""));
+    lines.push(Line::from(vec![
+        Span::styled(yes.unwrap_or_else(|| "y".into()), theme.key()),
+        Span::raw(format!(" {yes_what}   ")),
+        Span::styled(no.unwrap_or_else(|| "n".into()), theme.key()),
+        Span::raw(format!(" {no_what}")),
+    ]));
+    let rect = widgets::centered(area, 60, lines.len() as u16 + 2);
     f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .style(theme.overlay())
-            .block(widgets::pane_block(theme, "Quit lathe?", true)),
+        Paragraph::new(lines).wrap(Wrap { trim: true }).style(theme.overlay()).block(widgets::pane_block(theme, title, true)),
         rect,
     );
 }

@@ -374,6 +374,51 @@ fn import_error(src: &Source, e: duckdb::Error) -> DataError {
     ))
 }
 
+/// Completions of a typed path: the entries of its folder that start with its last part, folders
+/// ending in '/', data files only. Sorted; at most `max`.
+pub fn complete_path(typed: &str, max: usize) -> Vec<String> {
+    let expanded = match typed.strip_prefix("~/") {
+        Some(rest) => std::env::var("HOME").map(|h| format!("{h}/{rest}")).unwrap_or_else(|_| typed.to_string()),
+        None => typed.to_string(),
+    };
+    let (dir, stem) = match expanded.rfind('/') {
+        Some(i) => (&expanded[..=i], &expanded[i + 1..]),
+        None => ("", expanded.as_str()),
+    };
+    let read = if dir.is_empty() { std::fs::read_dir(".") } else { std::fs::read_dir(dir) };
+    let Ok(entries) = read else { return Vec::new() };
+    let mut out: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(stem) || (name.starts_with('.') && !stem.starts_with('.')) {
+                return None;
+            }
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if !is_dir && FileFormat::from_path(Path::new(&name)).is_none() {
+                return None;
+            }
+            Some(format!("{dir}{name}{}", if is_dir { "/" } else { "" }))
+        })
+        .collect();
+    out.sort();
+    out.truncate(max);
+    out
+}
+
+/// The longest common prefix of completions, to extend what was typed.
+pub fn common_prefix(items: &[String]) -> Option<String> {
+    let first = items.first()?;
+    let mut end = first.len();
+    for s in &items[1..] {
+        end = end.min(first.bytes().zip(s.bytes()).take_while(|(a, b)| a == b).count());
+    }
+    while !first.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(first[..end].to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +428,21 @@ mod tests {
         assert_eq!(name_from_path(Path::new("/x/My Data-2024.csv")), "my_data_2024");
         assert_eq!(name_from_path(Path::new("2024.parquet")), "d_2024");
         assert_eq!(name_from_path(Path::new("a.b.jsonl")), "a");
+    }
+
+    #[test]
+    fn completes_paths_to_folders_and_data_files() {
+        let d = std::env::temp_dir().join(format!("lathe-complete-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        for f in ["a.csv", "ab.parquet", "notes.txt"] {
+            std::fs::write(d.join(f), "x").unwrap();
+        }
+        let base = format!("{}/", d.display());
+        assert_eq!(complete_path(&format!("{base}a"), 10), [format!("{base}a.csv"), format!("{base}ab.parquet")]);
+        assert_eq!(complete_path(&format!("{base}s"), 10), [format!("{base}sub/")]);
+        assert!(complete_path(&format!("{base}n"), 10).is_empty());
+        assert_eq!(common_prefix(&["abc".into(), "abd".into()]), Some("ab".into()));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

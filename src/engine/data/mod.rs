@@ -113,6 +113,16 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// Another connection to the same open database, for work on another thread (imports and
+    /// exports run as jobs while the grid keeps querying).
+    pub fn try_clone(&self) -> Result<Catalog, DataError> {
+        let conn = self.conn.try_clone()?;
+        if self.path != Path::new(":memory:") {
+            conn.execute_batch("USE workspace")?;
+        }
+        Ok(Catalog { conn, path: self.path.clone() })
+    }
+
     /// An in-memory catalog for tests.
     pub fn in_memory() -> Result<Catalog, DataError> {
         let conn = Connection::open_in_memory()?;

@@ -53,6 +53,8 @@ pub struct DataWorker {
     handle: Option<thread::JoinHandle<()>>,
     busy: Arc<AtomicBool>,
     interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>>,
+    /// A connection to the same database for jobs (imports, exports) on their own threads.
+    for_jobs: Arc<Mutex<Option<Catalog>>>,
 }
 
 /// Each table with its (column, type) pairs.
@@ -128,7 +130,8 @@ impl DataWorker {
         let (tx, rx) = mpsc::channel::<DataRequest>();
         let busy = Arc::new(AtomicBool::new(false));
         let interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>> = Arc::default();
-        let (busy2, interrupt2) = (busy.clone(), interrupt.clone());
+        let for_jobs: Arc<Mutex<Option<Catalog>>> = Arc::default();
+        let (busy2, interrupt2, for_jobs2) = (busy.clone(), interrupt.clone(), for_jobs.clone());
         let handle = thread::Builder::new()
             .name("lathe-data".into())
             .spawn(move || {
@@ -137,6 +140,7 @@ impl DataWorker {
                     Err(e) => return emit(DataEvent::Unavailable(e.to_string())),
                 };
                 *interrupt2.lock().unwrap() = Some(cat.conn.interrupt_handle());
+                *for_jobs2.lock().unwrap() = cat.try_clone().ok();
                 let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 let session = format!("{}-{}", since_epoch.as_secs(), std::process::id());
                 match cat.seed_demo() {
@@ -193,7 +197,12 @@ impl DataWorker {
                 }
             })
             .expect("spawn data thread");
-        DataWorker { tx: Some(tx), handle: Some(handle), busy, interrupt }
+        DataWorker { tx: Some(tx), handle: Some(handle), busy, interrupt, for_jobs }
+    }
+
+    /// A new connection to the open catalog for a job thread; None until the catalog is open.
+    pub fn job_catalog(&self) -> Option<Result<Catalog, DataError>> {
+        self.for_jobs.lock().unwrap().as_ref().map(|c| c.try_clone())
     }
 
     pub fn send(&self, req: DataRequest) {
@@ -219,6 +228,7 @@ impl DataWorker {
 
 impl Drop for DataWorker {
     fn drop(&mut self) {
+        drop(self.for_jobs.lock().unwrap().take());
         // Stop a long query first, or joining would wait for it.
         if self.busy.load(Ordering::SeqCst) {
             self.cancel();
