@@ -194,6 +194,26 @@ fn sigterm_and_sighup_restore_the_terminal() {
     }
 }
 
+/// An SSH drop closes the terminal itself: lathe must end, not spin on a dead terminal.
+#[test]
+fn a_vanished_terminal_ends_lathe() {
+    let t = Tmux::start("vanish", 100, 30);
+    t.launch("");
+    let pid = t.lathe_pid();
+    let _ = Command::new("tmux").args(["-L", &t.socket, "kill-server"]).output();
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.contains(") Z ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "lathe {pid} still runs after its terminal went away");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(t.home.join("ws/logs/lathe.log")).unwrap();
+    assert!(log.contains("workstation closed") || log.contains("hung up") || log.contains("SIGHUP"), "{log}");
+}
+
 #[test]
 fn a_panic_restores_the_terminal_then_prints() {
     let t = Tmux::start("panic", 100, 30);

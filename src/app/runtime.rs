@@ -306,13 +306,55 @@ pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
             on_frame: std::env::var_os("LATHE_DEBUG_PANIC_AFTER_FIRST_FRAME")
                 .map(|_| Box::new(|_: &App| panic!("panic requested by LATHE_DEBUG_PANIC_AFTER_FIRST_FRAME")) as FrameHook),
         };
-        let input = crossterm::event::EventStream::new();
+        let (input_tx, input) = futures::channel::mpsc::unbounded();
+        spawn_input_thread(input_tx);
         let result = run(&mut guard.terminal, &mut app, &mut engines, input, rx, opts).await;
         engines.jobs.cancel_all();
         drop(guard);
         tracing::info!("workstation closed");
         result.map_err(anyhow::Error::from)
     })
+}
+
+/// Reads the terminal on its own OS thread. crossterm retries a read that returns end-of-file
+/// (the terminal is gone, e.g. the SSH link dropped) without end; on this thread that can only
+/// cost the poll window, and the thread notices the hang-up and reports it, so lathe exits.
+fn spawn_input_thread(tx: futures::channel::mpsc::UnboundedSender<io::Result<Event>>) {
+    use crossterm::event;
+    let _ = std::thread::Builder::new().name("lathe-input".into()).spawn(move || loop {
+        match event::poll(Duration::from_millis(250)) {
+            Ok(true) => {
+                let ev = event::read();
+                let failed = ev.is_err();
+                if tx.unbounded_send(ev).is_err() || failed {
+                    return;
+                }
+            }
+            Ok(false) => {
+                if tx.is_closed() {
+                    return;
+                }
+                if !terminal_alive() {
+                    tracing::warn!("the terminal hung up");
+                    let _ = tx.unbounded_send(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the terminal hung up")));
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.unbounded_send(Err(e));
+                return;
+            }
+        }
+    });
+}
+
+/// A hung-up terminal fails tcgetattr (EIO); a live one answers.
+fn terminal_alive() -> bool {
+    // SAFETY: tcgetattr writes into the zeroed termios we own.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        libc::tcgetattr(libc::STDOUT_FILENO, &mut t) == 0
+    }
 }
 
 /// SIGTERM, SIGHUP (the SSH link dropped) and SIGINT (from outside; Ctrl-C in raw mode is a key)
