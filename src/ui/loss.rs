@@ -4,18 +4,16 @@
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
-use super::widgets::{empty_state, pane_block, EmptyState};
+use super::widgets::{empty_pane, EmptyState};
 use crate::app::state::App;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
-    let theme = app.theme();
-    let block = pane_block(theme, "Loss", focused);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    empty_state(
+    empty_pane(
         f,
-        inner,
-        theme,
+        area,
+        app.theme(),
+        "Loss",
+        focused,
         &EmptyState {
             headline: "No loss to chart",
             what: "Training and eval loss will be charted here, step by step, while a run trains.",

@@ -4,18 +4,16 @@
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
-use super::widgets::{empty_state, pane_block, EmptyState};
+use super::widgets::{empty_pane, EmptyState};
 use crate::app::state::App;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
-    let theme = app.theme();
-    let block = pane_block(theme, "Runs", focused);
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    empty_state(
+    empty_pane(
         f,
-        inner,
-        theme,
+        area,
+        app.theme(),
+        "Runs",
+        focused,
         &EmptyState {
             headline: "No runs recorded",
             what: "Every training run, with its parameters, metrics and artifacts, will be listed here to compare and export.",

@@ -51,3 +51,11 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
     Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
 }
 
+
+/// A whole pane whose engine is not in this build: its frame and an honest empty state.
+pub fn empty_pane(f: &mut Frame, area: Rect, theme: &Theme, title: &str, focused: bool, e: &EmptyState) {
+    let block = pane_block(theme, title, focused);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    empty_state(f, inner, theme, e);
+}
