@@ -112,6 +112,11 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("unknown extension", write(&d, "notes.txt", b"hello"), "use .csv"),
         ("not parquet", write(&d, "fake.parquet", b"this is not parquet at all"), "Could not import"),
     ];
+    // CSV problems name the line and the column.
+    let err = import(&cat, &d.join("ragged.csv")).unwrap_err().to_string();
+    assert!(err.contains("ragged.csv line 3, column 2 (c): Expected Number of Columns: 3 Found: 2"), "{err}");
+    let err = import(&cat, &d.join("latin1.csv")).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.to_lowercase().contains("not utf-8"), "{err}");
     for (what, path, expect) in cases {
         let err = match import(&cat, &path) {
             Ok(i) => panic!("{what}: imported {i:?}"),
@@ -119,6 +124,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         };
         assert!(err.contains(expect), "{what}: {err}");
         assert!(!err.contains('\n'), "{what}: more than one line: {err}");
+        assert!(err.ends_with("nothing was changed.") || !err.starts_with("Could not"), "{what}: {err}");
+        assert!(!err.contains("LINE 1:") && !err.contains("Possible"), "{what}: DuckDB's hints leaked: {err}");
         assert_eq!(cat.list().unwrap(), before, "{what} changed the catalog");
     }
 }

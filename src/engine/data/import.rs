@@ -239,7 +239,7 @@ impl Catalog {
         );
         self.conn.execute_batch("BEGIN TRANSACTION")?;
         let result = (|| -> Result<(), DataError> {
-            self.conn.execute_batch(&sql).map_err(|e| import_error(&src, e))?;
+            self.conn.execute_batch(&sql).map_err(|e| DataError::User(e.to_string()))?;
             self.conn.execute("DELETE FROM lathe.datasets WHERE name = ?", [&name])?;
             self.conn.execute(
                 "INSERT INTO lathe.datasets (name, source, format, source_bytes) VALUES (?, ?, ?, ?)",
@@ -249,6 +249,10 @@ impl Catalog {
         })();
         match result {
             Ok(()) => self.conn.execute_batch("COMMIT")?,
+            Err(DataError::User(msg)) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(self.import_error(&src, &msg));
+            }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(e);
@@ -364,14 +368,82 @@ pub enum ExportSource {
     Query(String),
 }
 
-/// DuckDB's reader errors name the file and line; we add what to do.
-fn import_error(src: &Source, e: duckdb::Error) -> DataError {
-    let msg = super::clean_db_error(&e.to_string());
-    DataError::User(format!(
-        "Could not import {} as {}: {msg}. Fix the file (or pick the right extension) and import again; nothing was changed.",
-        src.display,
-        src.format.name()
-    ))
+impl Catalog {
+    /// One sentence for a failed import: where in which file, what is wrong, what to do.
+    fn import_error(&self, src: &Source, msg: &str) -> DataError {
+        let what = match src.format {
+            FileFormat::Csv | FileFormat::Tsv => self.first_csv_reject(src).unwrap_or_else(|| {
+                let line = msg
+                    .split("CSV Error on Line: ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|n| format!("line {n}"))
+                    .unwrap_or_else(|| "a line".into());
+                if msg.contains("not utf-8 encoded") {
+                    format!("{line} is not UTF-8 text; convert the file to UTF-8 (for example with iconv)")
+                } else if msg.contains("sniffing") {
+                    let delim = if src.format == FileFormat::Tsv { "tab" } else { "comma" };
+                    format!("its rows could not be read as {delim}-separated with \" quotes (check for an unclosed quote or rows with a different number of fields)")
+                } else {
+                    summarize_db_error(msg)
+                }
+            }),
+            _ => summarize_db_error(msg),
+        };
+        DataError::User(format!(
+            "Could not import {} as {}: {what}. Fix the file (or pick the right extension) and import again; nothing was changed.",
+            src.display,
+            src.format.name()
+        ))
+    }
+
+    /// Reads the CSV again keeping rejected rows aside, to name the first bad line and column.
+    fn first_csv_reject(&self, src: &Source) -> Option<String> {
+        let delim = if src.format == FileFormat::Tsv { "\\t" } else { "," };
+        let scan = format!(
+            "SELECT count(*) FROM read_csv({}, header = true, delim = '{delim}', quote = '\"', escape = '\"',
+                 store_rejects = true, rejects_table = 'lathe_rejects', rejects_scan = 'lathe_reject_scans')",
+            src.arg
+        );
+        let found = self.conn.execute_batch(&scan).ok().and_then(|_| {
+            self.conn
+                .query_row(
+                    "SELECT s.file_path, e.line, e.column_idx, e.column_name, e.error_message
+                     FROM lathe_rejects e JOIN lathe_reject_scans s USING (scan_id, file_id)
+                     ORDER BY s.file_path, e.line LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(format!(
+                            "{} line {}, column {} ({}): {}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?.trim_end_matches('.'),
+                        ))
+                    },
+                )
+                .ok()
+        });
+        let _ = self.conn.execute_batch("DROP TABLE IF EXISTS lathe_rejects; DROP TABLE IF EXISTS lathe_reject_scans;");
+        found
+    }
+}
+
+/// The part of a DuckDB error that says what is wrong, without its SQL echo and hints about
+/// options lathe sets itself.
+fn summarize_db_error(msg: &str) -> String {
+    let flat = super::clean_db_error(msg);
+    let mut s = flat.as_str();
+    for prefix in ["Invalid Input Error: ", "IO Error: ", "Binder Error: ", "Conversion Error: "] {
+        s = s.strip_prefix(prefix).unwrap_or(s);
+    }
+    let cut = ["LINE 1:", "Possible Solution", "Possible fixes", "The search space", "file = "]
+        .iter()
+        .filter_map(|m| s.find(m))
+        .min()
+        .unwrap_or(s.len());
+    s[..cut].trim().trim_end_matches('.').to_string()
 }
 
 /// Completions of a typed path: the entries of its folder that start with its last part, folders
