@@ -10,6 +10,8 @@ use super::action::{Action, Command};
 use crate::engine::data::paging::Shape;
 use crate::engine::data::worker::{DataEvent, TableSchema, PAGE};
 
+const EDITOR_HINT: &str = "SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)";
+
 /// Pages kept in memory; farther ones are dropped and fetched again when needed.
 pub const MAX_PAGES: usize = 5;
 
@@ -63,7 +65,7 @@ pub struct DataState {
 impl Default for DataState {
     fn default() -> Self {
         let mut editor = TextArea::default();
-        editor.set_placeholder_text("SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)");
+        editor.set_placeholder_text(EDITOR_HINT);
         DataState {
             editor,
             focus: DataFocus::Editor,
@@ -84,7 +86,7 @@ impl DataState {
 
     fn set_editor(&mut self, text: &str) {
         let mut ed = TextArea::new(text.lines().map(str::to_string).collect());
-        ed.set_placeholder_text("SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)");
+        ed.set_placeholder_text(EDITOR_HINT);
         ed.move_cursor(tui_textarea::CursorMove::Bottom);
         ed.move_cursor(tui_textarea::CursorMove::End);
         self.editor = ed;
