@@ -132,7 +132,11 @@ fn panes_help_resize_and_quit() {
     t.keys(&["Tab", "3"]);
     // The SQL editor has the keyboard; a new workspace holds the bundled demo datasets.
     t.wait_for("F5 or Ctrl-R");
-    t.tmux(&["send-keys", "-t", "e2e", "-l", "select task, count(*) as n from instruct group by task order by task"]);
+    // Ctrl-Space completes SQL keywords (and table and column names).
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "sel"]);
+    t.keys(&["C-Space"]);
+    t.wait_for("select");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", " task, count(*) as n from instruct group by task order by task"]);
     t.keys(&["F5"]);
     let s = t.wait_for("4 rows");
     assert!(s.contains("reverse") && s.contains("2000"), "{s}");

@@ -219,7 +219,7 @@ impl Action {
             Action::ViewRow => "show the row in full".into(),
             Action::OpenImport => "import a file, glob or folder as a dataset".into(),
             Action::OpenExport => "export the result to .csv, .parquet or .jsonl".into(),
-            Action::Complete => "complete the path".into(),
+            Action::Complete => "complete the name or path".into(),
             other => format!("{other:?}"),
         }
     }

@@ -49,6 +49,16 @@ impl ResultState {
     }
 }
 
+const KEYWORDS: &[&str] = &[
+    "select", "from", "where", "group", "by", "order", "having", "limit", "offset", "join", "left", "right",
+    "inner", "outer", "full", "cross", "on", "using", "as", "and", "or", "not", "in", "is", "null", "like",
+    "ilike", "between", "case", "when", "then", "else", "end", "distinct", "union", "all", "except",
+    "intersect", "with", "asc", "desc", "count", "sum", "avg", "min", "max", "cast", "insert", "into",
+    "values", "update", "set", "delete", "create", "table", "view", "drop", "alter", "describe", "summarize",
+    "pragma", "copy", "to", "true", "false", "length", "lower", "upper", "unnest", "struct_pack", "list",
+    "read_csv", "read_parquet", "read_json", "sample", "qualify", "pivot", "unpivot",
+];
+
 pub struct DataState {
     pub editor: TextArea<'static>,
     pub focus: DataFocus,
@@ -60,6 +70,8 @@ pub struct DataState {
     pub next_id: u64,
     /// The row viewer's scroll, when it is open.
     pub viewer_scroll: u16,
+    /// Candidates of the last completion that matched several names.
+    pub completions: Vec<String>,
 }
 
 impl Default for DataState {
@@ -75,6 +87,7 @@ impl Default for DataState {
             result: None,
             next_id: 1,
             viewer_scroll: 0,
+            completions: Vec::new(),
         }
     }
 }
@@ -117,6 +130,57 @@ impl DataState {
             col: 0,
         });
         Ok(Command::RunQuery { id, sql })
+    }
+
+    /// Completes the word before the cursor from SQL keywords, table names and column names
+    /// (only that table's columns after `table.`). Extends to the longest common prefix; when
+    /// several names remain, they are kept in `completions` for the pane to show.
+    pub fn complete(&mut self) {
+        let (row, col) = self.editor.cursor();
+        let line = self.editor.lines().get(row).cloned().unwrap_or_default();
+        let before: Vec<char> = line.chars().take(col).collect();
+        let start = before
+            .iter()
+            .rposition(|c| !(c.is_alphanumeric() || *c == '_' || *c == '.'))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let word: String = before[start..].iter().collect();
+        let (table, stem) = match word.rsplit_once('.') {
+            Some((t, s)) => (Some(t.to_string()), s.to_string()),
+            None => (None, word.clone()),
+        };
+        if stem.is_empty() && table.is_none() {
+            self.completions.clear();
+            return;
+        }
+        let lower = stem.to_lowercase();
+        let mut names: Vec<String> = match &table {
+            Some(t) => self
+                .schema
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(t))
+                .flat_map(|(_, cols)| cols.iter().map(|(c, _)| c.clone()))
+                .collect(),
+            None => {
+                let upper = stem.chars().next().is_some_and(|c| c.is_uppercase());
+                let kw = KEYWORDS.iter().map(|k| if upper { k.to_uppercase() } else { k.to_string() });
+                let tables = self.schema.iter().map(|(t, _)| t.clone());
+                let cols = self.schema.iter().flat_map(|(_, cols)| cols.iter().map(|(c, _)| c.clone()));
+                kw.chain(tables).chain(cols).collect()
+            }
+        };
+        names.retain(|n| n.to_lowercase().starts_with(&lower));
+        names.sort();
+        names.dedup();
+        let Some(common) = crate::engine::data::import::common_prefix(&names) else {
+            self.completions.clear();
+            return;
+        };
+        if common.chars().count() > stem.chars().count() {
+            let rest: String = common.chars().skip(stem.chars().count()).collect();
+            self.editor.insert_str(rest);
+        }
+        self.completions = if names.len() > 1 { names } else { Vec::new() };
     }
 
     pub fn recall(&mut self, older: bool) {
@@ -270,6 +334,32 @@ mod tests {
         assert_eq!((r.row, r.col), (2, 0));
         d.move_selection(&Action::PageUp, 20);
         assert_eq!(d.result.as_ref().unwrap().row, 0);
+    }
+
+    #[test]
+    fn completion_uses_keywords_tables_and_columns() {
+        let mut d = DataState {
+            schema: vec![("instruct".into(), vec![("task".into(), "VARCHAR".into()), ("input".into(), "VARCHAR".into())])],
+            ..DataState::default()
+        };
+        d.editor.insert_str("sel");
+        d.complete();
+        assert_eq!(d.editor.lines(), ["select"]);
+        d.editor.insert_str(" * from instr");
+        d.complete();
+        assert_eq!(d.editor.lines(), ["select * from instruct"]);
+        d.editor.insert_str(" where instruct.t");
+        d.complete();
+        assert_eq!(d.editor.lines(), ["select * from instruct where instruct.task"]);
+        d.editor.insert_str(" and in");
+        d.complete();
+        // "in", "inner", "input", "insert", "instruct", "intersect", "into": several remain.
+        assert!(d.completions.contains(&"input".to_string()) && d.completions.contains(&"instruct".to_string()));
+        assert!(d.editor.lines()[0].ends_with(" and in"));
+        let mut u = DataState::default();
+        u.editor.insert_str("SEL");
+        u.complete();
+        assert_eq!(u.editor.lines(), ["SELECT"]);
     }
 
     #[test]

@@ -277,6 +277,8 @@ impl App {
             Action::Complete => {
                 if let Some(p) = &self.prompt {
                     out.push(Command::CompletePath(p.text()));
+                } else if self.mode() == Mode::Sql {
+                    self.data.complete();
                 }
             }
             Action::PathCompletions(list) => {
@@ -361,6 +363,7 @@ impl App {
                 }
             }
             Action::Text(k) => {
+                self.data.completions.clear();
                 if let Some(t) = self.focused_text() {
                     t.input(textarea_input(k));
                 }

@@ -96,7 +96,11 @@ fn draw_editor(f: &mut Frame, area: Rect, app: &App, theme: &Theme, active: bool
 
 fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let line = match &app.data.result {
-        None => Line::raw(""),
+        _ if !app.data.completions.is_empty() => Line::styled(
+            format!("completions: {}", app.data.completions.join("  ")),
+            theme.muted(),
+        ),
+        None => Line::styled("Ctrl-Space completes keywords, tables and columns", theme.muted()),
         Some(r) if r.running => Line::styled("running… (Esc cancels)", theme.warn()),
         Some(r) if r.error.is_some() && r.shape.is_none() => {
             Line::styled(r.error.clone().unwrap_or_default(), theme.error())
