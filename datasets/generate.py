@@ -63,7 +63,7 @@ def chats(n=1500):
         for _ in range(rng.randint(1, 3)):
             src, dst, factor = rng.choice(UNITS)
             amount = rng.randint(1, 50)
-            messages.append({"role": "user", "content": f"Convert {amount} {plural(amount, src)} to {dst}."})
+            messages.append({"role": "user", "content": f"Convert {amount} {plural(amount, src)} to {plural(2, dst)}."})
             res = amount * factor
             messages.append({"role": "assistant", "content": f"{res} {plural(res, dst)}"})
         out.append({"id": i, "messages": messages})

@@ -146,6 +146,12 @@ fn panes_help_resize_and_quit() {
     assert!(s.contains("sort"), "{s}");
     t.keys(&["Escape"]);
     t.wait_gone("Row 4 (Esc closes)");
+    // The training-set views of the demo data, with formatted examples.
+    t.keys(&["v"]);
+    let s = t.wait_for("assistant: ");
+    assert!(s.contains("Training-set views") && s.contains("chat  chat") && s.contains("example 1"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_gone("Training-set views");
     t.keys(&["?"]);
     let s = t.wait_for("Keys (");
     assert!(s.contains("next pane") && s.contains("zoom"), "{s}");

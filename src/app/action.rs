@@ -131,6 +131,8 @@ pub enum Action {
     OpenExport,
     /// Completes the path being typed.
     Complete,
+    /// Shows the training-set views with example rows.
+    PreviewViews,
     /// Completions found by the engine.
     PathCompletions(Vec<String>),
     // Input that is not a binding.
@@ -184,6 +186,7 @@ impl Action {
             "import" => Action::OpenImport,
             "export_result" => Action::OpenExport,
             "complete" => Action::Complete,
+            "preview_views" => Action::PreviewViews,
             _ => return None,
         })
     }
@@ -220,6 +223,7 @@ impl Action {
             Action::OpenImport => "import a file, glob or folder as a dataset".into(),
             Action::OpenExport => "export the result to .csv, .parquet or .jsonl".into(),
             Action::Complete => "complete the name or path".into(),
+            Action::PreviewViews => "preview the training-set views".into(),
             other => format!("{other:?}"),
         }
     }
@@ -240,6 +244,7 @@ pub enum Command {
     ImportDataset { path: String, replace: bool },
     ExportResult { sql: String, path: String },
     RefreshDatasets,
+    PreviewViews,
 }
 
 #[cfg(test)]

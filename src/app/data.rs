@@ -8,7 +8,7 @@ use tui_textarea::TextArea;
 
 use super::action::{Action, Command};
 use crate::engine::data::paging::Shape;
-use crate::engine::data::worker::{DataEvent, TableSchema, PAGE};
+use crate::engine::data::worker::{DataEvent, TableSchema, ViewPreviews, PAGE};
 
 const EDITOR_HINT: &str = "SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)";
 
@@ -72,7 +72,10 @@ pub struct DataState {
     pub viewer_scroll: u16,
     /// Candidates of the last completion that matched several names.
     pub completions: Vec<String>,
+    /// The views and their examples, once the engine has sent them.
+    pub views_preview: Option<ViewPreviews>,
 }
+
 
 impl Default for DataState {
     fn default() -> Self {
@@ -88,6 +91,7 @@ impl Default for DataState {
             next_id: 1,
             viewer_scroll: 0,
             completions: Vec::new(),
+            views_preview: None,
         }
     }
 }
@@ -230,6 +234,7 @@ impl DataState {
         let current = |id: &u64, r: &Option<ResultState>| r.as_ref().is_some_and(|r| r.id == *id);
         match ev {
             DataEvent::Schema(s) => self.schema = s.clone(),
+            DataEvent::ViewPreview(v) => self.views_preview = Some(v.clone()),
             DataEvent::History(h) => {
                 // Keep what was run this session after what the catalog remembers.
                 let mine = std::mem::take(&mut self.history);

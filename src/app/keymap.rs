@@ -322,7 +322,7 @@ fn action_order(a: &Action) -> (u8, usize) {
         Action::Send | Action::RunQuery => (6, 0),
         Action::Newline | Action::CancelQuery => (7, 0),
         Action::SwitchDataFocus | Action::HistoryPrev | Action::HistoryNext | Action::ViewRow => (8, 0),
-        Action::OpenImport | Action::OpenExport | Action::Complete => (8, 3),
+        Action::OpenImport | Action::OpenExport | Action::Complete | Action::PreviewViews => (8, 3),
         Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => (8, 1),
         Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => (8, 2),
         Action::Confirm => (9, 0),

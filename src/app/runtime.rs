@@ -79,6 +79,7 @@ impl Engines {
             Command::FetchPage { id, sql, offset } => self.send_data(DataRequest::Page { id, sql, offset }),
             Command::RecordJob(j) => self.send_data(DataRequest::RecordJob(j)),
             Command::RefreshDatasets => self.send_data(DataRequest::ListDatasets),
+            Command::PreviewViews => self.send_data(DataRequest::PreviewViews),
             Command::CompletePath(typed) => {
                 // A directory listing is quick; it still stays out of the reducer.
                 let _ = self.tx.send(Action::PathCompletions(complete_path(&typed, 200)));

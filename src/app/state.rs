@@ -27,6 +27,8 @@ pub enum Overlay {
     Prompt,
     /// An import would overwrite a dataset: asks first.
     ConfirmReplace,
+    /// The training-set views with examples (the text is in `DataState::views_preview`).
+    Views,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +166,7 @@ impl App {
             Some(Overlay::Row) => Mode::Viewer,
             Some(Overlay::Prompt) => Mode::Prompt,
             Some(Overlay::ConfirmReplace) => Mode::Confirm,
+            Some(Overlay::Views) => Mode::Viewer,
             None if self.focus == PaneId::Chat => Mode::Chat,
             None if self.focus == PaneId::Data && self.data.focus == DataFocus::Editor => Mode::Sql,
             None if self.focus == PaneId::Data => Mode::Grid,
@@ -322,7 +325,7 @@ impl App {
                 let page = self.size.1.saturating_sub(10).max(1) as u64;
                 out.extend(self.data.move_selection(&action, page));
             }
-            Action::ScrollUp | Action::ScrollDown if self.overlay == Some(Overlay::Row) => {
+            Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::Row | Overlay::Views)) => {
                 let s = &mut self.data.viewer_scroll;
                 *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { s.saturating_add(1) };
             }
@@ -396,6 +399,12 @@ impl App {
                     DataFocus::Editor => DataFocus::Grid,
                     DataFocus::Grid => DataFocus::Editor,
                 }
+            }
+            Action::PreviewViews => {
+                self.data.viewer_scroll = 0;
+                self.data.views_preview = None;
+                self.overlay = Some(Overlay::Views);
+                out.push(Command::PreviewViews);
             }
             Action::HistoryPrev => self.data.recall(true),
             Action::HistoryNext => self.data.recall(false),

@@ -260,3 +260,59 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
     }
     f.render_widget(Paragraph::new(lines), list);
 }
+
+/// The training-set views: name, format, split sizes, the query, and the first examples.
+pub fn views_preview(f: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let mut lines = Vec::new();
+    match &app.data.views_preview {
+        None => lines.push(Line::styled("Reading the views…", theme.muted())),
+        Some(v) if v.is_empty() => lines.push(Line::styled(
+            "No training-set views; define one with `lathe data view create NAME --sql QUERY --format FORMAT`.",
+            theme.muted(),
+        )),
+        Some(v) => {
+            for (name, r) in v {
+                match r {
+                    Ok((info, examples)) => {
+                        lines.push(Line::from(vec![
+                            Span::styled(name.clone(), theme.accent()),
+                            Span::styled(
+                                format!(
+                                    "  {}  {} train / {} eval ({:.0}% held out)",
+                                    info.format.name(),
+                                    info.train_rows,
+                                    info.eval_rows,
+                                    info.eval_fraction * 100.0
+                                ),
+                                theme.muted(),
+                            ),
+                        ]));
+                        lines.push(Line::styled(format!("  {}", info.sql), theme.muted()));
+                        for (i, ex) in examples.iter().enumerate() {
+                            lines.push(Line::styled(format!("  example {}", i + 1), theme.key()));
+                            for l in ex.lines() {
+                                lines.push(Line::styled(format!("    {l}"), theme.text()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        lines.push(Line::styled(name.clone(), theme.accent()));
+                        lines.push(Line::styled(format!("  {e}"), theme.error()));
+                    }
+                }
+                lines.push(Line::raw(""));
+            }
+        }
+    }
+    let rect = centered(area, area.width.saturating_sub(6).max(30), area.height.saturating_sub(2).max(6));
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((app.data.viewer_scroll, 0))
+            .style(theme.overlay())
+            .block(pane_block(theme, "Training-set views (↑↓ scroll, Esc closes)", true)),
+        rect,
+    );
+}

@@ -68,6 +68,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::ConfirmQuit) => confirm_quit(f, body, app),
         Some(Overlay::Row) => data::row_viewer(f, body, app),
         Some(Overlay::Prompt) => data::prompt(f, body, app),
+        Some(Overlay::Views) => data::views_preview(f, body, app),
         Some(Overlay::ConfirmReplace) => {
             let path = app.replace_target.clone().unwrap_or_default();
             confirm(f, body, app, "Replace dataset?", vec![

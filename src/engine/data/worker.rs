@@ -12,6 +12,7 @@ use duckdb::InterruptHandle;
 use serde::{Deserialize, Serialize};
 
 use super::paging::{is_pageable, Shape};
+use super::views::{Split, ViewInfo};
 use super::{Catalog, DataError, DatasetInfo};
 use crate::engine::jobs::{JobInfo, JobStatus};
 use crate::engine::workspace::Workspace;
@@ -26,6 +27,8 @@ pub enum DataRequest {
     RecordJob(JobInfo),
     Query { id: u64, sql: String },
     Page { id: u64, sql: String, offset: u64 },
+    /// The training-set views with a few formatted examples each.
+    PreviewViews,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +45,8 @@ pub enum DataEvent {
     QueryCount { id: u64, total: u64, elapsed_ms: f64 },
     QueryPage { id: u64, offset: u64, rows: Vec<Vec<String>> },
     QueryFailed { id: u64, error: String },
+    /// Each view with its first examples (train split), rendered as text; or why it fails.
+    ViewPreview(ViewPreviews),
     /// The catalog could not be opened; a sentence that says what to do.
     Unavailable(String),
     Failed(String),
@@ -117,6 +122,27 @@ fn record_job(cat: &Catalog, session: &str, j: &JobInfo) -> Result<(), DataError
     Ok(())
 }
 
+/// Each view by name: its info and first examples as text, or why it fails.
+pub type ViewPreviews = Vec<(String, Result<(ViewInfo, Vec<String>), String>)>;
+
+fn preview_views(cat: &Catalog) -> ViewPreviews {
+    let names: Vec<String> = cat
+        .conn
+        .prepare("SELECT name FROM lathe.views ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .unwrap_or_default();
+    names
+        .into_iter()
+        .map(|n| {
+            let r = cat
+                .view_info(&n)
+                .and_then(|info| Ok((info, cat.examples(&n, Split::Train, Some(3))?.iter().map(|e| e.pretty()).collect())))
+                .map_err(|e| e.to_string());
+            (n, r)
+        })
+        .collect()
+}
+
 fn interrupted(e: &DataError) -> bool {
     e.to_string().contains("Interrupt")
 }
@@ -184,6 +210,7 @@ impl DataWorker {
                                 refresh(&cat);
                             }
                         }
+                        DataRequest::PreviewViews => emit(DataEvent::ViewPreview(preview_views(&cat))),
                         DataRequest::Page { id, sql, offset } => {
                             busy2.store(true, Ordering::SeqCst);
                             let r = cat.page(&sql, offset, PAGE);
@@ -292,6 +319,19 @@ mod tests {
         w.send(DataRequest::Query { id: 1, sql: "select kind, title, status, message, finished_at is not null as ended from lathe.jobs".into() });
         let DataEvent::QueryShape { rows, .. } = next(&rx, |e| matches!(e, DataEvent::QueryShape { .. })) else { unreachable!() };
         assert_eq!(rows, vec![vec!["export", "export demo", "failed", "disk full", "true"]]);
+    }
+
+    #[test]
+    fn views_are_previewed_with_examples() {
+        let (w, rx) = worker("views");
+        w.send(DataRequest::PreviewViews);
+        let DataEvent::ViewPreview(v) = next(&rx, |e| matches!(e, DataEvent::ViewPreview(_))) else { unreachable!() };
+        let names: Vec<_> = v.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["chat", "instruct"]);
+        let (info, examples) = v[1].1.as_ref().unwrap();
+        assert_eq!(info.train_rows + info.eval_rows, 8000);
+        assert_eq!(examples.len(), 3);
+        assert!(examples[0].starts_with("instruction: "));
     }
 
     #[test]
