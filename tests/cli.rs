@@ -117,11 +117,11 @@ fn sql_and_data_from_the_command_line() {
     assert_eq!(v.as_array().unwrap().len(), 3);
 
     let jl = h.join("instruct.jsonl");
-    let out = lathe(&["data", "export", "instruct", "--out", jl.to_str().unwrap()], &h);
+    let out = lathe(&["data", "export", "instruct", jl.to_str().unwrap()], &h);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(&jl).unwrap().lines().count(), 8000);
     let pq = h.join("adds.parquet");
-    let out = lathe(&["data", "export", "--sql", "select * from instruct where task = 'add'", "--out", pq.to_str().unwrap()], &h);
+    let out = lathe(&["data", "export", "--sql", "select * from instruct where task = 'add'", pq.to_str().unwrap()], &h);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("wrote 2000 rows to {}", pq.display()));
 
     let out = lathe(&["data", "drop", "pets"], &h);

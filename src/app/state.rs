@@ -183,6 +183,19 @@ impl App {
         self.jobs.iter().filter(|j| j.status == JobStatus::Running)
     }
 
+    /// Up on the editor's first line or Down on its last recalls history, as in a shell.
+    fn at_editor_edge(&self, k: &KeyPress) -> bool {
+        if k.ctrl || k.alt || k.shift {
+            return false;
+        }
+        let (row, _) = self.data.editor.cursor();
+        match k.key {
+            TextKey::Up => row == 0,
+            TextKey::Down => row + 1 >= self.data.editor.lines().len() && self.data.history_pos.is_some(),
+            _ => false,
+        }
+    }
+
     fn submit_prompt(&mut self) -> Vec<Command> {
         let Some(p) = self.prompt.take() else { return vec![] };
         let path = p.text().trim().to_string();
@@ -364,6 +377,9 @@ impl App {
                 if let Some(t) = self.focused_text() {
                     t.insert_newline();
                 }
+            }
+            Action::Text(k) if self.mode() == Mode::Sql && self.at_editor_edge(&k) => {
+                self.data.recall(k.key == TextKey::Up);
             }
             Action::Text(k) => {
                 self.data.completions.clear();
@@ -639,6 +655,25 @@ mod tests {
         let cmds = a.update(Action::Job(JobEvent::Finished { id: 5, status: JobStatus::Done }));
         assert!(cmds.contains(&Command::RefreshDatasets));
         assert_eq!(a.current_notice().unwrap().1.text, "imported people: 2 rows");
+    }
+
+    #[test]
+    fn up_and_down_at_the_editor_edges_walk_the_history() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Data));
+        a.update(Action::Data(DataEvent::History(vec!["select 1".into(), "select 2".into()])));
+        let key = |k| Action::Text(KeyPress { key: k, ctrl: false, alt: false, shift: false });
+        a.update(key(TextKey::Up));
+        assert_eq!(a.data.editor.lines(), ["select 2"]);
+        a.update(key(TextKey::Up));
+        assert_eq!(a.data.editor.lines(), ["select 1"]);
+        a.update(key(TextKey::Down));
+        assert_eq!(a.data.editor.lines(), ["select 2"]);
+        // Inside a multi-line statement, arrows move the cursor.
+        a.update(Action::Newline);
+        a.update(key(TextKey::Up));
+        assert_eq!(a.data.editor.lines(), ["select 2", ""]);
+        assert_eq!(a.data.editor.cursor().0, 0);
     }
 
     #[test]

@@ -45,10 +45,16 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
             cat.drop_dataset(&name)?;
             writeln!(out, "dropped {name}")?;
         }
-        DataCmd::Export { name, sql, out: file } => {
-            let what = match (name, sql) {
-                (_, Some(q)) => ExportSource::Query(q),
+        DataCmd::Export { mut args, sql, out: out_file } => {
+            let file = match out_file {
+                Some(o) => o,
+                None if args.len() == 2 || (sql.is_some() && args.len() == 1) => args.pop().unwrap().into(),
+                None => anyhow::bail!("say where to write: lathe data export NAME OUT (or --sql QUERY OUT)"),
+            };
+            let what = match (args.pop(), sql) {
+                (None, Some(q)) => ExportSource::Query(q),
                 (Some(n), None) => ExportSource::Dataset(n),
+                (Some(_), Some(_)) => anyhow::bail!("give a dataset name or --sql, not both"),
                 (None, None) => anyhow::bail!("name a dataset or pass --sql QUERY"),
             };
             let rows = cat.export(&what, &file)?;

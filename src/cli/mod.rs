@@ -92,17 +92,18 @@ pub enum DataCmd {
         #[command(subcommand)]
         what: ViewCmd,
     },
-    /// Write a dataset, or a query's result, to .csv, .parquet or .jsonl.
+    /// Write a dataset, or a query's result, to .csv, .parquet or .jsonl:
+    /// `lathe data export NAME OUT` or `lathe data export --sql QUERY OUT`.
     Export {
-        /// The dataset to export (or use --sql).
-        #[arg(required_unless_present = "sql")]
-        name: Option<String>,
+        /// NAME OUT, or just OUT with --sql (OUT's extension picks the format).
+        #[arg(num_args = 1..=2, value_name = "NAME|OUT")]
+        args: Vec<String>,
         /// Export this query's result instead of a dataset.
-        #[arg(long, conflicts_with = "name")]
+        #[arg(long)]
         sql: Option<String>,
-        /// The file to write; its extension picks the format.
+        /// The file to write (instead of the last argument).
         #[arg(long, short)]
-        out: PathBuf,
+        out: Option<PathBuf>,
     },
 }
 
