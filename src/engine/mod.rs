@@ -5,4 +5,5 @@ pub mod info;
 pub mod data;
 pub mod jobs;
 pub mod sysmon;
+pub mod train;
 pub mod workspace;
