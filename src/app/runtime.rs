@@ -81,8 +81,11 @@ impl Engines {
             Command::RefreshDatasets => self.send_data(DataRequest::ListDatasets),
             Command::PreviewViews => self.send_data(DataRequest::PreviewViews),
             Command::CompletePath(typed) => {
-                // A directory listing is quick; it still stays out of the reducer.
-                let _ = self.tx.send(Action::PathCompletions(complete_path(&typed, 200)));
+                // A listing can be slow (a big folder, a network mount): off the UI thread.
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(Action::PathCompletions(complete_path(&typed, 200)));
+                });
             }
             Command::ImportDataset { path, replace } => {
                 let Some(cat) = self.job_catalog() else { return };

@@ -7,18 +7,15 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::bench::median;
 use crate::app::data::DataState;
 use crate::app::action::{Action, Command as AppCommand};
 use crate::engine::data::worker::{DataEvent, DataRequest, DataWorker};
+use crate::engine::data::import::{quote_str, FileFormat};
 use crate::engine::data::Catalog;
 use crate::engine::workspace::Workspace;
 
 const QUERY: &str = "SELECT task, count(*) AS n, avg(x) AS mean_x, max(length(s)) AS longest FROM '{file}' GROUP BY task ORDER BY task";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -87,7 +84,7 @@ pub fn run(home: &Path, rows: u64, csv_rows: u64, runs: usize) -> anyhow::Result
             theirs.push(timed(Command::new("python3").args(["-c", script]).env("DB", &peer_db).env("SQL", &q))?);
         }
     }
-    line("aggregate over parquet, process end to end", median(ours.clone()), peer.then(|| median(theirs.clone())), "s", "≤ 1.05");
+    line("aggregate over parquet, process end to end", median(&ours), peer.then(|| median(&theirs)), "s", "≤ 1.05");
 
     // The same query timed inside each engine, without process start-up.
     let cat = Catalog::open_workspace(&ws)?;
@@ -106,7 +103,7 @@ pub fn run(home: &Path, rows: u64, csv_rows: u64, runs: usize) -> anyhow::Result
     } else {
         None
     };
-    line("aggregate over parquet, query only", median(inner), peer_inner, "s", "≤ 1.05");
+    line("aggregate over parquet, query only", median(&inner), peer_inner, "s", "≤ 1.05");
 
     // 2. Importing the CSV: `lathe data import` vs CREATE TABLE AS in a Python process.
     let mut ours = Vec::new();
@@ -120,16 +117,14 @@ pub fn run(home: &Path, rows: u64, csv_rows: u64, runs: usize) -> anyhow::Result
         if peer {
             let db = root.join(format!("peer-import-{i}.duckdb"));
             // The same reader lathe's import uses, into a fresh database file.
-            let sql = format!(
-                "CREATE TABLE big AS SELECT * FROM read_csv({}, header = true, delim = ',', quote = '\"', escape = '\"', strict_mode = true)",
-                crate::engine::data::import::quote_str(&csv.to_string_lossy())
-            );
+            let reader = FileFormat::Csv.reader(&quote_str(&csv.to_string_lossy()));
+            let sql = format!("CREATE TABLE big AS SELECT * FROM {reader}");
             let script = "import duckdb, os; con = duckdb.connect(os.environ['DB']); con.execute(os.environ['SQL']); con.close()";
             theirs.push(timed(Command::new("python3").args(["-c", script]).env("DB", &db).env("SQL", &sql))?);
             let _ = std::fs::remove_file(&db);
         }
     }
-    line(&format!("import a {csv_mb:.0} MB CSV"), median(ours), peer.then(|| median(theirs)), "s", "≤ 1.10");
+    line(&format!("import a {csv_mb:.0} MB CSV"), median(&ours), peer.then(|| median(&theirs)), "s", "≤ 1.10");
 
     // 3. The grid's memory while jumping through the whole Parquet result, page by page.
     grid_memory(&ws, &pq)?;

@@ -217,17 +217,7 @@ pub fn row_viewer(f: &mut Frame, area: Rect, app: &App) {
             lines.push(Line::styled(format!("  {l}"), theme.text()));
         }
     }
-    let rect = centered(area, area.width.saturating_sub(6).max(30), area.height.saturating_sub(2).max(6));
-    let title = format!("Row {} (Esc closes)", r.row + 1);
-    f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .scroll((app.data.viewer_scroll, 0))
-            .style(theme.overlay())
-            .block(pane_block(theme, &title, true)),
-        rect,
-    );
+    scroll_overlay(f, area, app, &format!("Row {} (Esc closes)", r.row + 1), lines);
 }
 
 /// The path prompt of import and export, with the completions found so far.
@@ -305,6 +295,12 @@ pub fn views_preview(f: &mut Frame, area: Rect, app: &App) {
             }
         }
     }
+    scroll_overlay(f, area, app, "Training-set views (↑↓ scroll, Esc closes)", lines);
+}
+
+/// A near-full-size box of wrapped text that scrolls with the viewer keys.
+fn scroll_overlay(f: &mut Frame, area: Rect, app: &App, title: &str, lines: Vec<Line>) {
+    let theme = app.theme();
     let rect = centered(area, area.width.saturating_sub(6).max(30), area.height.saturating_sub(2).max(6));
     f.render_widget(Clear, rect);
     f.render_widget(
@@ -312,7 +308,7 @@ pub fn views_preview(f: &mut Frame, area: Rect, app: &App) {
             .wrap(Wrap { trim: false })
             .scroll((app.data.viewer_scroll, 0))
             .style(theme.overlay())
-            .block(pane_block(theme, "Training-set views (↑↓ scroll, Esc closes)", true)),
+            .block(pane_block(theme, title, true)),
         rect,
     );
 }

@@ -13,7 +13,7 @@ pub mod theme;
 pub mod training;
 pub mod widgets;
 
-use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
@@ -174,9 +174,4 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, title: &str, mut lines: Vec<Lin
         Paragraph::new(lines).wrap(Wrap { trim: true }).style(theme.overlay()).block(widgets::pane_block(theme, title, true)),
         rect,
     );
-}
-
-/// Splits an area into rows; exposed for panes.
-pub fn rows(area: Rect, constraints: &[Constraint]) -> Vec<Rect> {
-    Layout::default().direction(Direction::Vertical).constraints(constraints).split(area).to_vec()
 }

@@ -41,7 +41,7 @@ impl FileFormat {
     }
 
     /// The DuckDB table function that reads `source` (a quoted path or glob).
-    fn reader(self, source: &str) -> String {
+    pub fn reader(self, source: &str) -> String {
         match self {
             // The dialect is fixed so that the sniffer cannot "succeed" on a broken file by
             // choosing another delimiter or no quoting; column types are still inferred.

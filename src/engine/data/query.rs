@@ -33,11 +33,7 @@ impl Catalog {
         let result = self.run_sql_inner(sql, format, out);
         let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
         let rows = result.as_ref().ok().copied();
-        // History is best effort: a failed insert must not hide the query's own outcome.
-        let _ = self.conn.execute(
-            "INSERT INTO lathe.query_history (sql, ok, rows, elapsed_ms) VALUES (?, ?, ?, ?)",
-            duckdb::params![sql.trim(), rows.is_some(), rows, elapsed_ms],
-        );
+        self.record_query(sql, rows.is_some(), rows, elapsed_ms);
         result.map(|rows| QueryOutput { rows, elapsed_ms })
     }
 
