@@ -1,4 +1,7 @@
-//! Training (issue 4, in progress): model configs first. The trainable candle models, LoRA, the
-//! loop and checkpoints build on this.
+//! Training: model configs, a trainable candle decoder for Llama / Phi / Qwen2 with LoRA, the
+//! tokenizer and chat template, the training loop with checkpoints, and the runs it records.
 
 pub mod config;
+pub mod model;
+pub mod rng;
+pub mod weights;

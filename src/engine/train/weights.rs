@@ -1,0 +1,141 @@
+//! Reading a Hugging Face model folder's weights: model.safetensors, or shards listed by
+//! model.safetensors.index.json; f32, f16 and bf16 are read and converted to f32.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use super::model::WeightSource;
+
+pub struct SafetensorsSource {
+    st: MmapedSafetensors,
+    names: HashSet<String>,
+    dir: PathBuf,
+    device: Device,
+}
+
+/// The safetensors files of a model folder.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| format!("cannot read {}: {e}", index.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid JSON ({e}); copy the model folder again.", index.display()))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+            format!("{} has no weight_map; copy the model folder again.", index.display())
+        })?;
+        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+        files.sort();
+        files.dedup();
+        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        if let Some(p) = paths.iter().find(|p| !p.exists()) {
+            return Err(format!("{} lists {} but the file is missing; copy every shard of the model.", index.display(), p.display()));
+        }
+        return Ok(paths);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let mut any: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors") && !p.to_string_lossy().contains("adapter_model"))
+        .collect();
+    any.sort();
+    if any.is_empty() {
+        return Err(format!(
+            "{} has no model.safetensors (or index); lathe reads safetensors weights, so convert .bin checkpoints first.",
+            dir.display()
+        ));
+    }
+    Ok(any)
+}
+
+impl SafetensorsSource {
+    pub fn open(dir: &Path, device: &Device) -> Result<SafetensorsSource, String> {
+        let files = weight_files(dir)?;
+        // SAFETY: the files are memory-mapped read-only; lathe never writes model folders it reads.
+        let st = unsafe { MmapedSafetensors::multi(&files) }
+            .map_err(|e| format!("cannot read the weights in {} ({e}); the files may be truncated, copy them again.", dir.display()))?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(SafetensorsSource { st, names, dir: dir.to_path_buf(), device: device.clone() })
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
+        if !self.names.contains(name) {
+            return Err(format!(
+                "the weights in {} have no tensor {name}; the folder does not match its config.json.",
+                self.dir.display()
+            ));
+        }
+        let t = self.st.load(name, &self.device).map_err(|e| format!("cannot load {name}: {e}"))?;
+        if t.dims() != shape {
+            return Err(format!(
+                "tensor {name} in {} has shape {:?} but config.json implies {:?}; the folder does not match its config.",
+                self.dir.display(),
+                t.dims(),
+                shape
+            ));
+        }
+        t.to_dtype(DType::F32).map_err(|e| e.to_string())
+    }
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+}
+
+/// Writes tensors to `path` as safetensors, through a temp file renamed into place.
+pub fn save_atomic(tensors: &BTreeMap<String, Tensor>, path: &Path, metadata: Option<std::collections::HashMap<String, String>>) -> Result<(), String> {
+    let tmp = path.with_extension("safetensors.tmp");
+    let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let views: Vec<(String, candle_core::Tensor)> = data;
+    let res = (|| -> anyhow::Result<()> {
+        let mut owned = Vec::new();
+        for (name, t) in &views {
+            let t = t.contiguous()?;
+            let shape = t.dims().to_vec();
+            let bytes: Vec<u8> = match t.dtype() {
+                DType::F32 => t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                DType::U32 => t.flatten_all()?.to_vec1::<u32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                other => anyhow::bail!("cannot save dtype {other:?}"),
+            };
+            let dt = match t.dtype() {
+                DType::U32 => safetensors::Dtype::U32,
+                _ => safetensors::Dtype::F32,
+            };
+            owned.push((name.clone(), dt, shape, bytes));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+            .iter()
+            .map(|(n, dt, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b)?)))
+            .collect::<Result<_, safetensors::SafeTensorError>>()?;
+        let bytes = safetensors::tensor::serialize(views, metadata)?;
+        drop(owned);
+        let mut file = std::fs::File::create(&tmp)?;
+        use std::io::Write;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {} ({e}); free some disk space and try again.", path.display()));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot move {} into place: {e}", path.display()))
+}
+
+/// Reads every tensor of one safetensors file as f32 (or u32 where stored so).
+pub fn load_all(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, String> {
+    let map = candle_core::safetensors::load(path, device).map_err(|e| format!("cannot read {} ({e}); the file may be damaged.", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let v = if matches!(v.dtype(), DType::F16 | DType::BF16 | DType::F64) { v.to_dtype(DType::F32).map_err(|e| e.to_string())? } else { v };
+        out.insert(k, v);
+    }
+    Ok(out)
+}
