@@ -40,6 +40,14 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Sysinfo { json }) => {
             lathe::cli::sysinfo::run(&ws.root, json, &mut std::io::stdout().lock())
         }
+        Some(Cmd::Train(args)) => lathe::cli::train::train(&ws, *args),
+        Some(Cmd::Runs { what }) => lathe::cli::train::runs(&ws, what, &mut std::io::stdout().lock()),
+        Some(Cmd::Eval(args)) => lathe::cli::train::eval(&ws, args, &mut std::io::stdout().lock()),
+        Some(Cmd::Merge { model, adapter, out }) => {
+            lathe::engine::train::export::merge(&model, &adapter, &out).map_err(anyhow::Error::msg)?;
+            println!("merged {} into {}: {}", adapter.display(), model.display(), out.display());
+            Ok(())
+        }
         Some(Cmd::Bench { what: BenchCmd::Data { rows, csv_rows, runs } }) => {
             lathe::cli::bench_data::run(&lathe::cli::bench::default_home(), rows, csv_rows, runs.max(1))
         }

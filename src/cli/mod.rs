@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_data;
 pub mod data;
 pub mod sysinfo;
+pub mod train;
 
 use std::path::PathBuf;
 
@@ -26,8 +27,9 @@ pub struct Cli {
     /// A shipped theme (dark, light, high-contrast, basic16) or a theme file's path.
     #[arg(long, global = true, value_name = "NAME|PATH")]
     pub theme: Option<String>,
-    /// The config file (default: $XDG_CONFIG_HOME/lathe/config.toml).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The config file (default: $XDG_CONFIG_HOME/lathe/config.toml). Give it before the
+    /// command (`lathe train --config` is the training config).
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Cmd>,
@@ -53,6 +55,29 @@ pub enum Cmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Fine-tune a model on a training-set view, headless (the Training pane runs the same
+    /// engine). `lathe train --demo` trains the bundled demo model from scratch.
+    Train(Box<train::TrainArgs>),
+    /// Training runs: list, show one, compare two.
+    Runs {
+        #[command(subcommand)]
+        what: train::RunsCmd,
+    },
+    /// Mean token loss and perplexity of a model (optionally with a run's adapter or weights)
+    /// on a view's split or on the raw text of a file.
+    Eval(train::EvalArgs),
+    /// Merge a LoRA adapter (PEFT layout) into its base model and write a new model folder.
+    Merge {
+        /// The base model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// The adapter folder (adapter_config.json + adapter_model.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The folder to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measure lathe itself; each figure is printed beside its target.
     Bench {

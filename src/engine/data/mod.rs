@@ -8,6 +8,7 @@ pub mod demo;
 pub mod import;
 pub mod paging;
 pub mod query;
+pub mod runs;
 pub mod views;
 pub mod worker;
 
@@ -90,6 +91,44 @@ CREATE TABLE IF NOT EXISTS lathe.query_history (
     rows UBIGINT,
     elapsed_ms DOUBLE
 );
+CREATE TABLE IF NOT EXISTS lathe.runs (
+    id VARCHAR PRIMARY KEY,
+    status VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    model_hash VARCHAR,
+    view VARCHAR NOT NULL,
+    view_sql VARCHAR,
+    rows_hash VARCHAR,
+    train_examples BIGINT,
+    eval_examples BIGINT,
+    params VARCHAR,
+    total_steps BIGINT,
+    step BIGINT DEFAULT 0,
+    train_loss DOUBLE,
+    eval_loss DOUBLE,
+    best_eval_loss DOUBLE,
+    exact_match DOUBLE,
+    tokens_per_s DOUBLE,
+    peak_rss_bytes UBIGINT,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    finished_at TIMESTAMP,
+    duration_s DOUBLE,
+    artifacts VARCHAR,
+    message VARCHAR
+);
+CREATE TABLE IF NOT EXISTS lathe.metrics (
+    run_id VARCHAR NOT NULL,
+    step BIGINT NOT NULL,
+    kind VARCHAR NOT NULL,
+    loss DOUBLE,
+    lr DOUBLE,
+    grad_norm DOUBLE,
+    tokens_per_s DOUBLE,
+    epoch DOUBLE,
+    elapsed_s DOUBLE,
+    PRIMARY KEY (run_id, step, kind)
+);
 ";
 
 impl Catalog {
@@ -110,6 +149,8 @@ impl Catalog {
     pub fn open_workspace(ws: &crate::engine::workspace::Workspace) -> Result<Catalog, DataError> {
         let cat = Catalog::open(&ws.catalog_path())?;
         cat.seed_demo()?;
+        // The catalog is this process's alone, so a run still marked running was cut off.
+        cat.mark_interrupted()?;
         Ok(cat)
     }
 

@@ -5,3 +5,8 @@ pub mod config;
 pub mod model;
 pub mod rng;
 pub mod weights;
+pub mod export;
+pub mod optim;
+pub mod text;
+pub mod trainer;
+pub mod demo;

@@ -1,0 +1,457 @@
+//! `lathe train`, `lathe runs`, `lathe eval`: the training engine from the command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use clap::{Args, Subcommand};
+
+use crate::engine::data::views::Split;
+use crate::engine::data::Catalog;
+use crate::engine::train::demo;
+use crate::engine::train::trainer::{self, Control, RunSpec, TrainConfig, TrainEvent};
+use crate::engine::workspace::Workspace;
+use crate::units::bytes;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
+    #[arg(long, required_unless_present_any = ["demo", "resume"])]
+    pub model: Option<PathBuf>,
+    /// The training-set view (see `lathe data view list`).
+    #[arg(long, required_unless_present_any = ["demo", "resume"])]
+    pub view: Option<String>,
+    /// Train the bundled demo: a tiny Llama built from scratch on the `instruct` view.
+    #[arg(long, conflicts_with_all = ["model", "view", "resume"])]
+    pub demo: bool,
+    /// Continue an interrupted or cancelled run from its last checkpoint.
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
+    /// A TOML file of training settings (the keys of `lathe train --print-config`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Show the preview (examples with their loss mask, token lengths, memory) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_parser = ["lora", "full"])]
+    pub method: Option<String>,
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated module names (default: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Pack several examples into each sequence.
+    #[arg(long)]
+    pub packing: bool,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Stop after this many evals without improvement.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Training threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Recompute each block in backward: less activation memory, about a third slower.
+    #[arg(long)]
+    pub grad_checkpointing: bool,
+    /// Score greedy exact-match accuracy on this many eval examples at the end.
+    #[arg(long)]
+    pub exact_match: Option<usize>,
+    /// Print one JSON object per event instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainArgs {
+    fn apply(&self, c: &mut TrainConfig) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
+        }
+        set!(method, lora_r, lora_alpha, lora_dropout, lora_targets, lr, epochs, micro_batch, grad_accum, max_len, eval_every, checkpoint_every, seed, threads, exact_match);
+        if self.max_steps.is_some() {
+            c.max_steps = self.max_steps;
+        }
+        if self.patience.is_some() {
+            c.patience = self.patience;
+        }
+        if self.packing {
+            c.packing = true;
+        }
+        if self.grad_checkpointing {
+            c.grad_checkpointing = true;
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// Every run: id, status, method, model, view, steps, losses, duration.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: parameters, metrics, artifacts.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two runs side by side: parameters that differ and their results.
+    Compare { a: String, b: String },
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The base model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Evaluate with this run's adapter (or its trained weights).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    #[arg(long, conflicts_with = "text", required_unless_present = "text")]
+    pub view: Option<String>,
+    #[arg(long, value_parser = ["eval", "train"], default_value = "eval")]
+    pub split: String,
+    /// A text file: loss over its raw text (no template, no masking).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Sequence length for windows of --text, and truncation for --view.
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    /// At most this many examples of the view.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C (and SIGTERM) cancel the run cleanly: the last checkpoint is kept.
+fn cancel_on_signals(control: &Control) {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+    let cancel = control.cancel.clone();
+    std::thread::spawn(move || loop {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            cancel.store(true, Ordering::Relaxed);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    });
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
+    let cat = Catalog::open_workspace(ws)?;
+    let control = Control::default();
+    let mut out = std::io::stdout().lock();
+    let json = args.json;
+    let tty = std::io::stderr().is_terminal() && !json;
+    let mut on = |ev: TrainEvent| {
+        if json {
+            let _ = writeln!(out, "{}", serde_json::to_string(&ev).unwrap_or_default());
+            let _ = out.flush();
+            return;
+        }
+        let line = match &ev {
+            TrainEvent::Started { run_id, model, view, method, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, lengths } => format!(
+                "run {run_id}: {method} on {model}, view {view}\n  {train_examples} train / {eval_examples} eval examples; tokens per example: median {}, p95 {}, max {} ({} truncated)\n  {} of {} parameters train; steps {start_step}..{total_steps}",
+                lengths.median, lengths.p95, lengths.max, lengths.truncated, trainable_params, total_params
+            ),
+            TrainEvent::Step(m) => {
+                let eta = if m.step > 0 { m.elapsed_s / m.step as f64 * (m.total - m.step) as f64 } else { 0.0 };
+                format!(
+                    "step {:>5}/{}  epoch {:.2}  loss {:.4}  lr {:.2e}  grad-norm {:.3}  {:.0} tok/s  rss {}  elapsed {}  eta {}",
+                    m.step, m.total, m.epoch, m.loss, m.lr, m.grad_norm, m.tokens_per_s, bytes(m.rss_bytes), fmt_secs(m.elapsed_s), fmt_secs(eta)
+                )
+            }
+            TrainEvent::Eval { step, loss, best } => format!("eval  step {step}: loss {loss:.4} (best {best:.4})"),
+            TrainEvent::Checkpoint { step } => format!("checkpoint at step {step}"),
+            TrainEvent::Paused(p) => (if *p { "paused" } else { "resumed" }).to_string(),
+            TrainEvent::Accuracy { correct, total } => {
+                format!("exact match on eval: {correct}/{total} = {:.1}%", 100.0 * *correct as f64 / (*total).max(1) as f64)
+            }
+            TrainEvent::Note(n) => n.clone(),
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        if tty {
+            if let TrainEvent::Step(m) = &ev {
+                let w = 30;
+                let done = (m.step * w / m.total.max(1)).min(w);
+                eprint!("\r[{}{}] {}/{}\r", "#".repeat(done), "-".repeat(w - done), m.step, m.total);
+            }
+        }
+    };
+    cancel_on_signals(&control);
+    let outcome = if let Some(id) = &args.resume {
+        trainer::resume(&cat, &ws.runs_dir(), id, &control, &mut on)
+    } else {
+        let mut spec = if args.demo {
+            demo::demo_spec(&cat, &ws.models_dir()).map_err(|e| anyhow!(e))?
+        } else {
+            let model = args.model.clone().ok_or_else(|| anyhow!("--model is required"))?;
+            let view = args.view.clone().ok_or_else(|| anyhow!("--view is required"))?;
+            RunSpec { model, view, config: TrainConfig::default() }
+        };
+        if let Some(path) = &args.config {
+            spec.config = TrainConfig::from_toml(path).map_err(|e| anyhow!(e))?;
+        }
+        args.apply(&mut spec.config);
+        spec.config.check().map_err(|e| anyhow!(e))?;
+        if args.print_config {
+            print!("{}", toml::to_string(&spec.config)?);
+            return Ok(());
+        }
+        let p = trainer::preview(&cat, &spec, 2).map_err(|e| anyhow!(e))?;
+        let mcfg = crate::engine::train::config::ModelConfig::load(&spec.model)?;
+        let need = trainer::memory_estimate(&mcfg, &spec.config);
+        if !json {
+            println!("preview ({} train, {} eval examples; trained tokens in [brackets]):", p.train_examples, p.eval_examples);
+            for e in &p.examples {
+                println!("  {}", e.replace('\n', "\\n"));
+            }
+            println!(
+                "token lengths: min {} median {} p95 {} max {}; {} of {} longer than max_len {}",
+                p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, p.lengths.count, spec.config.max_len
+            );
+            println!("memory estimate: {} (available {})", bytes(need), bytes(trainer::available_memory()));
+        }
+        if args.dry_run {
+            return Ok(());
+        }
+        trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on)
+    };
+    if tty {
+        eprintln!();
+    }
+    let o = outcome.map_err(|e| anyhow!(e))?;
+    println!(
+        "run {} {} after {} steps; {}: {}",
+        o.run_id,
+        o.ending.status().replace('_', " "),
+        o.steps,
+        if o.ending == trainer::Ending::Cancelled { "checkpoint" } else { "saved" },
+        o.artifact.display()
+    );
+    if o.ending == trainer::Ending::Cancelled {
+        println!("`lathe train --resume {}` continues it.", o.run_id);
+    }
+    Ok(())
+}
+
+pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cat = Catalog::open_workspace(ws)?;
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+    match cmd {
+        RunsCmd::List { json } => {
+            let runs = cat.runs()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
+            } else if runs.is_empty() {
+                writeln!(out, "no runs yet; start one with `lathe train --demo` or `lathe train --model DIR --view NAME`")?;
+            } else {
+                writeln!(out, "{:<21} {:<13} {:<6} {:>11} {:>10} {:>10} {:>8}  {:<10} model", "id", "status", "method", "step", "train", "best eval", "time", "view")?;
+                for r in runs {
+                    writeln!(
+                        out,
+                        "{:<21} {:<13} {:<6} {:>11} {:>10} {:>10} {:>8}  {:<10} {}",
+                        r.id,
+                        r.status,
+                        r.method,
+                        format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0)),
+                        f(r.train_loss),
+                        f(r.best_eval_loss),
+                        fmt_secs(r.duration_s.unwrap_or(0.0)),
+                        r.view,
+                        r.model
+                    )?;
+                }
+            }
+        }
+        RunsCmd::Show { id, json } => {
+            let r = cat.run(&id)?;
+            let m = cat.metrics(&id)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"run": r, "metrics": m}))?)?;
+                return Ok(());
+            }
+            writeln!(out, "run {}  {}", r.id, r.status)?;
+            writeln!(out, "  model      {}  (weights hash {})", r.model, r.model_hash.as_deref().unwrap_or("-"))?;
+            writeln!(out, "  view       {}  ({} train / {} eval rows, rows hash {})", r.view, r.train_examples.unwrap_or(0), r.eval_examples.unwrap_or(0), r.rows_hash.as_deref().unwrap_or("-"))?;
+            writeln!(out, "  view sql   {}", r.view_sql.as_deref().unwrap_or("-"))?;
+            writeln!(out, "  steps      {}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))?;
+            writeln!(out, "  train loss {}   eval loss {}   best eval {}", f(r.train_loss), f(r.eval_loss), f(r.best_eval_loss))?;
+            if let Some(a) = r.exact_match {
+                writeln!(out, "  exact match {:.1}%", a * 100.0)?;
+            }
+            writeln!(out, "  speed      {} tok/s   peak RSS {}", r.tokens_per_s.map(|t| format!("{t:.0}")).unwrap_or("-".into()), r.peak_rss_bytes.map(bytes).unwrap_or("-".into()))?;
+            writeln!(out, "  started    {}   finished {}   took {}", r.created_at, r.finished_at.as_deref().unwrap_or("-"), fmt_secs(r.duration_s.unwrap_or(0.0)))?;
+            writeln!(out, "  artifacts  {}", r.artifacts.as_deref().unwrap_or("-"))?;
+            if let Some(msg) = &r.message {
+                writeln!(out, "  note       {msg}")?;
+            }
+            if let Some(p) = &r.params {
+                writeln!(out, "  params     {p}")?;
+            }
+            let train: Vec<_> = m.iter().filter(|x| x.kind == "train").collect();
+            let eval: Vec<_> = m.iter().filter(|x| x.kind == "eval").collect();
+            if !train.is_empty() {
+                writeln!(out, "  loss curve {}", sparkline(&train.iter().map(|x| x.loss).collect::<Vec<_>>(), 60))?;
+            }
+            for e in eval {
+                writeln!(out, "  eval at step {:>5}: {:.4}", e.step, e.loss)?;
+            }
+        }
+        RunsCmd::Compare { a, b } => {
+            let ra = cat.run(&a)?;
+            let rb = cat.run(&b)?;
+            writeln!(out, "{:<16} {:<28} {:<28}", "", ra.id, rb.id)?;
+            let rows: Vec<(&str, String, String)> = vec![
+                ("status", ra.status.clone(), rb.status.clone()),
+                ("method", ra.method.clone(), rb.method.clone()),
+                ("model", ra.model.clone(), rb.model.clone()),
+                ("view", ra.view.clone(), rb.view.clone()),
+                ("steps", format!("{}/{}", ra.step.unwrap_or(0), ra.total_steps.unwrap_or(0)), format!("{}/{}", rb.step.unwrap_or(0), rb.total_steps.unwrap_or(0))),
+                ("train loss", f(ra.train_loss), f(rb.train_loss)),
+                ("best eval loss", f(ra.best_eval_loss), f(rb.best_eval_loss)),
+                ("exact match", ra.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into()), rb.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into())),
+                ("tokens/s", f(ra.tokens_per_s), f(rb.tokens_per_s)),
+                ("duration", fmt_secs(ra.duration_s.unwrap_or(0.0)), fmt_secs(rb.duration_s.unwrap_or(0.0))),
+            ];
+            for (k, x, y) in rows {
+                writeln!(out, "{k:<16} {x:<28} {y:<28}")?;
+            }
+            let pa: serde_json::Value = serde_json::from_str(ra.params.as_deref().unwrap_or("{}")).unwrap_or_default();
+            let pb: serde_json::Value = serde_json::from_str(rb.params.as_deref().unwrap_or("{}")).unwrap_or_default();
+            if let (Some(oa), Some(ob)) = (pa.as_object(), pb.as_object()) {
+                for (k, va) in oa {
+                    let vb = ob.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                    if *va != vb {
+                        writeln!(out, "{:<16} {:<28} {:<28}", k, va.to_string(), vb.to_string())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn sparkline(v: &[f64], width: usize) -> String {
+    if v.is_empty() {
+        return String::new();
+    }
+    let bars = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let n = v.len().min(width).max(1);
+    let chunk = v.len().div_ceil(n);
+    let pts: Vec<f64> = v.chunks(chunk).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+    let lo = pts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    pts.iter()
+        .map(|&p| bars[if hi > lo { (((p - lo) / (hi - lo)) * 7.0).round() as usize } else { 0 }])
+        .collect()
+}
+
+pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cat = Catalog::open_workspace(ws)?;
+    let mut model_dir = args.model.clone();
+    let mut adapter = None;
+    if let Some(id) = &args.run {
+        let r = cat.run(id)?;
+        let art = PathBuf::from(r.artifacts.unwrap_or_default());
+        if art.join("adapter_config.json").exists() {
+            adapter = Some(art);
+        } else if art.join("config.json").exists() {
+            model_dir = art;
+        } else {
+            bail!("Run {id} has no finished adapter or model ({}); finish or resume it first.", art.display());
+        }
+    }
+    let (model, codec) = trainer::load_for_eval(&model_dir, adapter.as_deref()).map_err(|e| anyhow!(e))?;
+    let max_len = args.max_len.min(model.cfg.max_position_embeddings).max(2);
+    let pad = codec.eos.as_ref().map(|e| e.1).unwrap_or(0);
+    let (loss, what, tokens) = if let Some(path) = &args.text {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+        let ids = codec.tok.encode(text.as_str(), true).map_err(|e| anyhow!("tokenizer: {e}"))?.get_ids().to_vec();
+        if ids.len() < 2 {
+            bail!("{} has fewer than two tokens; give a longer text.", path.display());
+        }
+        // Non-overlapping windows; each predicts its tokens after the first.
+        let units: Vec<_> = ids
+            .chunks(max_len)
+            .filter(|c| c.len() >= 2)
+            .map(|c| crate::engine::train::text::Encoded { ids: c.to_vec(), train: vec![true; c.len()] })
+            .collect();
+        let n: usize = units.iter().map(|u| u.ids.len() - 1).sum();
+        let l = trainer::mean_loss(&model, &units, 4, pad)?;
+        (l, format!("text {}", path.display()), n)
+    } else {
+        let view = args.view.clone().unwrap_or_default();
+        let split = if args.split == "train" { Split::Train } else { Split::Eval };
+        let ex = cat.examples(&view, split, args.limit)?;
+        if ex.is_empty() {
+            bail!("View {view} has no rows in its {} split.", args.split);
+        }
+        let mut units = Vec::new();
+        for e in &ex {
+            let mut enc = codec.encode(e).map_err(|e| anyhow!(e))?;
+            enc.ids.truncate(max_len);
+            enc.train.truncate(max_len);
+            if enc.trained_tokens() > 0 {
+                units.push(enc);
+            }
+        }
+        let n: usize = units.iter().map(|u| u.trained_tokens()).sum();
+        let l = trainer::mean_loss(&model, &units, 4, pad)?;
+        (l, format!("view {view} ({} split, {} examples)", args.split, units.len()), n)
+    };
+    if args.json {
+        writeln!(out, "{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": tokens, "on": what}))?;
+    } else {
+        writeln!(out, "{what}: mean token loss {loss:.4}, perplexity {:.3} over {tokens} tokens", loss.exp())?;
+    }
+    Ok(())
+}
