@@ -51,6 +51,13 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Bench { what: BenchCmd::Data { rows, csv_rows, runs } }) => {
             lathe::cli::bench_data::run(&lathe::cli::bench::default_home(), rows, csv_rows, runs.max(1))
         }
+        Some(Cmd::Bench { what: BenchCmd::Train { steps, seq, layers, no_peer, child, gc } }) => {
+            if child {
+                lathe::cli::bench_train::child(steps, seq, layers, gc)
+            } else {
+                lathe::cli::bench_train::run(steps, seq, layers, !no_peer)
+            }
+        }
         Some(Cmd::Bench { what: BenchCmd::Ui { idle_seconds, starts } }) => {
             lathe::cli::bench::run_ui(&lathe::cli::bench::default_home(), idle_seconds, starts)
         }

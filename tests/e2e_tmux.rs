@@ -98,7 +98,7 @@ impl Tmux {
     fn assert_clean_exit(&self, code: &str) -> String {
         self.wait_for(&format!("exit={code}"));
         let s = self.wait_until("the prompt", |s| s.trim_end().ends_with("e2e$"));
-        for leftover in ["1 Training", "No training run", "help", "Per core"] {
+        for leftover in ["1 Training", "No run in this session", "help", "Per core"] {
             assert!(!s.contains(leftover), "TUI left {leftover:?} on screen:\n{s}");
         }
         // The terminal is back in cooked mode: a typed command runs.
@@ -119,7 +119,7 @@ impl Drop for Tmux {
 fn panes_help_resize_and_quit() {
     let t = Tmux::start("main", 100, 30);
     t.launch("");
-    t.wait_for("No training run");
+    t.wait_for("No run in this session");
 
     t.keys(&["5"]);
     t.wait_for("Per core");
@@ -162,7 +162,7 @@ fn panes_help_resize_and_quit() {
     t.wait_for("Enlarge the window");
     t.tmux(&["resize-window", "-t", "e2e", "-x", "180", "-y", "48"]);
     // The wide grid shows every pane at once.
-    let s = t.wait_until("the grid", |s| s.contains("No training run") && s.contains("Per core") && s.contains("reverse"));
+    let s = t.wait_until("the grid", |s| s.contains("No run in this session") && s.contains("Per core") && s.contains("reverse"));
     assert!(s.contains("No runs recorded"), "{s}");
 
     t.keys(&["z"]);
@@ -301,5 +301,39 @@ fn import_and_export_from_the_data_pane() {
     t.wait_for("Wrote 2 rows to");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
     t.keys(&["F6", "q"]);
+    t.assert_clean_exit("0");
+}
+
+#[test]
+fn demo_trains_from_the_training_pane_with_pause_cancel_and_resume() {
+    let t = Tmux::start("train", 120, 34);
+    t.launch("");
+    t.wait_for("No run in this session");
+    // d: the demo model is built and trains; the pane follows it live.
+    t.keys(&["d"]);
+    let s = t.wait_until("steps", |s| s.contains("running") && s.contains("tok/s") && !s.contains(" 0/"));
+    assert!(s.contains("instruct"), "{s}");
+    t.keys(&["p"]);
+    t.wait_for("paused");
+    // The loss chart has points.
+    t.keys(&["2"]);
+    let s = t.wait_for("smooth on");
+    assert!(s.contains("step"), "{s}");
+    t.keys(&["s"]);
+    t.wait_for("smooth off");
+    t.keys(&["1", "p"]);
+    t.wait_until("running again", |s| s.contains("running") && !s.contains("paused"));
+    t.keys(&["c"]);
+    t.wait_for("cancelled");
+    // The Runs pane lists it; r resumes it from its checkpoint (or the start).
+    t.keys(&["6"]);
+    let s = t.wait_for("cancelled");
+    assert!(s.contains("full") && s.contains("instruct"), "{s}");
+    t.keys(&["r"]);
+    t.keys(&["1"]);
+    t.wait_until("resumed", |s| s.contains("running") || s.contains("Resumed"));
+    t.keys(&["c"]);
+    t.wait_for("cancelled");
+    t.keys(&["q"]);
     t.assert_clean_exit("0");
 }

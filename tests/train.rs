@@ -36,3 +36,429 @@ fn logits_match_transformers_for_every_family() {
         assert!(d < 1e-4, "{name}: max abs diff {d}");
     }
 }
+
+use std::sync::atomic::Ordering;
+
+use lathe::engine::data::views::{Example, ViewFormat};
+use lathe::engine::data::Catalog;
+use lathe::engine::train::export;
+use lathe::engine::train::model::LoraSpec;
+use lathe::engine::train::text::TextCodec;
+use lathe::engine::train::trainer::{self, Control, Ending, RunSpec, TrainConfig, TrainEvent};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lathe-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn catalog(rows: usize) -> Catalog {
+    let cat = Catalog::in_memory().unwrap();
+    cat.seed_demo().unwrap();
+    let sql = format!("SELECT instruction, input, output FROM instruct ORDER BY id LIMIT {rows}");
+    cat.create_view("small", &sql, ViewFormat::Alpaca, 0.2, true).unwrap();
+    cat
+}
+
+fn quick(method: &str) -> TrainConfig {
+    TrainConfig {
+        method: method.into(),
+        lr: 1e-2,
+        lora_r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: 0.1,
+        micro_batch: 4,
+        grad_accum: 2,
+        max_len: 64,
+        max_steps: Some(8),
+        eval_every: 4,
+        eval_max: 8,
+        checkpoint_every: 4,
+        warmup_ratio: 0.0,
+        threads: 1,
+        ..TrainConfig::default()
+    }
+}
+
+fn alpaca(instruction: &str, input: &str, output: &str) -> Example {
+    Example::Alpaca { instruction: instruction.into(), input: Some(input.into()), output: output.into() }
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_and_checkpointing() {
+    let spec = LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()] };
+    let model = load("tiny-llama", &Trainable::Lora(spec));
+    // Only adapters train.
+    assert!(model.trainable.iter().all(|(n, _)| n.contains(".lora_A.") || n.contains(".lora_B.")));
+    assert_eq!(model.trainable.len(), 2 * 3 * 2);
+    // B starts at zero (PEFT); give it values so that A's gradient is not zero too.
+    let mut rng = Rng::new(5);
+    for (n, v) in &model.trainable {
+        if n.contains("lora_B") {
+            let t = Tensor::from_vec(rng.normals(v.elem_count(), 0.2), v.shape(), &Device::Cpu).unwrap();
+            v.set(&t).unwrap();
+        }
+    }
+    let codec = TextCodec::load(&fixture("tiny-llama")).unwrap();
+    let units: Vec<_> = [alpaca("Reverse the letters of the word.", "abcde", "edcba"), alpaca("Add the two numbers.", "12 + 30", "42")]
+        .iter()
+        .map(|e| codec.encode(e).unwrap())
+        .collect();
+    let (loss, grads) = trainer::loss_and_grads(&model, &units, 1, false, None).unwrap();
+    let (loss_gc, grads_gc) = trainer::loss_and_grads(&model, &units, 1, true, None).unwrap();
+    assert!((loss - loss_gc).abs() < 1e-6);
+    for (g, h) in grads.iter().zip(&grads_gc) {
+        let d = max_abs_diff(g.as_ref().unwrap(), h.as_ref().unwrap());
+        assert!(d < 1e-6, "gradient checkpointing changed a gradient by {d}");
+    }
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    for (k, (name, var)) in model.trainable.iter().enumerate() {
+        let g: Vec<f32> = grads[k].as_ref().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        // The two largest entries of each gradient.
+        let mut idx: Vec<usize> = (0..g.len()).collect();
+        idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+        for &i in idx.iter().take(2) {
+            let orig: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let at = |delta: f32| {
+                let mut v = orig.clone();
+                v[i] += delta;
+                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let (l, _) = trainer::loss_and_grads(&model, &units, 1, false, None).unwrap();
+                l
+            };
+            let fd = ((at(eps) - at(-eps)) / (2.0 * eps as f64)) as f32;
+            var.set(&Tensor::from_vec(orig, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            assert!(g[i].abs() > 1e-4, "{name}: gradient too small to check ({})", g[i]);
+            assert!((fd - g[i]).abs() < 2e-3 + 0.03 * g[i].abs(), "{name}[{i}]: backward {} vs finite difference {fd}", g[i]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24);
+}
+
+#[test]
+fn only_completion_tokens_carry_loss() {
+    let codec = TextCodec::load(&fixture("tiny-llama")).unwrap();
+    assert!(codec.has_template());
+    let ex = alpaca("Sort the letters of the word alphabetically.", "dcba", "abcd");
+    let enc = codec.encode(&ex).unwrap();
+    let start = enc.completion_start().unwrap();
+    assert!(enc.train[start..].iter().all(|&t| t));
+    assert!(enc.train[..start].iter().all(|&t| !t));
+    assert_eq!(codec.tok.decode(&enc.ids[start..], false).unwrap(), "abcd<|end|>\n");
+    let prompt = codec.tok.decode(&enc.ids[..start], false).unwrap();
+    assert_eq!(prompt, "<|user|>\nSort the letters of the word alphabetically.\n\ndcba<|end|>\n<|assistant|>\n");
+    // The chat template in chat_template.jinja (transformers 5 layout) renders the same way.
+    let qwen = TextCodec::load(&fixture("tiny-qwen2")).unwrap();
+    assert_eq!(qwen.encode(&ex).unwrap(), enc);
+    // Multi-turn chat: every assistant turn trains, nothing else.
+    let chat = Example::Chat {
+        messages: vec![
+            lathe::engine::data::views::Message { role: "system".into(), content: "Convert units.".into() },
+            lathe::engine::data::views::Message { role: "user".into(), content: "2 km to m".into() },
+            lathe::engine::data::views::Message { role: "assistant".into(), content: "2000 m".into() },
+            lathe::engine::data::views::Message { role: "user".into(), content: "3 h to min".into() },
+            lathe::engine::data::views::Message { role: "assistant".into(), content: "180 min".into() },
+        ],
+    };
+    let enc = codec.encode(&chat).unwrap();
+    let trained: Vec<u32> = enc.ids.iter().zip(&enc.train).filter(|(_, &t)| t).map(|(&i, _)| i).collect();
+    assert_eq!(codec.tok.decode(&trained, false).unwrap(), "2000 m<|end|>\n180 min<|end|>\n");
+    // In a batch the mask becomes the loss weights: a prompt-only change leaves the loss alone
+    // only through context, and the weights count exactly the completion tokens.
+    assert_eq!(enc.trained_tokens(), trained.len());
+}
+
+fn run_quick(cat: &Catalog, runs: &std::path::Path, model: &str, cfg: TrainConfig, cancel_at: Option<usize>) -> trainer::Outcome {
+    let control = Control::default();
+    let c2 = control.clone();
+    let spec = RunSpec { model: fixture(model), view: "small".into(), config: cfg };
+    trainer::start(cat, runs, spec, &control, &mut |ev| {
+        if let (TrainEvent::Checkpoint { step }, Some(at)) = (&ev, cancel_at) {
+            if *step == at {
+                c2.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    })
+    .unwrap()
+}
+
+#[test]
+fn lora_runs_end_to_end_for_every_family() {
+    for family in ["tiny-llama", "tiny-phi", "tiny-qwen2"] {
+        let cat = catalog(120);
+        let runs = tmp(&format!("runs-{family}"));
+        // An uninterrupted run, and the same run cancelled at its step-4 checkpoint and resumed.
+        let full = run_quick(&cat, &runs, family, quick("lora"), None);
+        assert_eq!(full.ending, Ending::Completed);
+        assert_eq!(full.losses.len(), 8);
+        let first = (full.losses[0] + full.losses[1]) / 2.0;
+        let last = (full.losses[6] + full.losses[7]) / 2.0;
+        assert!(last < first, "{family}: loss did not fall: {:?}", full.losses);
+        let cut = run_quick(&cat, &runs, family, quick("lora"), Some(4));
+        assert_eq!(cut.ending, Ending::Cancelled);
+        assert_eq!(cut.steps, 4);
+        assert_eq!(cat.run(&cut.run_id).unwrap().status, "cancelled");
+        let resumed = trainer::resume(&cat, &runs, &cut.run_id, &Control::default(), &mut |_| {}).unwrap();
+        assert_eq!(resumed.ending, Ending::Completed);
+        assert_eq!(resumed.losses, full.losses, "{family}: resume is not bit for bit");
+        // The adapter is in PEFT's layout.
+        let dir = &resumed.artifact;
+        assert!(dir.ends_with("adapter"));
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["peft_type"], "LORA");
+        assert_eq!(cfg["task_type"], "CAUSAL_LM");
+        assert_eq!(cfg["r"], 4);
+        assert_eq!(cfg["lora_alpha"], 8.0);
+        assert!(cfg["target_modules"].as_array().unwrap().len() >= 6);
+        let tensors = load_all(&dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+        let mcfg = ModelConfig::load(&fixture(family)).unwrap();
+        for (name, t) in &tensors {
+            assert!(name.starts_with("base_model.model.model.layers."), "{name}");
+            assert!(name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight"), "{name}");
+            if name.ends_with(".lora_A.weight") {
+                assert_eq!(t.dims()[0], 4, "{name}");
+            } else {
+                assert_eq!(t.dims()[1], 4, "{name}");
+            }
+        }
+        let per_layer = cfg["target_modules"].as_array().unwrap().len() * 2;
+        assert_eq!(tensors.len(), per_layer * mcfg.num_layers);
+        // It loads back into lathe with the same eval loss, and merges into the base.
+        let row = cat.run(&resumed.run_id).unwrap();
+        let (with_adapter, codec) = trainer::load_for_eval(&fixture(family), Some(dir)).unwrap();
+        let eval: Vec<_> = cat
+            .examples("small", lathe::engine::data::views::Split::Eval, Some(8))
+            .unwrap()
+            .iter()
+            .map(|e| codec.encode(e).unwrap())
+            .collect();
+        let pad = codec.eos.as_ref().unwrap().1;
+        let l = trainer::mean_loss(&with_adapter, &eval, 4, pad).unwrap();
+        assert!((l - row.eval_loss.unwrap()).abs() < 1e-4, "{family}: {l} vs {:?}", row.eval_loss);
+        let merged = runs.join("merged");
+        export::merge(&fixture(family), dir, &merged).unwrap();
+        let (m, _) = trainer::load_for_eval(&merged, None).unwrap();
+        let lm = trainer::mean_loss(&m, &eval, 4, pad).unwrap();
+        assert!((lm - l).abs() < 1e-4, "{family}: merged {lm} vs adapter {l}");
+        let base = trainer::load_for_eval(&fixture(family), None).unwrap().0;
+        assert!((trainer::mean_loss(&base, &eval, 4, pad).unwrap() - l).abs() > 1e-3, "{family}: the adapter changed nothing");
+        // The catalog has the run and its metrics.
+        assert_eq!(row.status, "completed");
+        assert_eq!(row.step, Some(8));
+        assert!(row.model_hash.is_some() && row.rows_hash.is_some() && row.view_sql.is_some());
+        let metrics = cat.metrics(&resumed.run_id).unwrap();
+        assert_eq!(metrics.iter().filter(|m| m.kind == "train").count(), 8);
+        assert_eq!(metrics.iter().filter(|m| m.kind == "eval").count(), 2);
+    }
+}
+
+#[test]
+fn full_training_saves_a_model_folder_lathe_loads() {
+    let cat = catalog(60);
+    let runs = tmp("full");
+    let mut cfg = quick("full");
+    cfg.lr = 3e-3;
+    cfg.grad_checkpointing = true;
+    let out = run_quick(&cat, &runs, "tiny-qwen2", cfg, None);
+    assert!(out.artifact.ends_with("model"));
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"] {
+        assert!(out.artifact.join(f).exists(), "{f}");
+    }
+    let (m, _) = trainer::load_for_eval(&out.artifact, None).unwrap();
+    // Tied embeddings stay tied: no lm_head tensor is written.
+    assert!(m.lm_head.is_none());
+    assert!(out.losses.last().unwrap() < &out.losses[0]);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let cat = catalog(40);
+    let runs = tmp("bad");
+    let go = |model: PathBuf, view: &str, cfg: TrainConfig| {
+        trainer::start(&cat, &runs, RunSpec { model, view: view.into(), config: cfg }, &Control::default(), &mut |_| {}).unwrap_err()
+    };
+    let empty = tmp("empty-model");
+    assert!(go(empty.clone(), "small", quick("lora")).contains("No config.json"), "no config");
+    std::fs::write(empty.join("config.json"), r#"{"model_type": "gpt2", "vocab_size": 10}"#).unwrap();
+    let e = go(empty.clone(), "small", quick("lora"));
+    assert!(e.contains("lathe trains llama, phi and qwen2"), "{e}");
+    cat.create_view("none", "SELECT instruction, input, output FROM instruct WHERE false", ViewFormat::Alpaca, 0.1, true).unwrap();
+    let e = go(fixture("tiny-llama"), "none", quick("lora"));
+    assert!(e.contains("has no rows"), "{e}");
+    let mut short = quick("lora");
+    short.max_len = 8;
+    let e = go(fixture("tiny-llama"), "small", short);
+    assert!(e.contains("raise --max-len"), "{e}");
+    let e = go(fixture("tiny-llama"), "missing", quick("lora"));
+    assert!(e.to_lowercase().contains("missing"), "{e}");
+    // A loss that blows up stops the run and keeps the last good checkpoint.
+    let mut wild = quick("full");
+    wild.lr = 1e30;
+    wild.max_grad_norm = 0.0;
+    wild.checkpoint_every = 1;
+    let e = go(fixture("tiny-llama"), "small", wild);
+    assert!(e.contains("The loss became") && e.contains("last good checkpoint is kept"), "{e}");
+    let failed = cat.runs().unwrap().into_iter().find(|r| r.status == "failed").expect("a failed run");
+    let ck = runs.join(&failed.id).join("checkpoint/state.json");
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck).unwrap()).unwrap();
+    assert!(state["step"].as_u64().unwrap() >= 1);
+    assert!(state["losses"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap().is_finite()));
+}
+
+#[test]
+fn runs_left_running_become_interrupted() {
+    let cat = catalog(10);
+    let row = lathe::engine::data::runs::RunRow { id: "r1".into(), status: "running".into(), method: "lora".into(), model: "m".into(), view: "v".into(), ..Default::default() };
+    cat.create_run(&row).unwrap();
+    assert_eq!(cat.mark_interrupted().unwrap(), 1);
+    let r = cat.run("r1").unwrap();
+    assert_eq!(r.status, "interrupted");
+    assert!(r.message.unwrap().contains("--resume r1"));
+}
+
+// ---- The binary, as a user runs it. ----
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn lathe(home: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lathe"));
+    c.env("LATHE_HOME", home).env("XDG_CONFIG_HOME", home.join("config"));
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{:?} failed: {}{}", c, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn small_view(home: &std::path::Path) {
+    ok(lathe(home).args(["data", "view", "create", "small", "--format", "alpaca", "--eval-fraction", "0.2", "--sql", "SELECT instruction, input, output FROM instruct ORDER BY id LIMIT 160"]));
+}
+
+fn step_losses(json_lines: &str) -> Vec<(u64, f64)> {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("Step").map(|s| (s["step"].as_u64().unwrap(), s["loss"].as_f64().unwrap())))
+        .collect()
+}
+
+fn run_id(json_lines: &str) -> String {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("Started").map(|s| s["run_id"].as_str().unwrap().to_string()))
+        .expect("a Started event")
+}
+
+const TINY: &[&str] = &["--view", "small", "--max-steps", "10", "--checkpoint-every", "3", "--micro-batch", "8", "--grad-accum", "4", "--max-len", "64", "--threads", "1", "--json"];
+
+#[test]
+fn cli_demo_runs_eval_and_compare() {
+    let home = tmp("cli-demo");
+    let a = ok(lathe(&home).args(["train", "--demo", "--max-steps", "6", "--eval-every", "3", "--exact-match", "5"]));
+    assert!(a.contains("preview (") && a.contains("[") && a.contains("token lengths:") && a.contains("memory estimate"), "{a}");
+    assert!(a.contains("step     6/6") && a.contains("eval  step 6") && a.contains("exact match on eval: "), "{a}");
+    assert!(a.contains("completed after 6 steps"), "{a}");
+    let b = ok(lathe(&home).args(["train", "--demo", "--max-steps", "3", "--lr", "1e-3", "--json"]));
+    let (id_b, list) = (run_id(&b), ok(lathe(&home).args(["runs", "list"])));
+    assert_eq!(list.lines().filter(|l| l.contains("completed")).count(), 2, "{list}");
+    let id_a = list.lines().find(|l| l.contains("completed") && !l.contains(&id_b)).unwrap().split_whitespace().next().unwrap().to_string();
+    let show = ok(lathe(&home).args(["runs", "show", &id_a]));
+    assert!(show.contains("loss curve") && show.contains("exact match") && show.contains("eval at step     6"), "{show}");
+    let cmp = ok(lathe(&home).args(["runs", "compare", &id_a, &id_b]));
+    assert!(cmp.contains("\"lr\"") || cmp.lines().any(|l| l.starts_with("lr ")), "{cmp}");
+    // The trained demo is an ordinary model folder: eval reads it, on a view and on raw text.
+    let base = home.join("models/lathe-demo-base");
+    let e = ok(lathe(&home).args(["eval", "--model", base.to_str().unwrap(), "--run", &id_a, "--view", "instruct", "--limit", "20"]));
+    assert!(e.contains("perplexity") && e.contains("20 examples"), "{e}");
+    let text = home.join("t.txt");
+    std::fs::write(&text, "Reverse the letters of the word.\n\nabc\n").unwrap();
+    let e = ok(lathe(&home).args(["eval", "--model", base.to_str().unwrap(), "--text", text.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(e.trim()).unwrap();
+    assert!(v["perplexity"].as_f64().unwrap() > 1.0);
+    // The SQL pane sees runs and metrics.
+    let q = ok(lathe(&home).args(["sql", "--format", "csv", "SELECT count(*) FROM lathe.metrics WHERE kind = 'train'"]));
+    assert!(q.contains("\n9"), "{q}");
+}
+
+#[test]
+fn sigkill_then_resume_continues_bit_for_bit() {
+    let home = tmp("kill");
+    small_view(&home);
+    let model = fixture("tiny-llama");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["train".to_string(), "--model".into(), model.display().to_string(), "--method".into(), "full".into()];
+        v.extend(TINY.iter().map(|s| s.to_string()));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let whole = step_losses(&ok(lathe(&home).args(args(&[]))));
+    assert_eq!(whole.len(), 10);
+    // The same run, killed with SIGKILL after its step-6 checkpoint.
+    let mut child = lathe(&home).args(args(&[])).stdout(Stdio::piped()).spawn().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("\"Checkpoint\":{\"step\":6}") {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let id = run_id(&seen);
+    let list = ok(lathe(&home).args(["runs", "list"]));
+    let line = list.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(line.contains("interrupted"), "{line}");
+    let resumed = ok(lathe(&home).args(["train", "--resume", &id, "--json"]));
+    let after = step_losses(&resumed);
+    assert_eq!(after.first().map(|s| s.0), Some(7), "{resumed}");
+    assert_eq!(after, whole[6..].to_vec(), "resumed losses differ from the uninterrupted run");
+    assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
+}
+
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
+    let home = tmp("full-disk");
+    small_view(&home);
+    let model = fixture("tiny-llama");
+    let mut args = vec!["train".to_string(), "--model".into(), model.display().to_string(), "--method".into(), "full".into()];
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    let mut child = lathe(&home).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut seen = String::new();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "ended early: {seen}");
+        seen.push_str(&line);
+        if line.contains("\"Checkpoint\":{\"step\":3}") {
+            // From now on no file may grow past 200 KB: the next checkpoint (weights ~460 KB)
+            // cannot be written, as on a disk that has filled.
+            let lim = libc::rlimit { rlim_cur: 200_000, rlim_max: 200_000 };
+            assert_eq!(unsafe { libc::prlimit(child.id() as i32, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) }, 0);
+            break;
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Checkpoint at step 6 failed") && err.contains("previous checkpoint is kept"), "{err}");
+    let id = run_id(&seen);
+    let root = home.join("runs").join(&id);
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 3);
+    assert!(!root.join("checkpoint.tmp").exists());
+    // With space again, the run resumes from step 3 and finishes.
+    let resumed = ok(lathe(&home).args(["train", "--resume", &id, "--json"]));
+    assert_eq!(step_losses(&resumed).first().map(|s| s.0), Some(4));
+    assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
+}

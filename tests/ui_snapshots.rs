@@ -227,3 +227,120 @@ fn every_theme_renders_the_grid() {
         assert_eq!(cell.bg, ratatui::style::Color::Reset);
     }
 }
+
+fn training_app() -> App {
+    use lathe::engine::train::text::LengthStats;
+    use lathe::engine::train::trainer::{StepMetrics, TrainEvent};
+    let mut a = app();
+    a.update(Action::StartDemo);
+    a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Train, title: "train demo".into() }));
+    let lengths = LengthStats { count: 7586, min: 21, median: 25, p95: 31, max: 32, truncated: 0, histogram: vec![] };
+    a.update(Action::Train(TrainEvent::Started {
+        run_id: "20261126-150000-ab12".into(),
+        model: "/ws/models/lathe-demo-base".into(),
+        view: "instruct".into(),
+        method: "full".into(),
+        total_steps: 300,
+        start_step: 0,
+        train_examples: 7586,
+        eval_examples: 200,
+        trainable_params: 934_784,
+        total_params: 934_784,
+        lengths,
+    }));
+    for s in 1..=120usize {
+        let loss = 5.0 * (-(s as f64) / 40.0).exp() + 0.3 + 0.05 * ((s * 7 % 5) as f64 - 2.0);
+        a.update(Action::Train(TrainEvent::Step(StepMetrics {
+            step: s,
+            total: 300,
+            epoch: s as f64 / 237.0,
+            loss,
+            lr: 3e-3,
+            grad_norm: 0.8,
+            tokens_per_s: 7512.0,
+            elapsed_s: s as f64 * 0.11,
+            rss_bytes: 250 << 20,
+        })));
+        if s % 50 == 0 {
+            a.update(Action::Train(TrainEvent::Eval { step: s, loss: loss + 0.1, best: loss + 0.1 }));
+        }
+    }
+    a
+}
+
+fn run_rows() -> Vec<lathe::engine::data::runs::RunRow> {
+    use lathe::engine::data::runs::RunRow;
+    let r = |id: &str, status: &str, method: &str, eval: Option<f64>| RunRow {
+        id: id.into(),
+        status: status.into(),
+        method: method.into(),
+        model: "/ws/models/lathe-demo-base".into(),
+        view: "instruct".into(),
+        step: Some(120),
+        total_steps: Some(300),
+        best_eval_loss: eval,
+        duration_s: Some(93.0),
+        exact_match: if status == "completed" { Some(0.915) } else { None },
+        params: Some(r#"{"lr":0.003,"method":"full"}"#.into()),
+        created_at: "2026-11-26 15:00:00".into(),
+        ..Default::default()
+    };
+    vec![
+        r("20261126-150000-ab12", "running", "full", Some(0.61)),
+        r("20261126-140000-cd34", "completed", "full", Some(0.21)),
+        r("20261126-130000-ef56", "interrupted", "lora", None),
+    ]
+}
+
+#[test]
+fn training_loss_and_runs_panes_with_a_run() {
+    let mut a = training_app();
+    a.update(Action::Runs(Ok(run_rows())));
+    for pane in [PaneId::Training, PaneId::Loss, PaneId::Runs] {
+        a.update(Action::Focus(pane));
+        insta::assert_snapshot!(format!("{}_run_80x24", pane.name()), render(&mut a, 80, 24));
+        a.zoomed = true;
+        insta::assert_snapshot!(format!("{}_run_200x50", pane.name()), render(&mut a, 200, 50));
+        a.zoomed = false;
+    }
+    // Loss: log scale, zoomed in, another run drawn beside it.
+    a.update(Action::Focus(PaneId::Loss));
+    a.update(Action::ToggleLogScale);
+    a.update(Action::ZoomIn);
+    a.update(Action::ZoomIn);
+    let metrics = (1..=100)
+        .map(|s| lathe::engine::data::runs::MetricRow { step: s, kind: "train".into(), loss: 4.0 / (s as f64).sqrt(), lr: None, grad_norm: None, tokens_per_s: None, epoch: None, elapsed_s: None })
+        .collect();
+    a.update(Action::RunMetrics { id: "20261126-140000-cd34".into(), overlay: true, metrics });
+    insta::assert_snapshot!("loss_log_zoom_overlay_80x24", render(&mut a, 80, 24));
+    // Runs: open one, compare two.
+    a.update(Action::Focus(PaneId::Runs));
+    a.update(Action::MarkRun);
+    a.update(Action::ScrollDown);
+    a.update(Action::CompareRuns);
+    insta::assert_snapshot!("runs_compare_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn new_run_form_with_a_check() {
+    let mut a = app();
+    a.update(Action::Focus(PaneId::Training));
+    a.update(Action::NewRun);
+    typed(&mut a, "/models/TinyLlama-1.1B");
+    a.update(Action::FormChecked(Ok(vec![
+        "memory: about 6.1 GiB of 22.9 GiB available".into(),
+        "7586 train / 200 eval examples".into(),
+        "examples (trained tokens in [brackets]):".into(),
+        "  <|user|>⏎Reverse the letters of the word.⏎⏎imx<|end|>⏎<|assistant|>⏎[xmi<|end|>⏎]".into(),
+    ])));
+    insta::assert_snapshot!("new_run_form_80x24", render(&mut a, 80, 24));
+    insta::assert_snapshot!("new_run_form_200x50", render(&mut a, 200, 50));
+    // A bad number is named, and the form stays open.
+    for _ in 0..5 {
+        a.update(Action::ScrollDown);
+    }
+    typed(&mut a, "x");
+    a.update(Action::Confirm);
+    let s = render(&mut a, 80, 24);
+    assert!(s.contains("learning rate must be a number."), "{s}");
+}

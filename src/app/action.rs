@@ -133,6 +133,28 @@ pub enum Action {
     Complete,
     /// Shows the training-set views with example rows.
     PreviewViews,
+    /// Trains the bundled demo model (a new run).
+    StartDemo,
+    /// Opens the new-run form.
+    NewRun,
+    /// Pauses or resumes the run that is training.
+    PauseRun,
+    /// Cancels the run that is training (its last checkpoint stays).
+    CancelRun,
+    /// Resumes the selected (Runs pane) or last interrupted run from its checkpoint.
+    ResumeRun,
+    /// Asks the engine to check the form: memory estimate and a preview.
+    CheckForm,
+    ToggleSmooth,
+    ToggleLogScale,
+    ZoomIn,
+    ZoomOut,
+    /// Draws the next recorded run beside the live curves (cycles; off after the last).
+    OverlayRun,
+    OpenRun,
+    MarkRun,
+    CompareRuns,
+    RefreshRuns,
     /// Completions found by the engine.
     PathCompletions(Vec<String>),
     // Input that is not a binding.
@@ -145,6 +167,14 @@ pub enum Action {
     Sys(SysSample),
     Job(JobEvent),
     Data(DataEvent),
+    Train(crate::engine::train::trainer::TrainEvent),
+    /// A training job ended: the run id and how, or why it failed.
+    TrainDone(Result<(String, String), String>),
+    Runs(Result<Vec<crate::engine::data::runs::RunRow>, String>),
+    /// Metrics of a recorded run, for its detail view (`overlay` false) or the chart overlay.
+    RunMetrics { id: String, overlay: bool, metrics: Vec<crate::engine::data::runs::MetricRow> },
+    /// The engine's check of the new-run form.
+    FormChecked(Result<Vec<String>, String>),
     /// Starts a job that keeps `threads` cores busy (used to test responsiveness).
     StartStress { threads: usize, seconds: Option<u64> },
     CancelJob(JobId),
@@ -187,6 +217,21 @@ impl Action {
             "export_result" => Action::OpenExport,
             "complete" => Action::Complete,
             "preview_views" => Action::PreviewViews,
+            "start_demo" => Action::StartDemo,
+            "new_run" => Action::NewRun,
+            "pause_run" => Action::PauseRun,
+            "cancel_run" => Action::CancelRun,
+            "resume_run" => Action::ResumeRun,
+            "check_form" => Action::CheckForm,
+            "smooth" => Action::ToggleSmooth,
+            "log_scale" => Action::ToggleLogScale,
+            "zoom_in" => Action::ZoomIn,
+            "zoom_out" => Action::ZoomOut,
+            "overlay_run" => Action::OverlayRun,
+            "open_run" => Action::OpenRun,
+            "mark_run" => Action::MarkRun,
+            "compare_runs" => Action::CompareRuns,
+            "refresh_runs" => Action::RefreshRuns,
             _ => return None,
         })
     }
@@ -224,6 +269,21 @@ impl Action {
             Action::OpenExport => "export the result to .csv, .parquet or .jsonl".into(),
             Action::Complete => "complete the name or path".into(),
             Action::PreviewViews => "preview the training-set views".into(),
+            Action::StartDemo => "train the demo model from scratch (a new run)".into(),
+            Action::NewRun => "new run: model, view, hyper-parameters".into(),
+            Action::PauseRun => "pause / resume the run".into(),
+            Action::CancelRun => "cancel the run (keeps its last checkpoint)".into(),
+            Action::ResumeRun => "resume an interrupted or cancelled run".into(),
+            Action::CheckForm => "check: memory estimate and token preview".into(),
+            Action::ToggleSmooth => "smoothing on / off".into(),
+            Action::ToggleLogScale => "log scale on / off".into(),
+            Action::ZoomIn => "zoom to the last 500 / 100 / 20 steps".into(),
+            Action::ZoomOut => "zoom out".into(),
+            Action::OverlayRun => "overlay another run's curves (cycles)".into(),
+            Action::OpenRun => "open the run: parameters and curves".into(),
+            Action::MarkRun => "mark the run to compare".into(),
+            Action::CompareRuns => "compare the marked run with the selected one".into(),
+            Action::RefreshRuns => "reload the runs".into(),
             other => format!("{other:?}"),
         }
     }
@@ -245,6 +305,13 @@ pub enum Command {
     ExportResult { sql: String, path: String },
     RefreshDatasets,
     PreviewViews,
+    StartTraining(Box<crate::engine::train::trainer::RunSpec>),
+    StartDemo,
+    ResumeRun(String),
+    PauseTraining(bool),
+    CheckTraining(Box<crate::engine::train::trainer::RunSpec>),
+    RefreshRuns,
+    LoadRunMetrics { id: String, overlay: bool },
 }
 
 #[cfg(test)]

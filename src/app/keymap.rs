@@ -22,11 +22,27 @@ pub enum Mode {
     Prompt,
     Help,
     Confirm,
+    Training,
+    Loss,
+    Runs,
+    Form,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 8] =
-        [Mode::Global, Mode::Chat, Mode::Sql, Mode::Grid, Mode::Viewer, Mode::Prompt, Mode::Help, Mode::Confirm];
+    pub const ALL: [Mode; 12] = [
+        Mode::Global,
+        Mode::Training,
+        Mode::Loss,
+        Mode::Chat,
+        Mode::Sql,
+        Mode::Grid,
+        Mode::Viewer,
+        Mode::Runs,
+        Mode::Form,
+        Mode::Prompt,
+        Mode::Help,
+        Mode::Confirm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +54,10 @@ impl Mode {
             Mode::Prompt => "prompt",
             Mode::Help => "help",
             Mode::Confirm => "confirm",
+            Mode::Training => "training",
+            Mode::Loss => "loss",
+            Mode::Runs => "runs",
+            Mode::Form => "form",
         }
     }
 
@@ -51,6 +71,10 @@ impl Mode {
             Mode::Prompt => "When asked for a path",
             Mode::Help => "In this help",
             Mode::Confirm => "When asked yes/no",
+            Mode::Training => "In the Training pane",
+            Mode::Loss => "In the Loss pane",
+            Mode::Runs => "In the Runs pane",
+            Mode::Form => "In the new-run form",
         }
     }
 
@@ -265,8 +289,8 @@ impl Keymap {
         match mode {
             Mode::Help | Mode::Confirm | Mode::Viewer => lookup(mode),
             // A path prompt is a text box that sees only its own keys.
-            Mode::Prompt => lookup(mode),
-            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global => {
+            Mode::Prompt | Mode::Form => lookup(mode),
+            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global | Mode::Training | Mode::Loss | Mode::Runs => {
                 if let Some(a) = lookup(mode) {
                     return Some(a);
                 }

@@ -7,3 +7,4 @@ pub mod keymap;
 pub mod runtime;
 pub mod state;
 pub mod terminal;
+pub mod train;

@@ -21,11 +21,15 @@ use crate::engine::data::import::complete_path;
 use crate::engine::data::worker::{DataEvent, DataRequest, DataWorker};
 use crate::engine::data::{Catalog, ExportSource, ImportOptions};
 use crate::engine::sysmon::SysMonitor;
+use crate::engine::train::demo;
+use crate::engine::train::trainer::{self, Control, RunSpec, TrainEvent};
 use crate::engine::workspace::Workspace;
 
 /// The engines the TUI drives, each owning its resources on its own thread(s).
 pub struct Engines {
     pub jobs: Jobs,
+    ws: Option<Workspace>,
+    train_pause: Arc<std::sync::atomic::AtomicBool>,
     tx: UnboundedSender<Action>,
     _sysmon: Option<SysMonitor>,
     pub data: Option<DataWorker>,
@@ -49,7 +53,7 @@ impl Engines {
         let sysmon = workspace.map(|(ws, every)| {
             SysMonitor::spawn(ws.root.clone(), every, move |s| sys_tx.send(Action::Sys(s)).is_ok())
         });
-        Engines { jobs, tx, _sysmon: sysmon, data }
+        Engines { jobs, ws: workspace.map(|(ws, _)| ws.clone()), train_pause: Arc::default(), tx, _sysmon: sysmon, data }
     }
 
     /// A catalog connection for a job, or a notice saying why there is none.
@@ -119,9 +123,117 @@ impl Engines {
                     jobs::stress(ctx, threads, seconds.map(Duration::from_secs))
                 });
             }
-            Command::CancelJob(id) => self.jobs.cancel(id),
-            Command::CancelAllJobs => self.jobs.cancel_all(),
+            Command::CancelJob(id) => {
+                // A paused run must wake to see its cancel.
+                self.train_pause.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.jobs.cancel(id)
+            }
+            Command::CancelAllJobs => {
+                self.train_pause.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.jobs.cancel_all()
+            }
+            Command::StartTraining(spec) => self.train(TrainWhat::Spec(*spec)),
+            Command::StartDemo => self.train(TrainWhat::Demo),
+            Command::ResumeRun(id) => self.train(TrainWhat::Resume(id)),
+            Command::PauseTraining(p) => self.train_pause.store(p, std::sync::atomic::Ordering::Relaxed),
+            Command::CheckTraining(spec) => {
+                let Some(cat) = self.job_catalog() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(Action::FormChecked(check_training(&cat, &spec)));
+                });
+            }
+            Command::RefreshRuns => {
+                let Some(cat) = self.job_catalog() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(Action::Runs(cat.runs().map_err(|e| e.to_string())));
+                });
+            }
+            Command::LoadRunMetrics { id, overlay } => {
+                let Some(cat) = self.job_catalog() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || match cat.metrics(&id) {
+                    Ok(metrics) => {
+                        let _ = tx.send(Action::RunMetrics { id, overlay, metrics });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Action::Data(DataEvent::Failed(e.to_string())));
+                    }
+                });
+            }
         }
+    }
+}
+
+enum TrainWhat {
+    Spec(RunSpec),
+    Demo,
+    Resume(String),
+}
+
+/// The form's check: memory estimate against what is free, token lengths, two examples with
+/// their loss mask.
+fn check_training(cat: &Catalog, spec: &RunSpec) -> Result<Vec<String>, String> {
+    let mcfg = crate::engine::train::config::ModelConfig::load(&spec.model).map_err(|e| e.to_string())?;
+    let need = trainer::memory_estimate(&mcfg, &spec.config);
+    let avail = trainer::available_memory();
+    let p = trainer::preview(cat, spec, 2)?;
+    let mut out = vec![
+        format!(
+            "memory: about {} of {} available{}",
+            crate::units::bytes(need),
+            crate::units::bytes(avail),
+            if need > avail { " (will not fit: lower max length or micro-batch, or use LoRA)" } else { "" }
+        ),
+        format!("{} train / {} eval examples", p.train_examples, p.eval_examples),
+        format!(
+            "tokens per example: min {} median {} p95 {} max {}; {} longer than {}",
+            p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, spec.config.max_len
+        ),
+    ];
+    let top = p.lengths.histogram.iter().map(|h| h.1).max().unwrap_or(1).max(1);
+    for (upper, n) in &p.lengths.histogram {
+        out.push(format!("  ≤{upper:>5} {:<30} {n}", "█".repeat(n * 30 / top)));
+    }
+    out.push("examples (trained tokens in [brackets]):".into());
+    for e in p.examples {
+        out.push(format!("  {}", e.replace('\n', "⏎")));
+    }
+    Ok(out)
+}
+
+impl Engines {
+    fn train(&mut self, what: TrainWhat) {
+        let Some(ws) = self.ws.clone() else { return };
+        let Some(cat) = self.job_catalog() else { return };
+        let tx = self.tx.clone();
+        let pause = self.train_pause.clone();
+        pause.store(false, std::sync::atomic::Ordering::Relaxed);
+        let title = match &what {
+            TrainWhat::Spec(s) => format!("train {}", s.view),
+            TrainWhat::Demo => "train demo".to_string(),
+            TrainWhat::Resume(id) => format!("resume {id}"),
+        };
+        self.jobs.spawn(JobKind::Train, title, move |ctx| {
+            let control = Control { cancel: ctx.cancel_flag(), pause };
+            let mut step = 0usize;
+            let mut on = |ev: TrainEvent| {
+                if let TrainEvent::Step(m) = &ev {
+                    step = m.step;
+                    ctx.progress(Some(m.step as f32 / m.total.max(1) as f32), format!("step {}/{}", m.step, m.total));
+                }
+                let _ = tx.send(Action::Train(ev));
+            };
+            let result = match what {
+                TrainWhat::Spec(spec) => trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on),
+                TrainWhat::Demo => demo::demo_spec(&cat, &ws.models_dir()).and_then(|spec| trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on)),
+                TrainWhat::Resume(id) => trainer::resume(&cat, &ws.runs_dir(), &id, &control, &mut on),
+            };
+            let _ = step;
+            let _ = tx.send(Action::TrainDone(result.map(|o| (o.run_id, o.ending.status().to_string()))));
+            Ok(())
+        });
     }
 }
 

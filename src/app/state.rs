@@ -8,6 +8,7 @@ use tui_textarea::{Input, Key, TextArea};
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
+use super::train::{compare_lines, detail_lines, split_metrics, ChartView, LiveRun, RunsState, TrainForm};
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
@@ -29,6 +30,10 @@ pub enum Overlay {
     ConfirmReplace,
     /// The training-set views with examples (the text is in `DataState::views_preview`).
     Views,
+    /// The new-run form.
+    TrainForm,
+    /// A run's details, or two runs compared (text in `RunsState::detail`).
+    RunDetail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +120,11 @@ pub struct App {
     pub replace_target: Option<String>,
     pub chat_input: TextArea<'static>,
     pub notices: Vec<Notice>,
+    /// The run this session trains or trained last.
+    pub live: Option<LiveRun>,
+    pub form: Option<TrainForm>,
+    pub chart: ChartView,
+    pub runs: RunsState,
     pub should_quit: bool,
     /// Something changed since the last frame.
     pub dirty: bool,
@@ -149,6 +159,10 @@ impl App {
             replace_target: None,
             chat_input,
             notices: Vec::new(),
+            live: None,
+            form: None,
+            chart: ChartView::default(),
+            runs: RunsState::default(),
             should_quit: false,
             dirty: true,
         }
@@ -167,6 +181,11 @@ impl App {
             Some(Overlay::Prompt) => Mode::Prompt,
             Some(Overlay::ConfirmReplace) => Mode::Confirm,
             Some(Overlay::Views) => Mode::Viewer,
+            Some(Overlay::TrainForm) => Mode::Form,
+            Some(Overlay::RunDetail) => Mode::Viewer,
+            None if self.focus == PaneId::Training => Mode::Training,
+            None if self.focus == PaneId::Loss => Mode::Loss,
+            None if self.focus == PaneId::Runs => Mode::Runs,
             None if self.focus == PaneId::Chat => Mode::Chat,
             None if self.focus == PaneId::Data && self.data.focus == DataFocus::Editor => Mode::Sql,
             None if self.focus == PaneId::Data => Mode::Grid,
@@ -176,7 +195,7 @@ impl App {
 
     /// A text box has the keyboard: plain characters are typing.
     pub fn text_input_focused(&self) -> bool {
-        matches!(self.mode(), Mode::Chat | Mode::Sql | Mode::Prompt)
+        matches!(self.mode(), Mode::Chat | Mode::Sql | Mode::Prompt | Mode::Form)
     }
 
     pub fn running_jobs(&self) -> impl Iterator<Item = &JobInfo> {
@@ -259,6 +278,7 @@ impl App {
                         self.should_quit = true;
                     }
                     Some(Overlay::Prompt) => out.extend(self.submit_prompt()),
+                    Some(Overlay::TrainForm) => out.extend(self.submit_form()),
                     Some(Overlay::ConfirmReplace) => {
                         if let Some(path) = self.replace_target.take() {
                             out.push(Command::ImportDataset { path, replace: true });
@@ -266,7 +286,9 @@ impl App {
                     }
                     _ => {}
                 }
-                if self.overlay != Some(Overlay::Prompt) || self.prompt.is_none() {
+                if self.overlay == Some(Overlay::TrainForm) {
+                    // The form stays open when it has a problem to show.
+                } else if self.overlay != Some(Overlay::Prompt) || self.prompt.is_none() {
                     self.overlay = None;
                 }
             }
@@ -308,12 +330,18 @@ impl App {
                     }
                 }
             }
-            Action::FocusNext => self.focus = PaneId::ALL[(self.focus.index() + 1) % PaneId::ALL.len()],
-            Action::FocusPrev => {
+            Action::FocusNext | Action::FocusPrev | Action::Focus(_) => {
                 let n = PaneId::ALL.len();
-                self.focus = PaneId::ALL[(self.focus.index() + n - 1) % n]
+                self.focus = match action {
+                    Action::FocusNext => PaneId::ALL[(self.focus.index() + 1) % n],
+                    Action::FocusPrev => PaneId::ALL[(self.focus.index() + n - 1) % n],
+                    Action::Focus(p) => p,
+                    _ => self.focus,
+                };
+                if self.focus == PaneId::Runs {
+                    out.push(Command::RefreshRuns);
+                }
             }
-            Action::Focus(p) => self.focus = p,
             Action::ToggleZoom => self.zoomed = !self.zoomed,
             Action::ToggleHelp => {
                 self.overlay = match self.overlay {
@@ -337,6 +365,35 @@ impl App {
             {
                 let page = self.size.1.saturating_sub(10).max(1) as u64;
                 out.extend(self.data.move_selection(&action, page));
+            }
+            Action::ScrollUp | Action::ScrollDown if self.overlay == Some(Overlay::TrainForm) => {
+                if let Some(f) = &mut self.form {
+                    let n = f.fields.len();
+                    f.selected = if action == Action::ScrollUp { (f.selected + n - 1) % n } else { (f.selected + 1) % n };
+                }
+            }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
+                if self.overlay == Some(Overlay::RunDetail) =>
+            {
+                let s = &mut self.runs.detail_scroll;
+                *s = match action {
+                    Action::ScrollUp => s.saturating_sub(1),
+                    Action::PageUp => s.saturating_sub(10),
+                    Action::PageDown => s.saturating_add(10),
+                    _ => s.saturating_add(1),
+                };
+            }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom
+                if self.mode() == Mode::Runs =>
+            {
+                match action {
+                    Action::ScrollUp => self.runs.move_by(-1),
+                    Action::ScrollDown => self.runs.move_by(1),
+                    Action::PageUp => self.runs.move_by(-10),
+                    Action::PageDown => self.runs.move_by(10),
+                    Action::Top => self.runs.move_by(-(1 << 30)),
+                    _ => self.runs.move_by(1 << 30),
+                }
             }
             Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::Row | Overlay::Views)) => {
                 let s = &mut self.data.viewer_scroll;
@@ -380,6 +437,26 @@ impl App {
             }
             Action::Text(k) if self.mode() == Mode::Sql && self.at_editor_edge(&k) => {
                 self.data.recall(k.key == TextKey::Up);
+            }
+            Action::Text(k) if self.mode() == Mode::Form => {
+                if let Some(f) = &mut self.form {
+                    match k.key {
+                        TextKey::Char(c) if !k.ctrl && !k.alt => f.current().push(c),
+                        TextKey::Backspace => {
+                            f.current().pop();
+                        }
+                        TextKey::Down => f.selected = (f.selected + 1) % f.fields.len(),
+                        TextKey::Up => f.selected = (f.selected + f.fields.len() - 1) % f.fields.len(),
+                        _ => {}
+                    }
+                    f.check = None;
+                }
+            }
+            Action::Paste(s) if self.mode() == Mode::Form => {
+                if let Some(f) = &mut self.form {
+                    f.current().push_str(s.trim());
+                    f.check = None;
+                }
             }
             Action::Text(k) => {
                 self.data.completions.clear();
@@ -434,6 +511,11 @@ impl App {
             Action::Sys(s) => self.sys.push(s),
             Action::Job(ev) => {
                 JobInfo::apply(&mut self.jobs, &ev);
+                if let crate::engine::jobs::JobEvent::Started { id, kind: JobKind::Train, .. } = &ev {
+                    if let Some(r) = self.live.as_mut() {
+                        r.job = Some(*id);
+                    }
+                }
                 // Starts and ends go to lathe.jobs; progress ticks do not.
                 let id = match &ev {
                     crate::engine::jobs::JobEvent::Started { id, .. } | crate::engine::jobs::JobEvent::Finished { id, .. } => Some(*id),
@@ -468,8 +550,11 @@ impl App {
             Action::Data(ev) => {
                 self.data.apply(&ev);
                 match ev {
-                DataEvent::Opened { seeded } if !seeded.is_empty() => {
-                    self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
+                DataEvent::Opened { seeded } => {
+                    if !seeded.is_empty() {
+                        self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
+                    }
+                    out.push(Command::RefreshRuns);
                 }
                 DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
                 DataEvent::Unavailable(msg) => {
@@ -481,11 +566,233 @@ impl App {
                 }
             }
             Action::StartStress { threads, seconds } => out.push(Command::StartStress { threads, seconds }),
+            Action::StartDemo
+            | Action::NewRun
+            | Action::PauseRun
+            | Action::CancelRun
+            | Action::ResumeRun
+            | Action::CheckForm
+            | Action::ToggleSmooth
+            | Action::ToggleLogScale
+            | Action::ZoomIn
+            | Action::ZoomOut
+            | Action::OverlayRun
+            | Action::OpenRun
+            | Action::MarkRun
+            | Action::CompareRuns
+            | Action::RefreshRuns
+            | Action::Train(_)
+            | Action::TrainDone(_)
+            | Action::Runs(_)
+            | Action::RunMetrics { .. }
+            | Action::FormChecked(_) => out.extend(self.update_training(action)),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
         }
         out
     }
 }
+
+impl App {
+    fn training_busy(&mut self) -> bool {
+        if self.live.as_ref().is_some_and(|r| r.is_active()) {
+            self.notify(Level::Info, "A run is training; pause (p) or cancel (c) it first.");
+            return true;
+        }
+        false
+    }
+
+    fn submit_form(&mut self) -> Vec<Command> {
+        let busy = self.live.as_ref().is_some_and(|r| r.is_active());
+        let Some(form) = &mut self.form else { return Vec::new() };
+        match form.spec() {
+            Ok(_) if busy => {
+                form.check = Some(Err("A run is training; pause or cancel it before starting another.".into()));
+                Vec::new()
+            }
+            Ok((model, view, config)) => {
+                let spec = crate::engine::train::trainer::RunSpec { model: model.clone().into(), view: view.clone(), config };
+                self.live = Some(LiveRun { status: "starting".into(), model, view, ..Default::default() });
+                self.chart.overlay = None;
+                self.form = None;
+                self.overlay = None;
+                self.focus = PaneId::Training;
+                vec![Command::StartTraining(Box::new(spec))]
+            }
+            Err(e) => {
+                form.check = Some(Err(e));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The Training, Loss and Runs panes' actions.
+    fn update_training(&mut self, action: Action) -> Vec<Command> {
+        let mut out = Vec::new();
+        match action {
+            Action::StartDemo => {
+                if !self.training_busy() {
+                    self.live = Some(LiveRun {
+                        status: "starting".into(),
+                        model: "demo (built from scratch)".into(),
+                        view: crate::engine::train::demo::DEMO_VIEW.into(),
+                        ..Default::default()
+                    });
+                    self.chart.overlay = None;
+                    out.push(Command::StartDemo);
+                }
+            }
+            Action::NewRun => {
+                let demo = self.workspace.join("models").join(crate::engine::train::demo::DEMO_BASE);
+                let model = match &self.form {
+                    Some(f) => f.fields[super::train::F_MODEL].value.clone(),
+                    None if demo.exists() => demo.display().to_string(),
+                    None => String::new(),
+                };
+                self.form = Some(TrainForm::new(&model, crate::engine::train::demo::DEMO_VIEW));
+                self.overlay = Some(Overlay::TrainForm);
+            }
+            Action::CheckForm => {
+                if let Some(f) = &mut self.form {
+                    match f.spec() {
+                        Ok((model, view, config)) => {
+                            f.check = Some(Ok(vec!["Checking…".into()]));
+                            let spec = crate::engine::train::trainer::RunSpec { model: model.into(), view, config };
+                            out.push(Command::CheckTraining(Box::new(spec)));
+                        }
+                        Err(e) => f.check = Some(Err(e)),
+                    }
+                }
+            }
+            Action::FormChecked(r) => {
+                if let Some(f) = &mut self.form {
+                    f.check = Some(r);
+                }
+            }
+            Action::PauseRun => match &self.live {
+                Some(r) if r.is_active() => out.push(Command::PauseTraining(r.status != "paused")),
+                _ => self.notify(Level::Info, "No run is training."),
+            },
+            Action::CancelRun => match self.live.as_ref().filter(|r| r.is_active()).and_then(|r| r.job) {
+                Some(job) => out.push(Command::CancelJob(job)),
+                None => self.notify(Level::Info, "No run is training."),
+            },
+            Action::ResumeRun => {
+                let resumable = |s: &str| matches!(s, "interrupted" | "cancelled" | "failed");
+                let target = if self.focus == PaneId::Runs {
+                    self.runs.selected_row().filter(|r| resumable(&r.status)).map(|r| r.id.clone())
+                } else {
+                    self.live
+                        .as_ref()
+                        .filter(|r| resumable(&r.status))
+                        .map(|r| r.id.clone())
+                        .or_else(|| self.runs.rows().iter().find(|r| r.status == "interrupted").map(|r| r.id.clone()))
+                };
+                match target {
+                    Some(id) if !self.training_busy() => {
+                        self.live = Some(LiveRun { id: id.clone(), status: "starting".into(), ..Default::default() });
+                        out.push(Command::ResumeRun(id));
+                    }
+                    Some(_) => {}
+                    None => self.notify(Level::Info, "No interrupted or cancelled run to resume (the Runs pane lists them)."),
+                }
+            }
+            Action::Train(ev) => {
+                if let Some(r) = &mut self.live {
+                    r.apply(&ev);
+                }
+            }
+            Action::TrainDone(res) => {
+                match res {
+                    Ok((id, status)) => {
+                        let text = match self.live.as_mut() {
+                            Some(r) => {
+                                r.status = status.clone();
+                                let acc = r.accuracy.map(|(c, t)| format!(", exact match {c}/{t}")).unwrap_or_default();
+                                format!("Run {id} {}{acc}.", status.replace('_', " "))
+                            }
+                            None => format!("Run {id} {status}."),
+                        };
+                        self.notify(Level::Info, text);
+                    }
+                    Err(msg) => {
+                        if let Some(r) = self.live.as_mut() {
+                            r.status = "failed".into();
+                            r.message = Some(msg.clone());
+                        }
+                        self.notify(Level::Error, msg);
+                    }
+                }
+                out.push(Command::RefreshRuns);
+            }
+            Action::ToggleSmooth => self.chart.smooth = !self.chart.smooth,
+            Action::ToggleLogScale => self.chart.log = !self.chart.log,
+            Action::ZoomIn => self.chart.zoom_in(),
+            Action::ZoomOut => self.chart.zoom_out(),
+            Action::OverlayRun => {
+                let live = self.live.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                let ids: Vec<String> = self.runs.rows().iter().map(|r| r.id.clone()).filter(|id| *id != live).collect();
+                let next = match &self.chart.overlay {
+                    Some((cur, _, _)) => ids.iter().position(|i| i == cur).and_then(|p| ids.get(p + 1)).cloned(),
+                    None => ids.first().cloned(),
+                };
+                match next {
+                    Some(id) => out.push(Command::LoadRunMetrics { id, overlay: true }),
+                    None => {
+                        self.chart.overlay = None;
+                        if ids.is_empty() {
+                            self.notify(Level::Info, "No other run to overlay yet.");
+                            out.push(Command::RefreshRuns);
+                        }
+                    }
+                }
+            }
+            Action::RunMetrics { id, overlay, metrics } => {
+                if overlay {
+                    let (t, e) = split_metrics(&metrics);
+                    self.chart.overlay = Some((id, t, e));
+                } else if let Some(row) = self.runs.rows().iter().find(|r| r.id == id).cloned() {
+                    self.runs.detail = Some((format!("Run {id}"), detail_lines(&row, &metrics)));
+                    self.runs.detail_scroll = 0;
+                    self.overlay = Some(Overlay::RunDetail);
+                }
+            }
+            Action::OpenRun => {
+                if let Some(r) = self.runs.selected_row() {
+                    out.push(Command::LoadRunMetrics { id: r.id.clone(), overlay: false });
+                }
+            }
+            Action::MarkRun => {
+                if let Some(r) = self.runs.selected_row() {
+                    let id = r.id.clone();
+                    self.runs.marked = if self.runs.marked.as_deref() == Some(id.as_str()) { None } else { Some(id) };
+                }
+            }
+            Action::CompareRuns => {
+                let a = self.runs.marked.as_ref().and_then(|m| self.runs.rows().iter().find(|r| &r.id == m)).cloned();
+                match (a, self.runs.selected_row().cloned()) {
+                    (Some(a), Some(b)) if a.id != b.id => {
+                        self.runs.detail = Some((format!("{} vs {}", a.id, b.id), compare_lines(&a, &b)));
+                        self.runs.detail_scroll = 0;
+                        self.overlay = Some(Overlay::RunDetail);
+                    }
+                    _ => self.notify(Level::Info, "Mark a run with m, select another, then press c to compare."),
+                }
+            }
+            Action::RefreshRuns => out.push(Command::RefreshRuns),
+            Action::Runs(list) => {
+                if let Err(e) = &list {
+                    self.notify(Level::Error, e.clone());
+                }
+                self.runs.list = Some(list);
+                let n = self.runs.rows().len();
+                self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
 
 fn textarea_input(k: KeyPress) -> Input {
     let key = match k.key {

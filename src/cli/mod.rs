@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_data;
+pub mod bench_train;
 pub mod data;
 pub mod sysinfo;
 pub mod train;
@@ -189,5 +190,26 @@ pub enum BenchCmd {
         /// How many start-ups to time.
         #[arg(long, default_value_t = 10)]
         starts: usize,
+    },
+    /// Training tokens/s and peak RSS of a LoRA step at TinyLlama-1.1B shapes (random weights, r=8
+    /// on q and v, batch 1), with and without gradient checkpointing, beside PyTorch + peft when
+    /// `python3 -c "import torch, peft"` works.
+    Train {
+        /// Timed steps per configuration (after one warm-up step).
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        /// Transformer blocks (22 is TinyLlama; fewer for a quick look).
+        #[arg(long, default_value_t = 22)]
+        layers: usize,
+        /// Skip the PyTorch peer.
+        #[arg(long)]
+        no_peer: bool,
+        /// Internal: measure one configuration in this process and print JSON.
+        #[arg(long, hide = true)]
+        child: bool,
+        #[arg(long, hide = true)]
+        gc: bool,
     },
 }

@@ -158,8 +158,10 @@ extern "C" fn on_sigint(_: libc::c_int) {
 
 /// Ctrl-C (and SIGTERM) cancel the run cleanly: the last checkpoint is kept.
 fn cancel_on_signals(control: &Control) {
-    // SAFETY: the handler only stores to an atomic.
+    // SAFETY: the handler only stores to an atomic; ignoring SIGXFSZ turns a file-size limit
+    // into a write error that training reports (keeping its last checkpoint) instead of a kill.
     unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
     }

@@ -300,15 +300,5 @@ pub fn views_preview(f: &mut Frame, area: Rect, app: &App) {
 
 /// A near-full-size box of wrapped text that scrolls with the viewer keys.
 fn scroll_overlay(f: &mut Frame, area: Rect, app: &App, title: &str, lines: Vec<Line>) {
-    let theme = app.theme();
-    let rect = centered(area, area.width.saturating_sub(6).max(30), area.height.saturating_sub(2).max(6));
-    f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .scroll((app.data.viewer_scroll, 0))
-            .style(theme.overlay())
-            .block(pane_block(theme, title, true)),
-        rect,
-    );
+    super::widgets::scroll_overlay(f, area, app.theme(), title, lines, app.data.viewer_scroll);
 }

@@ -69,6 +69,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::Row) => data::row_viewer(f, body, app),
         Some(Overlay::Prompt) => data::prompt(f, body, app),
         Some(Overlay::Views) => data::views_preview(f, body, app),
+        Some(Overlay::TrainForm) => training::form(f, body, app),
+        Some(Overlay::RunDetail) => runs::detail(f, body, app),
         Some(Overlay::ConfirmReplace) => {
             let path = app.replace_target.clone().unwrap_or_default();
             confirm(f, body, app, "Replace dataset?", vec![

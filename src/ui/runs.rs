@@ -1,23 +1,90 @@
-//! The Runs pane. Its engine is not in this build yet, so it shows an honest empty state:
-//! what will appear here and what brings it.
+//! The Runs pane: every run in the workspace with its status, best eval loss, duration, model and
+//! view; Enter opens one (parameters, curves), m and c compare two.
 
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
-use super::widgets::{empty_pane, EmptyState};
+use super::widgets::{duration, empty_state, pane_block, scroll_overlay, EmptyState};
 use crate::app::state::App;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
-    empty_pane(
-        f,
-        area,
-        app.theme(),
-        "Runs",
-        focused,
-        &EmptyState {
-            headline: "No runs recorded",
-            what: "Every training run, with its parameters, metrics and artifacts, will be listed here to compare and export.",
-            how: "Not in this build yet: runs are recorded once the training engine lands.",
-        },
+    let theme = app.theme();
+    let block = pane_block(theme, "Runs", focused);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let rows = app.runs.rows();
+    match &app.runs.list {
+        Some(Err(e)) => {
+            f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())), inner);
+            return;
+        }
+        _ if rows.is_empty() => {
+            empty_state(
+                f,
+                inner,
+                theme,
+                &EmptyState {
+                    headline: "No runs recorded",
+                    what: "Every training run is kept here with its parameters, per-step metrics, eval results and artifacts (also in lathe.runs and lathe.metrics for SQL).",
+                    how: "Start one in the Training pane: d trains the demo model, n a run on your model.",
+                },
+            );
+            return;
+        }
+        _ => {}
+    }
+    let f4 = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+    let body: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let mark = if app.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
+            let status_style = match r.status.as_str() {
+                "completed" | "stopped_early" => theme.ok(),
+                "running" | "paused" => theme.accent(),
+                "failed" => theme.error(),
+                _ => theme.warn(),
+            };
+            let model = std::path::Path::new(&r.model).file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            Row::new(vec![
+                Cell::from(format!("{mark}{}", r.id)),
+                Cell::from(Span::styled(r.status.replace('_', " "), status_style)),
+                Cell::from(r.method.clone()),
+                Cell::from(format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))),
+                Cell::from(f4(r.best_eval_loss)),
+                Cell::from(r.exact_match.map(|a| format!("{:.1}%", a * 100.0)).unwrap_or_else(|| "-".into())),
+                Cell::from(duration(r.duration_s.unwrap_or(0.0))),
+                Cell::from(r.view.clone()),
+                Cell::from(model),
+            ])
+        })
+        .collect();
+    let header = Row::new(["  id", "status", "method", "step", "best eval", "exact", "time", "view", "model"]).style(theme.muted());
+    let widths = [
+        Constraint::Length(22),
+        Constraint::Length(13),
+        Constraint::Length(6),
+        Constraint::Length(11),
+        Constraint::Length(9),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(12),
+        Constraint::Min(8),
+    ];
+    let table = Table::new(body, widths).header(header).row_highlight_style(theme.selection()).column_spacing(1);
+    let mut state = TableState::default().with_selected(Some(app.runs.selected));
+    let [list, keys] = ratatui::layout::Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+    f.render_stateful_widget(table, list, &mut state);
+    f.render_widget(
+        Paragraph::new(Line::styled("Enter open  m mark  c compare  r resume  F5 reload", theme.muted())),
+        keys,
     );
+}
+
+/// A run's details, or two runs compared.
+pub fn detail(f: &mut Frame, area: Rect, app: &App) {
+    let Some((title, lines)) = &app.runs.detail else { return };
+    let lines: Vec<Line> = lines.iter().map(|l| Line::styled(l.clone(), app.theme().text())).collect();
+    scroll_overlay(f, area, app.theme(), &format!("{title} (↑↓ scroll, Esc closes)"), lines, app.runs.detail_scroll);
 }

@@ -59,3 +59,42 @@ pub fn empty_pane(f: &mut Frame, area: Rect, theme: &Theme, title: &str, focused
     f.render_widget(block, area);
     empty_state(f, inner, theme, e);
 }
+
+/// A centred, scrollable text overlay over `area`.
+pub fn scroll_overlay(f: &mut Frame, area: Rect, theme: &Theme, title: &str, lines: Vec<Line>, scroll: u16) {
+    let rect = centered(area, area.width.saturating_sub(6).max(30), area.height.saturating_sub(2).max(6));
+    f.render_widget(ratatui::widgets::Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
+            .style(theme.overlay())
+            .block(pane_block(theme, title, true)),
+        rect,
+    );
+}
+
+/// `1m23s`-style durations.
+pub fn duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Thousands separators: 934784 -> 934,784.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

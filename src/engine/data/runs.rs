@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Catalog, DataError};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunRow {
     pub id: String,
     pub status: String,
@@ -34,7 +34,7 @@ pub struct RunRow {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MetricRow {
     pub step: i64,
     /// "train" or "eval"

@@ -92,6 +92,61 @@ pub fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, Stri
     Ok(tok)
 }
 
+/// The demo's tokenizer: byte-level BPE whose merges spell out, left to right, each word that
+/// starts with a space or a capital and occurs at least `min_count` times in `texts`. Whole
+/// instruction words become single tokens, while a lowercase letter run (an input word) has no
+/// merge that applies and stays one token per letter: the demo's tasks are about letters, and a
+/// merge inside them would hide the letters from the model. Built from the `tokenizers` crate's
+/// BPE model and byte-level pre-tokenizer, so llama.cpp and transformers read it like any BPE.
+pub fn word_tokenizer(texts: &[String], min_count: usize) -> Result<Tokenizer, String> {
+    use std::collections::BTreeMap;
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+    let pre = ByteLevel::new(false, true, true);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for t in texts {
+        let mut p = PreTokenizedString::from(t.as_str());
+        pre.pre_tokenize(&mut p).map_err(|e| e.to_string())?;
+        for (w, _, _) in p.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            *counts.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    let mut vocab: Vec<String> = Vec::new();
+    for s in SPECIALS {
+        vocab.push(s.to_string());
+    }
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    for c in alphabet {
+        vocab.push(c.to_string());
+    }
+    let mut merges: Vec<(String, String)> = Vec::new();
+    let mut known: std::collections::HashSet<String> = vocab.iter().cloned().collect();
+    for (w, n) in &counts {
+        let first = w.chars().next().unwrap_or(' ');
+        if *n < min_count || w.chars().count() < 2 || !(first == 'Ġ' || first.is_ascii_uppercase()) {
+            continue;
+        }
+        let chars: Vec<char> = w.chars().collect();
+        let mut cur = chars[0].to_string();
+        for c in &chars[1..] {
+            let next = format!("{cur}{c}");
+            if known.insert(next.clone()) {
+                merges.push((cur.clone(), c.to_string()));
+                vocab.push(next.clone());
+            }
+            cur = next;
+        }
+    }
+    let map: std::collections::HashMap<String, u32> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let bpe = BPE::builder().vocab_and_merges(map.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges).build().map_err(|e| e.to_string())?;
+    let mut tok = Tokenizer::new(ModelWrapper::BPE(bpe));
+    tok.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(pre)));
+    tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+    let specials: Vec<AddedToken> = SPECIALS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect();
+    tok.add_special_tokens(specials).map_err(|e| format!("tokenizer: {e}"))?;
+    Ok(tok)
+}
+
 /// Makes (once) the demo's base model folder under `models_dir`: tokenizer, config, random
 /// weights. Returns its path.
 pub fn ensure_base(catalog: &Catalog, models_dir: &Path) -> Result<PathBuf, String> {
@@ -112,7 +167,7 @@ pub fn ensure_base(catalog: &Catalog, models_dir: &Path) -> Result<PathBuf, Stri
     if texts.is_empty() {
         return Err(format!("The demo needs the bundled view {DEMO_VIEW}; it is missing or empty in this workspace."));
     }
-    let tok = train_tokenizer(&texts, 400)?;
+    let tok = word_tokenizer(&texts, 2)?;
     let vocab = tok.get_vocab_size(true);
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);

@@ -58,13 +58,46 @@ pub enum BaseWeight {
 impl BaseWeight {
     fn forward(&self, x2: &Tensor) -> Result<Tensor> {
         match self {
-            BaseWeight::Dense(w) => x2.matmul(&w.t()?),
+            // A trainable weight (full fine-tuning) goes through candle's matmul, whose backward
+            // gives both gradients.
+            BaseWeight::Dense(w) if w.is_variable() || !x2.track_op() => x2.matmul(&w.t()?),
+            // A frozen one through `FrozenMatmul`: candle's matmul backward would also compute
+            // the weight's gradient (as much work as the forward, and an out x in tensor per
+            // layer held until backward ends) only to throw it away.
+            BaseWeight::Dense(w) => x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() }),
         }
     }
     pub fn dense(&self) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
         }
+    }
+}
+
+/// y = x·Wᵀ with W constant: the backward returns only dL/dx = g·W.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul needs a contiguous input".into()))?;
+        let x = storage.as_slice::<f32>()?[start..end].to_vec();
+        let x = Tensor::from_vec(x, layout.shape(), &Device::Cpu)?;
+        let y = x.matmul(&self.w.t()?)?;
+        let shape = y.shape().clone();
+        let data = y.flatten_all()?.to_vec1::<f32>()?;
+        Ok((candle_core::CpuStorage::F32(data), shape))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
     }
 }
 
@@ -518,7 +551,8 @@ impl Model {
             Some(l) => l.forward(&x, ctx),
             None => {
                 let (b, t, h) = x.dims3()?;
-                x.reshape((b * t, h))?.matmul(&self.embed.t()?)?.reshape((b, t, self.cfg.vocab_size))
+                let tied = BaseWeight::Dense(self.embed.clone());
+                tied.forward(&x.reshape((b * t, h))?)?.reshape((b, t, self.cfg.vocab_size))
             }
         }
     }

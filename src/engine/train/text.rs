@@ -252,7 +252,7 @@ fn plain_chat(messages: &[Message], add_generation_prompt: bool) -> String {
 }
 
 /// Token lengths of encoded examples: what the start form and `lathe train` preview show.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LengthStats {
     pub count: usize,
     pub min: usize,

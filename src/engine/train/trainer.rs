@@ -126,7 +126,7 @@ pub struct Control {
     pub pause: Arc<AtomicBool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     pub step: usize,
     pub total: usize,
@@ -139,7 +139,7 @@ pub struct StepMetrics {
     pub rss_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TrainEvent {
     Started {
         run_id: String,
@@ -192,7 +192,7 @@ pub struct Outcome {
 }
 
 /// What was asked for: a model folder, a view and a config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub model: PathBuf,
     pub view: String,
@@ -986,4 +986,47 @@ pub fn load_for_eval(model_dir: &Path, adapter: Option<&Path>) -> Result<(Model,
         Some(dir) => super::export::load_adapter(&cfg, &mut src, dir, &device)?,
     };
     Ok((model, codec))
+}
+
+/// The masked mean loss of `units` as one batch and its gradients for every trainable variable,
+/// in `model.trainable` order; `dropout_seed` Some turns dropout on. For gradient checks and for
+/// comparing gradient checkpointing with the plain backward.
+pub fn loss_and_grads(model: &Model, units: &[Encoded], pad: u32, checkpointing: bool, dropout_seed: Option<u64>) -> Result<(f64, Vec<Option<Tensor>>), String> {
+    let refs: Vec<&Encoded> = units.iter().collect();
+    let b = make_batch(&refs, pad, &model.device).map_err(|e| e.to_string())?;
+    let mut acc = vec![None; model.trainable.len()];
+    let norm = b.trained.max(1.0);
+    let rng = Rng::new(dropout_seed.unwrap_or(0));
+    let s = if dropout_seed.is_some() {
+        micro_step(model, &b, norm, rng, checkpointing, &mut acc)
+    } else {
+        // No dropout: evaluate with a model whose LoRA dropout is off.
+        let mut m = model.clone();
+        for bl in m.blocks.iter_mut() {
+            for l in [&mut bl.q, &mut bl.k, &mut bl.v, &mut bl.o] {
+                if let Some(lo) = l.lora.as_mut() {
+                    lo.dropout = 0.0;
+                }
+            }
+            match &mut bl.mlp {
+                super::model::Mlp::Gated { gate, up, down } => {
+                    for l in [gate, up, down] {
+                        if let Some(lo) = l.lora.as_mut() {
+                            lo.dropout = 0.0;
+                        }
+                    }
+                }
+                super::model::Mlp::Plain { fc1, fc2 } => {
+                    for l in [fc1, fc2] {
+                        if let Some(lo) = l.lora.as_mut() {
+                            lo.dropout = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+        micro_step(&m, &b, norm, rng, checkpointing, &mut acc)
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((s / norm, acc))
 }

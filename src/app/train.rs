@@ -1,0 +1,380 @@
+//! What the Training, Loss and Runs panes show, and the pure updates that keep it: the live run
+//! (from the trainer's events), the start form, the chart's view settings, and the runs list.
+
+use crate::engine::data::runs::{MetricRow, RunRow};
+use crate::engine::train::trainer::{TrainConfig, TrainEvent};
+
+/// The run this session is training (or trained last).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveRun {
+    pub id: String,
+    pub model: String,
+    pub view: String,
+    pub method: String,
+    /// starting, running, paused, completed, stopped early, cancelled, failed
+    pub status: String,
+    pub total: usize,
+    pub step: usize,
+    pub epoch: f64,
+    pub loss: Option<f64>,
+    pub smooth: Option<f64>,
+    pub eval_loss: Option<f64>,
+    pub best_eval: Option<f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+    pub rss: u64,
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    pub trainable_params: usize,
+    pub total_params: usize,
+    pub train_points: Vec<(f64, f64)>,
+    pub eval_points: Vec<(f64, f64)>,
+    pub accuracy: Option<(usize, usize)>,
+    pub message: Option<String>,
+    pub job: Option<u64>,
+}
+
+impl LiveRun {
+    pub fn eta_s(&self) -> Option<f64> {
+        (self.step > 0 && self.total > self.step).then(|| self.elapsed_s / self.step as f64 * (self.total - self.step) as f64)
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "starting" | "running" | "paused")
+    }
+
+    /// Applies one trainer event.
+    pub fn apply(&mut self, ev: &TrainEvent) {
+        match ev {
+            TrainEvent::Started { run_id, model, view, method, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, .. } => {
+                self.id = run_id.clone();
+                self.model = model.clone();
+                self.view = view.clone();
+                self.method = method.clone();
+                self.total = *total_steps;
+                self.step = *start_step;
+                self.train_examples = *train_examples;
+                self.eval_examples = *eval_examples;
+                self.trainable_params = *trainable_params;
+                self.total_params = *total_params;
+                self.status = "running".into();
+                self.train_points.retain(|p| p.0 <= *start_step as f64);
+                self.eval_points.retain(|p| p.0 <= *start_step as f64);
+            }
+            TrainEvent::Step(m) => {
+                self.step = m.step;
+                self.total = m.total;
+                self.epoch = m.epoch;
+                self.loss = Some(m.loss);
+                // An exponential moving average, as most training dashboards show.
+                self.smooth = Some(match self.smooth {
+                    Some(s) => 0.9 * s + 0.1 * m.loss,
+                    None => m.loss,
+                });
+                self.lr = m.lr;
+                self.grad_norm = m.grad_norm;
+                self.tokens_per_s = m.tokens_per_s;
+                self.elapsed_s = m.elapsed_s;
+                self.rss = m.rss_bytes;
+                self.train_points.push((m.step as f64, m.loss));
+            }
+            TrainEvent::Eval { step, loss, best } => {
+                self.eval_loss = Some(*loss);
+                self.best_eval = Some(*best);
+                self.eval_points.push((*step as f64, *loss));
+            }
+            TrainEvent::Paused(p) => self.status = if *p { "paused".into() } else { "running".into() },
+            TrainEvent::Accuracy { correct, total } => self.accuracy = Some((*correct, *total)),
+            TrainEvent::Note(n) => self.message = Some(n.clone()),
+            TrainEvent::Checkpoint { step } => self.message = Some(format!("checkpoint saved at step {step}")),
+        }
+    }
+}
+
+/// One field of the start form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub label: &'static str,
+    pub value: String,
+    pub hint: &'static str,
+}
+
+/// The start form: model folder, view and the hyper-parameters people change most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainForm {
+    pub fields: Vec<Field>,
+    pub selected: usize,
+    /// The engine's check of the current values: memory estimate and preview, or why not.
+    pub check: Option<Result<Vec<String>, String>>,
+}
+
+pub const F_MODEL: usize = 0;
+pub const F_VIEW: usize = 1;
+
+impl TrainForm {
+    pub fn new(model: &str, view: &str) -> TrainForm {
+        let d = TrainConfig::default();
+        let f = |label, value: String, hint| Field { label, value, hint };
+        TrainForm {
+            fields: vec![
+                f("model", model.to_string(), "a Hugging Face folder: config.json, tokenizer.json, *.safetensors"),
+                f("view", view.to_string(), "a training-set view (Data pane, F4 lists them)"),
+                f("method", d.method.clone(), "lora or full"),
+                f("lora r", d.lora_r.to_string(), "adapter rank"),
+                f("lora alpha", d.lora_alpha.to_string(), "scale = alpha / r"),
+                f("learning rate", format!("{}", d.lr), "peak, after warmup; cosine decay to 0"),
+                f("epochs", d.epochs.to_string(), "passes over the train split"),
+                f("micro-batch", d.micro_batch.to_string(), "examples per forward pass"),
+                f("grad accum", d.grad_accum.to_string(), "micro-batches per optimizer step"),
+                f("max length", d.max_len.to_string(), "tokens; longer examples are truncated"),
+                f("grad checkpointing", "no".into(), "yes: recompute blocks in backward, less memory"),
+            ],
+            selected: 0,
+            check: None,
+        }
+    }
+
+    /// The form as a model folder, a view and a config, or the first field that does not parse.
+    pub fn spec(&self) -> Result<(String, String, TrainConfig), String> {
+        let v = |i: usize| self.fields[i].value.trim().to_string();
+        let num = |i: usize| -> Result<f64, String> {
+            v(i).parse::<f64>().map_err(|_| format!("{} must be a number.", self.fields[i].label))
+        };
+        let int = |i: usize| -> Result<usize, String> {
+            v(i).parse::<usize>().map_err(|_| format!("{} must be a whole number.", self.fields[i].label))
+        };
+        if v(F_MODEL).is_empty() {
+            return Err("Give a model folder.".into());
+        }
+        if v(F_VIEW).is_empty() {
+            return Err("Give a training-set view.".into());
+        }
+        let c = TrainConfig {
+            method: v(2),
+            lora_r: int(3)?,
+            lora_alpha: num(4)?,
+            lr: num(5)?,
+            epochs: num(6)?,
+            micro_batch: int(7)?,
+            grad_accum: int(8)?,
+            max_len: int(9)?,
+            grad_checkpointing: matches!(v(10).as_str(), "yes" | "y" | "true" | "on"),
+            ..TrainConfig::default()
+        };
+        c.check()?;
+        Ok((v(F_MODEL), v(F_VIEW), c))
+    }
+
+    pub fn current(&mut self) -> &mut String {
+        &mut self.fields[self.selected].value
+    }
+}
+
+/// The Loss chart's view settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartView {
+    pub smooth: bool,
+    pub log: bool,
+    /// Show only the last N steps (None: all).
+    pub last: Option<usize>,
+    /// Another run's curves drawn beside the live one: (run id, train points, eval points).
+    pub overlay: Option<(String, Vec<(f64, f64)>, Vec<(f64, f64)>)>,
+}
+
+impl Default for ChartView {
+    fn default() -> Self {
+        ChartView { smooth: true, log: false, last: None, overlay: None }
+    }
+}
+
+pub const ZOOMS: [Option<usize>; 4] = [None, Some(500), Some(100), Some(20)];
+
+impl ChartView {
+    pub fn zoom_in(&mut self) {
+        let i = ZOOMS.iter().position(|z| *z == self.last).unwrap_or(0);
+        self.last = ZOOMS[(i + 1).min(ZOOMS.len() - 1)];
+    }
+    pub fn zoom_out(&mut self) {
+        let i = ZOOMS.iter().position(|z| *z == self.last).unwrap_or(0);
+        self.last = ZOOMS[i.saturating_sub(1)];
+    }
+}
+
+/// Exponential moving average of a curve (weight 0.9 on the past).
+pub fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut s: Option<f64> = None;
+    points
+        .iter()
+        .map(|&(x, y)| {
+            let v = match s {
+                Some(p) => 0.9 * p + 0.1 * y,
+                None => y,
+            };
+            s = Some(v);
+            (x, v)
+        })
+        .collect()
+}
+
+pub fn split_metrics(m: &[MetricRow]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    let t = m.iter().filter(|r| r.kind == "train").map(|r| (r.step as f64, r.loss)).collect();
+    let e = m.iter().filter(|r| r.kind == "eval").map(|r| (r.step as f64, r.loss)).collect();
+    (t, e)
+}
+
+/// The Runs pane's list and what is open in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunsState {
+    pub list: Option<Result<Vec<RunRow>, String>>,
+    pub selected: usize,
+    /// A run picked with `m` to compare against the selected one.
+    pub marked: Option<String>,
+    /// Text of the open detail or comparison overlay.
+    pub detail: Option<(String, Vec<String>)>,
+    pub detail_scroll: u16,
+}
+
+impl RunsState {
+    pub fn rows(&self) -> &[RunRow] {
+        match &self.list {
+            Some(Ok(v)) => v,
+            _ => &[],
+        }
+    }
+    pub fn selected_row(&self) -> Option<&RunRow> {
+        self.rows().get(self.selected)
+    }
+    pub fn move_by(&mut self, d: isize) {
+        let n = self.rows().len();
+        if n == 0 {
+            return;
+        }
+        self.selected = (self.selected as isize + d).clamp(0, n as isize - 1) as usize;
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+/// The lines of a run's detail overlay.
+pub fn detail_lines(r: &RunRow, metrics: &[MetricRow]) -> Vec<String> {
+    let mut out = vec![
+        format!("status      {}", r.status),
+        format!("method      {}", r.method),
+        format!("model       {}", r.model),
+        format!("weights     hash {}", r.model_hash.as_deref().unwrap_or("-")),
+        format!("view        {}  ({} train / {} eval rows)", r.view, r.train_examples.unwrap_or(0), r.eval_examples.unwrap_or(0)),
+        format!("view SQL    {}", r.view_sql.as_deref().unwrap_or("-")),
+        format!("steps       {}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0)),
+        format!("train loss  {}   eval loss {}   best eval {}", opt(r.train_loss), opt(r.eval_loss), opt(r.best_eval_loss)),
+    ];
+    if let Some(a) = r.exact_match {
+        out.push(format!("exact match {:.1}%", a * 100.0));
+    }
+    out.push(format!("speed       {} tok/s", r.tokens_per_s.map(|t| format!("{t:.0}")).unwrap_or("-".into())));
+    out.push(format!("started     {}   took {:.0} s", r.created_at, r.duration_s.unwrap_or(0.0)));
+    out.push(format!("artifacts   {}", r.artifacts.as_deref().unwrap_or("-")));
+    if let Some(m) = &r.message {
+        out.push(format!("note        {m}"));
+    }
+    let (t, e) = split_metrics(metrics);
+    if !t.is_empty() {
+        out.push(format!("loss        {}", crate::cli::train::sparkline(&t.iter().map(|p| p.1).collect::<Vec<_>>(), 50)));
+    }
+    for (s, l) in e {
+        out.push(format!("eval @ {s:>5}: {l:.4}"));
+    }
+    out.push(String::new());
+    out.push("parameters:".into());
+    if let Some(p) = r.params.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()) {
+        if let Some(o) = p.as_object() {
+            for (k, v) in o {
+                out.push(format!("  {k:<20} {v}"));
+            }
+        }
+    }
+    out
+}
+
+/// The lines of a two-run comparison.
+pub fn compare_lines(a: &RunRow, b: &RunRow) -> Vec<String> {
+    let mut out = vec![format!("{:<16} {:<26} {:<26}", "", a.id, b.id)];
+    let rows: Vec<(&str, String, String)> = vec![
+        ("status", a.status.clone(), b.status.clone()),
+        ("method", a.method.clone(), b.method.clone()),
+        ("view", a.view.clone(), b.view.clone()),
+        ("steps", format!("{}/{}", a.step.unwrap_or(0), a.total_steps.unwrap_or(0)), format!("{}/{}", b.step.unwrap_or(0), b.total_steps.unwrap_or(0))),
+        ("train loss", opt(a.train_loss), opt(b.train_loss)),
+        ("best eval loss", opt(a.best_eval_loss), opt(b.best_eval_loss)),
+        ("exact match", a.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into()), b.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into())),
+        ("tokens/s", opt(a.tokens_per_s), opt(b.tokens_per_s)),
+    ];
+    for (k, x, y) in rows {
+        out.push(format!("{k:<16} {x:<26} {y:<26}"));
+    }
+    let pa: serde_json::Value = serde_json::from_str(a.params.as_deref().unwrap_or("{}")).unwrap_or_default();
+    let pb: serde_json::Value = serde_json::from_str(b.params.as_deref().unwrap_or("{}")).unwrap_or_default();
+    if let (Some(oa), Some(ob)) = (pa.as_object(), pb.as_object()) {
+        out.push(String::new());
+        out.push("parameters that differ:".into());
+        for (k, va) in oa {
+            let vb = ob.get(k).cloned().unwrap_or_default();
+            if *va != vb {
+                out.push(format!("{k:<16} {:<26} {:<26}", va.to_string(), vb.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::train::trainer::StepMetrics;
+
+    fn step(n: usize, loss: f64) -> TrainEvent {
+        TrainEvent::Step(StepMetrics { step: n, total: 10, epoch: 0.1, loss, lr: 1e-3, grad_norm: 1.0, tokens_per_s: 100.0, elapsed_s: n as f64, rss_bytes: 1 })
+    }
+
+    #[test]
+    fn live_run_follows_events() {
+        let mut r = LiveRun { status: "starting".into(), ..Default::default() };
+        r.apply(&step(1, 4.0));
+        r.apply(&step(2, 2.0));
+        assert_eq!(r.loss, Some(2.0));
+        assert!((r.smooth.unwrap() - 3.8).abs() < 1e-9);
+        assert_eq!(r.eta_s(), Some(8.0));
+        r.apply(&TrainEvent::Eval { step: 2, loss: 2.5, best: 2.5 });
+        assert_eq!(r.eval_points, vec![(2.0, 2.5)]);
+        r.apply(&TrainEvent::Paused(true));
+        assert_eq!(r.status, "paused");
+        assert!(r.is_active());
+    }
+
+    #[test]
+    fn form_parses_or_names_the_bad_field() {
+        let mut f = TrainForm::new("/m", "instruct");
+        let (m, v, c) = f.spec().unwrap();
+        assert_eq!((m.as_str(), v.as_str(), c.lora_r), ("/m", "instruct", 8));
+        f.fields[5].value = "fast".into();
+        assert_eq!(f.spec().unwrap_err(), "learning rate must be a number.");
+        f.fields[5].value = "1e-4".into();
+        f.fields[2].value = "qlora".into();
+        assert!(f.spec().unwrap_err().contains("lora or full"));
+    }
+
+    #[test]
+    fn zoom_cycles_and_smoothing_averages() {
+        let mut c = ChartView::default();
+        c.zoom_in();
+        assert_eq!(c.last, Some(500));
+        c.zoom_out();
+        c.zoom_out();
+        assert_eq!(c.last, None);
+        let s = smooth(&[(1.0, 1.0), (2.0, 0.0)]);
+        assert_eq!(s, vec![(1.0, 1.0), (2.0, 0.9)]);
+    }
+}
