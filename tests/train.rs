@@ -462,3 +462,34 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     assert_eq!(step_losses(&resumed).first().map(|s| s.0), Some(4));
     assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
 }
+
+/// When torch, transformers and peft are installed, HF peft loads a lathe adapter and computes the
+/// same logits as lathe does with it. (CI machines without torch check the layout only, above.)
+#[test]
+fn hf_peft_loads_a_lathe_adapter_when_available() {
+    let has = Command::new("python3").args(["-c", "import torch, peft, transformers"]).output().is_ok_and(|o| o.status.success());
+    if !has {
+        eprintln!("skipped: python3 with torch, transformers and peft is not installed");
+        return;
+    }
+    for family in ["tiny-llama", "tiny-phi", "tiny-qwen2"] {
+        let cat = catalog(80);
+        let runs = tmp(&format!("peft-{family}"));
+        let out = run_quick(&cat, &runs, family, quick("lora"), None);
+        let (model, _) = trainer::load_for_eval(&fixture(family), Some(&out.artifact)).unwrap();
+        let r = load_all(&fixture(family).join("reference.safetensors"), &Device::Cpu).unwrap();
+        let ids = r["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
+        let logits = model.forward(&ids, &mut Ctx::eval()).unwrap();
+        let mut t = std::collections::BTreeMap::new();
+        t.insert("input_ids".to_string(), ids);
+        t.insert("logits".to_string(), logits);
+        let path = runs.join("lathe_logits.safetensors");
+        lathe::engine::train::weights::save_atomic(&t, &path, None).unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/check_peft.py");
+        let o = Command::new("python3").arg(script).arg(fixture(family)).arg(&out.artifact).arg(&path).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{family}: peft failed: {}", String::from_utf8_lossy(&o.stderr));
+        let d: f64 = text.trim().strip_prefix("max_abs_diff ").unwrap().parse().unwrap();
+        assert!(d < 1e-4, "{family}: peft logits differ by {d}");
+    }
+}

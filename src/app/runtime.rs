@@ -132,7 +132,7 @@ impl Engines {
                 self.train_pause.store(false, std::sync::atomic::Ordering::Relaxed);
                 self.jobs.cancel_all()
             }
-            Command::StartTraining(spec) => self.train(TrainWhat::Spec(*spec)),
+            Command::StartTraining(spec) => self.train(TrainWhat::Spec(spec)),
             Command::StartDemo => self.train(TrainWhat::Demo),
             Command::ResumeRun(id) => self.train(TrainWhat::Resume(id)),
             Command::PauseTraining(p) => self.train_pause.store(p, std::sync::atomic::Ordering::Relaxed),
@@ -167,7 +167,7 @@ impl Engines {
 }
 
 enum TrainWhat {
-    Spec(RunSpec),
+    Spec(Box<RunSpec>),
     Demo,
     Resume(String),
 }
@@ -226,7 +226,7 @@ impl Engines {
                 let _ = tx.send(Action::Train(ev));
             };
             let result = match what {
-                TrainWhat::Spec(spec) => trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on),
+                TrainWhat::Spec(spec) => trainer::start(&cat, &ws.runs_dir(), *spec, &control, &mut on),
                 TrainWhat::Demo => demo::demo_spec(&cat, &ws.models_dir()).and_then(|spec| trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on)),
                 TrainWhat::Resume(id) => trainer::resume(&cat, &ws.runs_dir(), &id, &control, &mut on),
             };

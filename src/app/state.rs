@@ -630,16 +630,17 @@ impl App {
         let mut out = Vec::new();
         match action {
             Action::StartDemo => {
-                if !self.training_busy() {
-                    self.live = Some(LiveRun {
-                        status: "starting".into(),
-                        model: "demo (built from scratch)".into(),
-                        view: crate::engine::train::demo::DEMO_VIEW.into(),
-                        ..Default::default()
-                    });
-                    self.chart.overlay = None;
-                    out.push(Command::StartDemo);
+                if self.training_busy() {
+                    return out;
                 }
+                self.live = Some(LiveRun {
+                    status: "starting".into(),
+                    model: "demo (built from scratch)".into(),
+                    view: crate::engine::train::demo::DEMO_VIEW.into(),
+                    ..Default::default()
+                });
+                self.chart.overlay = None;
+                out.push(Command::StartDemo);
             }
             Action::NewRun => {
                 let demo = self.workspace.join("models").join(crate::engine::train::demo::DEMO_BASE);

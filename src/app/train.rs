@@ -172,6 +172,9 @@ impl TrainForm {
     }
 }
 
+/// (step, loss) points.
+pub type Curve = Vec<(f64, f64)>;
+
 /// The Loss chart's view settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChartView {
@@ -180,7 +183,7 @@ pub struct ChartView {
     /// Show only the last N steps (None: all).
     pub last: Option<usize>,
     /// Another run's curves drawn beside the live one: (run id, train points, eval points).
-    pub overlay: Option<(String, Vec<(f64, f64)>, Vec<(f64, f64)>)>,
+    pub overlay: Option<(String, Curve, Curve)>,
 }
 
 impl Default for ChartView {
@@ -218,7 +221,7 @@ pub fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub fn split_metrics(m: &[MetricRow]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+pub fn split_metrics(m: &[MetricRow]) -> (Curve, Curve) {
     let t = m.iter().filter(|r| r.kind == "train").map(|r| (r.step as f64, r.loss)).collect();
     let e = m.iter().filter(|r| r.kind == "eval").map(|r| (r.step as f64, r.loss)).collect();
     (t, e)

@@ -61,17 +61,39 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         })
         .collect();
     let header = Row::new(["  id", "status", "method", "step", "best eval", "exact", "time", "view", "model"]).style(theme.muted());
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(22),
-        Constraint::Length(13),
+        Constraint::Length(12),
         Constraint::Length(6),
-        Constraint::Length(11),
+        Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(6),
-        Constraint::Length(7),
+        Constraint::Length(6),
         Constraint::Length(12),
         Constraint::Min(8),
     ];
+    // Narrow panes keep the columns that tell runs apart; the rest is in the detail view.
+    let (body, header) = if inner.width < 110 {
+        let keep = [0usize, 1, 3, 4, 5, 6];
+        widths = keep.iter().map(|&i| widths[i]).collect();
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|r| {
+                let mark = if app.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
+                Row::new(vec![
+                    Cell::from(format!("{mark}{}", r.id)),
+                    Cell::from(r.status.replace('_', " ")),
+                    Cell::from(format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))),
+                    Cell::from(f4(r.best_eval_loss)),
+                    Cell::from(r.exact_match.map(|a| format!("{:.1}%", a * 100.0)).unwrap_or_else(|| "-".into())),
+                    Cell::from(duration(r.duration_s.unwrap_or(0.0))),
+                ])
+            })
+            .collect();
+        (rows, Row::new(["  id", "status", "step", "best eval", "exact", "time"]).style(theme.muted()))
+    } else {
+        (body, header)
+    };
     let table = Table::new(body, widths).header(header).row_highlight_style(theme.selection()).column_spacing(1);
     let mut state = TableState::default().with_selected(Some(app.runs.selected));
     let [list, keys] = ratatui::layout::Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);

@@ -49,7 +49,9 @@ fn run_lines<'a>(theme: &Theme, r: &LiveRun, width: u16) -> Vec<Line<'a>> {
     let w = width as usize;
     let col = (w / 2).clamp(20, 40);
     let frac = if r.total > 0 { r.step as f64 / r.total as f64 } else { 0.0 };
-    let bar_w = w.saturating_sub(24).clamp(5, 60);
+    // label 10, the bar's ends 2, " 1234/5678 " and "epoch 12.34": keep the line unwrapped.
+    let tail = format!(" {}/{} ", r.step, r.total).len() + format!("epoch {:.2}", r.epoch).len();
+    let bar_w = w.saturating_sub(12 + tail).clamp(3, 60);
     let mut lines = vec![
         Line::from(vec![
             Span::styled(if r.id.is_empty() { "new run".to_string() } else { format!("run {}", r.id) }, theme.accent()),

@@ -263,6 +263,9 @@ pub struct Model {
     pub trainable: Vec<(String, Var)>,
 }
 
+/// Reads one tensor from a source, making it a variable when it trains.
+type Take<'a> = dyn FnMut(&mut dyn WeightSource, &str, &[usize], &mut Vec<(String, Var)>) -> std::result::Result<Tensor, String> + 'a;
+
 /// Where weights come from: a checkpoint on disk, or a fresh random init.
 pub trait WeightSource {
     /// The tensor `name` as f32, checked against `shape`.
@@ -376,7 +379,7 @@ impl Model {
         };
         let n = names(cfg.family);
         let embed = take(src, n.embed, &[cfg.vocab_size, h], &mut vars)?;
-        let norm = |src: &mut dyn WeightSource, prefix: &str, vars: &mut Vec<(String, Var)>, take: &mut dyn FnMut(&mut dyn WeightSource, &str, &[usize], &mut Vec<(String, Var)>) -> std::result::Result<Tensor, String>| -> std::result::Result<Norm, String> {
+        let norm = |src: &mut dyn WeightSource, prefix: &str, vars: &mut Vec<(String, Var)>, take: &mut Take| -> std::result::Result<Norm, String> {
             let w = take(src, &format!("{prefix}.weight"), &[h], vars)?;
             Ok(match cfg.family {
                 Family::Phi => Norm::Layer { w, b: take(src, &format!("{prefix}.bias"), &[h], vars)?, eps: cfg.norm_eps },
@@ -390,7 +393,7 @@ impl Model {
                           inp: usize,
                           bias: bool,
                           vars: &mut Vec<(String, Var)>,
-                          take: &mut dyn FnMut(&mut dyn WeightSource, &str, &[usize], &mut Vec<(String, Var)>) -> std::result::Result<Tensor, String>|
+                          take: &mut Take|
          -> std::result::Result<Linear, String> {
             let w = take(src, &format!("{path}.weight"), &[out, inp], vars)?;
             let b = if bias { Some(take(src, &format!("{path}.bias"), &[out], vars)?) } else { None };

@@ -241,7 +241,7 @@ const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 pub fn model_hash(dir: &Path) -> String {
     let mut h = FNV0;
     for f in super::weights::weight_files(dir).unwrap_or_default() {
-        let Ok(data) = std::fs::read(&f).map(|d| d) else { continue };
+        let Ok(data) = std::fs::read(&f) else { continue };
         if data.len() <= 256 << 20 {
             h = fnv(&data, h);
         } else {
