@@ -24,7 +24,7 @@ def tasks(rng):
     yield "reverse", "Reverse the letters of the word.", w, w[::-1]
     w = word(rng, 3, 7)
     yield "sort", "Sort the letters of the word alphabetically.", w, "".join(sorted(w))
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
+    a, b = rng.randint(0, 49), rng.randint(0, 49)
     yield "add", "Add the two numbers.", f"{a} + {b}", str(a + b)
     w = word(rng, 3, 9)
     yield "count", "How many letters does the word have?", w, str(len(w))

@@ -334,6 +334,8 @@ fn demo_trains_from_the_training_pane_with_pause_cancel_and_resume() {
     t.wait_until("resumed", |s| s.contains("running") || s.contains("Resumed"));
     t.keys(&["c"]);
     t.wait_for("cancelled");
+    // The job leaves the status bar once the run has saved its state; then q quits at once.
+    t.wait_gone("● train resume");
     t.keys(&["q"]);
     t.assert_clean_exit("0");
 }

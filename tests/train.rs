@@ -274,6 +274,36 @@ fn full_training_saves_a_model_folder_lathe_loads() {
 }
 
 #[test]
+fn early_stopping_and_packing() {
+    let cat = catalog(60);
+    let runs = tmp("early");
+    // A learning rate too small to change any weight: the eval loss never improves, so with
+    // patience 2 the run stops at the third eval.
+    let mut still = quick("lora");
+    still.lr = 1e-30;
+    still.eval_every = 1;
+    still.patience = Some(2);
+    let out = run_quick(&cat, &runs, "tiny-llama", still, None);
+    assert_eq!(out.ending, Ending::StoppedEarly);
+    assert_eq!(out.steps, 3);
+    assert_eq!(cat.run(&out.run_id).unwrap().status, "stopped_early");
+    // Packing joins examples into full-length sequences: fewer, longer units.
+    let mut packed = quick("lora");
+    packed.packing = true;
+    packed.max_len = 256;
+    packed.max_steps = Some(2);
+    let mut started = None;
+    trainer::start(&cat, &runs, RunSpec { model: fixture("tiny-llama"), view: "small".into(), config: packed }, &Control::default(), &mut |ev| {
+        if let TrainEvent::Started { train_examples, lengths, .. } = ev {
+            started = Some((train_examples, lengths.count));
+        }
+    })
+    .unwrap();
+    let (units, rows) = started.unwrap();
+    assert!(units * 3 < rows, "packing left {units} units from {rows} examples");
+}
+
+#[test]
 fn bad_input_gets_a_clear_error() {
     let cat = catalog(40);
     let runs = tmp("bad");

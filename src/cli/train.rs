@@ -51,6 +51,9 @@ pub struct TrainArgs {
     pub lora_targets: Option<Vec<String>>,
     #[arg(long)]
     pub lr: Option<f64>,
+    /// AdamW's decoupled weight decay (not applied to biases and norms).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     #[arg(long)]
     pub epochs: Option<f64>,
     #[arg(long)]
@@ -92,7 +95,7 @@ impl TrainArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
         }
-        set!(method, lora_r, lora_alpha, lora_dropout, lora_targets, lr, epochs, micro_batch, grad_accum, max_len, eval_every, checkpoint_every, seed, threads, exact_match);
+        set!(method, lora_r, lora_alpha, lora_dropout, lora_targets, lr, weight_decay, epochs, micro_batch, grad_accum, max_len, eval_every, checkpoint_every, seed, threads, exact_match);
         if self.max_steps.is_some() {
             c.max_steps = self.max_steps;
         }

@@ -55,13 +55,13 @@ pub fn demo_config_json(vocab: usize) -> serde_json::Value {
 pub fn demo_train_config() -> TrainConfig {
     TrainConfig {
         method: "full".into(),
-        lr: 3e-3,
+        lr: 6e-4,
         weight_decay: 0.01,
         warmup_ratio: 0.05,
-        micro_batch: 32,
+        micro_batch: 16,
         grad_accum: 1,
         max_len: 64,
-        epochs: 3.0,
+        epochs: 6.0,
         eval_every: 50,
         eval_max: 200,
         checkpoint_every: 100,
