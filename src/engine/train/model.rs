@@ -101,6 +101,46 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
+/// Causal softmax over the last dimension of attention scores (b, h, t, t): row i keeps columns
+/// 0..=i. One pass forward, keeping only its output; the backward is y·(g − Σ g·y). Composing it
+/// from candle ops (mask add, max, sub, exp, sum, div) would keep five score-sized tensors per
+/// layer alive until the backward ends.
+struct CausalSoftmax;
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("causal-softmax needs a contiguous input".into()))?;
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let t = *layout.shape().dims().last().unwrap_or(&1);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (out, inp))| {
+            let i = row % t;
+            let keep = &inp[..=i];
+            let m = keep.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (o, &v) in out[..=i].iter_mut().zip(keep) {
+                *o = (v - m).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            out[..=i].iter_mut().for_each(|o| *o *= inv);
+        });
+        Ok((candle_core::CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let s = (grad * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((res * grad.broadcast_sub(&s)?)?))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Lora {
     /// (r, in)
@@ -245,7 +285,6 @@ pub struct Block {
 pub struct RopeTables {
     pub cos: Tensor,
     pub sin: Tensor,
-    pub mask: Tensor,
 }
 
 #[derive(Debug, Clone)]
@@ -460,17 +499,7 @@ impl Model {
                 sin.push(a.sin());
             }
         }
-        let mut mask = vec![0f32; t * t];
-        for i in 0..t {
-            for j in i + 1..t {
-                mask[i * t + j] = f32::NEG_INFINITY;
-            }
-        }
-        Ok(RopeTables {
-            cos: Tensor::from_vec(cos, (t, half), &self.device)?,
-            sin: Tensor::from_vec(sin, (t, half), &self.device)?,
-            mask: Tensor::from_vec(mask, (t, t), &self.device)?,
-        })
+        Ok(RopeTables { cos: Tensor::from_vec(cos, (t, half), &self.device)?, sin: Tensor::from_vec(sin, (t, half), &self.device)? })
     }
 
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
@@ -519,8 +548,7 @@ impl Model {
             (k, v)
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&tabs.mask)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = (q * scale)?.matmul(&k.t()?.contiguous()?)?.contiguous()?.apply_op1(CausalSoftmax)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let attn_out = bl.o.forward(&y, ctx)?;
         match (&bl.post_norm, &bl.mlp) {
