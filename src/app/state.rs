@@ -651,6 +651,10 @@ impl App {
                 };
                 self.form = Some(TrainForm::new(&model, crate::engine::train::demo::DEMO_VIEW));
                 self.overlay = Some(Overlay::TrainForm);
+                // With a model already filled in, the estimate and preview come without asking.
+                if !model.is_empty() {
+                    out.extend(self.update_training(Action::CheckForm));
+                }
             }
             Action::CheckForm => {
                 if let Some(f) = &mut self.form {

@@ -146,6 +146,16 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
         }
     }
     println!("targets: tokens/s ratio >= 1.00x (lathe / torch); peak RSS ratio <= 1.00x");
+    let cfg = crate::engine::train::trainer::TrainConfig {
+        lora_r: 8,
+        lora_targets: vec!["q_proj".into(), "v_proj".into()],
+        micro_batch: 1,
+        max_len: seq,
+        ..Default::default()
+    };
+    let est = trainer::memory_estimate(&tinyllama(layers), &cfg);
+    let est_gc = trainer::memory_estimate(&tinyllama(layers), &crate::engine::train::trainer::TrainConfig { grad_checkpointing: true, ..cfg });
+    println!("(the new-run form's memory estimate for these settings: {} plain, {} with checkpointing)", bytes(est), bytes(est_gc));
     let _ = std::fs::remove_file(&script);
     Ok(())
 }
