@@ -33,6 +33,7 @@ fn logits_match_transformers_for_every_family() {
         let logits = model.forward(&ids, &mut Ctx::eval()).unwrap();
         assert_eq!(logits.dims(), r["logits"].dims(), "{name}");
         let d = max_abs_diff(&logits, &r["logits"]);
+        eprintln!("{name}: logits vs transformers, max abs diff {d:.2e}");
         assert!(d < 1e-4, "{name}: max abs diff {d}");
     }
 }
@@ -520,6 +521,7 @@ fn hf_peft_loads_a_lathe_adapter_when_available() {
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{family}: peft failed: {}", String::from_utf8_lossy(&o.stderr));
         let d: f64 = text.trim().strip_prefix("max_abs_diff ").unwrap().parse().unwrap();
+        eprintln!("{family}: lathe adapter in HF peft, logits max abs diff {d:.2e}");
         assert!(d < 1e-4, "{family}: peft logits differ by {d}");
     }
 }
