@@ -12,6 +12,34 @@ pub fn bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
+/// `1m23s`-style durations.
+pub fn duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A curve as block characters, averaged down to at most `width` points.
+pub fn sparkline(v: &[f64], width: usize) -> String {
+    if v.is_empty() {
+        return String::new();
+    }
+    let bars = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let n = v.len().min(width).max(1);
+    let chunk = v.len().div_ceil(n);
+    let pts: Vec<f64> = v.chunks(chunk).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+    let lo = pts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    pts.iter()
+        .map(|&p| bars[if hi > lo { (((p - lo) / (hi - lo)) * 7.0).round() as usize } else { 0 }])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -19,5 +47,8 @@ mod tests {
         assert_eq!(super::bytes(512), "512 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(super::duration(83.0), "1m23s");
+        assert_eq!(super::duration(3725.0), "1h02m");
+        assert_eq!(super::sparkline(&[3.0, 2.0, 1.0], 10), "█▅▁");
     }
 }

@@ -285,7 +285,7 @@ pub fn detail_lines(r: &RunRow, metrics: &[MetricRow]) -> Vec<String> {
     }
     let (t, e) = split_metrics(metrics);
     if !t.is_empty() {
-        out.push(format!("loss        {}", crate::cli::train::sparkline(&t.iter().map(|p| p.1).collect::<Vec<_>>(), 50)));
+        out.push(format!("loss        {}", crate::units::sparkline(&t.iter().map(|p| p.1).collect::<Vec<_>>(), 50)));
     }
     for (s, l) in e {
         out.push(format!("eval @ {s:>5}: {l:.4}"));

@@ -13,7 +13,7 @@ use crate::engine::data::Catalog;
 use crate::engine::train::demo;
 use crate::engine::train::trainer::{self, Control, RunSpec, TrainConfig, TrainEvent};
 use crate::engine::workspace::Workspace;
-use crate::units::bytes;
+use crate::units::{bytes, duration, sparkline};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -178,17 +178,6 @@ fn cancel_on_signals(control: &Control) {
     });
 }
 
-fn fmt_secs(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
     let cat = Catalog::open_workspace(ws)?;
     let control = Control::default();
@@ -210,7 +199,7 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
                 let eta = if m.step > 0 { m.elapsed_s / m.step as f64 * (m.total - m.step) as f64 } else { 0.0 };
                 format!(
                     "step {:>5}/{}  epoch {:.2}  loss {:.4}  lr {:.2e}  grad-norm {:.3}  {:.0} tok/s  rss {}  elapsed {}  eta {}",
-                    m.step, m.total, m.epoch, m.loss, m.lr, m.grad_norm, m.tokens_per_s, bytes(m.rss_bytes), fmt_secs(m.elapsed_s), fmt_secs(eta)
+                    m.step, m.total, m.epoch, m.loss, m.lr, m.grad_norm, m.tokens_per_s, bytes(m.rss_bytes), duration(m.elapsed_s), duration(eta)
                 )
             }
             TrainEvent::Eval { step, loss, best } => format!("eval  step {step}: loss {loss:.4} (best {best:.4})"),
@@ -310,7 +299,7 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
                         format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0)),
                         f(r.train_loss),
                         f(r.best_eval_loss),
-                        fmt_secs(r.duration_s.unwrap_or(0.0)),
+                        duration(r.duration_s.unwrap_or(0.0)),
                         r.view,
                         r.model
                     )?;
@@ -334,7 +323,7 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
                 writeln!(out, "  exact match {:.1}%", a * 100.0)?;
             }
             writeln!(out, "  speed      {} tok/s   peak RSS {}", r.tokens_per_s.map(|t| format!("{t:.0}")).unwrap_or("-".into()), r.peak_rss_bytes.map(bytes).unwrap_or("-".into()))?;
-            writeln!(out, "  started    {}   finished {}   took {}", r.created_at, r.finished_at.as_deref().unwrap_or("-"), fmt_secs(r.duration_s.unwrap_or(0.0)))?;
+            writeln!(out, "  started    {}   finished {}   took {}", r.created_at, r.finished_at.as_deref().unwrap_or("-"), duration(r.duration_s.unwrap_or(0.0)))?;
             writeln!(out, "  artifacts  {}", r.artifacts.as_deref().unwrap_or("-"))?;
             if let Some(msg) = &r.message {
                 writeln!(out, "  note       {msg}")?;
@@ -352,52 +341,13 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
             }
         }
         RunsCmd::Compare { a, b } => {
-            let ra = cat.run(&a)?;
-            let rb = cat.run(&b)?;
-            writeln!(out, "{:<16} {:<28} {:<28}", "", ra.id, rb.id)?;
-            let rows: Vec<(&str, String, String)> = vec![
-                ("status", ra.status.clone(), rb.status.clone()),
-                ("method", ra.method.clone(), rb.method.clone()),
-                ("model", ra.model.clone(), rb.model.clone()),
-                ("view", ra.view.clone(), rb.view.clone()),
-                ("steps", format!("{}/{}", ra.step.unwrap_or(0), ra.total_steps.unwrap_or(0)), format!("{}/{}", rb.step.unwrap_or(0), rb.total_steps.unwrap_or(0))),
-                ("train loss", f(ra.train_loss), f(rb.train_loss)),
-                ("best eval loss", f(ra.best_eval_loss), f(rb.best_eval_loss)),
-                ("exact match", ra.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into()), rb.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into())),
-                ("tokens/s", f(ra.tokens_per_s), f(rb.tokens_per_s)),
-                ("duration", fmt_secs(ra.duration_s.unwrap_or(0.0)), fmt_secs(rb.duration_s.unwrap_or(0.0))),
-            ];
-            for (k, x, y) in rows {
-                writeln!(out, "{k:<16} {x:<28} {y:<28}")?;
-            }
-            let pa: serde_json::Value = serde_json::from_str(ra.params.as_deref().unwrap_or("{}")).unwrap_or_default();
-            let pb: serde_json::Value = serde_json::from_str(rb.params.as_deref().unwrap_or("{}")).unwrap_or_default();
-            if let (Some(oa), Some(ob)) = (pa.as_object(), pb.as_object()) {
-                for (k, va) in oa {
-                    let vb = ob.get(k).cloned().unwrap_or(serde_json::Value::Null);
-                    if *va != vb {
-                        writeln!(out, "{:<16} {:<28} {:<28}", k, va.to_string(), vb.to_string())?;
-                    }
-                }
+            let (ra, rb) = (cat.run(&a)?, cat.run(&b)?);
+            for line in crate::app::train::compare_lines(&ra, &rb) {
+                writeln!(out, "{line}")?;
             }
         }
     }
     Ok(())
-}
-
-pub fn sparkline(v: &[f64], width: usize) -> String {
-    if v.is_empty() {
-        return String::new();
-    }
-    let bars = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let n = v.len().min(width).max(1);
-    let chunk = v.len().div_ceil(n);
-    let pts: Vec<f64> = v.chunks(chunk).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
-    let lo = pts.iter().cloned().fold(f64::INFINITY, f64::min);
-    let hi = pts.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    pts.iter()
-        .map(|&p| bars[if hi > lo { (((p - lo) / (hi - lo)) * 7.0).round() as usize } else { 0 }])
-        .collect()
 }
 
 pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::theme::Theme;
-pub use crate::units::bytes;
+pub use crate::units::{bytes, duration};
 
 pub fn pane_block<'a>(theme: &Theme, title: &'a str, focused: bool) -> Block<'a> {
     Block::default()
@@ -72,18 +72,6 @@ pub fn scroll_overlay(f: &mut Frame, area: Rect, theme: &Theme, title: &str, lin
             .block(pane_block(theme, title, true)),
         rect,
     );
-}
-
-/// `1m23s`-style durations.
-pub fn duration(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// Thousands separators: 934784 -> 934,784.
