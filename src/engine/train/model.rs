@@ -141,6 +141,99 @@ impl candle_core::CustomOp1 for CausalSoftmax {
     }
 }
 
+/// RMSNorm, y = x / sqrt(mean(x²) + eps) · w, in one pass per row. Its backward recomputes the
+/// row scale, so the graph keeps only the output (composed from candle ops it kept three
+/// hidden-wide tensors per norm).
+struct RmsNormOp {
+    eps: f64,
+}
+
+impl candle_core::CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &candle_core::CpuStorage,
+        xl: &candle_core::Layout,
+        ws: &candle_core::CpuStorage,
+        wl: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (xa, xb) = xl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms-norm needs a contiguous input".into()))?;
+        let (wa, wb) = wl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms-norm needs a contiguous weight".into()))?;
+        let x = &xs.as_slice::<f32>()?[xa..xb];
+        let w = &ws.as_slice::<f32>()?[wa..wb];
+        let h = w.len();
+        let eps = self.eps as f32;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(out, row)| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let r = 1.0 / (ms + eps).sqrt();
+            for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+                *o = v * r * wi;
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let tracked = w.is_variable() || w.track_op();
+        let (x, w) = (x.detach(), w.detach());
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let n = x.broadcast_mul(&r)?;
+        let gw = g.broadcast_mul(&w)?;
+        let dot = (&gw * &n)?.mean_keepdim(D::Minus1)?;
+        let dx = (gw - n.broadcast_mul(&dot)?)?.broadcast_mul(&r)?;
+        let dims = g.dims().len();
+        let dw = if tracked { Some((g * &n)?.sum((0..dims - 1).collect::<Vec<_>>())?) } else { None };
+        Ok((Some(dx), dw))
+    }
+}
+
+/// silu(gate) · up in one pass; the backward recomputes the sigmoid, so the graph keeps only the
+/// product (not silu(gate) too).
+struct SwiGlu;
+
+impl candle_core::CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &candle_core::CpuStorage,
+        gl: &candle_core::Layout,
+        us: &candle_core::CpuStorage,
+        ul: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (ga, gb) = gl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("swiglu needs contiguous inputs".into()))?;
+        let (ua, ub) = ul.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("swiglu needs contiguous inputs".into()))?;
+        let g = &gs.as_slice::<f32>()?[ga..gb];
+        let u = &us.as_slice::<f32>()?[ua..ub];
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(4096).zip(g.par_chunks(4096).zip(u.par_chunks(4096))).for_each(|(out, (gc, uc))| {
+            for ((o, &a), &b) in out.iter_mut().zip(gc).zip(uc) {
+                *o = a / (1.0 + (-a).exp()) * b;
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(y), gl.shape().clone()))
+    }
+
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gate, up) = (gate.detach(), up.detach());
+        let s = candle_nn::ops::sigmoid(&gate)?;
+        let silu = (&gate * &s)?;
+        // d silu / d gate = s · (1 + gate · (1 − s))
+        let dsilu = (&s * ((&gate * s.affine(-1.0, 1.0)?)? + 1.0)?)?;
+        let dgate = ((g * &up)? * dsilu)?;
+        let dup = (g * silu)?;
+        Ok((Some(dgate), Some(dup)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Lora {
     /// (r, in)
@@ -218,11 +311,7 @@ pub enum Norm {
 impl Norm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Norm::Rms { w, eps } => {
-                let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-                let y = x.broadcast_div(&(ms + *eps)?.sqrt()?)?;
-                y.broadcast_mul(w)
-            }
+            Norm::Rms { w, eps } => x.contiguous()?.apply_op2(&w.contiguous()?, RmsNormOp { eps: *eps }),
             Norm::Layer { w, b, eps } => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let xc = x.broadcast_sub(&mean)?;
@@ -568,8 +657,12 @@ impl Model {
     fn mlp(&self, mlp: &Mlp, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         match mlp {
             Mlp::Gated { gate, up, down } => {
-                let g = self.act.apply(&gate.forward(x, ctx)?)?;
-                down.forward(&(g * up.forward(x, ctx)?)?, ctx)
+                let (g, u) = (gate.forward(x, ctx)?, up.forward(x, ctx)?);
+                let h = match self.act {
+                    Act::Silu => g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)?,
+                    act => (act.apply(&g)? * u)?,
+                };
+                down.forward(&h, ctx)
             }
             Mlp::Plain { fc1, fc2 } => fc2.forward(&self.act.apply(&fc1.forward(x, ctx)?)?, ctx),
         }
