@@ -525,3 +525,31 @@ fn hf_peft_loads_a_lathe_adapter_when_available() {
         assert!(d < 1e-4, "{family}: peft logits differ by {d}");
     }
 }
+
+/// Full fine-tuning: gradients of norm weights (the fused RMSNorm's weight gradient), the
+/// embeddings and an MLP projection (through the fused SwiGLU) against finite differences.
+#[test]
+fn full_training_gradients_match_finite_differences() {
+    let model = load("tiny-llama", &Trainable::Full);
+    let codec = TextCodec::load(&fixture("tiny-llama")).unwrap();
+    let units: Vec<_> = [alpaca("Count the letters.", "abcd", "4")].iter().map(|e| codec.encode(e).unwrap()).collect();
+    let (_, grads) = trainer::loss_and_grads(&model, &units, 1, false, None).unwrap();
+    let eps = 1e-2f32;
+    for want in ["model.layers.0.input_layernorm.weight", "model.norm.weight", "model.layers.1.mlp.gate_proj.weight", "model.embed_tokens.weight"] {
+        let k = model.trainable.iter().position(|(n, _)| n == want).unwrap();
+        let var = &model.trainable[k].1;
+        let g: Vec<f32> = grads[k].as_ref().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let i = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        let orig: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let at = |delta: f32| {
+            let mut v = orig.clone();
+            v[i] += delta;
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            trainer::loss_and_grads(&model, &units, 1, false, None).unwrap().0
+        };
+        let fd = ((at(eps) - at(-eps)) / (2.0 * eps as f64)) as f32;
+        var.set(&Tensor::from_vec(orig, var.shape(), &Device::Cpu).unwrap()).unwrap();
+        assert!(g[i].abs() > 1e-4, "{want}: gradient too small to check");
+        assert!((fd - g[i]).abs() < 2e-3 + 0.03 * g[i].abs(), "{want}[{i}]: backward {} vs finite difference {fd}", g[i]);
+    }
+}
