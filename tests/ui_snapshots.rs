@@ -233,7 +233,7 @@ fn training_app() -> App {
     use lathe::engine::train::trainer::{StepMetrics, TrainEvent};
     let mut a = app();
     a.update(Action::StartDemo);
-    a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Train, title: "train demo".into() }));
+    a.update(Action::Job(JobEvent::Started { id: 1, kind: JobKind::Train, title: "demo".into() }));
     let lengths = LengthStats { count: 7586, min: 21, median: 25, p95: 31, max: 32, truncated: 0, histogram: vec![] };
     a.update(Action::Train(TrainEvent::Started {
         run_id: "20261126-150000-ab12".into(),
@@ -296,6 +296,8 @@ fn run_rows() -> Vec<lathe::engine::data::runs::RunRow> {
 fn training_loss_and_runs_panes_with_a_run() {
     let mut a = training_app();
     a.update(Action::Runs(Ok(run_rows())));
+    // The grid: Training in its narrow cell, the chart and the runs beside it.
+    insta::assert_snapshot!("grid_with_a_run_200x50", render(&mut a, 200, 50));
     for pane in [PaneId::Training, PaneId::Loss, PaneId::Runs] {
         a.update(Action::Focus(pane));
         insta::assert_snapshot!(format!("{}_run_80x24", pane.name()), render(&mut a, 80, 24));

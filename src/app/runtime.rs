@@ -211,8 +211,8 @@ impl Engines {
         let pause = self.train_pause.clone();
         pause.store(false, std::sync::atomic::Ordering::Relaxed);
         let title = match &what {
-            TrainWhat::Spec(s) => format!("train {}", s.view),
-            TrainWhat::Demo => "train demo".to_string(),
+            TrainWhat::Spec(s) => s.view.clone(),
+            TrainWhat::Demo => "demo".to_string(),
             TrainWhat::Resume(id) => format!("resume {id}"),
         };
         self.jobs.spawn(JobKind::Train, title, move |ctx| {

@@ -702,6 +702,10 @@ impl App {
                 }
             }
             Action::Train(ev) => {
+                // A new run belongs in the Runs list as soon as it exists.
+                if matches!(ev, crate::engine::train::trainer::TrainEvent::Started { .. }) {
+                    out.push(Command::RefreshRuns);
+                }
                 if let Some(r) = &mut self.live {
                     r.apply(&ev);
                 }

@@ -36,18 +36,25 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
 }
 
-fn pair<'a>(theme: &Theme, a: (&str, String), b: (&str, String), col: usize) -> Line<'a> {
-    Line::from(vec![
+fn pair<'a>(theme: &Theme, a: (&str, String), b: (&str, String), col: usize) -> Vec<Line<'a>> {
+    // A narrow pane (the grid's Training cell) gets one figure per line.
+    if col == 0 {
+        return vec![
+            Line::from(vec![Span::styled(format!("{:<10}", a.0), theme.muted()), Span::styled(a.1, theme.text())]),
+            Line::from(vec![Span::styled(format!("{:<10}", b.0), theme.muted()), Span::styled(b.1, theme.text())]),
+        ];
+    }
+    vec![Line::from(vec![
         Span::styled(format!("{:<10}", a.0), theme.muted()),
         Span::styled(format!("{:<w$}", a.1, w = col.saturating_sub(10)), theme.text()),
         Span::styled(format!("{:<10}", b.0), theme.muted()),
         Span::styled(b.1, theme.text()),
-    ])
+    ])]
 }
 
 fn run_lines<'a>(theme: &Theme, r: &LiveRun, width: u16) -> Vec<Line<'a>> {
     let w = width as usize;
-    let col = (w / 2).clamp(20, 40);
+    let col = if w < 64 { 0 } else { (w / 2).clamp(20, 40) };
     let frac = if r.total > 0 { r.step as f64 / r.total as f64 } else { 0.0 };
     // label 10, the bar's ends 2, " 1234/5678 " and "epoch 12.34": keep the line unwrapped.
     let tail = format!(" {}/{} ", r.step, r.total).len() + format!("epoch {:.2}", r.epoch).len();
@@ -73,20 +80,16 @@ fn run_lines<'a>(theme: &Theme, r: &LiveRun, width: u16) -> Vec<Line<'a>> {
     progress.push(Span::styled(format!(" {}/{} ", r.step, r.total), theme.text()));
     progress.push(Span::styled(format!("epoch {:.2}", r.epoch), theme.muted()));
     lines.push(Line::from(progress));
-    lines.push(pair(
+    let c = if col == 0 { 0 } else { col + 8 };
+    lines.extend(pair(
         theme,
         ("loss", format!("{} ({} avg)", opt(r.loss), opt(r.smooth))),
         ("eval", format!("{} (best {})", opt(r.eval_loss), opt(r.best_eval))),
-        col + 8,
+        c,
     ));
-    lines.push(pair(theme, ("lr", format!("{:.2e}", r.lr)), ("grad norm", format!("{:.3}", r.grad_norm)), col + 8));
-    lines.push(pair(theme, ("speed", format!("{:.0} tok/s", r.tokens_per_s)), ("RSS", bytes(r.rss)), col + 8));
-    lines.push(pair(
-        theme,
-        ("elapsed", duration(r.elapsed_s)),
-        ("ETA", r.eta_s().map(duration).unwrap_or_else(|| "-".into())),
-        col + 8,
-    ));
+    lines.extend(pair(theme, ("lr", format!("{:.2e}", r.lr)), ("grad norm", format!("{:.3}", r.grad_norm)), c));
+    lines.extend(pair(theme, ("speed", format!("{:.0} tok/s", r.tokens_per_s)), ("RSS", bytes(r.rss)), c));
+    lines.extend(pair(theme, ("elapsed", duration(r.elapsed_s)), ("ETA", r.eta_s().map(duration).unwrap_or_else(|| "-".into())), c));
     if r.total_params > 0 {
         lines.push(Line::from(vec![
             Span::styled("params    ", theme.muted()),
