@@ -217,10 +217,8 @@ impl Engines {
         };
         self.jobs.spawn(JobKind::Train, title, move |ctx| {
             let control = Control { cancel: ctx.cancel_flag(), pause };
-            let mut step = 0usize;
             let mut on = |ev: TrainEvent| {
                 if let TrainEvent::Step(m) = &ev {
-                    step = m.step;
                     ctx.progress(Some(m.step as f32 / m.total.max(1) as f32), format!("step {}/{}", m.step, m.total));
                 }
                 let _ = tx.send(Action::Train(ev));
@@ -230,7 +228,6 @@ impl Engines {
                 TrainWhat::Demo => demo::demo_spec(&cat, &ws.models_dir()).and_then(|spec| trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on)),
                 TrainWhat::Resume(id) => trainer::resume(&cat, &ws.runs_dir(), &id, &control, &mut on),
             };
-            let _ = step;
             let _ = tx.send(Action::TrainDone(result.map(|o| (o.run_id, o.ending.status().to_string()))));
             Ok(())
         });

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use serde_json::json;
-use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, PreTokenizerWrapper, Tokenizer};
 
 use super::config::ModelConfig;
@@ -70,26 +69,6 @@ pub fn demo_train_config() -> TrainConfig {
         seed: 42,
         ..TrainConfig::default()
     }
-}
-
-/// Trains a byte-level BPE on `texts`: the 256 bytes, the special tokens, and merges up to `vocab`.
-pub fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer, String> {
-    let mut tok = Tokenizer::new(ModelWrapper::BPE(BPE::default()));
-    tok.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))));
-    tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
-    let specials: Vec<AddedToken> = SPECIALS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect();
-    let mut trainer = TrainerWrapper::BpeTrainer(
-        BpeTrainer::builder()
-            .vocab_size(vocab)
-            .min_frequency(2)
-            .show_progress(false)
-            .special_tokens(specials.clone())
-            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-            .build(),
-    );
-    tok.train(&mut trainer, texts.iter()).map_err(|e| format!("tokenizer training failed: {e}"))?;
-    tok.add_special_tokens(specials).map_err(|e| format!("tokenizer: {e}"))?;
-    Ok(tok)
 }
 
 /// The demo's tokenizer: byte-level BPE whose merges spell out, left to right, each word that
