@@ -401,7 +401,7 @@ fn cli_demo_runs_eval_and_compare() {
     assert_eq!(list.lines().filter(|l| l.contains("completed")).count(), 2, "{list}");
     let id_a = list.lines().find(|l| l.contains("completed") && !l.contains(&id_b)).unwrap().split_whitespace().next().unwrap().to_string();
     let show = ok(lathe(&home).args(["runs", "show", &id_a]));
-    assert!(show.contains("loss curve") && show.contains("exact match") && show.contains("eval at step     6"), "{show}");
+    assert!(show.contains("loss ") && show.contains("exact match") && show.contains("eval @     6:") && show.contains("view SQL"), "{show}");
     let cmp = ok(lathe(&home).args(["runs", "compare", &id_a, &id_b]));
     assert!(cmp.contains("\"lr\"") || cmp.lines().any(|l| l.starts_with("lr ")), "{cmp}");
     // The trained demo is an ordinary model folder: eval reads it, on a view and on raw text.

@@ -643,11 +643,11 @@ impl App {
                 out.push(Command::StartDemo);
             }
             Action::NewRun => {
-                let demo = self.workspace.join("models").join(crate::engine::train::demo::DEMO_BASE);
+                // The last model used (this form's, else the newest run's); no file system look-up
+                // on the UI thread.
                 let model = match &self.form {
                     Some(f) => f.fields[super::train::F_MODEL].value.clone(),
-                    None if demo.exists() => demo.display().to_string(),
-                    None => String::new(),
+                    None => self.runs.rows().first().map(|r| r.model.clone()).unwrap_or_default(),
                 };
                 self.form = Some(TrainForm::new(&model, crate::engine::train::demo::DEMO_VIEW));
                 self.overlay = Some(Overlay::TrainForm);

@@ -13,7 +13,7 @@ use crate::engine::data::Catalog;
 use crate::engine::train::demo;
 use crate::engine::train::trainer::{self, Control, RunSpec, TrainConfig, TrainEvent};
 use crate::engine::workspace::Workspace;
-use crate::units::{bytes, duration, sparkline};
+use crate::units::{bytes, duration};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -313,31 +313,10 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
                 writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"run": r, "metrics": m}))?)?;
                 return Ok(());
             }
-            writeln!(out, "run {}  {}", r.id, r.status)?;
-            writeln!(out, "  model      {}  (weights hash {})", r.model, r.model_hash.as_deref().unwrap_or("-"))?;
-            writeln!(out, "  view       {}  ({} train / {} eval rows, rows hash {})", r.view, r.train_examples.unwrap_or(0), r.eval_examples.unwrap_or(0), r.rows_hash.as_deref().unwrap_or("-"))?;
-            writeln!(out, "  view sql   {}", r.view_sql.as_deref().unwrap_or("-"))?;
-            writeln!(out, "  steps      {}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))?;
-            writeln!(out, "  train loss {}   eval loss {}   best eval {}", f(r.train_loss), f(r.eval_loss), f(r.best_eval_loss))?;
-            if let Some(a) = r.exact_match {
-                writeln!(out, "  exact match {:.1}%", a * 100.0)?;
-            }
-            writeln!(out, "  speed      {} tok/s   peak RSS {}", r.tokens_per_s.map(|t| format!("{t:.0}")).unwrap_or("-".into()), r.peak_rss_bytes.map(bytes).unwrap_or("-".into()))?;
-            writeln!(out, "  started    {}   finished {}   took {}", r.created_at, r.finished_at.as_deref().unwrap_or("-"), duration(r.duration_s.unwrap_or(0.0)))?;
-            writeln!(out, "  artifacts  {}", r.artifacts.as_deref().unwrap_or("-"))?;
-            if let Some(msg) = &r.message {
-                writeln!(out, "  note       {msg}")?;
-            }
-            if let Some(p) = &r.params {
-                writeln!(out, "  params     {p}")?;
-            }
-            let train: Vec<_> = m.iter().filter(|x| x.kind == "train").collect();
-            let eval: Vec<_> = m.iter().filter(|x| x.kind == "eval").collect();
-            if !train.is_empty() {
-                writeln!(out, "  loss curve {}", sparkline(&train.iter().map(|x| x.loss).collect::<Vec<_>>(), 60))?;
-            }
-            for e in eval {
-                writeln!(out, "  eval at step {:>5}: {:.4}", e.step, e.loss)?;
+            // The same lines as the Runs pane's detail view.
+            writeln!(out, "run {}", r.id)?;
+            for line in crate::app::train::detail_lines(&r, &m) {
+                writeln!(out, "  {line}")?;
             }
         }
         RunsCmd::Compare { a, b } => {

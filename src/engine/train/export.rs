@@ -23,16 +23,25 @@ const SIDE_FILES: &[&str] = &[
     "chat_template.jinja",
 ];
 
-fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), String> {
+/// Fills `dir` through `dir.tmp`, then swaps it in: the old folder becomes `dir.old` until the new
+/// one is in place, so a crash at any point leaves one whole folder (a reader checks `.old` when
+/// `dir` is missing). A failed fill leaves the old folder untouched.
+pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), String> {
     let tmp = dir.with_extension("tmp");
+    let old = dir.with_extension("old");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&tmp, dir).map_err(|e| format!("cannot move {} into place: {e}", dir.display()))
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| format!("cannot move {} aside: {e}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| format!("cannot move {} into place: {e}", dir.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }
 
 pub fn save_adapter(model: &Model, base: &Path, trainable: &Trainable, dir: &Path) -> Result<(), String> {

@@ -236,22 +236,26 @@ pub fn fnv(bytes: &[u8], mut h: u64) -> u64 {
 }
 const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// A hash of a model's weights: every byte of files up to 256 MB; for larger files the header
-/// and 64 KB from every 64 MB (a sampled fingerprint, so a 2 GB model is hashed in milliseconds).
+/// A hash of a model's weights: every byte of files up to 256 MB; for larger files the size and
+/// 64 KB read from every 64 MB (a sampled fingerprint, so a 2 GB model is hashed in milliseconds
+/// without reading it all).
 pub fn model_hash(dir: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
     let mut h = FNV0;
     for f in super::weights::weight_files(dir).unwrap_or_default() {
-        let Ok(data) = std::fs::read(&f) else { continue };
-        if data.len() <= 256 << 20 {
-            h = fnv(&data, h);
-        } else {
-            h = fnv(&(data.len() as u64).to_le_bytes(), h);
-            let mut off = 0;
-            while off < data.len() {
-                let end = (off + (64 << 10)).min(data.len());
-                h = fnv(&data[off..end], h);
-                off += 64 << 20;
+        let Ok(mut file) = std::fs::File::open(&f) else { continue };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        h = fnv(&len.to_le_bytes(), h);
+        let (step, chunk) = if len <= 256 << 20 { (len.max(1), len as usize) } else { (64 << 20, 64 << 10) };
+        let mut buf = vec![0u8; chunk];
+        let mut off = 0u64;
+        while off < len {
+            let n = chunk.min((len - off) as usize);
+            if file.seek(SeekFrom::Start(off)).is_err() || file.read_exact(&mut buf[..n]).is_err() {
+                break;
             }
+            h = fnv(&buf[..n], h);
+            off += step;
         }
     }
     format!("{h:016x}")
@@ -407,7 +411,7 @@ fn block_ctx(train: bool, base: Rng, i: usize) -> Ctx {
 
 /// Forward and backward of one micro-batch; adds d(loss_sum / norm)/dθ into `acc`. Returns the
 /// unnormalised loss sum.
-fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool, acc: &mut [Option<Tensor>]) -> candle_core::Result<f64> {
+fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool, train: bool, acc: &mut [Option<Tensor>]) -> candle_core::Result<f64> {
     let vars = &model.trainable;
     let (_, t) = b.ids.dims2()?;
     let tabs = model.rope_tables(t)?;
@@ -423,11 +427,11 @@ fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool, acc: &mut
         Ok(())
     };
     let n = model.blocks.len();
-    let mut head_ctx = block_ctx(true, rng, n);
+    let mut head_ctx = block_ctx(train, rng, n);
     if !gc {
         let mut x = model.embed(&b.ids)?;
         for i in 0..n {
-            x = model.block(i, &x, &tabs, &mut block_ctx(true, rng, i))?;
+            x = model.block(i, &x, &tabs, &mut block_ctx(train, rng, i))?;
         }
         let logits = model.head(&x, &mut head_ctx)?;
         let ls = loss_sum(&logits, &b.targets, &b.weights)?;
@@ -440,7 +444,7 @@ fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool, acc: &mut
     let x0 = model.embed(&b.ids)?;
     let mut inputs: Vec<Tensor> = vec![x0.detach()];
     for i in 0..n {
-        let y = model.block(i, &inputs[i], &tabs, &mut block_ctx(true, rng, i))?.detach();
+        let y = model.block(i, &inputs[i], &tabs, &mut block_ctx(train, rng, i))?.detach();
         inputs.push(y);
     }
     let h = Var::from_tensor(&inputs[n])?;
@@ -455,7 +459,7 @@ fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool, acc: &mut
     for i in (0..n).rev() {
         let Some(gy) = g.take() else { break };
         let xi = Var::from_tensor(&inputs[i])?;
-        let y = model.block(i, xi.as_tensor(), &tabs, &mut block_ctx(true, rng, i))?;
+        let y = model.block(i, xi.as_tensor(), &tabs, &mut block_ctx(train, rng, i))?;
         let grads = (y * &gy)?.sum_all()?.backward()?;
         add(&grads)?;
         g = grads.get(xi.as_tensor()).cloned();
@@ -668,29 +672,13 @@ fn load_model(spec: &RunSpec, cfg: &ModelConfig, device: &Device) -> Result<Mode
 }
 
 fn save_checkpoint(paths: &Paths, model: &Model, opt: &AdamW, state: &LoopState) -> Result<(), String> {
-    let tmp = paths.root.join("checkpoint.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let result = (|| {
-        let weights: BTreeMap<String, Tensor> = model.trainable.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+    let weights: BTreeMap<String, Tensor> = model.trainable.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
+    super::export::write_dir_atomic(&paths.checkpoint(), |tmp| {
         save_atomic(&weights, &tmp.join("trainable.safetensors"), None)?;
         save_atomic(&opt.state(&model.trainable), &tmp.join("optimizer.safetensors"), None)?;
         let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
         write_synced(&tmp.join("state.json"), json.as_bytes())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let main = paths.checkpoint();
-    let old = paths.root.join("checkpoint.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if main.exists() {
-        std::fs::rename(&main, &old).map_err(|e| e.to_string())?;
-    }
-    std::fs::rename(&tmp, &main).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -865,7 +853,7 @@ fn run_inner(
         let mut tokens = 0;
         for (k, b) in batches.iter().enumerate() {
             let rng = Rng::derive(c.seed, PURPOSE_DROPOUT, (st.step * c.grad_accum + k) as u64);
-            loss_total += pool.install(|| micro_step(&model, b, norm, rng, c.grad_checkpointing, &mut acc)).map_err(|e| e.to_string())?;
+            loss_total += pool.install(|| micro_step(&model, b, norm, rng, c.grad_checkpointing, true, &mut acc)).map_err(|e| e.to_string())?;
             tokens += b.tokens;
         }
         let loss = loss_total / norm;
@@ -1005,36 +993,7 @@ pub fn loss_and_grads(model: &Model, units: &[Encoded], pad: u32, checkpointing:
     let mut acc = vec![None; model.trainable.len()];
     let norm = b.trained.max(1.0);
     let rng = Rng::new(dropout_seed.unwrap_or(0));
-    let s = if dropout_seed.is_some() {
-        micro_step(model, &b, norm, rng, checkpointing, &mut acc)
-    } else {
-        // No dropout: evaluate with a model whose LoRA dropout is off.
-        let mut m = model.clone();
-        for bl in m.blocks.iter_mut() {
-            for l in [&mut bl.q, &mut bl.k, &mut bl.v, &mut bl.o] {
-                if let Some(lo) = l.lora.as_mut() {
-                    lo.dropout = 0.0;
-                }
-            }
-            match &mut bl.mlp {
-                super::model::Mlp::Gated { gate, up, down } => {
-                    for l in [gate, up, down] {
-                        if let Some(lo) = l.lora.as_mut() {
-                            lo.dropout = 0.0;
-                        }
-                    }
-                }
-                super::model::Mlp::Plain { fc1, fc2 } => {
-                    for l in [fc1, fc2] {
-                        if let Some(lo) = l.lora.as_mut() {
-                            lo.dropout = 0.0;
-                        }
-                    }
-                }
-            }
-        }
-        micro_step(&m, &b, norm, rng, checkpointing, &mut acc)
-    }
+    let s = micro_step(model, &b, norm, rng, checkpointing, dropout_seed.is_some(), &mut acc)
     .map_err(|e| e.to_string())?;
     Ok((s / norm, acc))
 }

@@ -92,11 +92,9 @@ impl WeightSource for SafetensorsSource {
 /// Writes tensors to `path` as safetensors, through a temp file renamed into place.
 pub fn save_atomic(tensors: &BTreeMap<String, Tensor>, path: &Path, metadata: Option<std::collections::HashMap<String, String>>) -> Result<(), String> {
     let tmp = path.with_extension("safetensors.tmp");
-    let data: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let views: Vec<(String, candle_core::Tensor)> = data;
     let res = (|| -> anyhow::Result<()> {
         let mut owned = Vec::new();
-        for (name, t) in &views {
+        for (name, t) in tensors {
             let t = t.contiguous()?;
             let shape = t.dims().to_vec();
             let bytes: Vec<u8> = match t.dtype() {
