@@ -1,6 +1,6 @@
 //! The `lathe` binary: parse the command line, load the config, set up logging, dispatch.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     match run(cli, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lathe: {e:#}");
+            // Not eprintln!: after an SSH drop stderr is a dead terminal, and eprintln! panics
+            // when the write fails.
+            tracing::error!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "lathe: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod model;
+pub mod ops;
 pub mod rng;
 pub mod weights;
 pub mod export;

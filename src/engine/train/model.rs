@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 
 use super::config::{Family, ModelConfig};
+use super::ops::{Attention, Dropout, FrozenMatmul, LoraMatmul, RmsNormOp, SwiGlu};
 use super::rng::Rng;
 
 pub type Result<T> = candle_core::Result<T>;
@@ -64,173 +65,30 @@ impl BaseWeight {
             // A frozen one through `FrozenMatmul`: candle's matmul backward would also compute
             // the weight's gradient (as much work as the forward, and an out x in tensor per
             // layer held until backward ends) only to throw it away.
-            BaseWeight::Dense(w) => x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() }),
+            BaseWeight::Dense(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
+        }
+    }
+    /// x·Wᵀ on untracked tensors (inside lathe's ops).
+    pub fn apply(&self, x2: &Tensor) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) => x2.matmul(&w.t()?),
+        }
+    }
+    /// g·W: the gradient a frozen projection passes back to its input.
+    pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) => g.matmul(w),
+        }
+    }
+    fn frozen(&self) -> bool {
+        match self {
+            BaseWeight::Dense(w) => !w.is_variable(),
         }
     }
     pub fn dense(&self) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
         }
-    }
-}
-
-/// y = x·Wᵀ with W constant: the backward returns only dL/dx = g·W.
-struct FrozenMatmul {
-    w: Tensor,
-}
-
-impl candle_core::CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul needs a contiguous input".into()))?;
-        let x = storage.as_slice::<f32>()?[start..end].to_vec();
-        let x = Tensor::from_vec(x, layout.shape(), &Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
-        let shape = y.shape().clone();
-        let data = y.flatten_all()?.to_vec1::<f32>()?;
-        Ok((candle_core::CpuStorage::F32(data), shape))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.w)?))
-    }
-}
-
-/// Causal softmax over the last dimension of attention scores (b, h, t, t): row i keeps columns
-/// 0..=i. One pass forward, keeping only its output; the backward is y·(g − Σ g·y). Composing it
-/// from candle ops (mask add, max, sub, exp, sum, div) would keep five score-sized tensors per
-/// layer alive until the backward ends.
-struct CausalSoftmax;
-
-impl candle_core::CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("causal-softmax needs a contiguous input".into()))?;
-        let x = &storage.as_slice::<f32>()?[start..end];
-        let t = *layout.shape().dims().last().unwrap_or(&1);
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (out, inp))| {
-            let i = row % t;
-            let keep = &inp[..=i];
-            let m = keep.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (o, &v) in out[..=i].iter_mut().zip(keep) {
-                *o = (v - m).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            out[..=i].iter_mut().for_each(|o| *o *= inv);
-        });
-        Ok((candle_core::CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let s = (grad * res)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((res * grad.broadcast_sub(&s)?)?))
-    }
-}
-
-/// RMSNorm, y = x / sqrt(mean(x²) + eps) · w, in one pass per row. Its backward recomputes the
-/// row scale, so the graph keeps only the output (composed from candle ops it kept three
-/// hidden-wide tensors per norm).
-struct RmsNormOp {
-    eps: f64,
-}
-
-impl candle_core::CustomOp2 for RmsNormOp {
-    fn name(&self) -> &'static str {
-        "rms-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &candle_core::CpuStorage,
-        xl: &candle_core::Layout,
-        ws: &candle_core::CpuStorage,
-        wl: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let (xa, xb) = xl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms-norm needs a contiguous input".into()))?;
-        let (wa, wb) = wl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms-norm needs a contiguous weight".into()))?;
-        let x = &xs.as_slice::<f32>()?[xa..xb];
-        let w = &ws.as_slice::<f32>()?[wa..wb];
-        let h = w.len();
-        let eps = self.eps as f32;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(out, row)| {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
-            let r = 1.0 / (ms + eps).sqrt();
-            for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
-                *o = v * r * wi;
-            }
-        });
-        Ok((candle_core::CpuStorage::F32(y), xl.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let tracked = w.is_variable() || w.track_op();
-        let (x, w) = (x.detach(), w.detach());
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
-        let n = x.broadcast_mul(&r)?;
-        let gw = g.broadcast_mul(&w)?;
-        let dot = (&gw * &n)?.mean_keepdim(D::Minus1)?;
-        let dx = (gw - n.broadcast_mul(&dot)?)?.broadcast_mul(&r)?;
-        let dims = g.dims().len();
-        let dw = if tracked { Some((g * &n)?.sum((0..dims - 1).collect::<Vec<_>>())?) } else { None };
-        Ok((Some(dx), dw))
-    }
-}
-
-/// silu(gate) · up in one pass; the backward recomputes the sigmoid, so the graph keeps only the
-/// product (not silu(gate) too).
-struct SwiGlu;
-
-impl candle_core::CustomOp2 for SwiGlu {
-    fn name(&self) -> &'static str {
-        "swiglu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        gs: &candle_core::CpuStorage,
-        gl: &candle_core::Layout,
-        us: &candle_core::CpuStorage,
-        ul: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let (ga, gb) = gl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("swiglu needs contiguous inputs".into()))?;
-        let (ua, ub) = ul.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("swiglu needs contiguous inputs".into()))?;
-        let g = &gs.as_slice::<f32>()?[ga..gb];
-        let u = &us.as_slice::<f32>()?[ua..ub];
-        let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(4096).zip(g.par_chunks(4096).zip(u.par_chunks(4096))).for_each(|(out, (gc, uc))| {
-            for ((o, &a), &b) in out.iter_mut().zip(gc).zip(uc) {
-                *o = a / (1.0 + (-a).exp()) * b;
-            }
-        });
-        Ok((candle_core::CpuStorage::F32(y), gl.shape().clone()))
-    }
-
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gate, up) = (gate.detach(), up.detach());
-        let s = candle_nn::ops::sigmoid(&gate)?;
-        let silu = (&gate * &s)?;
-        // d silu / d gate = s · (1 + gate · (1 − s))
-        let dsilu = (&s * ((&gate * s.affine(-1.0, 1.0)?)? + 1.0)?)?;
-        let dgate = ((g * &up)? * dsilu)?;
-        let dup = (g * silu)?;
-        Ok((Some(dgate), Some(dup)))
     }
 }
 
@@ -269,15 +127,21 @@ impl Linear {
         let last = *dims.last().unwrap();
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, last))?;
-        let mut y = self.base.forward(&x2)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        if let Some(l) = &self.lora {
-            let xin = if ctx.train && l.dropout > 0.0 { dropout(&x2, l.dropout, &mut ctx.rng)? } else { x2.clone() };
-            let d = xin.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
-            y = (y + (d * l.scale)?)?;
-        }
+        let y = match &self.lora {
+            Some(l) if self.base.frozen() => {
+                let dropout = (ctx.train && l.dropout > 0.0).then(|| Dropout { p: l.dropout, seed: ctx.rng.next_u64() });
+                let op = LoraMatmul { w: self.base.clone(), bias: self.bias.clone(), scale: l.scale, dropout };
+                x2.contiguous()?.apply_op3(&l.a, &l.b, op)?
+            }
+            Some(_) => return Err(candle_core::Error::Msg("a LoRA adapter needs a frozen base weight".into())),
+            None => {
+                let y = self.base.forward(&x2)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+        };
         let out = y.dim(1)?;
         let mut shape = dims[..dims.len() - 1].to_vec();
         shape.push(out);
@@ -292,14 +156,6 @@ impl Linear {
             None => Ok(w),
         }
     }
-}
-
-fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
-    let n = x.elem_count();
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..n).map(|_| if rng.uniform() < p { 0.0 } else { keep as f32 }).collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-    x * mask
 }
 
 #[derive(Debug, Clone)]
@@ -596,49 +452,22 @@ impl Model {
         self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))
     }
 
-    fn rope(&self, x: &Tensor, tabs: &RopeTables) -> Result<Tensor> {
-        // x: (b, heads, t, hd). HF rotate_half on the first `rot` dims.
-        let hd = x.dim(D::Minus1)?;
-        let half = self.inv_freq.len();
-        let rot = half * 2;
-        let x1 = x.narrow(D::Minus1, 0, half)?;
-        let x2 = x.narrow(D::Minus1, half, half)?;
-        let c = &tabs.cos;
-        let s = &tabs.sin;
-        let r1 = (x1.broadcast_mul(c)? - x2.broadcast_mul(s)?)?;
-        let r2 = (x2.broadcast_mul(c)? + x1.broadcast_mul(s)?)?;
-        if rot == hd {
-            Tensor::cat(&[r1, r2], D::Minus1)
-        } else {
-            let pass = x.narrow(D::Minus1, rot, hd - rot)?;
-            Tensor::cat(&[r1, r2, pass], D::Minus1)
-        }
-    }
-
     /// One decoder block, (b, t, h) -> (b, t, h).
     pub fn block(&self, i: usize, x: &Tensor, tabs: &RopeTables, ctx: &mut Ctx) -> Result<Tensor> {
         let bl = &self.blocks[i];
-        let (b, t, _) = x.dims3()?;
-        let nh = self.cfg.num_heads;
-        let nkv = self.cfg.num_kv_heads;
-        let hd = self.cfg.head_dim;
         let hx = bl.input_norm.forward(x)?;
-        let q = bl.q.forward(&hx, ctx)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = bl.k.forward(&hx, ctx)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = bl.v.forward(&hx, ctx)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = self.rope(&q, tabs)?;
-        let k = self.rope(&k, tabs)?;
-        let (k, v) = if nkv != nh {
-            let rep = nh / nkv;
-            let k = k.unsqueeze(2)?.broadcast_as((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))?;
-            let v = v.unsqueeze(2)?.broadcast_as((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))?;
-            (k, v)
-        } else {
-            (k, v)
+        let q = bl.q.forward(&hx, ctx)?.contiguous()?;
+        let k = bl.k.forward(&hx, ctx)?.contiguous()?;
+        let v = bl.v.forward(&hx, ctx)?.contiguous()?;
+        let attention = Attention {
+            cos: tabs.cos.clone(),
+            sin: tabs.sin.clone(),
+            heads: self.cfg.num_heads,
+            kv_heads: self.cfg.num_kv_heads,
+            head_dim: self.cfg.head_dim,
+            scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
         };
-        let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q * scale)?.matmul(&k.t()?.contiguous()?)?.contiguous()?.apply_op1(CausalSoftmax)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let y = q.apply_op3(&k, &v, attention)?;
         let attn_out = bl.o.forward(&y, ctx)?;
         match (&bl.post_norm, &bl.mlp) {
             (None, mlp) => {

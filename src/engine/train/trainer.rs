@@ -542,10 +542,13 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     };
     let tokens = (cfg.micro_batch * cfg.max_len) as u64;
     let heads = mcfg.num_heads as u64;
-    // Per block, what the graph keeps for the backward: about 30 hidden-wide, 8 KV-wide and 10
-    // MLP-wide tensors per token, and two score tensors (calibrated with `lathe bench train`).
-    let act_layer = tokens * (30 * h + 8 * kv + 10 * i) + (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 2;
-    let act = if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
+    // Per block, what the graph keeps for the backward (lathe's fused ops keep their inputs and
+    // outputs only): about 9 hidden-wide, 4 KV-wide and 3 MLP-wide tensors per token; and, one
+    // block at a time, the attention backward's four score-sized tensors (calibrated with
+    // `lathe bench train`).
+    let act_layer = tokens * (9 * h + 4 * kv + 3 * i);
+    let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 4;
+    let act = scores + if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
     let logits = tokens * v * 4;
     4 * (base + 3 * trainable + act + logits) + 200 * (1 << 20)
 }

@@ -1,0 +1,370 @@
+//! lathe's own differentiable ops (CPU), each a candle custom op with its own backward. candle's
+//! autograd keeps every intermediate tensor of the forward alive until the backward ends; an op
+//! built from a dozen small candle ops keeps a dozen tensors per layer, a custom op only its
+//! inputs and its output. Forward and backward run candle ops on untracked tensors inside.
+
+use candle_core::{CpuStorage, Device, Layout, Shape, Tensor, D};
+
+use super::model::BaseWeight;
+use super::rng::Rng;
+
+type Result<T> = candle_core::Result<T>;
+
+/// A custom op's input as a tensor that no graph tracks (a copy of its contiguous span).
+fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{op} needs contiguous inputs")))?;
+    Tensor::from_vec(s.as_slice::<f32>()?[a..b].to_vec(), l.shape(), &Device::Cpu)
+}
+
+fn output(t: &Tensor) -> Result<(CpuStorage, Shape)> {
+    Ok((CpuStorage::F32(t.flatten_all()?.to_vec1::<f32>()?), t.shape().clone()))
+}
+
+/// y = x·Wᵀ with W constant: the backward returns only dL/dx = g·W.
+pub struct FrozenMatmul {
+    pub w: BaseWeight,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul needs a contiguous input".into()))?;
+        let x = storage.as_slice::<f32>()?[start..end].to_vec();
+        let x = Tensor::from_vec(x, layout.shape(), &Device::Cpu)?;
+        output(&self.w.apply(&x)?)
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.w.apply_t(grad)?))
+    }
+}
+
+/// Causal softmax over the last dimension of attention scores (b, h, t, t): row i keeps columns
+/// 0..=i. One pass forward, keeping only its output; the backward is y·(g − Σ g·y). Composing it
+/// from candle ops (mask add, max, sub, exp, sum, div) would keep five score-sized tensors per
+/// layer alive until the backward ends.
+pub struct CausalSoftmax;
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("causal-softmax needs a contiguous input".into()))?;
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let t = *layout.shape().dims().last().unwrap_or(&1);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (out, inp))| {
+            let i = row % t;
+            let keep = &inp[..=i];
+            let m = keep.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (o, &v) in out[..=i].iter_mut().zip(keep) {
+                *o = (v - m).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            out[..=i].iter_mut().for_each(|o| *o *= inv);
+        });
+        Ok((candle_core::CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let s = (grad * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((res * grad.broadcast_sub(&s)?)?))
+    }
+}
+
+/// RMSNorm, y = x / sqrt(mean(x²) + eps) · w, in one pass per row. Its backward recomputes the
+/// row scale, so the graph keeps only the output (composed from candle ops it kept three
+/// hidden-wide tensors per norm).
+pub struct RmsNormOp {
+    pub eps: f64,
+}
+
+impl candle_core::CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &candle_core::CpuStorage,
+        xl: &candle_core::Layout,
+        ws: &candle_core::CpuStorage,
+        wl: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (xa, xb) = xl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms-norm needs a contiguous input".into()))?;
+        let (wa, wb) = wl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms-norm needs a contiguous weight".into()))?;
+        let x = &xs.as_slice::<f32>()?[xa..xb];
+        let w = &ws.as_slice::<f32>()?[wa..wb];
+        let h = w.len();
+        let eps = self.eps as f32;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(out, row)| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let r = 1.0 / (ms + eps).sqrt();
+            for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+                *o = v * r * wi;
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let tracked = w.is_variable() || w.track_op();
+        let (x, w) = (x.detach(), w.detach());
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let n = x.broadcast_mul(&r)?;
+        let gw = g.broadcast_mul(&w)?;
+        let dot = (&gw * &n)?.mean_keepdim(D::Minus1)?;
+        let dx = (gw - n.broadcast_mul(&dot)?)?.broadcast_mul(&r)?;
+        let dims = g.dims().len();
+        let dw = if tracked { Some((g * &n)?.sum((0..dims - 1).collect::<Vec<_>>())?) } else { None };
+        Ok((Some(dx), dw))
+    }
+}
+
+/// silu(gate) · up in one pass; the backward recomputes the sigmoid, so the graph keeps only the
+/// product (not silu(gate) too).
+pub struct SwiGlu;
+
+impl candle_core::CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &candle_core::CpuStorage,
+        gl: &candle_core::Layout,
+        us: &candle_core::CpuStorage,
+        ul: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (ga, gb) = gl.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("swiglu needs contiguous inputs".into()))?;
+        let (ua, ub) = ul.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("swiglu needs contiguous inputs".into()))?;
+        let g = &gs.as_slice::<f32>()?[ga..gb];
+        let u = &us.as_slice::<f32>()?[ua..ub];
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(4096).zip(g.par_chunks(4096).zip(u.par_chunks(4096))).for_each(|(out, (gc, uc))| {
+            for ((o, &a), &b) in out.iter_mut().zip(gc).zip(uc) {
+                *o = a / (1.0 + (-a).exp()) * b;
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(y), gl.shape().clone()))
+    }
+
+    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gate, up) = (gate.detach(), up.detach());
+        let s = candle_nn::ops::sigmoid(&gate)?;
+        let silu = (&gate * &s)?;
+        // d silu / d gate = s · (1 + gate · (1 − s))
+        let dsilu = (&s * ((&gate * s.affine(-1.0, 1.0)?)? + 1.0)?)?;
+        let dgate = ((g * &up)? * dsilu)?;
+        let dup = (g * silu)?;
+        Ok((Some(dgate), Some(dup)))
+    }
+}
+
+/// Inverted dropout on a LoRA input, its mask drawn from a seed so that the backward redraws the
+/// same mask instead of keeping it.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout {
+    pub p: f64,
+    pub seed: u64,
+}
+
+impl Dropout {
+    fn mask(&self, shape: &Shape) -> Result<Tensor> {
+        let mut rng = Rng::new(self.seed);
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        let m: Vec<f32> = (0..shape.elem_count()).map(|_| if rng.uniform() < self.p { 0.0 } else { keep }).collect();
+        Tensor::from_vec(m, shape, &Device::Cpu)
+    }
+}
+
+/// A projection with a LoRA adapter, PEFT's y = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ with W (and the
+/// bias) frozen, over x (rows, in), A (r, in), B (out, r). The graph keeps x, A, B and y; the
+/// backward recomputes drop(x)·Aᵀ (rank r, cheap). Composed from candle ops this kept the mask,
+/// the dropped input, the adapter's output, its scaled copy and the sum: five more tensors the
+/// size of x or y for every adapted projection.
+pub struct LoraMatmul {
+    pub w: BaseWeight,
+    pub bias: Option<Tensor>,
+    pub scale: f64,
+    pub dropout: Option<Dropout>,
+}
+
+impl candle_core::CustomOp3 for LoraMatmul {
+    fn name(&self) -> &'static str {
+        "lora-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = input(xs, xl, "lora-matmul")?;
+        let a = input(as_, al, "lora-matmul")?;
+        let b = input(bs, bl, "lora-matmul")?;
+        let mut y = self.w.apply(&x)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let xd = match &self.dropout {
+            Some(d) => (&x * d.mask(x.shape())?)?,
+            None => x,
+        };
+        let d = (xd.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale)?;
+        output(&(y + d)?)
+    }
+
+    fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let mask = self.dropout.map(|d| d.mask(x.shape())).transpose()?;
+        let xd = match &mask {
+            Some(m) => (&x * m)?,
+            None => x,
+        };
+        let u = xd.matmul(&a.t()?)?;
+        let gs = (g * self.scale)?;
+        let db = gs.t()?.matmul(&u)?;
+        let gu = gs.matmul(&b)?;
+        let da = gu.t()?.matmul(&xd)?;
+        let through = gu.matmul(&a)?;
+        let through = match &mask {
+            Some(m) => (through * m)?,
+            None => through,
+        };
+        let dx = (self.w.apply_t(g)? + through)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+/// Causal self-attention with rotary embeddings and grouped-query heads, over the projections'
+/// outputs q (b, t, heads·hd), k and v (b, t, kv_heads·hd); the result is (b, t, heads·hd), ready
+/// for the output projection. The graph keeps only q, k, v and the result; the backward recomputes
+/// the rotation, the repeated key/value heads and the attention probabilities (one extra q·kᵀ per
+/// layer). Composed from candle ops, every layer kept the rotated q and k with their partial
+/// products, the repeated k and v, the scores, the probabilities and two transposed copies: for
+/// TinyLlama shapes at 256 tokens, about 60 MB per layer.
+pub struct Attention {
+    /// (t, half) each, for positions 0..t.
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f64,
+}
+
+impl Attention {
+    /// (b, t, h·hd) -> (b, h, t, hd)
+    fn split(&self, x: &Tensor, h: usize) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, h, self.head_dim))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// (b, h, t, hd) -> (b, t, h·hd)
+    fn merge(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, t, hd) = x.dims4()?;
+        x.transpose(1, 2)?.reshape((b, t, h * hd))
+    }
+
+    /// Hugging Face's rotate_half on the first 2·half dims; with `sin` negated, its inverse (and
+    /// its transpose, so the backward).
+    fn rotate(&self, x: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let hd = self.head_dim;
+        let half = self.cos.dim(1)?;
+        let x1 = x.narrow(D::Minus1, 0, half)?;
+        let x2 = x.narrow(D::Minus1, half, half)?;
+        let c = &self.cos;
+        let r1 = (x1.broadcast_mul(c)? - x2.broadcast_mul(sin)?)?;
+        let r2 = (x2.broadcast_mul(c)? + x1.broadcast_mul(sin)?)?;
+        if 2 * half == hd {
+            Tensor::cat(&[r1, r2], D::Minus1)
+        } else {
+            Tensor::cat(&[r1, r2, x.narrow(D::Minus1, 2 * half, hd - 2 * half)?], D::Minus1)
+        }
+    }
+
+    /// (b, kv, t, hd) -> (b, heads, t, hd): each key/value head serves heads/kv query heads.
+    fn repeat(&self, x: &Tensor) -> Result<Tensor> {
+        if self.kv_heads == self.heads {
+            return Ok(x.clone());
+        }
+        let (b, kv, t, hd) = x.dims4()?;
+        x.unsqueeze(2)?.broadcast_as((b, kv, self.heads / kv, t, hd))?.reshape((b, self.heads, t, hd))
+    }
+
+    /// The transpose of `repeat`: sums the gradients of the query heads that share a kv head.
+    fn group_sum(&self, x: &Tensor) -> Result<Tensor> {
+        if self.kv_heads == self.heads {
+            return Ok(x.clone());
+        }
+        let (b, h, t, hd) = x.dims4()?;
+        x.reshape((b, self.kv_heads, h / self.kv_heads, t, hd))?.sum(2)
+    }
+
+    /// Rotated q, rotated and repeated k, repeated v, and the probabilities.
+    fn probs(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<[Tensor; 4]> {
+        let q = self.rotate(&self.split(q, self.heads)?, &self.sin)?;
+        let k = self.repeat(&self.rotate(&self.split(k, self.kv_heads)?, &self.sin)?)?;
+        let v = self.repeat(&self.split(v, self.kv_heads)?)?;
+        let p = (&q * self.scale)?.matmul(&k.t()?)?.apply_op1(CausalSoftmax)?;
+        Ok([q, k, v, p])
+    }
+}
+
+impl candle_core::CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let q = input(qs, ql, "attention")?;
+        let k = input(ks, kl, "attention")?;
+        let v = input(vs, vl, "attention")?;
+        let [_, _, v, p] = self.probs(&q, &k, &v)?;
+        output(&self.merge(&p.matmul(&v)?)?)
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [q, k, v, p] = self.probs(&q.detach(), &k.detach(), &v.detach())?;
+        let go = self.split(g, self.heads)?;
+        let dv = p.t()?.matmul(&go)?;
+        let dp = go.matmul(&v.t()?)?;
+        let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
+        let dq = (ds.matmul(&k)? * self.scale)?;
+        let dk = (ds.t()?.matmul(&q)? * self.scale)?;
+        let back = self.sin.neg()?;
+        let dq = self.merge(&self.rotate(&dq, &back)?)?;
+        let dk = self.merge(&self.rotate(&self.group_sum(&dk)?, &back)?)?;
+        let dv = self.merge(&self.group_sum(&dv)?)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
