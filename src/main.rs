@@ -14,6 +14,12 @@ use lathe::engine::workspace::Workspace;
 use lathe::ui::theme::Theme;
 
 fn main() -> ExitCode {
+    // A write past a file-size limit then fails with EFBIG, which every writer reports as a full
+    // disk, instead of killing lathe with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to ignore, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let flags = Flags { home: cli.home.clone(), theme: cli.theme.clone(), config: cli.config.clone() };
     let config = Config::load(&flags);
@@ -46,6 +52,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Train(args)) => lathe::cli::train::train(&ws, *args),
         Some(Cmd::Runs { what }) => lathe::cli::train::runs(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Eval(args)) => lathe::cli::train::eval(&ws, args, &mut std::io::stdout().lock()),
+        Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
+        Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
         Some(Cmd::Merge { model, adapter, out }) => {
             lathe::engine::train::export::merge(&model, &adapter, &out).map_err(anyhow::Error::msg)?;
             println!("merged {} into {}: {}", adapter.display(), model.display(), out.display());

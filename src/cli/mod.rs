@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_data;
 pub mod bench_train;
+pub mod chat;
 pub mod data;
 pub mod sysinfo;
 pub mod train;
@@ -68,6 +69,10 @@ pub enum Cmd {
     /// Mean token loss and perplexity of a model (optionally with a run's adapter or weights)
     /// on a view's split or on the raw text of a file.
     Eval(train::EvalArgs),
+    /// Write a model folder or a run (base + adapter merged) as GGUF for llama.cpp and Ollama.
+    Export(chat::ExportArgs),
+    /// Chat with a GGUF model through llama.cpp: `--prompt` streams one answer to stdout.
+    Chat(chat::ChatArgs),
     /// Merge a LoRA adapter (PEFT layout) into its base model and write a new model folder.
     Merge {
         /// The base model folder.

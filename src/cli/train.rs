@@ -131,8 +131,12 @@ pub enum RunsCmd {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The base model folder.
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "gguf")]
+    pub model: Option<PathBuf>,
+    /// Instead of a model folder, a GGUF file run through llama.cpp: the exact match of its greedy
+    /// answers on --view (the figure a training run records in candle).
+    #[arg(long, value_name = "FILE.gguf", conflicts_with_all = ["model", "run", "text"], requires = "view")]
+    pub gguf: Option<PathBuf>,
     /// Evaluate with this run's adapter (or its trained weights).
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
@@ -331,7 +335,10 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
 
 pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let cat = Catalog::open_workspace(ws)?;
-    let mut model_dir = args.model.clone();
+    if let Some(path) = &args.gguf {
+        return eval_gguf(&cat, path, &args, out);
+    }
+    let mut model_dir = args.model.clone().ok_or_else(|| anyhow!("--model is required"))?;
     let mut adapter = None;
     if let Some(id) = &args.run {
         let r = cat.run(id)?;
@@ -386,6 +393,26 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
         writeln!(out, "{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": tokens, "on": what}))?;
     } else {
         writeln!(out, "{what}: mean token loss {loss:.4}, perplexity {:.3} over {tokens} tokens", loss.exp())?;
+    }
+    Ok(())
+}
+
+/// `lathe eval --gguf FILE --view NAME`: exact match through llama.cpp.
+fn eval_gguf(cat: &Catalog, path: &std::path::Path, args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::engine::infer::llama::{exact_match, Gguf, Options};
+    let view = args.view.as_deref().unwrap_or_default();
+    let split = if args.split == "train" { Split::Train } else { Split::Eval };
+    let n = args.limit.unwrap_or(200);
+    let examples = cat.examples(view, split, Some(n))?;
+    let g = Gguf::load(path).map_err(|e| anyhow!(e))?;
+    let mut session = g.session(&Options { ctx: args.max_len.max(64) as u32, ..Default::default() }).map_err(|e| anyhow!(e))?;
+    let t = std::time::Instant::now();
+    let (ok, of) = exact_match(&g, &mut session, &examples, 64).map_err(|e| anyhow!(e))?;
+    let pct = 100.0 * ok as f64 / of.max(1) as f64;
+    if args.json {
+        writeln!(out, "{}", serde_json::json!({"gguf": path, "view": view, "split": args.split, "correct": ok, "total": of, "exact_match": pct / 100.0}))?;
+    } else {
+        writeln!(out, "exact match through llama.cpp on {view} ({}): {ok}/{of} = {pct:.1}% in {:.1} s", args.split, t.elapsed().as_secs_f64())?;
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 pub mod info;
 pub mod data;
+pub mod export;
+pub mod infer;
 pub mod jobs;
 pub mod sysmon;
 pub mod train;

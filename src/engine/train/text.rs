@@ -79,7 +79,7 @@ impl TextCodec {
         let eos = lookup(token_string(cfg.get("eos_token")));
         let codec = TextCodec { tok, template, bos, eos };
         if let Some(t) = &codec.template {
-            codec.env_with(t).map_err(|e| format!("The chat template in {} does not parse ({e}).", dir.display()))?;
+            template_env(t).map_err(|e| format!("The chat template in {} does not parse ({e}).", dir.display()))?;
         }
         Ok(codec)
     }
@@ -92,17 +92,9 @@ impl TextCodec {
         self.template.is_some()
     }
 
-    fn env_with<'a>(&self, template: &'a str) -> Result<minijinja::Environment<'a>, minijinja::Error> {
-        let mut env = minijinja::Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_function("strftime_now", |_fmt: String| -> String { "26 Nov 2026".to_string() });
-        env.add_template("chat", template)?;
-        Ok(env)
+    /// The model's own chat template, if it has one.
+    pub fn template_source(&self) -> Option<&str> {
+        self.template.as_deref()
     }
 
     /// The chat template applied to `messages`.
@@ -110,15 +102,9 @@ impl TextCodec {
         let Some(t) = &self.template else {
             return Ok(plain_chat(messages, add_generation_prompt));
         };
-        let env = self.env_with(t).map_err(|e| e.to_string())?;
-        let tpl = env.get_template("chat").map_err(|e| e.to_string())?;
-        tpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos.as_ref().map(|b| b.0.clone()).unwrap_or_default(),
-            eos_token => self.eos.as_ref().map(|b| b.0.clone()).unwrap_or_default(),
-        })
-        .map_err(|e| format!("the chat template failed: {e}"))
+        let bos = self.bos.as_ref().map(|b| b.0.as_str()).unwrap_or_default();
+        let eos = self.eos.as_ref().map(|b| b.0.as_str()).unwrap_or_default();
+        render_template(t, messages, add_generation_prompt, bos, eos)
     }
 
     fn ids(&self, text: &str, special: bool) -> Result<Vec<u32>, String> {
@@ -132,13 +118,7 @@ impl TextCodec {
             Example::Completion { prompt, completion } => {
                 return Ok((vec![(prompt.clone(), false), (completion.clone(), true)], true));
             }
-            Example::Alpaca { instruction, input, output } => {
-                let user = match input.as_deref().filter(|s| !s.is_empty()) {
-                    Some(i) => format!("{instruction}\n\n{i}"),
-                    None => instruction.clone(),
-                };
-                vec![Message { role: "user".into(), content: user }, Message { role: "assistant".into(), content: output.clone() }]
-            }
+            Example::Alpaca { instruction, input, output } => alpaca_messages(instruction, input.as_deref(), output),
             Example::Chat { messages } => messages.clone(),
         };
         let mut segs = Vec::new();
@@ -235,6 +215,66 @@ impl TextCodec {
     }
 }
 
+/// An Alpaca row as a conversation: the instruction (and input, after a blank line) from the user.
+fn alpaca_messages(instruction: &str, input: Option<&str>, output: &str) -> Vec<Message> {
+    let user = match input.filter(|s| !s.is_empty()) {
+        Some(i) => format!("{instruction}\n\n{i}"),
+        None => instruction.to_string(),
+    };
+    vec![Message { role: "user".into(), content: user }, Message { role: "assistant".into(), content: output.to_string() }]
+}
+
+/// The conversation up to an example's last answer, and that answer: what a chat model is asked
+/// and should say. `None` for raw-text and completion rows, which have no conversation.
+pub fn chat_prompt(ex: &Example) -> Option<(Vec<Message>, String)> {
+    let mut messages = match ex {
+        Example::Alpaca { instruction, input, output } => alpaca_messages(instruction, input.as_deref(), output),
+        Example::Chat { messages } => messages.clone(),
+        _ => return None,
+    };
+    let last = messages.iter().rposition(|m| m.role == "assistant")?;
+    let answer = messages[last].content.clone();
+    messages.truncate(last);
+    Some((messages, answer))
+}
+
+/// `plain_chat` as a Jinja chat template: what a GGUF export of a model without a template carries,
+/// so that llama.cpp and lathe's chat prompt it the way it was trained.
+pub const PLAIN_TEMPLATE: &str = r#"{%- for m in messages -%}
+{%- if m['role'] == 'system' -%}{{ m['content'] + '\n\n' }}
+{%- elif m['role'] == 'user' -%}{{ '### Instruction:\n' + m['content'] + '\n\n' }}
+{%- else -%}{{ '### Response:\n' + m['content'] + '\n\n' }}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '### Response:\n' }}{%- endif -%}"#;
+
+/// Renders a chat template the way transformers does (trim and lstrip blocks, Python string
+/// methods, `raise_exception`).
+pub fn render_template(template: &str, messages: &[Message], add_generation_prompt: bool, bos: &str, eos: &str) -> Result<String, String> {
+    let env = template_env(template).map_err(|e| format!("the chat template does not parse: {e}"))?;
+    let tpl = env.get_template("chat").map_err(|e| e.to_string())?;
+    tpl.render(minijinja::context! {
+        messages => messages,
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos,
+        eos_token => eos,
+    })
+    .map_err(|e| format!("the chat template failed: {e}"))
+}
+
+fn template_env(template: &str) -> Result<minijinja::Environment<'_>, minijinja::Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
+    env.add_function("strftime_now", |_fmt: String| -> String { "26 Nov 2026".to_string() });
+    env.add_template("chat", template)?;
+    Ok(env)
+}
+
 /// lathe's format for models without a chat template (base models): Alpaca-style headers.
 fn plain_chat(messages: &[Message], add_generation_prompt: bool) -> String {
     let mut s = String::new();
@@ -309,4 +349,23 @@ pub fn render_mask(codec: &TextCodec, enc: &Encoded) -> String {
         i = j;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_template_renders_as_plain_chat() {
+        let m = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
+        let convs = [
+            vec![m("user", "Reverse: a b c")],
+            vec![m("system", "Be brief."), m("user", "Sort: c a b"), m("assistant", "a b c"), m("user", "Again")],
+        ];
+        for c in &convs {
+            for gen in [false, true] {
+                assert_eq!(render_template(PLAIN_TEMPLATE, c, gen, "", "").unwrap(), plain_chat(c, gen));
+            }
+        }
+    }
 }

@@ -1,0 +1,187 @@
+//! `lathe export` (a model folder or a run, as GGUF) and `lathe chat --prompt` (one streamed
+//! answer from a GGUF model through llama.cpp).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{anyhow, bail};
+use clap::Args;
+
+use crate::engine::data::Catalog;
+use crate::engine::data::views::Message;
+use crate::engine::export::gguf::{self, Quant};
+use crate::engine::infer::llama::{Gguf, Options, Sampling};
+use crate::engine::workspace::Workspace;
+use crate::units::bytes;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run id (its base model with the run's adapter merged, or its trained weights) or a
+    /// Hugging Face model folder.
+    pub source: String,
+    /// The GGUF file to write (an Ollama Modelfile is written beside it).
+    #[arg(long, value_name = "FILE.gguf")]
+    pub out: Option<PathBuf>,
+    /// f32, f16, q8_0, q4_0 or q4_k_m (quantized by llama.cpp from an F16 export).
+    #[arg(long, default_value = "f16")]
+    pub quant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A GGUF file, or the name of one in the workspace's models/ folder.
+    #[arg(long, value_name = "FILE_OR_NAME")]
+    pub model: String,
+    /// Stream one answer to this prompt to stdout and exit (status and timings go to stderr).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: i32,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.1)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Stop the answer at this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Context size in tokens (0: the model's, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub ctx: u32,
+    /// Threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Print the timings as JSON on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A run id or a model folder, as (model folder, adapter folder).
+fn resolve_source(ws: &Workspace, source: &str) -> anyhow::Result<(PathBuf, Option<PathBuf>, String)> {
+    let p = Path::new(source);
+    if p.join("config.json").exists() {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        return Ok((p.to_path_buf(), None, name));
+    }
+    if p.exists() {
+        bail!("{} is not a Hugging Face model folder (no config.json); give a model folder or a run id.", p.display());
+    }
+    let cat = Catalog::open_workspace(ws)?;
+    let r = cat.run(source).map_err(|_| anyhow!("{source:?} is neither a model folder nor a run id; `lathe runs list` shows the runs."))?;
+    let art = PathBuf::from(r.artifacts.unwrap_or_default());
+    if art.join("adapter_config.json").exists() {
+        Ok((PathBuf::from(&r.model), Some(art), format!("run-{source}")))
+    } else if art.join("config.json").exists() {
+        Ok((art, None, format!("run-{source}")))
+    } else {
+        bail!("Run {source} has no finished adapter or model ({}); finish or resume it first.", art.display())
+    }
+}
+
+pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
+    let quant = Quant::parse(&args.quant).map_err(anyhow::Error::msg)?;
+    let (model, adapter, name) = resolve_source(ws, &args.source)?;
+    let out = args.out.unwrap_or_else(|| ws.models_dir().join(format!("{name}-{}.gguf", quant.name())));
+    let t = std::time::Instant::now();
+    let e = gguf::export(&model, adapter.as_deref(), &out, quant, &mut |phase| eprintln!("lathe: {phase}")).map_err(anyhow::Error::msg)?;
+    println!(
+        "wrote {} ({}, {} tensors, {}) in {:.1} s\nOllama: ollama create {} -f {}",
+        e.path.display(),
+        quant.name(),
+        e.tensors,
+        bytes(e.bytes),
+        t.elapsed().as_secs_f64(),
+        name,
+        e.modelfile.display()
+    );
+    Ok(())
+}
+
+/// A GGUF path, or a name in the workspace's models/ folder (with or without .gguf).
+pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
+    let p = PathBuf::from(name);
+    if p.is_file() {
+        return Ok(p);
+    }
+    for cand in [ws.models_dir().join(name), ws.models_dir().join(format!("{name}.gguf"))] {
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    bail!("No model {name:?}: not a file, and not in {}; give a .gguf path.", ws.models_dir().display())
+}
+
+pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
+    let path = resolve_model(ws, &args.model)?;
+    let Some(prompt) = args.prompt.clone() else {
+        bail!("The Chat pane does not talk to models yet; pass --prompt TEXT for one streamed answer.");
+    };
+    if prompt.trim().is_empty() {
+        bail!("The prompt is empty; give --prompt some text.");
+    }
+    let t = std::time::Instant::now();
+    let g = Gguf::load(&path).map_err(anyhow::Error::msg)?;
+    let mut opts = Options { ctx: args.ctx, ..Default::default() };
+    if let Some(n) = args.threads {
+        opts.threads = n;
+    }
+    let mut session = g.session(&opts).map_err(anyhow::Error::msg)?;
+    let load_secs = t.elapsed().as_secs_f64();
+    if g.template.is_none() {
+        eprintln!("lathe: {} has no chat template; using lathe's plain Instruction/Response format", path.display());
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(Message { role: "system".into(), content: s.clone() });
+    }
+    messages.push(Message { role: "user".into(), content: prompt });
+    let text = g.render(&messages, true).map_err(anyhow::Error::msg)?;
+    let tokens = g.tokenize(&text);
+    let sampling = Sampling {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        ..Default::default()
+    };
+    let cancel = AtomicBool::new(false);
+    let mut out = std::io::stdout().lock();
+    let (_, st) = session
+        .generate(&tokens, &sampling, &cancel, &mut |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        })
+        .map_err(anyhow::Error::msg)?;
+    let _ = writeln!(out);
+    if args.json {
+        eprintln!("{}", serde_json::json!({"load_secs": load_secs, "stats": st, "prompt_tokens_per_s": st.prompt_tokens_per_s(), "tokens_per_s": st.tokens_per_s()}));
+    } else {
+        eprintln!(
+            "lathe: {} prompt tokens ({:.0} tok/s), first token {:.2} s, {} tokens at {:.1} tok/s, context {}/{}, stop: {:?}",
+            st.prompt_tokens,
+            st.prompt_tokens_per_s(),
+            st.first_token_secs,
+            st.generated_tokens,
+            st.tokens_per_s(),
+            st.context_used,
+            st.context_size,
+            st.stop
+        );
+    }
+    Ok(())
+}

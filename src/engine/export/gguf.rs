@@ -1,0 +1,378 @@
+//! GGUF export. lathe merges the adapter in candle, writes F32 or F16 tensors under llama.cpp's
+//! names with the architecture, tokenizer and chat-template metadata that llama.cpp reads, and
+//! leaves other quantizations to llama.cpp's quantizer (`llama_model_quantize`), so a Q8_0 or
+//! Q4_K_M file is exactly what `llama-quantize` would make. Every file is written beside its
+//! destination and renamed into place: a failure leaves no half file.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Tensor};
+use serde_json::Value;
+
+use crate::engine::train::config::{Family, ModelConfig};
+use crate::engine::train::text::{TextCodec, PLAIN_TEMPLATE};
+use crate::engine::train::trainer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quant {
+    F32,
+    F16,
+    Q8_0,
+    Q4_0,
+    Q4KM,
+}
+
+impl Quant {
+    pub fn parse(s: &str) -> Result<Quant, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "f32" => Quant::F32,
+            "f16" => Quant::F16,
+            "q8_0" => Quant::Q8_0,
+            "q4_0" => Quant::Q4_0,
+            "q4_k_m" => Quant::Q4KM,
+            other => return Err(format!("Unknown quantization {other:?}; use f32, f16, q8_0, q4_0 or q4_k_m.")),
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::F32 => "f32",
+            Quant::F16 => "f16",
+            Quant::Q8_0 => "q8_0",
+            Quant::Q4_0 => "q4_0",
+            Quant::Q4KM => "q4_k_m",
+        }
+    }
+    fn ftype(self) -> u32 {
+        match self {
+            Quant::F32 => llama_cpp_sys_2::LLAMA_FTYPE_ALL_F32,
+            Quant::F16 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_F16,
+            Quant::Q8_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0,
+            Quant::Q4_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_0,
+            Quant::Q4KM => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_K_M,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub path: PathBuf,
+    pub modelfile: PathBuf,
+    pub bytes: u64,
+    pub tensors: usize,
+}
+
+/// The tokenizer as llama.cpp's "gpt2" (byte-level BPE) vocabulary.
+struct Vocab {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    merges: Vec<String>,
+    add_bos: bool,
+    pre: &'static str,
+}
+
+fn vocab(dir: &Path, codec: &TextCodec, rows: usize, family: Family) -> Result<Vocab, String> {
+    let path = dir.join("tokenizer.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?)
+        .map_err(|e| format!("{} is not valid JSON ({e}).", path.display()))?;
+    let model = &json["model"];
+    if model["type"].as_str() != Some("BPE") || model["byte_fallback"].as_bool() == Some(true) {
+        return Err(format!(
+            "The tokenizer in {} is not a byte-level BPE; GGUF export handles byte-level BPE tokenizers (GPT-2 style: Qwen2, Phi, lathe's demo) so far, not SentencePiece ones (TinyLlama, Llama 2).",
+            dir.display()
+        ));
+    }
+    let mut tokens: Vec<Option<String>> = vec![None; rows];
+    let mut types = vec![1i32; rows];
+    let mut put = |id: u64, s: &str, ty: i32| {
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some(s.to_string());
+            types[id as usize] = ty;
+        }
+    };
+    for (s, id) in model["vocab"].as_object().into_iter().flatten() {
+        put(id.as_u64().unwrap_or(u64::MAX), s, 1);
+    }
+    for t in json["added_tokens"].as_array().into_iter().flatten() {
+        let special = t["special"].as_bool().unwrap_or(false);
+        put(t["id"].as_u64().unwrap_or(u64::MAX), t["content"].as_str().unwrap_or(""), if special { 3 } else { 4 });
+    }
+    let mut types_out = types;
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.unwrap_or_else(|| {
+                // Rows of the embedding beyond the tokenizer (padded vocabularies).
+                types_out[i] = 5;
+                format!("[PAD{i}]")
+            })
+        })
+        .collect();
+    let merges = model["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m {
+            Value::String(s) => s.clone(),
+            Value::Array(p) => format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")),
+            _ => String::new(),
+        })
+        .collect();
+    let pre = &json["pre_tokenizer"];
+    let pre = if pre["type"].as_str() == Some("ByteLevel") && pre["use_regex"].as_bool() != Some(false) {
+        "gpt-2"
+    } else if family == Family::Qwen2 {
+        "qwen2"
+    } else {
+        return Err(format!(
+            "The pre-tokenizer in {} is not GPT-2's byte-level split, and lathe does not know which llama.cpp pre-tokenizer matches it.",
+            path.display()
+        ));
+    };
+    let add_bos = match &codec.bos {
+        Some((_, id)) => codec.tok.encode("a", true).map(|e| e.get_ids().first() == Some(id)).unwrap_or(false),
+        None => false,
+    };
+    Ok(Vocab { tokens, types: types_out, merges, add_bos, pre })
+}
+
+/// Hugging Face Llama keeps each head's rotary halves apart; llama.cpp's llama graph rotates
+/// adjacent pairs, so q and k rows are interleaved the way HF's converter does it.
+fn permute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    w.reshape((heads, 2, out / heads / 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
+}
+
+fn arch(cfg: &ModelConfig) -> &'static str {
+    match cfg.family {
+        Family::Llama => "llama",
+        Family::Qwen2 => "qwen2",
+        Family::Phi => "phi2",
+    }
+}
+
+/// Hugging Face names to llama.cpp's, with the llama row permutation.
+fn gguf_tensors(cfg: &ModelConfig, hf: BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, String> {
+    let mut out = Vec::new();
+    for (name, t) in hf {
+        let n = name.strip_prefix("model.").unwrap_or(&name);
+        let mapped = match n {
+            "embed_tokens.weight" => "token_embd.weight".to_string(),
+            "norm.weight" => "output_norm.weight".into(),
+            "final_layernorm.weight" => "output_norm.weight".into(),
+            "final_layernorm.bias" => "output_norm.bias".into(),
+            "lm_head.weight" => "output.weight".into(),
+            "lm_head.bias" => "output.bias".into(),
+            _ => {
+                let rest = n.strip_prefix("layers.").ok_or_else(|| format!("unexpected tensor {name}"))?;
+                let (idx, field) = rest.split_once('.').ok_or_else(|| format!("unexpected tensor {name}"))?;
+                let (module, kind) = field.rsplit_once('.').ok_or_else(|| format!("unexpected tensor {name}"))?;
+                let m = match module {
+                    "input_layernorm" => "attn_norm",
+                    "post_attention_layernorm" => "ffn_norm",
+                    "self_attn.q_proj" => "attn_q",
+                    "self_attn.k_proj" => "attn_k",
+                    "self_attn.v_proj" => "attn_v",
+                    "self_attn.o_proj" | "self_attn.dense" => "attn_output",
+                    "mlp.gate_proj" => "ffn_gate",
+                    "mlp.up_proj" | "mlp.fc1" => "ffn_up",
+                    "mlp.down_proj" | "mlp.fc2" => "ffn_down",
+                    other => return Err(format!("unexpected tensor {name} ({other})")),
+                };
+                format!("blk.{idx}.{m}.{kind}")
+            }
+        };
+        let t = t.to_dtype(DType::F32).map_err(|e| e.to_string())?;
+        let t = if cfg.family == Family::Llama && mapped.ends_with("attn_q.weight") {
+            permute(&t, cfg.num_heads).map_err(|e| e.to_string())?
+        } else if cfg.family == Family::Llama && mapped.ends_with("attn_k.weight") {
+            permute(&t, cfg.num_kv_heads).map_err(|e| e.to_string())?
+        } else {
+            t
+        };
+        out.push((mapped, t));
+    }
+    Ok(out)
+}
+
+fn metadata(cfg: &ModelConfig, name: &str, quant: Quant, v: &Vocab, codec: &TextCodec) -> Vec<(String, gguf_file::Value)> {
+    use gguf_file::Value as V;
+    let a = arch(cfg);
+    let rot = (cfg.head_dim as f64 * cfg.partial_rotary_factor) as u32;
+    let mut m: Vec<(String, V)> = vec![
+        ("general.architecture".into(), V::String(a.into())),
+        ("general.name".into(), V::String(name.into())),
+        ("general.file_type".into(), V::U32(quant.ftype())),
+        (format!("{a}.context_length"), V::U32(cfg.max_position_embeddings as u32)),
+        (format!("{a}.embedding_length"), V::U32(cfg.hidden_size as u32)),
+        (format!("{a}.block_count"), V::U32(cfg.num_layers as u32)),
+        (format!("{a}.feed_forward_length"), V::U32(cfg.intermediate_size as u32)),
+        (format!("{a}.attention.head_count"), V::U32(cfg.num_heads as u32)),
+        (format!("{a}.attention.head_count_kv"), V::U32(cfg.num_kv_heads as u32)),
+        (format!("{a}.rope.freq_base"), V::F32(cfg.rope_theta as f32)),
+        (format!("{a}.rope.dimension_count"), V::U32(rot)),
+    ];
+    if cfg.family == Family::Phi {
+        m.push((format!("{a}.attention.layer_norm_epsilon"), V::F32(cfg.norm_eps as f32)));
+    } else {
+        m.push((format!("{a}.attention.layer_norm_rms_epsilon"), V::F32(cfg.norm_eps as f32)));
+    }
+    if let Some(s) = cfg.rope_scaling.as_ref().filter(|s| s.kind == "linear") {
+        m.push((format!("{a}.rope.scaling.type"), V::String("linear".into())));
+        m.push((format!("{a}.rope.scaling.factor"), V::F32(s.factor as f32)));
+    }
+    let strings = |xs: &[String]| V::Array(xs.iter().map(|s| V::String(s.clone())).collect());
+    m.push(("tokenizer.ggml.model".into(), V::String("gpt2".into())));
+    m.push(("tokenizer.ggml.pre".into(), V::String(v.pre.into())));
+    m.push(("tokenizer.ggml.tokens".into(), strings(&v.tokens)));
+    m.push(("tokenizer.ggml.token_type".into(), V::Array(v.types.iter().map(|&t| V::I32(t)).collect())));
+    m.push(("tokenizer.ggml.merges".into(), strings(&v.merges)));
+    if let Some((_, id)) = &codec.bos {
+        m.push(("tokenizer.ggml.bos_token_id".into(), V::U32(*id)));
+    }
+    if let Some((_, id)) = &codec.eos {
+        m.push(("tokenizer.ggml.eos_token_id".into(), V::U32(*id)));
+        m.push(("tokenizer.ggml.padding_token_id".into(), V::U32(*id)));
+    }
+    m.push(("tokenizer.ggml.add_bos_token".into(), V::Bool(v.add_bos)));
+    m.push(("tokenizer.ggml.add_eos_token".into(), V::Bool(false)));
+    m.push(("tokenizer.chat_template".into(), V::String(codec.template_source().unwrap_or(PLAIN_TEMPLATE).to_string())));
+    m
+}
+
+/// A sibling path for temporary output: `name.gguf` -> `.name.gguf.<tag>.partial`.
+fn partial(out: &Path, tag: &str) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export.gguf".into());
+    out.with_file_name(format!(".{name}.{tag}.partial"))
+}
+
+/// Removes the file when dropped unless disarmed: no half file survives an error or a panic.
+struct Cleanup(Option<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes `model_dir` (with `adapter` merged in, if given) as a GGUF file at `out`, and an Ollama
+/// Modelfile beside it. `progress` gets a phase description as the export goes.
+pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant, progress: &mut dyn FnMut(&str)) -> Result<Exported, String> {
+    if out.extension().and_then(|e| e.to_str()) != Some("gguf") {
+        return Err(format!("{} should end in .gguf.", out.display()));
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("Cannot create {} ({e}).", parent.display()))?;
+    }
+    progress("loading and merging the weights");
+    let (model, codec) = trainer::load_for_eval(model_dir, adapter)?;
+    let cfg = model.cfg.clone();
+    if cfg.rope_scaling.as_ref().is_some_and(|s| s.kind != "linear" && s.kind != "llama3") {
+        return Err(format!(
+            "{} uses {} rope scaling, which lathe's GGUF export does not write yet; export a model without it.",
+            model_dir.display(),
+            cfg.rope_scaling.as_ref().map(|s| s.kind.as_str()).unwrap_or("")
+        ));
+    }
+    let hf = model.merged_tensors().map_err(|e| e.to_string())?;
+    drop(model);
+    let rows = hf.get("model.embed_tokens.weight").map(|t| t.dim(0).unwrap_or(0)).unwrap_or(cfg.vocab_size);
+    let v = vocab(model_dir, &codec, rows, cfg.family)?;
+    let mut tensors = gguf_tensors(&cfg, hf)?;
+    if cfg.rope_scaling.as_ref().is_some_and(|s| s.kind == "llama3") {
+        // llama.cpp applies Llama 3's scaling as per-frequency divisors (rope_freqs).
+        let scaled = crate::engine::train::model::inv_freq(&cfg)?;
+        let rot = scaled.len() * 2;
+        let factors: Vec<f32> = scaled
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / rot as f64)) as f32 / f)
+            .collect();
+        let n = factors.len();
+        tensors.push(("rope_freqs.weight".into(), Tensor::from_vec(factors, n, &candle_core::Device::Cpu).map_err(|e| e.to_string())?));
+    }
+    let name = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    // Quantized files come from an F16 file through llama.cpp's quantizer.
+    let base = if quant == Quant::F32 { Quant::F32 } else { Quant::F16 };
+    let meta = metadata(&cfg, &name, base, &v, &codec);
+    progress(&format!("writing {} tensors ({})", tensors.len(), base.name()));
+    let mut qt = Vec::with_capacity(tensors.len());
+    for (n, t) in &tensors {
+        let dt = if base == Quant::F16 && t.rank() == 2 { GgmlDType::F16 } else { GgmlDType::F32 };
+        qt.push((n.clone(), QTensor::quantize(t, dt).map_err(|e| e.to_string())?));
+    }
+    drop(tensors);
+    let first = partial(out, base.name());
+    let mut guard_first = Cleanup(Some(first.clone()));
+    {
+        let f = std::fs::File::create(&first).map_err(|e| format!("Cannot write {} ({e}).", first.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        let meta_refs: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t_refs: Vec<(&str, &QTensor)> = qt.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut w, &meta_refs, &t_refs).map_err(|e| format!("Writing {} failed ({e}); is the disk full?", out.display()))?;
+        let f = w.into_inner().map_err(|e| format!("Writing {} failed ({e}); is the disk full?", out.display()))?;
+        f.sync_all().map_err(|e| format!("Writing {} failed ({e}); is the disk full?", out.display()))?;
+    }
+    let n_tensors = qt.len();
+    drop(qt);
+    let done = if quant == base {
+        first.clone()
+    } else {
+        progress(&format!("quantizing to {} with llama.cpp", quant.name()));
+        let second = partial(out, quant.name());
+        let mut guard = Cleanup(Some(second.clone()));
+        quantize(&first, &second, quant)?;
+        guard.0 = None;
+        second
+    };
+    let mut guard_done = Cleanup(Some(done.clone()));
+    std::fs::rename(&done, out).map_err(|e| format!("Cannot move the export into place at {} ({e}).", out.display()))?;
+    guard_done.0 = None;
+    if done == first {
+        guard_first.0 = None;
+    }
+    drop(guard_first);
+    let modelfile = out.with_extension("Modelfile");
+    let mf = modelfile_text(out, &codec);
+    std::fs::write(&modelfile, mf).map_err(|e| format!("Cannot write {} ({e}).", modelfile.display()))?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(Exported { path: out.to_path_buf(), modelfile, bytes, tensors: n_tensors })
+}
+
+fn quantize(src: &Path, dst: &Path, quant: Quant) -> Result<(), String> {
+    crate::engine::infer::llama::backend()?;
+    let c_src = CString::new(src.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    let c_dst = CString::new(dst.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: default params from llama.cpp, then plain fields set; both paths are valid C strings
+    // that outlive the call.
+    let rc = unsafe {
+        let mut p = llama_cpp_sys_2::llama_model_quantize_default_params();
+        p.ftype = quant.ftype();
+        p.nthread = std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1);
+        llama_cpp_sys_2::llama_model_quantize(c_src.as_ptr(), c_dst.as_ptr(), &p)
+    };
+    if rc != 0 {
+        return Err(format!("llama.cpp could not quantize to {} (code {rc}); see logs/lathe.log, or try another --quant.", quant.name()));
+    }
+    Ok(())
+}
+
+/// An Ollama Modelfile: `ollama create NAME -f FILE.Modelfile`. Ollama reads the chat template from
+/// the GGUF for templates it knows; lathe's plain format is spelled out as a Go template.
+fn modelfile_text(gguf: &Path, codec: &TextCodec) -> String {
+    let file = gguf.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut s = format!("# Made by lathe. Load with: ollama create NAME -f {}\nFROM ./{file}\n", gguf.with_extension("Modelfile").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    if codec.template_source().is_none() {
+        s.push_str("TEMPLATE \"\"\"{{ if .System }}{{ .System }}\n\n{{ end }}### Instruction:\n{{ .Prompt }}\n\n### Response:\n\"\"\"\n");
+    }
+    if let Some((tok, _)) = &codec.eos {
+        s.push_str(&format!("PARAMETER stop \"{}\"\n", tok.replace('"', "\\\"")));
+    }
+    s
+}

@@ -1,0 +1,467 @@
+//! GGUF chat through llama.cpp: load a model, render the conversation with the model's own Jinja
+//! chat template (from the GGUF metadata; minijinja, not llama.cpp's built-in detection), and
+//! stream tokens with a sampler chain. A [`Session`] owns one context and keeps its KV cache
+//! across turns: each turn decodes only the tokens that differ from what the cache already holds.
+//! The context is not Send: a session lives on the thread that made it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::engine::data::views::{Example, Message};
+use crate::engine::train::text::{chat_prompt, render_template, PLAIN_TEMPLATE};
+use crate::units::bytes;
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+/// llama.cpp's process-wide backend, initialised once; its logs go to lathe's log file.
+pub fn backend() -> Result<&'static LlamaBackend, String> {
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| format!("llama.cpp did not start: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+/// How a model is loaded and its context made.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Context size in tokens (0: the model's training context, at most 4096).
+    pub ctx: u32,
+    pub threads: i32,
+    /// Tokens per decode call while reading the prompt.
+    pub batch: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { ctx: 0, threads: std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1), batch: 512 }
+    }
+}
+
+/// Sampling settings for one answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sampling {
+    /// 0 samples greedily.
+    pub temperature: f32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub repeat_last_n: i32,
+    pub seed: u32,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: 0,
+            max_tokens: 512,
+            stop: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum StopReason {
+    /// The model ended its turn.
+    EndOfTurn,
+    MaxTokens,
+    StopString,
+    Cancelled,
+    ContextFull,
+}
+
+/// Figures for one answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens the KV cache already held.
+    pub reused_tokens: usize,
+    pub prompt_secs: f64,
+    pub first_token_secs: f64,
+    pub generated_tokens: usize,
+    pub generation_secs: f64,
+    pub context_used: usize,
+    pub context_size: usize,
+    pub stop: StopReason,
+}
+
+impl Stats {
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        (self.prompt_tokens - self.reused_tokens) as f64 / self.prompt_secs.max(1e-9)
+    }
+    pub fn tokens_per_s(&self) -> f64 {
+        self.generated_tokens as f64 / self.generation_secs.max(1e-9)
+    }
+}
+
+/// A loaded GGUF model.
+pub struct Gguf {
+    pub model: LlamaModel,
+    pub path: PathBuf,
+    pub architecture: String,
+    /// The chat template from the metadata, or `None` (lathe then uses its plain format).
+    pub template: Option<String>,
+    bos: String,
+    eos: String,
+}
+
+/// Reads the GGUF header and checks the file holds every tensor it lists: a clear message for a
+/// file that is not GGUF or was cut short, before llama.cpp sees it.
+pub fn check_file(path: &Path) -> Result<String, String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("Cannot open {} ({e}); check the path.", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut magic = [0u8; 4];
+    use std::io::Read;
+    if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+        return Err(format!("{} is not a GGUF file; point at a .gguf model (or export one with `lathe export`).", path.display()));
+    }
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(f))
+        .map_err(|e| format!("{} is a damaged GGUF file ({e}); download or export it again.", path.display()))?;
+    let end = content
+        .tensor_infos
+        .values()
+        .map(|t| {
+            let elems = t.shape.elem_count();
+            t.offset + (elems / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64
+        })
+        .max()
+        .unwrap_or(0);
+    if content.tensor_data_offset + end > len {
+        return Err(format!(
+            "{} is truncated ({} of the {} it needs); download or export it again.",
+            path.display(),
+            bytes(len),
+            bytes(content.tensor_data_offset + end)
+        ));
+    }
+    let arch = match content.metadata.get("general.architecture") {
+        Some(candle_core::quantized::gguf_file::Value::String(s)) => s.clone(),
+        _ => return Err(format!("{} has no general.architecture; it is not a model llama.cpp can run.", path.display())),
+    };
+    Ok(arch)
+}
+
+impl Gguf {
+    pub fn load(path: &Path) -> Result<Gguf, String> {
+        let arch = check_file(path)?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let free = crate::engine::train::trainer::available_memory();
+        if size > free {
+            return Err(format!(
+                "{} needs about {} of memory and {} is free; close other programs or use a smaller quantization.",
+                path.display(),
+                bytes(size),
+                bytes(free)
+            ));
+        }
+        let backend = backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|_| {
+            format!(
+                "llama.cpp could not load {} (architecture {arch:?}); this llama.cpp build may not support it. logs/lathe.log has llama.cpp's reason.",
+                path.display()
+            )
+        })?;
+        let template = model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.trim().is_empty());
+        let vocab = model.vocab();
+        let text = |t: LlamaToken| vocab.text(t).and_then(|c| c.to_str().ok()).unwrap_or_default().to_string();
+        let (bos, eos) = (text(vocab.bos()), text(vocab.eos()));
+        Ok(Gguf { model, path: path.to_path_buf(), architecture: arch, template, bos, eos })
+    }
+
+    /// The conversation as the model's prompt text.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
+        render_template(self.template.as_deref().unwrap_or(PLAIN_TEMPLATE), messages, add_generation_prompt, &self.bos, &self.eos)
+    }
+
+    /// Tokens of a rendered prompt: special tokens in the text are parsed, and BOS is added where
+    /// the model wants one and the template did not write it.
+    pub fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        let add = vocab.should_add_bos() && (self.bos.is_empty() || !text.starts_with(&self.bos));
+        vocab.tokenize(text.as_bytes(), add, true)
+    }
+
+    pub fn session(&self, opts: &Options) -> Result<Session<'_>, String> {
+        let train_ctx = self.model.n_ctx_train();
+        let n_ctx = if opts.ctx == 0 { train_ctx.clamp(1, 4096) } else { opts.ctx };
+        let params = LlamaContextParams::default()
+            .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
+            .with_n_batch(opts.batch.max(1))
+            .with_n_ubatch(opts.batch.max(1))
+            .with_n_threads(opts.threads.max(1))
+            .with_n_threads_batch(opts.threads.max(1));
+        let ctx = self
+            .model
+            .new_context(backend()?, params)
+            .map_err(|e| format!("llama.cpp could not make a {n_ctx}-token context ({e}); try a smaller --ctx."))?;
+        Ok(Session { gguf: self, ctx, cached: Vec::new(), batch: opts.batch.max(1) as usize })
+    }
+}
+
+/// One context with its KV cache.
+pub struct Session<'m> {
+    gguf: &'m Gguf,
+    ctx: LlamaContext<'m>,
+    /// The tokens whose keys and values the cache holds, in order.
+    cached: Vec<LlamaToken>,
+    batch: usize,
+}
+
+impl<'m> Session<'m> {
+    pub fn context_size(&self) -> usize {
+        self.ctx.n_ctx() as usize
+    }
+
+    pub fn context_used(&self) -> usize {
+        self.cached.len()
+    }
+
+    /// Brings the cache to `tokens`, decoding only what differs from what it holds; returns how many
+    /// were reused. With `all_logits`, the logits of every decoded position come back.
+    fn feed(&mut self, tokens: &[LlamaToken], all_logits: bool) -> Result<(usize, Vec<Vec<f32>>), String> {
+        if tokens.is_empty() {
+            return Err("Nothing to send: the prompt is empty.".into());
+        }
+        if tokens.len() > self.context_size() {
+            return Err(format!(
+                "The prompt is {} tokens and the context holds {}; shorten it, or load the model with a larger context.",
+                tokens.len(),
+                self.context_size()
+            ));
+        }
+        let mut keep = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        if keep == tokens.len() {
+            // The last token is decoded again: its logits are where sampling starts.
+            keep -= 1;
+        }
+        if keep < self.cached.len() {
+            if !self.ctx.clear_kv_cache_seq(Some(0), Some(keep as u32), None).unwrap_or(false) {
+                self.ctx.clear_kv_cache();
+                keep = 0;
+            }
+            self.cached.truncate(keep);
+        }
+        let mut out = Vec::new();
+        let mut batch = LlamaBatch::new(self.batch, 1);
+        let rest = &tokens[keep..];
+        for (ci, chunk) in rest.chunks(self.batch).enumerate() {
+            batch.clear();
+            for (i, t) in chunk.iter().enumerate() {
+                let pos = keep + ci * self.batch + i;
+                let last = pos + 1 == tokens.len();
+                batch.add(*t, pos as i32, &[0], all_logits || last).map_err(|e| e.to_string())?;
+            }
+            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode the prompt ({e})."))?;
+            self.cached.extend_from_slice(chunk);
+            if all_logits {
+                for i in 0..chunk.len() {
+                    out.push(self.ctx.get_logits_ith(i as i32).to_vec());
+                }
+            }
+        }
+        Ok((keep, out))
+    }
+
+    /// The logits llama.cpp gives at every position of `ids` (a fresh cache): for parity checks.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, String> {
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+        let toks: Vec<LlamaToken> = ids.iter().map(|&i| LlamaToken(i as i32)).collect();
+        Ok(self.feed(&toks, true)?.1)
+    }
+
+    /// Greedy continuation of `ids` (token ids in, token ids out): for parity checks.
+    pub fn greedy(&mut self, ids: &[u32], max_new: usize) -> Result<Vec<u32>, String> {
+        let toks: Vec<LlamaToken> = ids.iter().map(|&i| LlamaToken(i as i32)).collect();
+        let s = Sampling { temperature: 0.0, repeat_penalty: 1.0, max_tokens: max_new, ..Default::default() };
+        let mut out = Vec::new();
+        self.run(&toks, &s, &AtomicBool::new(false), &mut |_| {}, &mut |t| out.push(t.0 as u32))?;
+        Ok(out)
+    }
+
+    /// Streams an answer to `prompt` (a rendered, tokenized conversation): `on_text` gets each new
+    /// piece of text as soon as it is whole UTF-8 and cannot be the start of a stop string.
+    pub fn generate(&mut self, prompt: &[LlamaToken], s: &Sampling, cancel: &AtomicBool, on_text: &mut dyn FnMut(&str)) -> Result<(String, Stats), String> {
+        self.run(prompt, s, cancel, on_text, &mut |_| {})
+    }
+
+    fn run(
+        &mut self,
+        prompt: &[LlamaToken],
+        s: &Sampling,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+        on_token: &mut dyn FnMut(LlamaToken),
+    ) -> Result<(String, Stats), String> {
+        let n_ctx = self.context_size();
+        if prompt.len() >= n_ctx {
+            return Err(format!(
+                "The prompt is {} tokens and the context holds {n_ctx}; shorten it, or load the model with a larger context.",
+                prompt.len()
+            ));
+        }
+        let t0 = Instant::now();
+        let (reused, _) = self.feed(prompt, false)?;
+        let prompt_secs = t0.elapsed().as_secs_f64();
+        let vocab = self.gguf.model.vocab();
+        let mut sampler = sampler_chain(s, vocab.n_tokens());
+        let tail = prompt.len().saturating_sub(s.repeat_last_n.max(0) as usize);
+        sampler.accept_many(&prompt[tail..]);
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut first = None;
+        let mut generated = 0usize;
+        let t_gen = Instant::now();
+        let mut batch = LlamaBatch::new(1, 1);
+        let stop = loop {
+            if cancel.load(Ordering::Relaxed) {
+                break StopReason::Cancelled;
+            }
+            if generated >= s.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cached.len() >= n_ctx {
+                break StopReason::ContextFull;
+            }
+            let tok = sampler.sample(&self.ctx, -1);
+            first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+            if vocab.is_eog(tok) {
+                break StopReason::EndOfTurn;
+            }
+            on_token(tok);
+            generated += 1;
+            pending.extend(vocab.token_to_piece(tok, false, None));
+            let valid = match std::str::from_utf8(&pending) {
+                Ok(_) => pending.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                // Bytes that can never become UTF-8: shown as the replacement character.
+                Err(_) => pending.len(),
+            };
+            text.push_str(&String::from_utf8_lossy(&pending[..valid]));
+            pending.drain(..valid);
+            if let Some(at) = s.stop.iter().filter(|x| !x.is_empty()).filter_map(|x| text.find(x.as_str())).min() {
+                text.truncate(at);
+                if emitted < text.len() {
+                    on_text(&text[emitted..]);
+                }
+                emitted = text.len();
+                break StopReason::StopString;
+            }
+            let hold = s.stop.iter().map(|x| held_back(&text, x)).max().unwrap_or(0);
+            let safe = text.len() - hold;
+            if safe > emitted {
+                on_text(&text[emitted..safe]);
+                emitted = safe;
+            }
+            batch.clear();
+            batch.add(tok, self.cached.len() as i32, &[0], true).map_err(|e| e.to_string())?;
+            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
+            self.cached.push(tok);
+        };
+        if stop != StopReason::StopString && emitted < text.len() {
+            on_text(&text[emitted..]);
+        }
+        let stats = Stats {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            prompt_secs,
+            first_token_secs: first.unwrap_or(prompt_secs),
+            generated_tokens: generated,
+            generation_secs: t_gen.elapsed().as_secs_f64(),
+            context_used: self.cached.len(),
+            context_size: n_ctx,
+            stop,
+        };
+        Ok((text, stats))
+    }
+}
+
+/// Greedy answers through llama.cpp to each example's prompt, rendered with the GGUF's template,
+/// compared with the expected answers (trimmed): (correct, asked). The same rule as the training
+/// run's exact match in candle.
+pub fn exact_match(g: &Gguf, session: &mut Session, examples: &[Example], max_new: usize) -> Result<(usize, usize), String> {
+    let s = Sampling { temperature: 0.0, repeat_penalty: 1.0, max_tokens: max_new, ..Default::default() };
+    let (mut correct, mut total) = (0, 0);
+    for ex in examples {
+        let Some((messages, answer)) = chat_prompt(ex) else { continue };
+        if answer.is_empty() {
+            continue;
+        }
+        let prompt = g.tokenize(&g.render(&messages, true)?);
+        let (text, _) = session.generate(&prompt, &s, &AtomicBool::new(false), &mut |_| {})?;
+        total += 1;
+        if text.trim() == answer.trim() {
+            correct += 1;
+        }
+    }
+    Ok((correct, total))
+}
+
+/// How many bytes at the end of `text` could be the start of `stop` (held back from streaming).
+fn held_back(text: &str, stop: &str) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| text.is_char_boundary(text.len() - n) && stop.starts_with(&text[text.len() - n..]))
+        .unwrap_or(0)
+}
+
+fn sampler_chain(s: &Sampling, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if s.repeat_penalty != 1.0 {
+        chain.push(LlamaSampler::penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0));
+    }
+    if s.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(s.top_k));
+        }
+        if s.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(s.top_p, 1));
+        }
+        if s.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(s.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn a_possible_stop_string_start_is_held_back() {
+        assert_eq!(held_back("The answer is ##", "###"), 2);
+        assert_eq!(held_back("The answer", "###"), 0);
+        assert_eq!(held_back("x</", "</s>"), 2);
+        assert_eq!(held_back("é<", "<|end|>"), 1);
+    }
+}

@@ -1,0 +1,210 @@
+//! GGUF export and llama.cpp inference: the exported file must compute what lathe's candle model
+//! computes (next-token logits, greedy tokens), and bad files get clear errors.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, IndexOp, Tensor};
+use lathe::engine::export::gguf::{export, Quant};
+use lathe::engine::infer::llama::{Gguf, Options};
+use lathe::engine::train::model::Ctx;
+use lathe::engine::train::trainer::load_for_eval;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lathe-gguf-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Max |candle - llama.cpp| over every position's logits, relative to the logits' scale, and
+/// whether greedy continuations agree.
+fn compare(model_dir: &Path, gguf: &Path, ids: &[u32]) -> (f32, f32, Vec<u32>, Vec<u32>) {
+    let (model, _) = load_for_eval(model_dir, None).unwrap();
+    let t = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let ours = model.forward(&t, &mut Ctx::eval()).unwrap().i(0).unwrap().to_vec2::<f32>().unwrap();
+    let g = Gguf::load(gguf).unwrap();
+    let mut s = g.session(&Options { ctx: 256, threads: 2, batch: 64 }).unwrap();
+    let theirs = s.logits(ids).unwrap();
+    assert_eq!(theirs.len(), ids.len());
+    let mut diff = 0f32;
+    let mut scale = 0f32;
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a.len(), b.len(), "vocabulary sizes differ");
+        for (x, y) in a.iter().zip(b) {
+            diff = diff.max((x - y).abs());
+            scale = scale.max(x.abs());
+        }
+    }
+    let ours_greedy = model.greedy(ids, 12, &[]).unwrap();
+    let theirs_greedy = s.greedy(ids, 12).unwrap();
+    (diff, scale, ours_greedy, theirs_greedy)
+}
+
+#[test]
+fn exported_gguf_matches_candle_for_every_family() {
+    let dir = tmp("parity");
+    let ids: Vec<u32> = vec![1, 45, 77, 3, 120, 200, 9, 18, 64, 250, 31, 5];
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-phi"] {
+        for (quant, tol) in [(Quant::F32, 1e-3f32), (Quant::F16, 2e-2)] {
+            let out = dir.join(format!("{name}-{}.gguf", quant.name()));
+            export(&fixture(name), None, &out, quant, &mut |_| {}).unwrap();
+            let (diff, scale, a, b) = compare(&fixture(name), &out, &ids);
+            eprintln!("{name} {}: max |logit diff| {diff:.2e} (logits up to {scale:.2}); greedy {a:?} vs {b:?}", quant.name());
+            assert!(diff <= tol * scale.max(1.0), "{name} {}: logits differ by {diff}", quant.name());
+            if quant == Quant::F32 {
+                assert_eq!(a, b, "{name}: greedy tokens differ");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn lathe(home: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"));
+    c.arg("--home").arg(home);
+    c
+}
+
+fn run(c: &mut std::process::Command) -> (bool, String, String) {
+    let o = c.output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn err_of(path: &Path) -> String {
+    match Gguf::load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn bad_gguf_files_get_clear_errors() {
+    let dir = tmp("bad");
+    let good = dir.join("good.gguf");
+    export(&fixture("tiny-llama"), None, &good, Quant::F32, &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let not = dir.join("notes.gguf");
+    std::fs::write(&not, "just some text, not a model").unwrap();
+    assert!(err_of(&not).contains("is not a GGUF file"), "{}", err_of(&not));
+
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(err_of(&cut).contains("is truncated"), "{}", err_of(&cut));
+
+    let header = dir.join("header.gguf");
+    let mut h = bytes[..64].to_vec();
+    h[8..24].fill(0xff);
+    std::fs::write(&header, h).unwrap();
+    let e = err_of(&header);
+    assert!(e.contains("damaged GGUF") || e.contains("truncated"), "{e}");
+
+    // The same tensors under an architecture llama.cpp does not have.
+    let arch = dir.join("arch.gguf");
+    {
+        use candle_core::quantized::gguf_file;
+        let mut r = std::fs::File::open(&good).unwrap();
+        let c = gguf_file::Content::read(&mut r).unwrap();
+        let mut meta = c.metadata.clone();
+        meta.insert("general.architecture".into(), gguf_file::Value::String("nosuchnet".into()));
+        let tensors: Vec<(String, candle_core::quantized::QTensor)> =
+            c.tensor_infos.keys().map(|n| (n.clone(), c.tensor(&mut r, n, &Device::Cpu).unwrap())).collect();
+        let m: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        gguf_file::write(&mut std::fs::File::create(&arch).unwrap(), &m, &t).unwrap();
+    }
+    let e = err_of(&arch);
+    assert!(e.contains("could not load") && e.contains("nosuchnet"), "{e}");
+
+    // A model bigger than the memory there is (a sparse file: the header is real, the length 4 TiB).
+    let huge = dir.join("huge.gguf");
+    std::fs::write(&huge, &bytes).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&huge).unwrap().set_len(4 << 40).unwrap();
+    let e = err_of(&huge);
+    assert!(e.contains("of memory") && e.contains("is free"), "{e}");
+
+    // Prompts: longer than the context, and a 100 KB paste; the session keeps working after both.
+    let g = Gguf::load(&good).unwrap();
+    let mut s = g.session(&Options { ctx: 64, threads: 2, batch: 32 }).unwrap();
+    let long: Vec<u32> = (0..300).map(|i| 3 + i % 200).collect();
+    // llama.cpp rounds the context up (to 256 here).
+    assert!(s.context_size() >= 64 && s.context_size() < 300);
+    let e = s.logits(&long).err().unwrap();
+    assert!(e.contains("the context holds"), "{e}");
+    let paste = "word ".repeat(20_000);
+    let toks = g.tokenize(&paste);
+    let st = lathe::engine::infer::llama::Sampling { temperature: 0.0, max_tokens: 4, ..Default::default() };
+    let e2 = s.generate(&toks, &st, &Default::default(), &mut |_| {}).err().unwrap();
+    assert!(e2.contains("The prompt is") && e2.contains("the context holds"), "{e2}");
+    let (text, stats) = s.generate(&g.tokenize("hello"), &st, &Default::default(), &mut |_| {}).unwrap();
+    assert!(stats.generated_tokens > 0 || !text.is_empty() || stats.stop == lathe::engine::infer::llama::StopReason::EndOfTurn);
+
+    // The CLI: an empty prompt, a missing model, a file that is not GGUF.
+    let home = dir.join("home");
+    let (ok, _, err) = run(lathe(&home).args(["chat", "--model", good.to_str().unwrap(), "--prompt", "  "]));
+    assert!(!ok && err.contains("The prompt is empty"), "{err}");
+    let (ok, _, err) = run(lathe(&home).args(["chat", "--model", "no-such-model", "--prompt", "hi"]));
+    assert!(!ok && err.contains("No model \"no-such-model\""), "{err}");
+    let (ok, _, err) = run(lathe(&home).args(["chat", "--model", not.to_str().unwrap(), "--prompt", "hi"]));
+    assert!(!ok && err.contains("is not a GGUF file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An export that cannot be written (the disk fills) leaves neither the file nor a partial one.
+#[test]
+fn a_failed_export_leaves_no_file() {
+    use std::os::unix::process::CommandExt;
+    let dir = tmp("full");
+    let out = dir.join("x.gguf");
+    let mut c = lathe(&dir.join("home"));
+    c.args(["export", fixture("tiny-llama").to_str().unwrap(), "--out", out.to_str().unwrap(), "--quant", "f32"]);
+    // SAFETY: setrlimit only, in the child before exec.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 60_000, rlim_max: 60_000 };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let (ok, _, err) = run(&mut c);
+    assert!(!ok && err.contains("is the disk full?"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "home").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // With room, the same export works and a Modelfile sits beside it.
+    let (ok, stdout, err) = run(lathe(&dir.join("home")).args(["export", fixture("tiny-llama").to_str().unwrap(), "--out", out.to_str().unwrap(), "--quant", "q8_0"]));
+    assert!(ok, "{err}");
+    assert!(stdout.contains("q8_0") && out.exists() && dir.join("x.Modelfile").exists(), "{stdout}");
+    Gguf::load(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The newcomer's path: train the demo, export it, chat with it from the CLI, and score the GGUF
+/// through llama.cpp on the held-out examples the run scored in candle.
+#[test]
+fn demo_trains_exports_and_chats() {
+    let dir = tmp("demo");
+    let home = dir.join("home");
+    let (ok, out, err) = run(lathe(&home).args(["train", "--demo", "--max-steps", "400", "--exact-match", "40"]));
+    assert!(ok, "{err}");
+    let id = out.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split(':').next()).unwrap().to_string();
+    let line = out.lines().find(|l| l.contains("exact match on eval: ")).unwrap().to_string();
+    let candle = line.split(": ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let gguf = dir.join("demo.gguf");
+    let (ok, out, err) = run(lathe(&home).args(["export", &id, "--out", gguf.to_str().unwrap(), "--quant", "f32"]));
+    assert!(ok && out.contains("wrote"), "{err}");
+    let (ok, out, err) = run(lathe(&home).args(["eval", "--gguf", gguf.to_str().unwrap(), "--view", "instruct", "--limit", "40"]));
+    assert!(ok, "{err}");
+    let ours = out.split(": ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let count = |s: &str| s.split('/').next().unwrap().parse::<i64>().unwrap();
+    eprintln!("exact match: candle {candle}, llama.cpp {ours}");
+    assert!((count(&candle) - count(&ours)).abs() <= 1, "candle {candle} vs llama.cpp {ours}");
+    let (ok, out, err) = run(lathe(&home).args(["chat", "--model", gguf.to_str().unwrap(), "--prompt", "Reverse the letters of the word.\n\nabc", "--temp", "0", "--max-tokens", "8"]));
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty() || err.contains("EndOfTurn"), "{out} {err}");
+    assert!(err.contains("prompt tokens") && err.contains("tok/s") && err.contains("context "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
