@@ -43,7 +43,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         tracing::warn!("{p}");
     }
     match cli.command {
-        None => workstation(config, ws),
+        None => workstation(config, ws, None),
         Some(Cmd::Data { what }) => lathe::cli::data::run(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Sql { query, format }) => lathe::cli::data::sql(&ws, &query, format, &mut std::io::stdout().lock()),
         Some(Cmd::Sysinfo { json }) => {
@@ -53,6 +53,10 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Runs { what }) => lathe::cli::train::runs(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Eval(args)) => lathe::cli::train::eval(&ws, args, &mut std::io::stdout().lock()),
         Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
+        Some(Cmd::Chat(args)) if args.prompt.is_none() => {
+            let path = lathe::cli::chat::resolve_model(&ws, &args.model)?;
+            workstation(config, ws, Some(path))
+        }
         Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
         Some(Cmd::Merge { model, adapter, out }) => {
             lathe::engine::train::export::merge(&model, &adapter, &out).map_err(anyhow::Error::msg)?;
@@ -75,7 +79,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     }
 }
 
-fn workstation(config: Config, ws: Workspace) -> anyhow::Result<()> {
+/// Opens the workstation; with `chat_model`, on the Chat pane with that model loading.
+fn workstation(config: Config, ws: Workspace, chat_model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the workstation needs a terminal on stdout; run it in one, or use a subcommand (see lathe --help)"
@@ -89,8 +94,15 @@ fn workstation(config: Config, ws: Workspace) -> anyhow::Result<()> {
         tracing::warn!("{p}");
         app.notify(Level::Error, p.clone());
     }
+    let mut initial = Vec::new();
+    if let Some(path) = chat_model {
+        app.focus = lathe::app::action::PaneId::Chat;
+        app.chat.model = lathe::app::chat::ChatModel::Loading(path.clone());
+        initial.push(lathe::app::action::Command::LoadChatModel(path.display().to_string()));
+    }
     runtime::run_terminal(Launch {
         app,
+        initial,
         workspace: ws,
         sample_interval: config.sample_interval,
         max_fps: config.max_fps,

@@ -77,8 +77,12 @@ impl Tmux {
     }
 
     fn launch_no_wait(&self, extra_env: &str) {
+        self.launch_with(extra_env, "");
+    }
+
+    fn launch_with(&self, extra_env: &str, args: &str) {
         let cmd = format!(
-            "{extra_env} LATHE_HOME={} XDG_CONFIG_HOME={} {}; echo \"exit=$?\"",
+            "{extra_env} LATHE_HOME={} XDG_CONFIG_HOME={} {} {args}; echo \"exit=$?\"",
             self.home.join("ws").display(),
             self.home.join("config").display(),
             env!("CARGO_BIN_EXE_lathe")
@@ -337,5 +341,36 @@ fn demo_trains_from_the_training_pane_with_pause_cancel_and_resume() {
     // The job leaves the status bar once the run has saved its state; then q quits at once.
     t.wait_gone("● train resume");
     t.keys(&["q"]);
+    t.assert_clean_exit("0");
+}
+
+/// `lathe chat --model FILE` opens the Chat pane with the model loaded; an answer streams with its
+/// figures; a file that is not GGUF gets a clear message and the app keeps running.
+#[test]
+fn chat_with_an_exported_model() {
+    let t = Tmux::start("chatgguf", 100, 30);
+    let gguf = t.home.join("tiny.gguf");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
+    let out = Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .args(["--home", t.home.join("ws").to_str().unwrap(), "export", fixture.to_str().unwrap(), "--out", gguf.to_str().unwrap(), "--quant", "f16"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.launch_with("", &format!("chat --model {}", gguf.display()));
+    t.wait_for("context 0/");
+    t.type_line("hello there");
+    let s = t.wait_for("tok/s");
+    assert!(s.contains("you") && s.contains("hello there") && s.contains("model"), "{s}");
+    // Ask again: the answer is replaced, not added.
+    t.keys(&["C-r"]);
+    let s = t.wait_until("the second answer", |s| s.contains("tok/s") && !s.contains("answering"));
+    assert_eq!(s.matches("hello there").count(), 1, "{s}");
+    let bad = t.home.join("notes.gguf");
+    std::fs::write(&bad, "not a model").unwrap();
+    t.keys(&["C-o"]);
+    t.wait_for("Open a GGUF model");
+    t.type_line(bad.to_str().unwrap());
+    t.wait_for("is not a GGUF file");
+    t.keys(&["C-c"]);
     t.assert_clean_exit("0");
 }

@@ -346,3 +346,51 @@ fn new_run_form_with_a_check() {
     let s = render(&mut a, 80, 24);
     assert!(s.contains("learning rate must be a number."), "{s}");
 }
+
+/// A conversation: two answers with their figures, one streaming, and turns the context left out.
+fn chat_app() -> App {
+    use lathe::engine::infer::llama::{Stats, StopReason};
+    use lathe::engine::infer::worker::ChatEvent;
+    let mut a = app();
+    a.update(Action::Focus(PaneId::Chat));
+    a.update(Action::Chat(ChatEvent::Loaded {
+        path: "/models/run-demo-q8_0.gguf".into(),
+        architecture: "llama".into(),
+        context_size: 256,
+        has_template: true,
+    }));
+    let stats = |n: usize, reused: usize| Stats {
+        prompt_tokens: 20 + reused,
+        reused_tokens: reused,
+        prompt_secs: 0.05,
+        first_token_secs: 0.06,
+        generated_tokens: n,
+        generation_secs: n as f64 / 40.0,
+        context_used: 22 + reused + n,
+        context_size: 256,
+        stop: StopReason::EndOfTurn,
+    };
+    let say = |a: &mut App, text: &str| {
+        a.chat_input = Default::default();
+        a.update(Action::Paste(text.into()));
+        a.update(Action::Send);
+        a.chat.streaming.unwrap()
+    };
+    let id = say(&mut a, "Add the two numbers.\n\n10 + 38");
+    a.update(Action::Chat(ChatEvent::Started { id, dropped: 0 }));
+    a.update(Action::Chat(ChatEvent::Token { id, text: "48".into() }));
+    a.update(Action::Chat(ChatEvent::Done { id, stats: stats(2, 0) }));
+    let id = say(&mut a, "Reverse the letters of the word.\n\ncakev. Then explain in a long sentence that has to wrap across the width of the pane.");
+    a.update(Action::Chat(ChatEvent::Started { id, dropped: 2 }));
+    a.update(Action::Chat(ChatEvent::Token { id, text: "vekac, because reading".into() }));
+    a
+}
+
+#[test]
+fn chat_pane_with_a_conversation() {
+    let mut a = chat_app();
+    insta::assert_snapshot!("chat_conversation_80x24", render(&mut a, 80, 24));
+    let mut a = chat_app();
+    a.update(Action::ToggleZoom);
+    insta::assert_snapshot!("chat_conversation_200x50", render(&mut a, 200, 50));
+}

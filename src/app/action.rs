@@ -155,6 +155,12 @@ pub enum Action {
     MarkRun,
     CompareRuns,
     RefreshRuns,
+    /// Stops the answer being streamed; with none, moves to the next pane.
+    StopGeneration,
+    /// Asks for a GGUF file to chat with.
+    LoadModel,
+    /// Asks again for the last answer.
+    Regenerate,
     /// Completions found by the engine.
     PathCompletions(Vec<String>),
     // Input that is not a binding.
@@ -168,6 +174,7 @@ pub enum Action {
     Job(JobEvent),
     Data(DataEvent),
     Train(crate::engine::train::trainer::TrainEvent),
+    Chat(crate::engine::infer::worker::ChatEvent),
     /// A training job ended: the run id and how, or why it failed.
     TrainDone(Result<(String, String), String>),
     Runs(Result<Vec<crate::engine::data::runs::RunRow>, String>),
@@ -232,6 +239,9 @@ impl Action {
             "mark_run" => Action::MarkRun,
             "compare_runs" => Action::CompareRuns,
             "refresh_runs" => Action::RefreshRuns,
+            "stop_generation" => Action::StopGeneration,
+            "load_model" => Action::LoadModel,
+            "regenerate" => Action::Regenerate,
             _ => return None,
         })
     }
@@ -284,6 +294,9 @@ impl Action {
             Action::MarkRun => "mark the run to compare".into(),
             Action::CompareRuns => "compare the marked run with the selected one".into(),
             Action::RefreshRuns => "reload the runs".into(),
+            Action::StopGeneration => "stop the answer (or next pane when none streams)".into(),
+            Action::LoadModel => "open a GGUF model to chat with".into(),
+            Action::Regenerate => "ask again for the last answer".into(),
             other => format!("{other:?}"),
         }
     }
@@ -312,6 +325,9 @@ pub enum Command {
     CheckTraining(Box<crate::engine::train::trainer::RunSpec>),
     RefreshRuns,
     LoadRunMetrics { id: String, overlay: bool },
+    LoadChatModel(String),
+    Generate { id: u64, messages: Vec<crate::engine::data::views::Message>, sampling: crate::engine::infer::llama::Sampling },
+    StopGeneration,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! keymap. This is the only place where the UI and the engines meet.
 
 pub mod action;
+pub mod chat;
 pub mod data;
 pub mod keymap;
 pub mod runtime;

@@ -33,6 +33,7 @@ pub struct Engines {
     tx: UnboundedSender<Action>,
     _sysmon: Option<SysMonitor>,
     pub data: Option<DataWorker>,
+    chat: crate::engine::infer::worker::ChatWorker,
 }
 
 impl Engines {
@@ -53,7 +54,11 @@ impl Engines {
         let sysmon = workspace.map(|(ws, every)| {
             SysMonitor::spawn(ws.root.clone(), every, move |s| sys_tx.send(Action::Sys(s)).is_ok())
         });
-        Engines { jobs, ws: workspace.map(|(ws, _)| ws.clone()), train_pause: Arc::default(), tx, _sysmon: sysmon, data }
+        let chat_tx = tx.clone();
+        let chat = crate::engine::infer::worker::ChatWorker::spawn(move |ev| {
+            let _ = chat_tx.send(Action::Chat(ev));
+        });
+        Engines { jobs, ws: workspace.map(|(ws, _)| ws.clone()), train_pause: Arc::default(), tx, _sysmon: sysmon, data, chat }
     }
 
     /// A catalog connection for a job, or a notice saying why there is none.
@@ -150,6 +155,9 @@ impl Engines {
                     let _ = tx.send(Action::Runs(cat.runs().map_err(|e| e.to_string())));
                 });
             }
+            Command::LoadChatModel(path) => self.chat.load(path.into(), Default::default()),
+            Command::Generate { id, messages, sampling } => self.chat.generate(id, messages, sampling),
+            Command::StopGeneration => self.chat.stop(),
             Command::LoadRunMetrics { id, overlay } => {
                 let Some(cat) = self.job_catalog() else { return };
                 let tx = self.tx.clone();
@@ -399,6 +407,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Everything the TUI needs, made from the config.
 pub struct Launch {
     pub app: App,
+    /// Commands to run once the engines have started (e.g. load a chat model).
+    pub initial: Vec<Command>,
     pub workspace: Workspace,
     pub sample_interval: Duration,
     pub max_fps: u32,
@@ -408,10 +418,13 @@ pub struct Launch {
 pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let Launch { mut app, workspace, sample_interval, max_fps } = launch;
+        let Launch { mut app, workspace, sample_interval, max_fps, initial } = launch;
         let (tx, rx) = mpsc::unbounded_channel();
         spawn_signal_listener(tx.clone())?;
         let mut engines = Engines::start(tx.clone(), Some((&workspace, sample_interval)));
+        for c in initial {
+            engines.execute(c);
+        }
         let mut guard = super::terminal::TerminalGuard::enter()?;
         let opts = LoopOptions {
             max_fps,

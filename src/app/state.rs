@@ -40,12 +40,25 @@ pub enum Overlay {
 pub enum PromptKind {
     Import,
     Export,
+    Model,
 }
 
 pub struct Prompt {
     pub kind: PromptKind,
     pub input: TextArea<'static>,
     pub completions: Vec<String>,
+}
+
+fn new_chat_input() -> TextArea<'static> {
+    let mut t = TextArea::default();
+    t.set_placeholder_text("Type a message (Enter sends, Alt-Enter for a new line)");
+    t
+}
+
+fn chat_command(c: super::chat::ChatCommand) -> Command {
+    match c {
+        super::chat::ChatCommand::Generate { id, messages, sampling } => Command::Generate { id, messages, sampling },
+    }
 }
 
 impl Prompt {
@@ -119,6 +132,7 @@ pub struct App {
     /// The path of the import waiting for a yes/no on replacing a dataset.
     pub replace_target: Option<String>,
     pub chat_input: TextArea<'static>,
+    pub chat: super::chat::ChatState,
     pub notices: Vec<Notice>,
     /// The run this session trains or trained last.
     pub live: Option<LiveRun>,
@@ -140,8 +154,6 @@ impl App {
                 themes.push(if theme.mono { t.monochrome() } else { t });
             }
         }
-        let mut chat_input = TextArea::default();
-        chat_input.set_placeholder_text("Type a message (Enter sends, Alt-Enter for a new line)");
         App {
             focus: PaneId::Training,
             zoomed: false,
@@ -157,7 +169,8 @@ impl App {
             data: DataState::default(),
             prompt: None,
             replace_target: None,
-            chat_input,
+            chat_input: new_chat_input(),
+            chat: Default::default(),
             notices: Vec::new(),
             live: None,
             form: None,
@@ -226,6 +239,10 @@ impl App {
             PromptKind::Import => {
                 self.replace_target = Some(path.clone());
                 vec![Command::ImportDataset { path, replace: false }]
+            }
+            PromptKind::Model => {
+                self.chat.model = super::chat::ChatModel::Loading(path.clone().into());
+                vec![Command::LoadChatModel(path)]
             }
             PromptKind::Export => match &self.data.result {
                 Some(r) => vec![Command::ExportResult { sql: r.sql.clone(), path }],
@@ -399,6 +416,16 @@ impl App {
                 let s = &mut self.data.viewer_scroll;
                 *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { s.saturating_add(1) };
             }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown if self.mode() == Mode::Chat => {
+                let page = self.size.1.saturating_sub(10).max(1);
+                let s = &mut self.chat.scroll;
+                *s = match action {
+                    Action::ScrollUp => s.saturating_add(1),
+                    Action::PageUp => s.saturating_add(page),
+                    Action::PageDown => s.saturating_sub(page),
+                    _ => s.saturating_sub(1),
+                };
+            }
             Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
                 if let Some(Overlay::Help { scroll }) = &mut self.overlay {
@@ -417,17 +444,36 @@ impl App {
                 self.notify(Level::Info, format!("Theme: {name} (set it for good with --theme or theme = in config.toml)"));
             }
             Action::Send => {
-                if self.text_input_focused() {
+                if self.mode() == Mode::Chat {
                     let text = self.chat_input.lines().join("\n");
-                    if text.trim().is_empty() {
-                        self.notify(Level::Info, "Nothing to send: type a message first.");
-                    } else {
-                        // Kept in the box: nothing is lost while chat is not available.
-                        self.notify(
-                            Level::Warn,
-                            "Chat is not available in this build yet: the llama.cpp chat engine comes in a later version.",
-                        );
+                    match self.chat.send(&text) {
+                        Ok(cmd) => {
+                            self.chat_input = new_chat_input();
+                            out.push(chat_command(cmd));
+                        }
+                        // The text stays in the box.
+                        Err(e) => self.notify(Level::Info, e),
                     }
+                }
+            }
+            Action::StopGeneration => {
+                if self.chat.streaming.is_some() {
+                    out.push(Command::StopGeneration);
+                } else {
+                    out.extend(self.update(Action::FocusNext));
+                }
+            }
+            Action::Regenerate => match self.chat.regenerate() {
+                Ok(cmd) => out.push(chat_command(cmd)),
+                Err(e) => self.notify(Level::Info, e),
+            },
+            Action::LoadModel => {
+                self.prompt = Some(Prompt::new(PromptKind::Model, ""));
+                self.overlay = Some(Overlay::Prompt);
+            }
+            Action::Chat(ev) => {
+                if let Some(e) = self.chat.on_event(ev) {
+                    self.notify(Level::Error, e);
                 }
             }
             Action::Newline => {
@@ -915,15 +961,30 @@ mod tests {
     }
 
     #[test]
-    fn sending_without_an_engine_says_so_and_keeps_the_text() {
+    fn sending_without_a_model_says_so_and_keeps_the_text() {
         let mut a = app();
         a.update(Action::Focus(PaneId::Chat));
         a.update(Action::Send);
         assert!(a.notices.last().unwrap().text.starts_with("Nothing to send"));
         a.update(typed('y'));
         a.update(Action::Send);
-        assert!(a.notices.last().unwrap().text.contains("not available"));
+        assert!(a.notices.last().unwrap().text.contains("No model is loaded"));
         assert_eq!(a.chat_input.lines(), ["y"]);
+        // Esc with nothing streaming moves on; while an answer streams it stops it.
+        a.update(Action::StopGeneration);
+        assert_eq!(a.focus, PaneId::System);
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::Chat(crate::engine::infer::worker::ChatEvent::Loaded {
+            path: "m.gguf".into(),
+            architecture: "llama".into(),
+            context_size: 64,
+            has_template: false,
+        }));
+        let cmds = a.update(Action::Send);
+        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }]), "{cmds:?}");
+        assert!(a.chat_input.is_empty());
+        assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
+        assert_eq!(a.focus, PaneId::Chat);
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
 pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
     let path = resolve_model(ws, &args.model)?;
     let Some(prompt) = args.prompt.clone() else {
-        bail!("The Chat pane does not talk to models yet; pass --prompt TEXT for one streamed answer.");
+        bail!("--prompt is needed here; without it `lathe chat --model` opens the workstation on the Chat pane.");
     };
     if prompt.trim().is_empty() {
         bail!("The prompt is empty; give --prompt some text.");

@@ -1,11 +1,14 @@
-//! The Chat pane: a transcript above a tui-textarea input. The input is live; the transcript stays
-//! empty until the chat engine lands, and says so.
+//! The Chat pane: a header with the model and the context in use, the transcript (wrapped,
+//! following the stream unless scrolled up), and a tui-textarea input.
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::widgets::{Block, Borders};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
+use super::theme::Theme;
 use super::widgets::{empty_state, pane_block, EmptyState};
+use crate::app::chat::{ChatModel, ChatState};
 use crate::app::state::App;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
@@ -14,25 +17,54 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let input_h = (app.chat_input.lines().len() as u16 + 2).clamp(3, (inner.height / 2).max(3));
-    let [transcript, input] =
-        Layout::vertical([Constraint::Min(1), Constraint::Length(input_h)]).areas(inner);
-    empty_state(
-        f,
-        transcript,
-        theme,
-        &EmptyState {
-            headline: "No model loaded",
-            what: "Your messages and the model's streamed answers, with tokens per second, will appear here.",
-            how: "Not in this build yet: chat with GGUF models arrives with the llama.cpp engine.",
-        },
-    );
+    let [head, transcript, input] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(input_h)]).areas(inner);
+    f.render_widget(Paragraph::new(header(&app.chat, theme)), head);
+    match &app.chat.model {
+        ChatModel::Ready { .. } if !app.chat.turns.is_empty() => {
+            let lines = transcript_lines(&app.chat, theme, transcript.width.max(1) as usize);
+            let h = transcript.height as usize;
+            let top = lines.len().saturating_sub(h).saturating_sub(app.chat.scroll as usize);
+            f.render_widget(Paragraph::new(lines[top..].to_vec()), transcript);
+        }
+        ChatModel::Ready { .. } => empty_state(
+            f,
+            transcript,
+            theme,
+            &EmptyState {
+                headline: "Ready",
+                what: "Type a message below; the answer streams here with its tokens per second.",
+                how: "Enter sends · Esc stops an answer · Ctrl-R asks again · Ctrl-O opens another model",
+            },
+        ),
+        ChatModel::Loading(p) => {
+            let what = format!("Loading {} with llama.cpp.", p.display());
+            empty_state(f, transcript, theme, &EmptyState { headline: "Loading", what: &what, how: "" })
+        }
+        ChatModel::Failed(e) => empty_state(
+            f,
+            transcript,
+            theme,
+            &EmptyState { headline: "The model did not load", what: e, how: "Ctrl-O opens another GGUF file." },
+        ),
+        ChatModel::None => empty_state(
+            f,
+            transcript,
+            theme,
+            &EmptyState {
+                headline: "No model loaded",
+                what: "Chat with a GGUF model through llama.cpp: answers stream with tokens per second and context use.",
+                how: "Ctrl-O opens a .gguf file; `lathe export RUN` makes one from a training run; `lathe chat --model FILE` starts here.",
+            },
+        ),
+    }
     // The widget carries its own style; a clone per frame is cheap next to drawing.
     let mut ta = app.chat_input.clone();
     ta.set_block(
         Block::default()
             .borders(Borders::TOP)
             .border_style(theme.border(false))
-            .title(ratatui::text::Span::styled(" message ", theme.muted())),
+            .title(Span::styled(" message ", theme.muted())),
     );
     ta.set_style(theme.text());
     ta.set_placeholder_style(theme.muted());
@@ -43,4 +75,112 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         ta.set_cursor_style(theme.text());
     }
     f.render_widget(&ta, input);
+}
+
+fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
+    match &c.model {
+        ChatModel::Ready { path, architecture, context_size, has_template } => {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut spans = vec![
+                Span::styled(name, theme.accent()),
+                Span::styled(format!("  {architecture}  context {}/{}", c.context_used, context_size), theme.muted()),
+            ];
+            if !has_template {
+                spans.push(Span::styled("  plain prompt format (no template)", theme.muted()));
+            }
+            if c.streaming.is_some() {
+                spans.push(Span::styled("  ● answering (Esc stops)", theme.warn()));
+            }
+            Line::from(spans)
+        }
+        _ => Line::from(Span::styled("no model", theme.muted())),
+    }
+}
+
+/// Word-wraps `text` to `width` columns (characters), keeping explicit line breaks.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        let mut len = 0;
+        for word in para.split(' ') {
+            let w = word.chars().count();
+            if len > 0 && len + 1 + w > width {
+                out.push(std::mem::take(&mut line));
+                len = 0;
+            }
+            if len > 0 {
+                line.push(' ');
+                len += 1;
+            }
+            // A word longer than the line is cut.
+            let mut chars = word.chars().peekable();
+            while chars.peek().is_some() {
+                if len == width {
+                    out.push(std::mem::take(&mut line));
+                    len = 0;
+                }
+                line.push(chars.next().unwrap_or(' '));
+                len += 1;
+            }
+        }
+        out.push(line);
+    }
+    out
+}
+
+pub fn transcript_lines<'a>(c: &ChatState, theme: &Theme, width: usize) -> Vec<Line<'a>> {
+    let mut lines = Vec::new();
+    if let Some(s) = c.system.as_ref().filter(|s| !s.is_empty()) {
+        lines.push(Line::from(Span::styled("system", theme.muted())));
+        lines.extend(wrap(s, width).into_iter().map(|l| Line::from(Span::styled(l, theme.muted()))));
+        lines.push(Line::default());
+    }
+    if c.dropped > 0 {
+        lines.push(Line::from(Span::styled(
+            format!("── the {} oldest messages below no longer fit the context; the model did not see them ──", c.dropped),
+            theme.warn(),
+        )));
+    }
+    let last = c.turns.len().saturating_sub(1);
+    for (i, t) in c.turns.iter().enumerate() {
+        let (who, style) = if t.role == "user" { ("you", theme.accent()) } else { ("model", theme.ok()) };
+        lines.push(Line::from(Span::styled(who, style)));
+        let streaming = i == last && c.streaming.is_some();
+        let mut body = t.text.clone();
+        if streaming {
+            body.push('▌');
+        }
+        lines.extend(wrap(&body, width).into_iter().map(|l| Line::from(Span::styled(l, theme.text()))));
+        if let Some(s) = &t.stats {
+            let cached = if s.reused_tokens > 0 { format!(", {} cached", s.reused_tokens) } else { String::new() };
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "{} tokens · {:.1} tok/s · first token {:.2} s · prompt {} tokens{cached}",
+                    s.generated_tokens,
+                    s.tokens_per_s(),
+                    s.first_token_secs,
+                    s.prompt_tokens
+                ),
+                theme.muted(),
+            )));
+        }
+        if let Some(e) = &t.error {
+            lines.extend(wrap(e, width).into_iter().map(|l| Line::from(Span::styled(l, theme.error()))));
+        }
+        lines.push(Line::default());
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrapping_keeps_words_and_breaks() {
+        assert_eq!(wrap("the quick brown fox", 10), ["the quick", "brown fox"]);
+        assert_eq!(wrap("a\n\nb", 10), ["a", "", "b"]);
+        assert_eq!(wrap("abcdefghijkl", 5), ["abcde", "fghij", "kl"]);
+    }
 }

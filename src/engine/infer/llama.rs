@@ -82,7 +82,7 @@ impl Default for Sampling {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StopReason {
     /// The model ended its turn.
     EndOfTurn,
@@ -93,7 +93,7 @@ pub enum StopReason {
 }
 
 /// Figures for one answer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub prompt_tokens: usize,
     /// Prompt tokens the KV cache already held.

@@ -1,0 +1,223 @@
+//! The Chat pane's state: the loaded model, the conversation, the answer being streamed.
+
+use std::path::PathBuf;
+
+use crate::engine::data::views::Message;
+use crate::engine::infer::llama::{Sampling, Stats, StopReason};
+use crate::engine::infer::worker::ChatEvent;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatModel {
+    None,
+    Loading(PathBuf),
+    Ready { path: PathBuf, architecture: String, context_size: usize, has_template: bool },
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub role: String,
+    pub text: String,
+    pub stats: Option<Stats>,
+    pub error: Option<String>,
+}
+
+impl Turn {
+    fn new(role: &str, text: &str) -> Turn {
+        Turn { role: role.into(), text: text.into(), stats: None, error: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatState {
+    pub model: ChatModel,
+    pub turns: Vec<Turn>,
+    pub system: Option<String>,
+    pub sampling: Sampling,
+    /// The id of the answer being streamed.
+    pub streaming: Option<u64>,
+    next_id: u64,
+    /// Lines scrolled up from the bottom of the transcript (0 follows the stream).
+    pub scroll: u16,
+    /// Turns at the start of the conversation that the last answer's context left out.
+    pub dropped: usize,
+    pub context_used: usize,
+}
+
+impl Default for ChatState {
+    fn default() -> Self {
+        ChatState {
+            model: ChatModel::None,
+            turns: Vec::new(),
+            system: None,
+            sampling: Sampling::default(),
+            streaming: None,
+            next_id: 1,
+            scroll: 0,
+            dropped: 0,
+            context_used: 0,
+        }
+    }
+}
+
+/// What the reducer asks of the chat engine.
+#[derive(Debug)]
+pub enum ChatCommand {
+    Generate { id: u64, messages: Vec<Message>, sampling: Sampling },
+}
+
+impl ChatState {
+    pub fn ready(&self) -> bool {
+        matches!(self.model, ChatModel::Ready { .. })
+    }
+
+    fn messages(&self) -> Vec<Message> {
+        let mut v = Vec::new();
+        if let Some(s) = self.system.as_ref().filter(|s| !s.trim().is_empty()) {
+            v.push(Message { role: "system".into(), content: s.clone() });
+        }
+        v.extend(
+            self.turns.iter().filter(|t| t.error.is_none() || !t.text.is_empty()).map(|t| Message { role: t.role.clone(), content: t.text.clone() }),
+        );
+        v
+    }
+
+    /// Sends `text` as the user's next message; Err says why not (the text stays in the box).
+    pub fn send(&mut self, text: &str) -> Result<ChatCommand, String> {
+        if text.trim().is_empty() {
+            return Err("Nothing to send: type a message first.".into());
+        }
+        self.check_ready()?;
+        self.turns.push(Turn::new("user", text));
+        Ok(self.start_answer())
+    }
+
+    /// Asks again for the last answer (it is replaced).
+    pub fn regenerate(&mut self) -> Result<ChatCommand, String> {
+        self.check_ready()?;
+        if self.turns.last().is_some_and(|t| t.role == "assistant") {
+            self.turns.pop();
+        }
+        if self.turns.last().is_none_or(|t| t.role != "user") {
+            return Err("Nothing to regenerate yet: send a message first.".into());
+        }
+        Ok(self.start_answer())
+    }
+
+    fn check_ready(&self) -> Result<(), String> {
+        if self.streaming.is_some() {
+            return Err("An answer is still streaming; Esc stops it.".into());
+        }
+        match &self.model {
+            ChatModel::Ready { .. } => Ok(()),
+            ChatModel::Loading(p) => Err(format!("{} is still loading.", p.display())),
+            _ => Err("No model is loaded: press Ctrl-O to open a GGUF file (or start with `lathe chat --model FILE`).".into()),
+        }
+    }
+
+    fn start_answer(&mut self) -> ChatCommand {
+        let messages = self.messages();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.turns.push(Turn::new("assistant", ""));
+        self.streaming = Some(id);
+        self.scroll = 0;
+        ChatCommand::Generate { id, messages, sampling: self.sampling.clone() }
+    }
+
+    /// An engine event; returns an error message worth a notice, if any.
+    pub fn on_event(&mut self, ev: ChatEvent) -> Option<String> {
+        match ev {
+            ChatEvent::Loaded { path, architecture, context_size, has_template } => {
+                self.model = ChatModel::Ready { path, architecture, context_size, has_template };
+                self.context_used = 0;
+                None
+            }
+            ChatEvent::LoadFailed(e) => {
+                self.model = ChatModel::Failed(e.clone());
+                Some(e)
+            }
+            ChatEvent::Started { id, dropped } if Some(id) == self.streaming => {
+                self.dropped = dropped;
+                None
+            }
+            ChatEvent::Token { id, text } if Some(id) == self.streaming => {
+                if let Some(t) = self.turns.last_mut() {
+                    t.text.push_str(&text);
+                }
+                None
+            }
+            ChatEvent::Done { id, stats } if Some(id) == self.streaming => {
+                self.streaming = None;
+                self.context_used = stats.context_used;
+                if let Some(t) = self.turns.last_mut() {
+                    if stats.stop == StopReason::ContextFull {
+                        t.error = Some("the context is full: the answer was cut here".into());
+                    }
+                    t.stats = Some(stats);
+                }
+                None
+            }
+            ChatEvent::Failed { id, error } if Some(id) == self.streaming => {
+                self.streaming = None;
+                if let Some(t) = self.turns.last_mut() {
+                    t.error = Some(error.clone());
+                }
+                Some(error)
+            }
+            // Events of an answer that is no longer current.
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> ChatState {
+        let mut c = ChatState::default();
+        c.on_event(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 256, has_template: true });
+        c
+    }
+
+    fn stats(stop: StopReason) -> Stats {
+        Stats {
+            prompt_tokens: 10,
+            reused_tokens: 0,
+            prompt_secs: 0.1,
+            first_token_secs: 0.1,
+            generated_tokens: 3,
+            generation_secs: 0.1,
+            context_used: 13,
+            context_size: 256,
+            stop,
+        }
+    }
+
+    #[test]
+    fn a_message_streams_into_an_answer() {
+        let mut c = ChatState::default();
+        assert!(c.send("hi").unwrap_err().contains("No model is loaded"));
+        let mut c2 = ready();
+        assert!(c2.send("  ").is_err());
+        let ChatCommand::Generate { id, messages, .. } = c2.send("hi").unwrap();
+        assert_eq!(messages.len(), 1);
+        assert!(c2.send("again").unwrap_err().contains("still streaming"));
+        c2.on_event(ChatEvent::Token { id, text: "Hel".into() });
+        c2.on_event(ChatEvent::Token { id: id + 7, text: "stale".into() });
+        c2.on_event(ChatEvent::Token { id, text: "lo".into() });
+        c2.on_event(ChatEvent::Done { id, stats: stats(StopReason::EndOfTurn) });
+        assert_eq!(c2.turns.last().unwrap().text, "Hello");
+        assert_eq!(c2.context_used, 13);
+        // A second turn carries the whole conversation; regenerate replaces the last answer.
+        let ChatCommand::Generate { messages, .. } = c2.send("more").unwrap();
+        assert_eq!(messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant", "user"]);
+        let id2 = c2.streaming.unwrap();
+        c2.on_event(ChatEvent::Failed { id: id2, error: "boom".into() });
+        assert_eq!(c2.turns.last().unwrap().error.as_deref(), Some("boom"));
+        let ChatCommand::Generate { messages, .. } = c2.regenerate().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(c2.turns.len(), 4);
+    }
+}

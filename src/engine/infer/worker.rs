@@ -1,0 +1,138 @@
+//! The chat engine thread: owns one llama.cpp model and its session (the context is not Send),
+//! takes requests over a channel and streams events back. Each answer is rendered from the whole
+//! conversation with the model's template; the session's KV cache means only the new turn is
+//! decoded. When a conversation no longer fits the context, its oldest turns after the system
+//! prompt are left out, and the answer's event says how many.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::llama::{Gguf, Options, Sampling, Stats};
+use crate::engine::data::views::Message;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChatEvent {
+    Loaded { path: PathBuf, architecture: String, context_size: usize, has_template: bool },
+    LoadFailed(String),
+    /// An answer started: how many of the oldest turns were left out to fit the context.
+    Started { id: u64, dropped: usize },
+    Token { id: u64, text: String },
+    Done { id: u64, stats: Stats },
+    Failed { id: u64, error: String },
+}
+
+enum Request {
+    Load { path: PathBuf, opts: Options },
+    Generate { id: u64, messages: Vec<Message>, sampling: Sampling },
+}
+
+pub struct ChatWorker {
+    tx: Sender<Request>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ChatWorker {
+    pub fn spawn(emit: impl Fn(ChatEvent) + Send + 'static) -> ChatWorker {
+        let (tx, rx) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let _ = std::thread::Builder::new().name("lathe-chat".into()).spawn(move || serve(rx, &flag, &emit));
+        ChatWorker { tx, stop }
+    }
+
+    pub fn load(&self, path: PathBuf, opts: Options) {
+        let _ = self.tx.send(Request::Load { path, opts });
+    }
+
+    pub fn generate(&self, id: u64, messages: Vec<Message>, sampling: Sampling) {
+        self.stop.store(false, Ordering::Relaxed);
+        let _ = self.tx.send(Request::Generate { id, messages, sampling });
+    }
+
+    /// Stops the answer being generated (the text so far is kept).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
+    let mut next = rx.recv().ok();
+    while let Some(req) = next.take() {
+        match req {
+            Request::Generate { id, .. } => {
+                emit(ChatEvent::Failed { id, error: "No model is loaded; press Ctrl-O in the Chat pane to open a GGUF file.".into() });
+                next = rx.recv().ok();
+            }
+            Request::Load { path, opts } => {
+                let g = match Gguf::load(&path) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        emit(ChatEvent::LoadFailed(e));
+                        next = rx.recv().ok();
+                        continue;
+                    }
+                };
+                let mut session = match g.session(&opts) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        emit(ChatEvent::LoadFailed(e));
+                        next = rx.recv().ok();
+                        continue;
+                    }
+                };
+                emit(ChatEvent::Loaded {
+                    path: path.clone(),
+                    architecture: g.architecture.clone(),
+                    context_size: session.context_size(),
+                    has_template: g.template.is_some(),
+                });
+                // Serve this model until another is asked for.
+                loop {
+                    match rx.recv() {
+                        Ok(Request::Generate { id, messages, sampling }) => {
+                            let n_ctx = session.context_size();
+                            let reserve = sampling.max_tokens.min(n_ctx / 4).max(1);
+                            let mut msgs = messages;
+                            let mut dropped = 0;
+                            let prompt = loop {
+                                let text = match g.render(&msgs, true) {
+                                    Ok(t) => t,
+                                    Err(e) => break Err(e),
+                                };
+                                let toks = g.tokenize(&text);
+                                let first = msgs.iter().position(|m| m.role != "system");
+                                let turns = msgs.iter().filter(|m| m.role != "system").count();
+                                if toks.len() + reserve <= n_ctx || turns <= 1 {
+                                    break Ok(toks);
+                                }
+                                if let Some(i) = first {
+                                    msgs.remove(i);
+                                    dropped += 1;
+                                }
+                            };
+                            match prompt {
+                                Err(e) => emit(ChatEvent::Failed { id, error: e }),
+                                Ok(toks) => {
+                                    emit(ChatEvent::Started { id, dropped });
+                                    match session.generate(&toks, &sampling, stop, &mut |t| emit(ChatEvent::Token { id, text: t.to_string() })) {
+                                        Ok((_, stats)) => emit(ChatEvent::Done { id, stats }),
+                                        Err(error) => emit(ChatEvent::Failed { id, error }),
+                                    }
+                                }
+                            }
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+}
