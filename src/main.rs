@@ -73,6 +73,10 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                 lathe::cli::bench_train::run(steps, seq, layers, !no_peer)
             }
         }
+        Some(Cmd::Bench { what: BenchCmd::Chat { threads, prompt, gen, runs, no_peer, child, model } }) => match (child, model) {
+            (true, Some(m)) => lathe::cli::bench_chat::child(&m, threads, prompt, gen, runs.max(1)),
+            _ => lathe::cli::bench_chat::run(&lathe::cli::bench_chat::cache_dir(), threads, prompt, gen, runs.max(1), !no_peer),
+        },
         Some(Cmd::Bench { what: BenchCmd::Ui { idle_seconds, starts } }) => {
             lathe::cli::bench::run_ui(&lathe::cli::bench::default_home(), idle_seconds, starts)
         }

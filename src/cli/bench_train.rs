@@ -17,7 +17,7 @@ use crate::units::bytes;
 
 const PEER: &str = include_str!("../../benches/peer_lora_step.py");
 
-fn tinyllama(layers: usize) -> ModelConfig {
+pub(crate) fn tinyllama(layers: usize) -> ModelConfig {
     let json = format!(
         r#"{{"model_type": "llama", "vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632,
         "num_hidden_layers": {layers}, "num_attention_heads": 32, "num_key_value_heads": 4,
@@ -28,7 +28,7 @@ fn tinyllama(layers: usize) -> ModelConfig {
 }
 
 /// Random weights, quickly: small uniform values (the figures do not depend on them).
-struct FastInit(Rng);
+pub(crate) struct FastInit(pub(crate) Rng);
 
 impl WeightSource for FastInit {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {

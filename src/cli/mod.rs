@@ -2,6 +2,7 @@
 //! measures it).
 
 pub mod bench;
+pub mod bench_chat;
 pub mod bench_data;
 pub mod bench_train;
 pub mod chat;
@@ -186,6 +187,28 @@ pub enum BenchCmd {
         /// Runs of each timing (the median is shown).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// llama.cpp inference through lathe against llama.cpp itself (llama-cpp-python, when
+    /// installed) at TinyLlama-1.1B shapes, Q8_0 and Q4_K_M: prompt and generation tokens/s, time
+    /// to the first token, and the Chat pane's cost while streaming.
+    Chat {
+        #[arg(long, default_value_t = 2)]
+        threads: i32,
+        #[arg(long, default_value_t = 128)]
+        prompt: usize,
+        #[arg(long, default_value_t = 64)]
+        gen: usize,
+        /// Runs of each measurement (the best is shown).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Skip the llama.cpp peer.
+        #[arg(long)]
+        no_peer: bool,
+        /// Internal: measure one GGUF file in this process and print JSON.
+        #[arg(long, hide = true)]
+        child: bool,
+        #[arg(long, hide = true)]
+        model: Option<PathBuf>,
     },
     /// Start-up time, idle CPU and memory, frame render time and key latency under full CPU load.
     Ui {

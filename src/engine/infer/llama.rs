@@ -303,6 +303,33 @@ impl<'m> Session<'m> {
         Ok(out)
     }
 
+    /// For benchmarks: reads `prompt` in batches on a fresh cache, then decodes `n` tokens one at a
+    /// time with the greedy sampler (end-of-turn tokens are decoded too, so every run makes `n`).
+    /// Returns (prompt seconds, seconds to the first token, generation seconds).
+    pub fn bench(&mut self, prompt: &[u32], n: usize) -> Result<(f64, f64, f64), String> {
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+        let toks: Vec<LlamaToken> = prompt.iter().map(|&i| LlamaToken(i as i32)).collect();
+        let t0 = Instant::now();
+        self.feed(&toks, false)?;
+        let pp = t0.elapsed().as_secs_f64();
+        let mut sampler = LlamaSampler::greedy();
+        let mut batch = LlamaBatch::new(1, 1);
+        let t1 = Instant::now();
+        let mut first = 0.0;
+        for i in 0..n {
+            let tok = sampler.sample(&self.ctx, -1);
+            if i == 0 {
+                first = t0.elapsed().as_secs_f64();
+            }
+            batch.clear();
+            batch.add(tok, self.cached.len() as i32, &[0], true).map_err(|e| e.to_string())?;
+            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
+            self.cached.push(tok);
+        }
+        Ok((pp, first, t1.elapsed().as_secs_f64()))
+    }
+
     /// Streams an answer to `prompt` (a rendered, tokenized conversation): `on_text` gets each new
     /// piece of text as soon as it is whole UTF-8 and cannot be the start of a stop string.
     pub fn generate(&mut self, prompt: &[LlamaToken], s: &Sampling, cancel: &AtomicBool, on_text: &mut dyn FnMut(&str)) -> Result<(String, Stats), String> {

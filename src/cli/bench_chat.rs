@@ -1,0 +1,198 @@
+//! `lathe bench chat`: llama.cpp inference through lathe's engine against llama.cpp itself
+//! (llama-cpp-python built from source) at TinyLlama-1.1B shapes, random weights exported by
+//! `lathe export` as Q8_0 and Q4_K_M: prompt processing and generation tokens/s, time to the first
+//! token, and what streaming into the Chat pane costs against the same generation headless.
+//! Each engine runs in its own process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use candle_core::{DType, Device};
+
+use crate::engine::export::gguf::{export, Quant};
+use crate::engine::infer::llama::{Gguf, Options, Sampling};
+use crate::engine::train::model::{Model, Trainable};
+use crate::engine::train::rng::Rng;
+use crate::units::bytes;
+
+const PEER: &str = include_str!("../../benches/peer_llama_cpp.py");
+
+/// A TinyLlama-shaped Hugging Face folder with random f16 weights and a small byte-level
+/// tokenizer (the embedding's other rows become padding tokens in the GGUF), made once.
+fn base_folder(dir: &Path) -> anyhow::Result<PathBuf> {
+    let folder = dir.join("tinyllama-random");
+    if folder.join("model.safetensors").exists() {
+        return Ok(folder);
+    }
+    let tmp = dir.join("tinyllama-random.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    eprintln!("making a TinyLlama-shaped model with random weights in {} (once)", folder.display());
+    let tok = crate::engine::train::demo::word_tokenizer(&["The quick brown fox jumps over the lazy dog".into()], 1).map_err(|e| anyhow!(e))?;
+    tok.save(tmp.join("tokenizer.json"), false).map_err(|e| anyhow!("{e}"))?;
+    let tcfg = serde_json::json!({"bos_token": "<s>", "eos_token": "<|end|>", "add_bos_token": false, "tokenizer_class": "PreTrainedTokenizerFast"});
+    std::fs::write(tmp.join("tokenizer_config.json"), tcfg.to_string())?;
+    let cfg = super::bench_train::tinyllama(22);
+    let json = serde_json::json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 2048,
+        "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
+        "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "hidden_act": "silu", "torch_dtype": "float16"});
+    std::fs::write(tmp.join("config.json"), json.to_string())?;
+    let model = Model::build(&cfg, &mut super::bench_train::FastInit(Rng::new(7)), &Trainable::None, &mut Rng::new(0), &Device::Cpu)
+        .map_err(|e| anyhow!(e))?;
+    let mut tensors = model.merged_tensors()?;
+    drop(model);
+    for t in tensors.values_mut() {
+        *t = t.to_dtype(DType::F16)?;
+    }
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = tensors.into_iter().collect();
+    candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+    std::fs::rename(&tmp, &folder)?;
+    Ok(folder)
+}
+
+/// Where the benchmark keeps its model and exports between runs (they take minutes to make):
+/// $XDG_CACHE_HOME/lathe/bench-chat, else ~/.cache/lathe/bench-chat.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("lathe/bench-chat")
+}
+
+fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| (300 + (i * 7919) % (vocab - 300)) as u32).collect()
+}
+
+/// One engine's figures, measured in this process: prints JSON.
+pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize) -> anyhow::Result<()> {
+    let g = Gguf::load(model).map_err(|e| anyhow!(e))?;
+    let mut s = g.session(&Options { ctx: 512, threads, batch: 512 }).map_err(|e| anyhow!(e))?;
+    let ids = prompt_ids(prompt, g.model.n_vocab() as usize);
+    let (mut pp, mut tg, mut first) = (0f64, 0f64, f64::MAX);
+    for _ in 0..runs {
+        let (p, f, t) = s.bench(&ids, gen).map_err(|e| anyhow!(e))?;
+        pp = pp.max(prompt as f64 / p);
+        tg = tg.max(gen as f64 / t);
+        first = first.min(f);
+    }
+    // Streaming into the Chat pane: the same greedy answer through `generate`, headless and with
+    // every token reduced into the app and a frame drawn at most 60 times a second (on this
+    // thread, so the figure is an upper bound on what the UI takes from generation).
+    let toks: Vec<llama_cpp_2::token::LlamaToken> = ids.iter().map(|&i| llama_cpp_2::token::LlamaToken(i as i32)).collect();
+    let sampling = Sampling { temperature: 0.0, repeat_penalty: 1.0, max_tokens: gen, ..Default::default() };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (mut headless, mut tui) = (0f64, 0f64);
+    for _ in 0..runs {
+        s.bench(&[1], 0).map_err(|e| anyhow!(e))?;
+        let (_, st) = s.generate(&toks, &sampling, &cancel, &mut |_| {}).map_err(|e| anyhow!(e))?;
+        headless = headless.max(st.tokens_per_s());
+        s.bench(&[1], 0).map_err(|e| anyhow!(e))?;
+        let mut app = crate::app::state::App::new(
+            crate::app::keymap::Keymap::load(&Default::default()).0,
+            crate::ui::theme::Theme::shipped("dark").expect("shipped theme"),
+            PathBuf::from("/tmp"),
+        );
+        app.update(crate::app::action::Action::Resize(120, 40));
+        app.update(crate::app::action::Action::Focus(crate::app::action::PaneId::Chat));
+        app.chat.model = crate::app::chat::ChatModel::Ready { path: model.into(), architecture: "llama".into(), context_size: 512, has_template: true };
+        app.chat_input.insert_str("benchmark");
+        app.update(crate::app::action::Action::Send);
+        let id = app.chat.streaming.unwrap_or(0);
+        let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40))?;
+        let mut last = Instant::now();
+        let (_, st) = s
+            .generate(&toks, &sampling, &cancel, &mut |t| {
+                app.update(crate::app::action::Action::Chat(crate::engine::infer::worker::ChatEvent::Token { id, text: t.to_string() }));
+                if last.elapsed().as_secs_f64() >= 1.0 / 60.0 {
+                    let _ = term.draw(|f| crate::ui::draw(f, &app));
+                    last = Instant::now();
+                }
+            })
+            .map_err(|e| anyhow!(e))?;
+        tui = tui.max(st.tokens_per_s());
+    }
+    println!(
+        "{}",
+        serde_json::json!({"prompt_tokens_per_s": pp, "tokens_per_s": tg, "first_token_s": first, "headless_tokens_per_s": headless, "tui_tokens_per_s": tui})
+    );
+    Ok(())
+}
+
+fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<serde_json::Value> {
+    if !out.status.success() {
+        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| anyhow!("{what} printed no result"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, peer: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let base = base_folder(dir)?;
+    let exe = std::env::current_exe()?;
+    let have_peer = peer && Command::new("python3").args(["-c", "import llama_cpp, numpy"]).output().is_ok_and(|o| o.status.success());
+    let script = std::env::temp_dir().join(format!("lathe-peer-llama-{}.py", std::process::id()));
+    if have_peer {
+        std::fs::write(&script, PEER)?;
+    }
+    println!(
+        "llama.cpp inference at TinyLlama-1.1B shapes (random weights), {threads} threads, prompt {prompt} tokens, {gen} generated, best of {runs}"
+    );
+    if !have_peer {
+        println!("(peer skipped: CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python to measure llama.cpp itself beside lathe)");
+    }
+    println!("{:<8} {:>9} {:>22} {:>22} {:>20} {:>26}", "", "file", "prompt tok/s", "generation tok/s", "first token", "Chat pane vs headless");
+    println!("{:<8} {:>9} {:>22} {:>22} {:>20} {:>26}", "", "", "lathe / llama.cpp", "lathe / llama.cpp", "lathe / llama.cpp", "tok/s (overhead)");
+    let mut peer_version = None;
+    for quant in [Quant::Q8_0, Quant::Q4KM] {
+        let file = dir.join(format!("tinyllama-random-{}.gguf", quant.name()));
+        if !file.exists() {
+            eprintln!("exporting {} with lathe export", file.display());
+            export(&base, None, &file, quant, &mut |_| {}).map_err(|e| anyhow!(e))?;
+        }
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", &runs.to_string()];
+        let ours = parse(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
+        let theirs = if have_peer {
+            let o = Command::new("python3")
+                .args([script.display().to_string(), "--model".into(), file.display().to_string(), "--threads".into(), threads.to_string(), "--prompt".into(), prompt.to_string(), "--gen".into(), gen.to_string(), "--runs".into(), runs.to_string()])
+                .output()?;
+            Some(parse(&o, "the llama.cpp peer")?)
+        } else {
+            None
+        };
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        let pair = |k: &str, prec: usize| match &theirs {
+            Some(t) => format!("{:.p$} / {:.p$} ({:.2}x)", f(&ours, k), f(t, k), f(&ours, k) / f(t, k).max(1e-9), p = prec),
+            None => format!("{:.p$} / -", f(&ours, k), p = prec),
+        };
+        let first = match &theirs {
+            Some(t) => format!("{:.3} s / {:.3} s", f(&ours, "first_token_s"), f(t, "first_token_s")),
+            None => format!("{:.3} s / -", f(&ours, "first_token_s")),
+        };
+        let (h, u) = (f(&ours, "headless_tokens_per_s"), f(&ours, "tui_tokens_per_s"));
+        println!(
+            "{:<8} {:>9} {:>22} {:>22} {:>20} {:>26}",
+            quant.name(),
+            bytes(size),
+            pair("prompt_tokens_per_s", 1),
+            pair("tokens_per_s", 1),
+            first,
+            format!("{u:.1} / {h:.1} ({:+.1}%)", (h - u) / h.max(1e-9) * 100.0)
+        );
+        if let Some(t) = &theirs {
+            peer_version = t["llama_cpp_python"].as_str().map(str::to_string);
+        }
+    }
+    println!("targets: lathe / llama.cpp >= 0.97x for prompt and generation; the Chat pane's cost <= 3% (a negative cost is noise: no measurable overhead)");
+    if let Some(v) = peer_version {
+        println!("(peer: llama-cpp-python {v}; lathe links llama-cpp-sys-2's llama.cpp)");
+    }
+    let _ = std::fs::remove_file(&script);
+    Ok(())
+}
