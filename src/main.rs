@@ -52,6 +52,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Train(args)) => lathe::cli::train::train(&ws, *args),
         Some(Cmd::Runs { what }) => lathe::cli::train::runs(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Eval(args)) => lathe::cli::train::eval(&ws, args, &mut std::io::stdout().lock()),
+        Some(Cmd::Models { what }) => lathe::cli::chat::models(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
         Some(Cmd::Chat(args)) if args.prompt.is_none() => {
             let path = lathe::cli::chat::resolve_model(&ws, &args.model)?;
@@ -98,7 +99,8 @@ fn workstation(config: Config, ws: Workspace, chat_model: Option<std::path::Path
         tracing::warn!("{p}");
         app.notify(Level::Error, p.clone());
     }
-    let mut initial = Vec::new();
+    // The model library is scanned in the background from the start (the Models pane shows it).
+    let mut initial = vec![lathe::app::action::Command::RefreshModels];
     if let Some(path) = chat_model {
         app.focus = lathe::app::action::PaneId::Chat;
         app.chat.model = lathe::app::chat::ChatModel::Loading(path.clone());

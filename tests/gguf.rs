@@ -208,3 +208,58 @@ fn demo_trains_exports_and_chats() {
     assert!(err.contains("prompt tokens") && err.contains("tok/s") && err.contains("context "), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The library finds models where users keep them: the workspace, added paths, the Hugging Face
+/// cache (refs/main picks the snapshot) and an Ollama store (a manifest names a GGUF blob).
+#[test]
+fn the_model_library_lists_every_store() {
+    let dir = tmp("library");
+    let home = dir.join("home");
+    let models = home.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    export(&fixture("tiny-llama"), None, &models.join("mine.gguf"), Quant::Q8_0, &mut |_| {}).unwrap();
+    std::fs::write(models.join("broken.gguf"), "junk").unwrap();
+    let snap = dir.join("hub/models--acme--tiny-phi/snapshots/abc");
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("tiny-phi").join(f), snap.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("hub/models--acme--tiny-phi/refs")).unwrap();
+    std::fs::write(dir.join("hub/models--acme--tiny-phi/refs/main"), "abc").unwrap();
+    let ollama = dir.join("ollama");
+    std::fs::create_dir_all(ollama.join("manifests/registry.ollama.ai/library/tiny")).unwrap();
+    std::fs::create_dir_all(ollama.join("blobs")).unwrap();
+    let e = export(&fixture("tiny-qwen2"), None, &ollama.join("blobs/sha256-0123"), Quant::F16, &mut |_| {}).unwrap_err();
+    assert!(e.contains("should end in .gguf"), "{e}");
+    export(&fixture("tiny-qwen2"), None, &dir.join("q.gguf"), Quant::F16, &mut |_| {}).unwrap();
+    std::fs::rename(dir.join("q.gguf"), ollama.join("blobs/sha256-0123")).unwrap();
+    std::fs::write(
+        ollama.join("manifests/registry.ollama.ai/library/tiny/latest"),
+        r#"{"layers":[{"mediaType":"application/vnd.ollama.image.template","digest":"sha256:ffff"},{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:0123"}]}"#,
+    )
+    .unwrap();
+    let extra = dir.join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::copy(models.join("mine.gguf"), extra.join("other.gguf")).unwrap();
+    let (ok, out, err) = run(lathe(&home).args(["models", "add", extra.to_str().unwrap()]));
+    assert!(ok && out.contains("1 model"), "{err}");
+    let (ok, _, err) = run(lathe(&home).args(["models", "add", dir.join("nothing-here").to_str().unwrap()]));
+    assert!(!ok && err.contains("Cannot add"), "{err}");
+    let (ok, out, err) = run(lathe(&home).env("HF_HUB_CACHE", dir.join("hub")).env("OLLAMA_MODELS", &ollama).args(["models", "list", "--json"]));
+    assert!(ok, "{err}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let find = |name: &str| list.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name} missing from {out}"));
+    let mine = find("mine.gguf");
+    assert_eq!((mine["source"].as_str(), mine["architecture"].as_str(), mine["quantization"].as_str()), (Some("workspace"), Some("llama"), Some("Q8_0")));
+    assert!(mine["params"].as_u64().unwrap() > 50_000 && mine["context_length"].as_u64().unwrap() > 0 && mine["ram_needed"].as_u64().unwrap() > mine["file_size"].as_u64().unwrap());
+    assert!(find("broken.gguf")["problem"].as_str().unwrap().contains("not a GGUF file"));
+    assert_eq!(find("other.gguf")["source"], "added");
+    let phi = find("acme/tiny-phi");
+    assert_eq!((phi["source"].as_str(), phi["format"].as_str(), phi["architecture"].as_str()), (Some("huggingface"), Some("hf"), Some("phi")));
+    let tiny = find("tiny:latest");
+    assert_eq!((tiny["source"].as_str(), tiny["architecture"].as_str(), tiny["quantization"].as_str()), (Some("ollama"), Some("qwen2"), Some("F16")));
+    // The table form says the same.
+    let (_, table, _) = run(lathe(&home).env("HF_HUB_CACHE", dir.join("hub")).env("OLLAMA_MODELS", &ollama).args(["models", "list"]));
+    assert!(table.contains("tiny:latest") && table.contains("acme/tiny-phi") && table.contains("! "), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -394,3 +394,37 @@ fn chat_pane_with_a_conversation() {
     a.update(Action::ToggleZoom);
     insta::assert_snapshot!("chat_conversation_200x50", render(&mut a, 200, 50));
 }
+
+#[test]
+fn models_pane_with_a_library() {
+    use lathe::engine::infer::library::ModelEntry;
+    let e = |name: &str, source: &str, format: &str, arch: &str, params: u64, quant: &str, size: u64, problem: Option<&str>| ModelEntry {
+        name: name.into(),
+        path: format!("/models/{name}").into(),
+        source: source.into(),
+        format: format.into(),
+        architecture: arch.into(),
+        params,
+        quantization: quant.into(),
+        context_length: 2048,
+        file_size: size,
+        ram_needed: size + (110 << 20),
+        problem: problem.map(str::to_string),
+    };
+    let list = vec![
+        e("run-20261126-demo-q8_0.gguf", "workspace", "gguf", "llama", 936_768, "Q8_0", 1_007_936, None),
+        e("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "huggingface", "hf", "llama", 1_100_048_384, "bfloat16", 2_200_119_864, None),
+        e("qwen2.5:0.5b", "ollama", "gguf", "qwen2", 494_032_768, "Q4_K_M", 397_807_936, None),
+        e("half.gguf", "added", "gguf", "", 0, "", 1_000, Some("/models/half.gguf is truncated (1000 B of the 4.0 MiB it needs); download or export it again.")),
+    ];
+    for (w, h) in [(80, 24), (200, 50)] {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Models));
+        a.update(Action::Models(Ok(list.clone())));
+        a.update(Action::ScrollDown);
+        if w == 200 {
+            a.update(Action::ToggleZoom);
+        }
+        insta::assert_snapshot!(format!("models_{w}x{h}"), render(&mut a, w, h));
+    }
+}

@@ -161,6 +161,13 @@ pub enum Action {
     LoadModel,
     /// Asks again for the last answer.
     Regenerate,
+    /// Opens the selected model in the Chat pane.
+    ChatWithModel,
+    /// Exports the selected Hugging Face folder as GGUF (f16) into the workspace's models/.
+    ExportModel,
+    RefreshModels,
+    /// The model library, scanned by the engine.
+    Models(Result<Vec<crate::engine::infer::library::ModelEntry>, String>),
     /// Completions found by the engine.
     PathCompletions(Vec<String>),
     // Input that is not a binding.
@@ -242,6 +249,9 @@ impl Action {
             "stop_generation" => Action::StopGeneration,
             "load_model" => Action::LoadModel,
             "regenerate" => Action::Regenerate,
+            "chat_with_model" => Action::ChatWithModel,
+            "export_model" => Action::ExportModel,
+            "refresh_models" => Action::RefreshModels,
             _ => return None,
         })
     }
@@ -297,6 +307,9 @@ impl Action {
             Action::StopGeneration => "stop the answer (or next pane when none streams)".into(),
             Action::LoadModel => "open a GGUF model to chat with".into(),
             Action::Regenerate => "ask again for the last answer".into(),
+            Action::ChatWithModel => "chat with the selected GGUF model".into(),
+            Action::ExportModel => "export the selected model folder as GGUF (f16) into models/".into(),
+            Action::RefreshModels => "scan for models again".into(),
             other => format!("{other:?}"),
         }
     }
@@ -328,6 +341,8 @@ pub enum Command {
     LoadChatModel(String),
     Generate { id: u64, messages: Vec<crate::engine::data::views::Message>, sampling: crate::engine::infer::llama::Sampling },
     StopGeneration,
+    RefreshModels,
+    ExportModel { dir: String, out: String },
 }
 
 #[cfg(test)]

@@ -25,11 +25,12 @@ pub enum Mode {
     Training,
     Loss,
     Runs,
+    Models,
     Form,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 12] = [
+    pub const ALL: [Mode; 13] = [
         Mode::Global,
         Mode::Training,
         Mode::Loss,
@@ -38,6 +39,7 @@ impl Mode {
         Mode::Grid,
         Mode::Viewer,
         Mode::Runs,
+        Mode::Models,
         Mode::Form,
         Mode::Prompt,
         Mode::Help,
@@ -57,6 +59,7 @@ impl Mode {
             Mode::Training => "training",
             Mode::Loss => "loss",
             Mode::Runs => "runs",
+            Mode::Models => "models",
             Mode::Form => "form",
         }
     }
@@ -74,6 +77,7 @@ impl Mode {
             Mode::Training => "In the Training pane",
             Mode::Loss => "In the Loss pane",
             Mode::Runs => "In the Runs pane",
+            Mode::Models => "In the Models pane",
             Mode::Form => "In the new-run form",
         }
     }
@@ -290,7 +294,7 @@ impl Keymap {
             Mode::Help | Mode::Confirm | Mode::Viewer => lookup(mode),
             // A path prompt is a text box that sees only its own keys.
             Mode::Prompt | Mode::Form => lookup(mode),
-            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global | Mode::Training | Mode::Loss | Mode::Runs => {
+            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global | Mode::Training | Mode::Loss | Mode::Runs | Mode::Models => {
                 if let Some(a) = lookup(mode) {
                     return Some(a);
                 }

@@ -158,6 +158,29 @@ impl Engines {
             Command::LoadChatModel(path) => self.chat.load(path.into(), Default::default()),
             Command::Generate { id, messages, sampling } => self.chat.generate(id, messages, sampling),
             Command::StopGeneration => self.chat.stop(),
+            Command::RefreshModels => {
+                let Some(ws) = self.ws.clone() else { return };
+                let cat = self.job_catalog();
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
+                    let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
+                    let _ = tx.send(Action::Models(Ok(crate::engine::infer::library::scan(&roots))));
+                });
+            }
+            Command::ExportModel { dir, out } => {
+                let title = format!("export {}", Path::new(&out).file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
+                let tx = self.tx.clone();
+                self.jobs.spawn(JobKind::Export, title, move |ctx| {
+                    let e = crate::engine::export::gguf::export(Path::new(&dir), None, Path::new(&out), crate::engine::export::gguf::Quant::F16, &mut |phase| {
+                        ctx.progress(None, phase.to_string())
+                    })
+                    .map_err(JobError::Failed)?;
+                    ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
+                    let _ = tx.send(Action::RefreshModels);
+                    Ok(())
+                });
+            }
             Command::LoadRunMetrics { id, overlay } => {
                 let Some(cat) = self.job_catalog() else { return };
                 let tx = self.tx.clone();

@@ -133,6 +133,9 @@ pub struct App {
     pub replace_target: Option<String>,
     pub chat_input: TextArea<'static>,
     pub chat: super::chat::ChatState,
+    /// The model library once scanned; Err says why it could not be.
+    pub models: Option<Result<Vec<crate::engine::infer::library::ModelEntry>, String>>,
+    pub models_selected: usize,
     pub notices: Vec<Notice>,
     /// The run this session trains or trained last.
     pub live: Option<LiveRun>,
@@ -171,6 +174,8 @@ impl App {
             replace_target: None,
             chat_input: new_chat_input(),
             chat: Default::default(),
+            models: None,
+            models_selected: 0,
             notices: Vec::new(),
             live: None,
             form: None,
@@ -199,6 +204,7 @@ impl App {
             None if self.focus == PaneId::Training => Mode::Training,
             None if self.focus == PaneId::Loss => Mode::Loss,
             None if self.focus == PaneId::Runs => Mode::Runs,
+            None if self.focus == PaneId::Models => Mode::Models,
             None if self.focus == PaneId::Chat => Mode::Chat,
             None if self.focus == PaneId::Data && self.data.focus == DataFocus::Editor => Mode::Sql,
             None if self.focus == PaneId::Data => Mode::Grid,
@@ -358,6 +364,9 @@ impl App {
                 if self.focus == PaneId::Runs {
                     out.push(Command::RefreshRuns);
                 }
+                if self.focus == PaneId::Models && self.models.is_none() {
+                    out.push(Command::RefreshModels);
+                }
             }
             Action::ToggleZoom => self.zoomed = !self.zoomed,
             Action::ToggleHelp => {
@@ -426,6 +435,21 @@ impl App {
                     _ => s.saturating_sub(1),
                 };
             }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom
+                if self.mode() == Mode::Models =>
+            {
+                let n = self.models.as_ref().and_then(|m| m.as_ref().ok()).map(|l| l.len()).unwrap_or(0) as i64;
+                let cur = self.models_selected as i64;
+                let next = match action {
+                    Action::ScrollUp => cur - 1,
+                    Action::ScrollDown => cur + 1,
+                    Action::PageUp => cur - 10,
+                    Action::PageDown => cur + 10,
+                    Action::Top => 0,
+                    _ => n - 1,
+                };
+                self.models_selected = next.clamp(0, (n - 1).max(0)) as usize;
+            }
             Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
                 if let Some(Overlay::Help { scroll }) = &mut self.overlay {
@@ -470,6 +494,35 @@ impl App {
             Action::LoadModel => {
                 self.prompt = Some(Prompt::new(PromptKind::Model, ""));
                 self.overlay = Some(Overlay::Prompt);
+            }
+            Action::RefreshModels => out.push(Command::RefreshModels),
+            Action::Models(list) => {
+                let n = list.as_ref().map(|l| l.len()).unwrap_or(0);
+                self.models_selected = self.models_selected.min(n.saturating_sub(1));
+                self.models = Some(list);
+            }
+            Action::ChatWithModel | Action::ExportModel => {
+                let picked = self.models.as_ref().and_then(|m| m.as_ref().ok()).and_then(|l| l.get(self.models_selected)).cloned();
+                match picked {
+                    None => self.notify(Level::Info, "No model selected."),
+                    Some(e) if e.problem.is_some() => self.notify(Level::Error, e.problem.clone().unwrap_or_default()),
+                    Some(e) if action == Action::ChatWithModel && e.format == "gguf" => {
+                        self.chat.model = super::chat::ChatModel::Loading(e.path.clone());
+                        self.focus = PaneId::Chat;
+                        out.push(Command::LoadChatModel(e.path.display().to_string()));
+                    }
+                    Some(e) if action == Action::ChatWithModel => self.notify(
+                        Level::Info,
+                        format!("{} is a Hugging Face folder: press e to export it as GGUF, then chat with the export.", e.name),
+                    ),
+                    Some(e) if e.format == "hf" => {
+                        let stem = e.name.replace('/', "-");
+                        let out_path = self.workspace.join("models").join(format!("{stem}-f16.gguf"));
+                        self.notify(Level::Info, format!("Exporting {} to {} (a job; the list refreshes when it is done).", e.name, out_path.display()));
+                        out.push(Command::ExportModel { dir: e.path.display().to_string(), out: out_path.display().to_string() });
+                    }
+                    Some(e) => self.notify(Level::Info, format!("{} is already GGUF: Enter chats with it.", e.name)),
+                }
             }
             Action::Chat(ev) => {
                 if let Some(e) = self.chat.on_event(ev) {
@@ -958,6 +1011,36 @@ mod tests {
         a.update(Action::Newline);
         a.update(Action::Paste("a\r\nb".into()));
         assert_eq!(a.chat_input.lines(), ["hi", "a", "b"]);
+    }
+
+    #[test]
+    fn enter_on_a_gguf_model_opens_it_in_chat() {
+        use crate::engine::infer::library::ModelEntry;
+        let mut a = app();
+        let cmds = a.update(Action::Focus(PaneId::Models));
+        assert_eq!(cmds, vec![Command::RefreshModels]);
+        let entry = |name: &str, format: &str| ModelEntry {
+            name: name.into(),
+            path: format!("/m/{name}").into(),
+            source: "workspace".into(),
+            format: format.into(),
+            architecture: "llama".into(),
+            params: 1,
+            quantization: "F16".into(),
+            context_length: 1,
+            file_size: 1,
+            ram_needed: 1,
+            problem: None,
+        };
+        a.update(Action::Models(Ok(vec![entry("folder", "hf"), entry("m.gguf", "gguf")])));
+        let cmds = a.update(Action::ExportModel);
+        assert!(matches!(cmds.as_slice(), [Command::ExportModel { .. }]), "{cmds:?}");
+        assert!(a.update(Action::ChatWithModel).is_empty());
+        a.update(Action::ScrollDown);
+        a.update(Action::ScrollDown);
+        assert_eq!(a.models_selected, 1);
+        assert_eq!(a.update(Action::ChatWithModel), vec![Command::LoadChatModel("/m/m.gguf".into())]);
+        assert_eq!(a.focus, PaneId::Chat);
     }
 
     #[test]

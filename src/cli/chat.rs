@@ -28,6 +28,77 @@ pub struct ExportArgs {
     pub quant: String,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelsCmd {
+    /// Every model lathe can see: the workspace's models/, added paths, the Hugging Face cache and
+    /// the local Ollama store, with architecture, size, quantization and the memory each needs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds a GGUF file, a Hugging Face folder or a folder of models to the library (nothing is
+    /// copied).
+    Add { path: PathBuf },
+}
+
+/// A parameter count the way model cards say it: 1.10B, 494M.
+pub fn params(n: u64) -> String {
+    match n {
+        0 => "-".into(),
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
+        n => format!("{:.1}K", n as f64 / 1e3),
+    }
+}
+
+pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cat = Catalog::open_workspace(ws)?;
+    match what {
+        ModelsCmd::Add { path } => {
+            let abs = std::fs::canonicalize(&path).map_err(|e| anyhow!("Cannot add {} ({e}); check the path.", path.display()))?;
+            let found = crate::engine::infer::library::scan(&crate::engine::infer::library::Roots { added: vec![abs.clone()], ..Default::default() });
+            if found.is_empty() {
+                bail!("{} holds no GGUF file or Hugging Face model folder; nothing was added.", abs.display());
+            }
+            cat.add_model_path(&abs)?;
+            writeln!(out, "added {} ({} model{})", abs.display(), found.len(), if found.len() == 1 { "" } else { "s" })?;
+        }
+        ModelsCmd::List { json } => {
+            let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), cat.model_paths()?);
+            let list = crate::engine::infer::library::scan(&roots);
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+                return Ok(());
+            }
+            if list.is_empty() {
+                writeln!(out, "No models yet: put GGUF files or Hugging Face folders in {}, `lathe models add PATH`, or export a run with `lathe export RUN`.", ws.models_dir().display())?;
+                return Ok(());
+            }
+            let w = list.iter().map(|e| e.name.chars().count()).max().unwrap_or(4).clamp(4, 48);
+            writeln!(out, "{:<w$}  {:<11}  {:<4}  {:<8}  {:>7}  {:<7}  {:>7}  {:>10}  {:>10}", "name", "source", "kind", "arch", "params", "quant", "context", "size", "RAM")?;
+            for e in &list {
+                let name: String = e.name.chars().take(w).collect();
+                writeln!(
+                    out,
+                    "{name:<w$}  {:<11}  {:<4}  {:<8}  {:>7}  {:<7}  {:>7}  {:>10}  {:>10}",
+                    e.source,
+                    e.format,
+                    e.architecture,
+                    params(e.params),
+                    e.quantization,
+                    e.context_length,
+                    bytes(e.file_size),
+                    bytes(e.ram_needed)
+                )?;
+                if let Some(p) = &e.problem {
+                    writeln!(out, "{:<w$}  ! {p}", "")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     /// A GGUF file, or the name of one in the workspace's models/ folder.

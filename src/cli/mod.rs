@@ -72,6 +72,11 @@ pub enum Cmd {
     Eval(train::EvalArgs),
     /// Write a model folder or a run (base + adapter merged) as GGUF for llama.cpp and Ollama.
     Export(chat::ExportArgs),
+    /// The model library: list what lathe can see, add paths.
+    Models {
+        #[command(subcommand)]
+        what: chat::ModelsCmd,
+    },
     /// Chat with a GGUF model through llama.cpp: `--prompt` streams one answer to stdout.
     Chat(chat::ChatArgs),
     /// Merge a LoRA adapter (PEFT layout) into its base model and write a new model folder.

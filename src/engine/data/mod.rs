@@ -129,7 +129,22 @@ CREATE TABLE IF NOT EXISTS lathe.metrics (
     elapsed_s DOUBLE,
     PRIMARY KEY (run_id, step, kind)
 );
+CREATE TABLE IF NOT EXISTS lathe.model_paths (path VARCHAR PRIMARY KEY, added TIMESTAMP DEFAULT current_timestamp);
 ";
+
+impl Catalog {
+    /// Model files and folders the user added to the library (`lathe models add`).
+    pub fn model_paths(&self) -> Result<Vec<std::path::PathBuf>, DataError> {
+        let mut stmt = self.conn.prepare("SELECT path FROM lathe.model_paths ORDER BY added")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.filter_map(|r| r.ok()).map(std::path::PathBuf::from).collect())
+    }
+
+    pub fn add_model_path(&self, path: &std::path::Path) -> Result<(), DataError> {
+        self.conn.execute("INSERT OR IGNORE INTO lathe.model_paths (path) VALUES (?)", duckdb::params![path.display().to_string()])?;
+        Ok(())
+    }
+}
 
 impl Catalog {
     /// Opens (creating when new) the catalog for writing.

@@ -168,13 +168,13 @@ pub fn check_file(path: &Path) -> Result<String, String> {
 impl Gguf {
     pub fn load(path: &Path) -> Result<Gguf, String> {
         let arch = check_file(path)?;
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let need = super::library::gguf_entry(path, String::new(), "").ram_needed;
         let free = crate::engine::train::trainer::available_memory();
-        if size > free {
+        if need > free {
             return Err(format!(
                 "{} needs about {} of memory and {} is free; close other programs or use a smaller quantization.",
                 path.display(),
-                bytes(size),
+                bytes(need),
                 bytes(free)
             ));
         }

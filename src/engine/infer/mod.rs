@@ -1,4 +1,5 @@
 //! Inference: GGUF models through llama.cpp (llama-cpp-2), owned on one thread.
 
+pub mod library;
 pub mod llama;
 pub mod worker;
