@@ -161,6 +161,10 @@ pub enum Action {
     LoadModel,
     /// Asks again for the last answer.
     Regenerate,
+    /// Copies the last answer to the clipboard (OSC 52: works over SSH).
+    CopyAnswer,
+    /// Exports the selected run (its base with the adapter merged) as GGUF f16 into models/.
+    ExportRun,
     /// Opens the selected model in the Chat pane.
     ChatWithModel,
     /// Exports the selected Hugging Face folder as GGUF (f16) into the workspace's models/.
@@ -250,6 +254,8 @@ impl Action {
             "load_model" => Action::LoadModel,
             "regenerate" => Action::Regenerate,
             "chat_with_model" => Action::ChatWithModel,
+            "copy_answer" => Action::CopyAnswer,
+            "export_run" => Action::ExportRun,
             "export_model" => Action::ExportModel,
             "refresh_models" => Action::RefreshModels,
             _ => return None,
@@ -308,6 +314,8 @@ impl Action {
             Action::LoadModel => "open a GGUF model to chat with".into(),
             Action::Regenerate => "ask again for the last answer".into(),
             Action::ChatWithModel => "chat with the selected GGUF model".into(),
+            Action::CopyAnswer => "copy the last answer to the clipboard (OSC 52, works over SSH)".into(),
+            Action::ExportRun => "export the run as GGUF (f16) into models/".into(),
             Action::ExportModel => "export the selected model folder as GGUF (f16) into models/".into(),
             Action::RefreshModels => "scan for models again".into(),
             other => format!("{other:?}"),
@@ -343,6 +351,9 @@ pub enum Command {
     StopGeneration,
     RefreshModels,
     ExportModel { dir: String, out: String },
+    ExportRun { id: String, out: String },
+    /// Puts text on the terminal's clipboard with OSC 52.
+    CopyToClipboard(String),
 }
 
 #[cfg(test)]

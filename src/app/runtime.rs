@@ -160,12 +160,42 @@ impl Engines {
             Command::StopGeneration => self.chat.stop(),
             Command::RefreshModels => {
                 let Some(ws) = self.ws.clone() else { return };
-                let cat = self.job_catalog();
+                // Quietly without the catalog while it is still opening (at start): the scan on
+                // focusing the Models pane picks up the added paths.
+                let cat = self.data.as_ref().and_then(|d| d.job_catalog()).and_then(|c| c.ok());
                 let tx = self.tx.clone();
                 std::thread::spawn(move || {
                     let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
                     let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
                     let _ = tx.send(Action::Models(Ok(crate::engine::infer::library::scan(&roots))));
+                });
+            }
+            Command::CopyToClipboard(text) => {
+                use std::io::Write;
+                // OSC 52: the terminal (local, or at the far end of SSH) sets its clipboard.
+                let mut o = std::io::stdout().lock();
+                let _ = write!(o, "\x1b]52;c;{}\x07", crate::units::base64(text.as_bytes()));
+                let _ = o.flush();
+            }
+            Command::ExportRun { id, out } => {
+                let Some(cat) = self.job_catalog() else { return };
+                let title = format!("export run {id}");
+                let tx = self.tx.clone();
+                self.jobs.spawn(JobKind::Export, title, move |ctx| {
+                    let r = cat.run(&id).map_err(|e| JobError::Failed(e.to_string()))?;
+                    let art = std::path::PathBuf::from(r.artifacts.unwrap_or_default());
+                    let (model, adapter) = if art.join("adapter_config.json").exists() {
+                        (std::path::PathBuf::from(&r.model), Some(art))
+                    } else {
+                        (art, None)
+                    };
+                    let e = crate::engine::export::gguf::export(&model, adapter.as_deref(), Path::new(&out), crate::engine::export::gguf::Quant::F16, &mut |phase| {
+                        ctx.progress(None, phase.to_string())
+                    })
+                    .map_err(JobError::Failed)?;
+                    ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
+                    let _ = tx.send(Action::RefreshModels);
+                    Ok(())
                 });
             }
             Command::ExportModel { dir, out } => {

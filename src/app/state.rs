@@ -364,7 +364,7 @@ impl App {
                 if self.focus == PaneId::Runs {
                     out.push(Command::RefreshRuns);
                 }
-                if self.focus == PaneId::Models && self.models.is_none() {
+                if self.focus == PaneId::Models {
                     out.push(Command::RefreshModels);
                 }
             }
@@ -496,6 +496,23 @@ impl App {
                 self.overlay = Some(Overlay::Prompt);
             }
             Action::RefreshModels => out.push(Command::RefreshModels),
+            Action::CopyAnswer => match self.chat.turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
+                Some(t) => {
+                    let n = t.text.chars().count();
+                    out.push(Command::CopyToClipboard(t.text.clone()));
+                    self.notify(Level::Info, format!("Copied the last answer ({n} characters) to the clipboard."));
+                }
+                None => self.notify(Level::Info, "No answer to copy yet."),
+            },
+            Action::ExportRun => match self.runs.rows().get(self.runs.selected).cloned() {
+                Some(r) if r.artifacts.is_some() && r.status != "running" => {
+                    let out_path = self.workspace.join("models").join(format!("run-{}-f16.gguf", r.id));
+                    self.notify(Level::Info, format!("Exporting run {} to {} (a job; it joins the Models pane when done).", r.id, out_path.display()));
+                    out.push(Command::ExportRun { id: r.id.clone(), out: out_path.display().to_string() });
+                }
+                Some(r) => self.notify(Level::Info, format!("Run {} has nothing to export yet: finish or resume it first.", r.id)),
+                None => self.notify(Level::Info, "No run selected."),
+            },
             Action::Models(list) => {
                 let n = list.as_ref().map(|l| l.len()).unwrap_or(0);
                 self.models_selected = self.models_selected.min(n.saturating_sub(1));
@@ -1011,6 +1028,21 @@ mod tests {
         a.update(Action::Newline);
         a.update(Action::Paste("a\r\nb".into()));
         assert_eq!(a.chat_input.lines(), ["hi", "a", "b"]);
+    }
+
+    #[test]
+    fn the_last_answer_goes_to_the_clipboard() {
+        use crate::engine::infer::worker::ChatEvent;
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::CopyAnswer);
+        assert!(a.notices.last().unwrap().text.contains("No answer"));
+        a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+        a.update(Action::Paste("hi".into()));
+        a.update(Action::Send);
+        let id = a.chat.streaming.unwrap();
+        a.update(Action::Chat(ChatEvent::Token { id, text: "héllo".into() }));
+        assert_eq!(a.update(Action::CopyAnswer), vec![Command::CopyToClipboard("héllo".into())]);
     }
 
     #[test]

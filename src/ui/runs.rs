@@ -99,7 +99,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let [list, keys] = ratatui::layout::Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
     f.render_stateful_widget(table, list, &mut state);
     f.render_widget(
-        Paragraph::new(Line::styled("Enter open  m mark  c compare  r resume  F5 reload", theme.muted())),
+        Paragraph::new(Line::styled("Enter open  m mark  c compare  r resume  e export GGUF  F5 reload", theme.muted())),
         keys,
     );
 }
