@@ -263,3 +263,71 @@ fn the_model_library_lists_every_store() {
     assert!(table.contains("tiny:latest") && table.contains("acme/tiny-phi") && table.contains("! "), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A SentencePiece-style tokenizer.json (BPE with byte fallback, ▁ for spaces, BOS added), as
+/// Hugging Face's conversion of TinyLlama's and Llama 2's tokenizer.model looks.
+fn spm_tokenizer() -> serde_json::Value {
+    use serde_json::json;
+    let mut vocab = serde_json::Map::new();
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    tokens.push("▁".into());
+    tokens.extend("abcdefghijklmnopqrstuvwxyzT.,".chars().map(|c| c.to_string()));
+    let merges = [
+        ("▁", "t"), ("h", "e"), ("▁t", "he"), ("▁", "c"), ("a", "t"), ("▁c", "at"), ("▁", "s"), ("▁s", "at"),
+        ("▁", "o"), ("▁o", "n"), ("▁", "m"), ("▁m", "at"), ("i", "n"), ("e", "r"), ("▁", "T"), ("▁T", "he"),
+    ];
+    for (a, b) in merges {
+        tokens.push(format!("{a}{b}"));
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.insert(t.clone(), json!(i));
+    }
+    let special = |id: usize, s: &str| json!({"id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+        "pre_tokenizer": null,
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": true, "byte_fallback": true, "ignore_merges": false, "vocab": vocab,
+            "merges": merges.iter().map(|(a, b)| format!("{a} {b}")).collect::<Vec<_>>()}
+    })
+}
+
+/// TinyLlama's kind of tokenizer exports as llama.cpp's "llama" vocabulary: llama.cpp splits text
+/// into the same tokens as Hugging Face's tokenizer, and the logits match.
+#[test]
+fn sentencepiece_tokenizers_export_and_tokenize_the_same() {
+    let dir = tmp("spm");
+    let folder = dir.join("spm-llama");
+    std::fs::create_dir_all(&folder).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-llama").join(f), folder.join(f)).unwrap();
+    }
+    std::fs::write(folder.join("tokenizer.json"), spm_tokenizer().to_string()).unwrap();
+    std::fs::write(
+        folder.join("tokenizer_config.json"),
+        r#"{"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true}"#,
+    )
+    .unwrap();
+    let out = dir.join("spm.gguf");
+    export(&folder, None, &out, Quant::F32, &mut |_| {}).unwrap();
+    let g = Gguf::load(&out).unwrap();
+    let hf = tokenizers::Tokenizer::from_file(folder.join("tokenizer.json")).unwrap();
+    for text in ["the cat sat on the mat", "The cat.", "zebra quiz", "héllo ✓ ok", "  two  spaces", "thethe,cat"] {
+        let ours: Vec<u32> = hf.encode(text, true).unwrap().get_ids().to_vec();
+        let theirs: Vec<u32> = g.model.vocab().tokenize(text.as_bytes(), true, false).iter().map(|t| t.0 as u32).collect();
+        assert_eq!(ours, theirs, "{text:?}");
+    }
+    let ids: Vec<u32> = hf.encode("the cat sat on the mat", true).unwrap().get_ids().to_vec();
+    let (diff, scale, a, b) = compare(&folder, &out, &ids);
+    assert!(diff <= 1e-3 * scale.max(1.0), "logits differ by {diff}");
+    assert_eq!(a, b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

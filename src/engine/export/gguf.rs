@@ -66,10 +66,16 @@ pub struct Exported {
 }
 
 /// The tokenizer as llama.cpp's "gpt2" (byte-level BPE) vocabulary.
+/// The tokenizer as llama.cpp's vocabulary: "gpt2" (byte-level BPE with merges) or "llama"
+/// (SentencePiece-style BPE with byte fallback, merged by score).
 struct Vocab {
+    kind: &'static str,
     tokens: Vec<String>,
     types: Vec<i32>,
     merges: Vec<String>,
+    /// For "llama": a score per token; higher merges first.
+    scores: Vec<f32>,
+    unk: Option<u32>,
     add_bos: bool,
     pre: &'static str,
 }
@@ -79,12 +85,14 @@ fn vocab(dir: &Path, codec: &TextCodec, rows: usize, family: Family) -> Result<V
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?)
         .map_err(|e| format!("{} is not valid JSON ({e}).", path.display()))?;
     let model = &json["model"];
-    if model["type"].as_str() != Some("BPE") || model["byte_fallback"].as_bool() == Some(true) {
+    if model["type"].as_str() != Some("BPE") {
         return Err(format!(
-            "The tokenizer in {} is not a byte-level BPE; GGUF export handles byte-level BPE tokenizers (GPT-2 style: Qwen2, Phi, lathe's demo) so far, not SentencePiece ones (TinyLlama, Llama 2).",
-            dir.display()
+            "The tokenizer in {} is a {} model; GGUF export handles BPE tokenizers (byte-level like Qwen2, Phi and lathe's demo, or SentencePiece-style like TinyLlama and Llama 2).",
+            dir.display(),
+            model["type"].as_str().unwrap_or("unknown")
         ));
     }
+    let spm = model["byte_fallback"].as_bool() == Some(true);
     let mut tokens: Vec<Option<String>> = vec![None; rows];
     let mut types = vec![1i32; rows];
     let mut put = |id: u64, s: &str, ty: i32| {
@@ -123,7 +131,9 @@ fn vocab(dir: &Path, codec: &TextCodec, rows: usize, family: Family) -> Result<V
         })
         .collect();
     let pre = &json["pre_tokenizer"];
-    let pre = if pre["type"].as_str() == Some("ByteLevel") && pre["use_regex"].as_bool() != Some(false) {
+    let pre = if spm {
+        "default"
+    } else if pre["type"].as_str() == Some("ByteLevel") && pre["use_regex"].as_bool() != Some(false) {
         "gpt-2"
     } else if family == Family::Qwen2 {
         "qwen2"
@@ -137,7 +147,24 @@ fn vocab(dir: &Path, codec: &TextCodec, rows: usize, family: Family) -> Result<V
         Some((_, id)) => codec.tok.encode("a", true).map(|e| e.get_ids().first() == Some(id)).unwrap_or(false),
         None => false,
     };
-    Ok(Vocab { tokens, types: types_out, merges, add_bos, pre })
+    let unk = model["unk_token"].as_str().and_then(|u| tokens.iter().position(|t| t == u)).map(|i| i as u32);
+    let (kind, scores, merges) = if spm {
+        // SentencePiece BPE ranks pieces by score, and Hugging Face's conversion keeps them in
+        // that order by id: the score of an ordinary piece is minus its id. Byte pieces
+        // (<0x41>) are byte-fallback tokens, the unknown token is unknown.
+        for (i, t) in tokens.iter().enumerate() {
+            if Some(i as u32) == unk {
+                types_out[i] = 2;
+            } else if t.len() == 6 && t.starts_with("<0x") && t.ends_with('>') && types_out[i] == 1 {
+                types_out[i] = 6;
+            }
+        }
+        let scores = types_out.iter().enumerate().map(|(i, &ty)| if ty == 1 { -(i as f32) } else { 0.0 }).collect();
+        ("llama", scores, Vec::new())
+    } else {
+        ("gpt2", Vec::new(), merges)
+    };
+    Ok(Vocab { kind, tokens, types: types_out, merges, scores, unk, add_bos, pre })
 }
 
 /// Hugging Face Llama keeps each head's rotary halves apart; llama.cpp's llama graph rotates
@@ -226,11 +253,19 @@ fn metadata(cfg: &ModelConfig, name: &str, quant: Quant, v: &Vocab, codec: &Text
         m.push((format!("{a}.rope.scaling.factor"), V::F32(s.factor as f32)));
     }
     let strings = |xs: &[String]| V::Array(xs.iter().map(|s| V::String(s.clone())).collect());
-    m.push(("tokenizer.ggml.model".into(), V::String("gpt2".into())));
+    m.push(("tokenizer.ggml.model".into(), V::String(v.kind.into())));
     m.push(("tokenizer.ggml.pre".into(), V::String(v.pre.into())));
     m.push(("tokenizer.ggml.tokens".into(), strings(&v.tokens)));
     m.push(("tokenizer.ggml.token_type".into(), V::Array(v.types.iter().map(|&t| V::I32(t)).collect())));
-    m.push(("tokenizer.ggml.merges".into(), strings(&v.merges)));
+    if v.kind == "llama" {
+        m.push(("tokenizer.ggml.scores".into(), V::Array(v.scores.iter().map(|&x| V::F32(x)).collect())));
+        m.push(("tokenizer.ggml.add_space_prefix".into(), V::Bool(true)));
+    } else {
+        m.push(("tokenizer.ggml.merges".into(), strings(&v.merges)));
+    }
+    if let Some(u) = v.unk {
+        m.push(("tokenizer.ggml.unknown_token_id".into(), V::U32(u)));
+    }
     if let Some((_, id)) = &codec.bos {
         m.push(("tokenizer.ggml.bos_token_id".into(), V::U32(*id)));
     }
