@@ -52,6 +52,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Train(args)) => lathe::cli::train::train(&ws, *args),
         Some(Cmd::Runs { what }) => lathe::cli::train::runs(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Eval(args)) => lathe::cli::train::eval(&ws, args, &mut std::io::stdout().lock()),
+        Some(Cmd::Chats { what }) => lathe::cli::chat::chats(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Models { what }) => lathe::cli::chat::models(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
         Some(Cmd::Chat(args)) if args.prompt.is_none() => {

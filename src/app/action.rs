@@ -163,6 +163,19 @@ pub enum Action {
     Regenerate,
     /// Copies the last answer to the clipboard (OSC 52: works over SSH).
     CopyAnswer,
+    /// Starts a new conversation (the current one is saved already).
+    NewChat,
+    /// Lists the saved conversations.
+    OpenChats,
+    /// Reopens the conversation selected in the list.
+    OpenChat,
+    /// Writes the conversation as Markdown and JSON into the workspace's chats/ folder.
+    ExportChat,
+    ChatList(Result<Vec<crate::engine::data::chats::ChatSummary>, String>),
+    ChatOpened(Result<crate::engine::data::chats::ChatRecord, String>),
+    /// A message from an engine for the status bar.
+    Info(String),
+    Failure(String),
     /// Exports the selected run (its base with the adapter merged) as GGUF f16 into models/.
     ExportRun,
     /// Opens the selected model in the Chat pane.
@@ -255,6 +268,10 @@ impl Action {
             "regenerate" => Action::Regenerate,
             "chat_with_model" => Action::ChatWithModel,
             "copy_answer" => Action::CopyAnswer,
+            "new_chat" => Action::NewChat,
+            "open_chats" => Action::OpenChats,
+            "open_chat" => Action::OpenChat,
+            "export_chat" => Action::ExportChat,
             "export_run" => Action::ExportRun,
             "export_model" => Action::ExportModel,
             "refresh_models" => Action::RefreshModels,
@@ -315,6 +332,10 @@ impl Action {
             Action::Regenerate => "ask again for the last answer".into(),
             Action::ChatWithModel => "chat with the selected GGUF model".into(),
             Action::CopyAnswer => "copy the last answer to the clipboard (OSC 52, works over SSH)".into(),
+            Action::NewChat => "new conversation (this one stays saved)".into(),
+            Action::OpenChats => "saved conversations".into(),
+            Action::OpenChat => "reopen the conversation".into(),
+            Action::ExportChat => "write the conversation as Markdown and JSON into chats/".into(),
             Action::ExportRun => "export the run as GGUF (f16) into models/".into(),
             Action::ExportModel => "export the selected model folder as GGUF (f16) into models/".into(),
             Action::RefreshModels => "scan for models again".into(),
@@ -354,6 +375,10 @@ pub enum Command {
     ExportRun { id: String, out: String },
     /// Puts text on the terminal's clipboard with OSC 52.
     CopyToClipboard(String),
+    SaveChat(crate::engine::data::chats::ChatRecord),
+    ListChats,
+    LoadChat(String),
+    ExportChat { record: crate::engine::data::chats::ChatRecord, dir: String },
 }
 
 #[cfg(test)]

@@ -42,6 +42,11 @@ pub struct ChatState {
     /// Turns at the start of the conversation that the last answer's context left out.
     pub dropped: usize,
     pub context_used: usize,
+    /// The saved conversation's id (given at its first message).
+    pub id: Option<String>,
+    /// The saved conversations, while their list is open, and the selected one.
+    pub list: Option<Vec<crate::engine::data::chats::ChatSummary>>,
+    pub list_selected: usize,
 }
 
 impl Default for ChatState {
@@ -56,6 +61,9 @@ impl Default for ChatState {
             scroll: 0,
             dropped: 0,
             context_used: 0,
+            id: None,
+            list: None,
+            list_selected: 0,
         }
     }
 }
@@ -115,7 +123,40 @@ impl ChatState {
         }
     }
 
+    /// The conversation as it is saved.
+    pub fn record(&self) -> Option<crate::engine::data::chats::ChatRecord> {
+        use crate::engine::data::chats::{title_of, ChatRecord, SavedTurn};
+        let id = self.id.clone()?;
+        let turns: Vec<SavedTurn> = self.turns.iter().map(|t| SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect();
+        let model = match &self.model {
+            ChatModel::Ready { path, .. } | ChatModel::Loading(path) => path.display().to_string(),
+            _ => String::new(),
+        };
+        Some(ChatRecord { id, title: title_of(&turns), model, system: self.system.clone(), turns, sampling: self.sampling.clone(), updated_at: String::new() })
+    }
+
+    /// A saved conversation back in the pane (the model loaded now stays).
+    pub fn reopen(&mut self, r: crate::engine::data::chats::ChatRecord) {
+        self.turns = r.turns.into_iter().map(|t| Turn { role: t.role, text: t.text, stats: t.stats, error: None }).collect();
+        self.system = r.system;
+        self.sampling = r.sampling;
+        self.id = Some(r.id);
+        self.dropped = 0;
+        self.scroll = 0;
+    }
+
+    pub fn clear(&mut self) {
+        self.turns.clear();
+        self.id = None;
+        self.dropped = 0;
+        self.scroll = 0;
+    }
+
     fn start_answer(&mut self) -> ChatCommand {
+        if self.id.is_none() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.id = Some(format!("chat-{}-{:04x}", now.as_secs(), now.subsec_nanos() % 0x10000));
+        }
         let messages = self.messages();
         let id = self.next_id;
         self.next_id += 1;

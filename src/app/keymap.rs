@@ -26,11 +26,12 @@ pub enum Mode {
     Loss,
     Runs,
     Models,
+    ChatList,
     Form,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 13] = [
+    pub const ALL: [Mode; 14] = [
         Mode::Global,
         Mode::Training,
         Mode::Loss,
@@ -40,6 +41,7 @@ impl Mode {
         Mode::Viewer,
         Mode::Runs,
         Mode::Models,
+        Mode::ChatList,
         Mode::Form,
         Mode::Prompt,
         Mode::Help,
@@ -60,6 +62,7 @@ impl Mode {
             Mode::Loss => "loss",
             Mode::Runs => "runs",
             Mode::Models => "models",
+            Mode::ChatList => "chat_list",
             Mode::Form => "form",
         }
     }
@@ -78,6 +81,7 @@ impl Mode {
             Mode::Loss => "In the Loss pane",
             Mode::Runs => "In the Runs pane",
             Mode::Models => "In the Models pane",
+            Mode::ChatList => "In the list of saved conversations",
             Mode::Form => "In the new-run form",
         }
     }
@@ -294,7 +298,7 @@ impl Keymap {
             Mode::Help | Mode::Confirm | Mode::Viewer => lookup(mode),
             // A path prompt is a text box that sees only its own keys.
             Mode::Prompt | Mode::Form => lookup(mode),
-            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global | Mode::Training | Mode::Loss | Mode::Runs | Mode::Models => {
+            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global | Mode::Training | Mode::Loss | Mode::Runs | Mode::Models | Mode::ChatList => {
                 if let Some(a) = lookup(mode) {
                     return Some(a);
                 }

@@ -170,6 +170,38 @@ impl Engines {
                     let _ = tx.send(Action::Models(Ok(crate::engine::infer::library::scan(&roots))));
                 });
             }
+            Command::SaveChat(record) => {
+                let Some(cat) = self.job_catalog() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = cat.save_chat(&record) {
+                        let _ = tx.send(Action::Failure(format!("The conversation could not be saved: {e}")));
+                    }
+                });
+            }
+            Command::ListChats => {
+                let Some(cat) = self.job_catalog() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(Action::ChatList(cat.chats().map_err(|e| e.to_string())));
+                });
+            }
+            Command::LoadChat(id) => {
+                let Some(cat) = self.job_catalog() else { return };
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(Action::ChatOpened(cat.chat(&id).map_err(|e| e.to_string())));
+                });
+            }
+            Command::ExportChat { record, dir } => {
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(match crate::engine::data::chats::write_exports(&record, Path::new(&dir)) {
+                        Ok((md, _)) => Action::Info(format!("Wrote {} and its .json beside it.", md.display())),
+                        Err(e) => Action::Failure(e),
+                    });
+                });
+            }
             Command::CopyToClipboard(text) => {
                 use std::io::Write;
                 // OSC 52: the terminal (local, or at the far end of SSH) sets its clipboard.

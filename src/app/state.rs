@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use tui_textarea::{Input, Key, TextArea};
 
+use crate::engine::infer::worker::ChatEvent;
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
@@ -34,6 +35,8 @@ pub enum Overlay {
     TrainForm,
     /// A run's details, or two runs compared (text in `RunsState::detail`).
     RunDetail,
+    /// The saved conversations.
+    Chats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +204,7 @@ impl App {
             Some(Overlay::Views) => Mode::Viewer,
             Some(Overlay::TrainForm) => Mode::Form,
             Some(Overlay::RunDetail) => Mode::Viewer,
+            Some(Overlay::Chats) => Mode::ChatList,
             None if self.focus == PaneId::Training => Mode::Training,
             None if self.focus == PaneId::Loss => Mode::Loss,
             None if self.focus == PaneId::Runs => Mode::Runs,
@@ -450,6 +454,11 @@ impl App {
                 };
                 self.models_selected = next.clamp(0, (n - 1).max(0)) as usize;
             }
+            Action::ScrollUp | Action::ScrollDown if self.mode() == Mode::ChatList => {
+                let n = self.chat.list.as_ref().map(|l| l.len()).unwrap_or(0);
+                let s = &mut self.chat.list_selected;
+                *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { (*s + 1).min(n.saturating_sub(1)) };
+            }
             Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
                 if let Some(Overlay::Help { scroll }) = &mut self.overlay {
@@ -542,10 +551,53 @@ impl App {
                 }
             }
             Action::Chat(ev) => {
+                let ends = matches!(&ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. } if Some(*id) == self.chat.streaming);
                 if let Some(e) = self.chat.on_event(ev) {
                     self.notify(Level::Error, e);
                 }
+                if ends {
+                    out.extend(self.chat.record().map(Command::SaveChat));
+                }
             }
+            Action::NewChat => {
+                if self.chat.streaming.is_some() {
+                    self.notify(Level::Info, "An answer is still streaming; Esc stops it.");
+                } else {
+                    self.chat.clear();
+                }
+            }
+            Action::OpenChats => out.push(Command::ListChats),
+            Action::ChatList(Ok(list)) => {
+                if list.is_empty() {
+                    self.notify(Level::Info, "No saved conversations yet: each one is saved as its answers arrive.");
+                } else {
+                    self.chat.list = Some(list);
+                    self.chat.list_selected = 0;
+                    self.overlay = Some(Overlay::Chats);
+                }
+            }
+            Action::ChatList(Err(e)) | Action::ChatOpened(Err(e)) | Action::Failure(e) => self.notify(Level::Error, e),
+            Action::Info(m) => self.notify(Level::Info, m),
+            Action::OpenChat => {
+                let picked = self.chat.list.as_ref().and_then(|l| l.get(self.chat.list_selected)).map(|c| c.id.clone());
+                self.overlay = None;
+                self.chat.list = None;
+                if self.chat.streaming.is_some() {
+                    self.notify(Level::Info, "An answer is still streaming; Esc stops it.");
+                } else if let Some(id) = picked {
+                    out.push(Command::LoadChat(id));
+                }
+            }
+            Action::ChatOpened(Ok(r)) => {
+                let note = format!("Reopened \"{}\" ({} messages; saved with {}).", r.title, r.turns.len(), r.model);
+                self.chat.reopen(r);
+                self.focus = PaneId::Chat;
+                self.notify(Level::Info, note);
+            }
+            Action::ExportChat => match self.chat.record() {
+                Some(record) => out.push(Command::ExportChat { record, dir: self.workspace.join("chats").display().to_string() }),
+                None => self.notify(Level::Info, "Nothing to export yet: send a message first."),
+            },
             Action::Newline => {
                 if let Some(t) = self.focused_text() {
                     t.insert_newline();
@@ -1028,6 +1080,38 @@ mod tests {
         a.update(Action::Newline);
         a.update(Action::Paste("a\r\nb".into()));
         assert_eq!(a.chat_input.lines(), ["hi", "a", "b"]);
+    }
+
+    #[test]
+    fn a_finished_answer_saves_the_conversation_and_ctrl_n_starts_another() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+        a.update(Action::Paste("hi".into()));
+        a.update(Action::Send);
+        let id = a.chat.streaming.unwrap();
+        assert!(a.update(Action::Chat(ChatEvent::Token { id, text: "yo".into() })).is_empty());
+        let stats = crate::engine::infer::llama::Stats {
+            prompt_tokens: 3,
+            reused_tokens: 0,
+            prompt_secs: 0.1,
+            first_token_secs: 0.1,
+            generated_tokens: 1,
+            generation_secs: 0.1,
+            context_used: 4,
+            context_size: 64,
+            stop: crate::engine::infer::llama::StopReason::EndOfTurn,
+        };
+        let cmds = a.update(Action::Chat(ChatEvent::Done { id, stats }));
+        let [Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
+        assert_eq!((r.title.as_str(), r.turns.len(), r.model.as_str()), ("hi", 2, "m.gguf"));
+        let first = r.id.clone();
+        a.update(Action::NewChat);
+        assert!(a.chat.turns.is_empty() && a.chat.id.is_none());
+        // Reopening puts it back.
+        a.update(Action::ChatOpened(Ok(r.clone())));
+        assert_eq!((a.chat.turns.len(), a.chat.id.clone()), (2, Some(first)));
+        assert!(matches!(a.update(Action::ExportChat).as_slice(), [Command::ExportChat { .. }]));
     }
 
     #[test]

@@ -41,6 +41,53 @@ pub enum ModelsCmd {
     Add { path: PathBuf },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum ChatsCmd {
+    /// Saved conversations, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One conversation as Markdown or JSON (to stdout, or --out FILE).
+    Export {
+        id: String,
+        #[arg(long, value_parser = ["md", "json"], default_value = "md")]
+        format: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cat = Catalog::open_workspace(ws)?;
+    match what {
+        ChatsCmd::List { json } => {
+            let list = cat.chats()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else if list.is_empty() {
+                writeln!(out, "No saved conversations yet; the Chat pane saves each one as its answers arrive.")?;
+            } else {
+                for c in list {
+                    writeln!(out, "{}  {}  {:>3} msgs  {}", c.id, c.updated_at, c.turns, c.title)?;
+                }
+            }
+        }
+        ChatsCmd::Export { id, format, out: file } => {
+            let c = cat.chat(&id)?;
+            let text = if format == "json" { serde_json::to_string_pretty(&c)? } else { c.to_markdown() };
+            match file {
+                Some(p) => {
+                    std::fs::write(&p, text).map_err(|e| anyhow!("Cannot write {} ({e}).", p.display()))?;
+                    writeln!(out, "wrote {}", p.display())?;
+                }
+                None => write!(out, "{text}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A parameter count the way model cards say it: 1.10B, 494M.
 pub fn params(n: u64) -> String {
     match n {

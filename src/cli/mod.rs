@@ -72,6 +72,11 @@ pub enum Cmd {
     Eval(train::EvalArgs),
     /// Write a model folder or a run (base + adapter merged) as GGUF for llama.cpp and Ollama.
     Export(chat::ExportArgs),
+    /// Saved conversations: list them, export one as Markdown or JSON.
+    Chats {
+        #[command(subcommand)]
+        what: chat::ChatsCmd,
+    },
     /// The model library: list what lathe can see, add paths.
     Models {
         #[command(subcommand)]

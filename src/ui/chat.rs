@@ -97,6 +97,32 @@ fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
     }
 }
 
+/// The saved conversations (Ctrl-L): newest first; Enter reopens one.
+pub fn saved_list(f: &mut Frame, area: Rect, app: &App) {
+    use ratatui::widgets::{Cell, Clear, Row, Table, TableState};
+    let theme = app.theme();
+    let Some(list) = &app.chat.list else { return };
+    let r = super::widgets::centered(area, area.width.saturating_sub(8).min(110), (list.len() as u16 + 4).min(area.height.saturating_sub(2)));
+    f.render_widget(Clear, r);
+    let block = pane_block(theme, "Saved conversations (Enter reopens, Esc closes)", true);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let rows: Vec<Row> = list
+        .iter()
+        .map(|c| {
+            let model = std::path::Path::new(&c.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Row::new(vec![Cell::from(c.updated_at.clone()), Cell::from(c.title.clone()), Cell::from(format!("{}", c.turns)), Cell::from(model)])
+        })
+        .collect();
+    let widths = [Constraint::Length(16), Constraint::Min(20), Constraint::Length(4), Constraint::Length(24)];
+    let table = Table::new(rows, widths)
+        .header(Row::new(["saved", "title", "msgs", "model"]).style(theme.muted()))
+        .row_highlight_style(theme.selection())
+        .column_spacing(1);
+    let mut state = TableState::default().with_selected(Some(app.chat.list_selected));
+    f.render_stateful_widget(table, inner, &mut state);
+}
+
 /// Word-wraps `text` to `width` columns (characters), keeping explicit line breaks.
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut out = Vec::new();

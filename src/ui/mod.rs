@@ -71,6 +71,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::Views) => data::views_preview(f, body, app),
         Some(Overlay::TrainForm) => training::form(f, body, app),
         Some(Overlay::RunDetail) => runs::detail(f, body, app),
+        Some(Overlay::Chats) => chat::saved_list(f, body, app),
         Some(Overlay::ConfirmReplace) => {
             let path = app.replace_target.clone().unwrap_or_default();
             confirm(f, body, app, "Replace dataset?", vec![

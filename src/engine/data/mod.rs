@@ -4,6 +4,7 @@
 //! Only one process may open the file for writing; DuckDB's own file lock enforces that and we
 //! turn its message into one that names the holder.
 
+pub mod chats;
 pub mod demo;
 pub mod import;
 pub mod paging;
@@ -128,6 +129,15 @@ CREATE TABLE IF NOT EXISTS lathe.metrics (
     epoch DOUBLE,
     elapsed_s DOUBLE,
     PRIMARY KEY (run_id, step, kind)
+);
+CREATE TABLE IF NOT EXISTS lathe.chats (
+    id VARCHAR PRIMARY KEY,
+    title VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    system VARCHAR,
+    turns VARCHAR NOT NULL,
+    sampling VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS lathe.model_paths (path VARCHAR PRIMARY KEY, added TIMESTAMP DEFAULT current_timestamp);
 ";
