@@ -368,7 +368,7 @@ fn chat_with_an_exported_model() {
     let bad = t.home.join("notes.gguf");
     std::fs::write(&bad, "not a model").unwrap();
     t.keys(&["C-o"]);
-    t.wait_for("Open a GGUF model");
+    t.wait_for("Open a GGUF file");
     t.type_line(bad.to_str().unwrap());
     t.wait_for("is not a GGUF file");
     t.keys(&["C-c"]);

@@ -39,6 +39,13 @@ pub enum ModelsCmd {
     /// Adds a GGUF file, a Hugging Face folder or a folder of models to the library (nothing is
     /// copied).
     Add { path: PathBuf },
+    /// The models a server offers: an Ollama server (default localhost:11434, or HOST:PORT) or,
+    /// with --openai, an OpenAI-compatible server's base URL (http://HOST:PORT/v1).
+    Server {
+        address: Option<String>,
+        #[arg(long)]
+        openai: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -110,6 +117,22 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
             cat.add_model_path(&abs)?;
             writeln!(out, "added {} ({} model{})", abs.display(), found.len(), if found.len() == 1 { "" } else { "s" })?;
         }
+        ModelsCmd::Server { address, openai } => {
+            use crate::engine::infer::remote::Remote;
+            let remote = if openai {
+                let base = address.ok_or_else(|| anyhow!("Give the server's base URL, e.g. http://localhost:8000/v1."))?;
+                let api_key = std::env::var("LATHE_API_KEY").or_else(|_| std::env::var("OPENAI_API_KEY")).ok();
+                Remote::OpenAi { base: base.trim_end_matches('/').into(), model: String::new(), api_key }
+            } else {
+                let host = address.unwrap_or_else(|| std::env::var("OLLAMA_HOST").unwrap_or_else(|_| "localhost:11434".into()));
+                Remote::Ollama { base: if host.starts_with("http") { host } else { format!("http://{host}") }, model: String::new() }
+            };
+            let list = remote.models().map_err(anyhow::Error::msg)?;
+            let prefix = if openai { "openai:" } else { "ollama:" };
+            for m in list {
+                writeln!(out, "{prefix}{:<40}  {:>10}  {}", m.name, if m.size > 0 { bytes(m.size) } else { "-".into() }, m.details)?;
+            }
+        }
         ModelsCmd::List { json } => {
             let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), cat.model_paths()?);
             let list = crate::engine::infer::library::scan(&roots);
@@ -148,7 +171,9 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// A GGUF file, or the name of one in the workspace's models/ folder.
+    /// A GGUF file, the name of one in the workspace's models/ folder, ollama:MODEL[@HOST:PORT]
+    /// (an Ollama server) or openai:MODEL@http://HOST:PORT/v1 (an OpenAI-compatible server; the
+    /// key from $LATHE_API_KEY or $OPENAI_API_KEY).
     #[arg(long, value_name = "FILE_OR_NAME")]
     pub model: String,
     /// Stream one answer to this prompt to stdout and exit (status and timings go to stderr).
@@ -229,6 +254,9 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
 /// A GGUF path, or a name in the workspace's models/ folder (with or without .gguf).
 pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
     let p = PathBuf::from(name);
+    if crate::engine::infer::remote::parse_spec(name).is_some() {
+        return Ok(p);
+    }
     if p.is_file() {
         return Ok(p);
     }
@@ -248,24 +276,6 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
     if prompt.trim().is_empty() {
         bail!("The prompt is empty; give --prompt some text.");
     }
-    let t = std::time::Instant::now();
-    let g = Gguf::load(&path).map_err(anyhow::Error::msg)?;
-    let mut opts = Options { ctx: args.ctx, ..Default::default() };
-    if let Some(n) = args.threads {
-        opts.threads = n;
-    }
-    let mut session = g.session(&opts).map_err(anyhow::Error::msg)?;
-    let load_secs = t.elapsed().as_secs_f64();
-    if g.template.is_none() {
-        eprintln!("lathe: {} has no chat template; using lathe's plain Instruction/Response format", path.display());
-    }
-    let mut messages = Vec::new();
-    if let Some(s) = &args.system {
-        messages.push(Message { role: "system".into(), content: s.clone() });
-    }
-    messages.push(Message { role: "user".into(), content: prompt });
-    let text = g.render(&messages, true).map_err(anyhow::Error::msg)?;
-    let tokens = g.tokenize(&text);
     let sampling = Sampling {
         temperature: args.temp,
         top_k: args.top_k,
@@ -277,7 +287,38 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
         stop: args.stop.clone(),
         ..Default::default()
     };
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(Message { role: "system".into(), content: s.clone() });
+    }
+    messages.push(Message { role: "user".into(), content: prompt.clone() });
     let cancel = AtomicBool::new(false);
+    if let Some(spec) = crate::engine::infer::remote::parse_spec(&args.model) {
+        let remote = spec.map_err(anyhow::Error::msg)?;
+        let mut out = std::io::stdout().lock();
+        let (_, st) = remote
+            .generate(&messages, &sampling, &cancel, &mut |piece| {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            })
+            .map_err(anyhow::Error::msg)?;
+        let _ = writeln!(out);
+        eprintln!("lathe: {}: first token {:.2} s, {} tokens at {:.1} tok/s", remote.describe(), st.first_token_secs, st.generated_tokens, st.tokens_per_s());
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    let g = Gguf::load(&path).map_err(anyhow::Error::msg)?;
+    let mut opts = Options { ctx: args.ctx, ..Default::default() };
+    if let Some(n) = args.threads {
+        opts.threads = n;
+    }
+    let mut session = g.session(&opts).map_err(anyhow::Error::msg)?;
+    let load_secs = t.elapsed().as_secs_f64();
+    if g.template.is_none() {
+        eprintln!("lathe: {} has no chat template; using lathe's plain Instruction/Response format", path.display());
+    }
+    let text = g.render(&messages, true).map_err(anyhow::Error::msg)?;
+    let tokens = g.tokenize(&text);
     let mut out = std::io::stdout().lock();
     let (_, st) = session
         .generate(&tokens, &sampling, &cancel, &mut |piece| {

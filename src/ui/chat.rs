@@ -81,10 +81,9 @@ fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
     match &c.model {
         ChatModel::Ready { path, architecture, context_size, has_template } => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let mut spans = vec![
-                Span::styled(name, theme.accent()),
-                Span::styled(format!("  {architecture}  context {}/{}", c.context_used, context_size), theme.muted()),
-            ];
+            let context = if *context_size == 0 { String::new() } else { format!("  context {}/{}", c.context_used, context_size) };
+            let name = if *context_size == 0 { path.display().to_string() } else { name };
+            let mut spans = vec![Span::styled(name, theme.accent()), Span::styled(format!("  {architecture}{context}"), theme.muted())];
             if !has_template {
                 spans.push(Span::styled("  plain prompt format (no template)", theme.muted()));
             }

@@ -2,4 +2,5 @@
 
 pub mod library;
 pub mod llama;
+pub mod remote;
 pub mod worker;

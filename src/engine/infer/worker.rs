@@ -68,6 +68,10 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
                 next = rx.recv().ok();
             }
             Request::Load { path, opts } => {
+                if let Some(spec) = super::remote::parse_spec(&path.to_string_lossy()) {
+                    next = serve_remote(spec, path, &rx, stop, emit);
+                    continue;
+                }
                 let g = match Gguf::load(&path) {
                     Ok(g) => g,
                     Err(e) => {
@@ -133,6 +137,35 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Serves a remote model until another is asked for; returns that request.
+fn serve_remote(spec: Result<super::remote::Remote, String>, path: PathBuf, rx: &Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) -> Option<Request> {
+    let remote = match spec.and_then(|r| r.check().map(|_| r)) {
+        Ok(r) => r,
+        Err(e) => {
+            emit(ChatEvent::LoadFailed(e));
+            return rx.recv().ok();
+        }
+    };
+    let kind = match remote {
+        super::remote::Remote::Ollama { .. } => "ollama server",
+        super::remote::Remote::OpenAi { .. } => "openai-compatible server",
+    };
+    emit(ChatEvent::Loaded { path, architecture: kind.into(), context_size: 0, has_template: true });
+    loop {
+        match rx.recv() {
+            Ok(Request::Generate { id, messages, sampling }) => {
+                emit(ChatEvent::Started { id, dropped: 0 });
+                match remote.generate(&messages, &sampling, stop, &mut |t| emit(ChatEvent::Token { id, text: t.to_string() })) {
+                    Ok((_, stats)) => emit(ChatEvent::Done { id, stats }),
+                    Err(error) => emit(ChatEvent::Failed { id, error }),
+                }
+            }
+            Ok(other) => return Some(other),
+            Err(_) => return None,
         }
     }
 }

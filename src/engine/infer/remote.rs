@@ -1,0 +1,356 @@
+//! Remote backends: an Ollama server (/api/chat, NDJSON stream) and any OpenAI-compatible server
+//! (/v1/chat/completions, server-sent events), reached over plain HTTP/1.1 (a server on this
+//! machine or the local network; https is not spoken yet, and saying so is part of the error).
+//! Answers stream token by token like the llama.cpp engine's, with the same stop and figures.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::llama::{Sampling, Stats, StopReason};
+use crate::engine::data::views::Message;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Remote {
+    /// An Ollama server, e.g. http://localhost:11434, and a model it has.
+    Ollama { base: String, model: String },
+    /// An OpenAI-compatible server's base URL (…/v1), a model, and an optional API key.
+    OpenAi { base: String, model: String, api_key: Option<String> },
+}
+
+/// Reads a model spec: `ollama:MODEL[@HOST:PORT]` or `openai:MODEL@http://HOST:PORT/v1` (the API
+/// key, if any, from $LATHE_API_KEY or $OPENAI_API_KEY). Anything else is not a remote spec.
+pub fn parse_spec(spec: &str) -> Option<Result<Remote, String>> {
+    if let Some(rest) = spec.strip_prefix("ollama:") {
+        let (model, host) = match rest.rsplit_once('@') {
+            Some((m, h)) => (m, h.to_string()),
+            None => (rest, std::env::var("OLLAMA_HOST").unwrap_or_else(|_| "localhost:11434".into())),
+        };
+        let base = if host.starts_with("http") { host } else { format!("http://{host}") };
+        return Some(if model.is_empty() { Err("Name the Ollama model: ollama:NAME (e.g. ollama:qwen2.5:0.5b).".into()) } else { Ok(Remote::Ollama { base, model: model.into() }) });
+    }
+    let rest = spec.strip_prefix("openai:")?;
+    Some(match rest.split_once('@') {
+        Some((m, base)) if !m.is_empty() && !base.is_empty() => {
+            let api_key = std::env::var("LATHE_API_KEY").or_else(|_| std::env::var("OPENAI_API_KEY")).ok();
+            Ok(Remote::OpenAi { base: base.trim_end_matches('/').into(), model: m.into(), api_key })
+        }
+        _ => Err("Give the model and the server: openai:MODEL@http://HOST:PORT/v1.".into()),
+    })
+}
+
+#[derive(Debug)]
+struct Url {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Url, String> {
+    if url.starts_with("https://") {
+        return Err(format!("{url}: lathe speaks plain http to remote servers so far; use an http:// address (an SSH tunnel reaches a remote one)."));
+    }
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url} is not an http:// address."))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, String::new()),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().map_err(|_| format!("{url} has a bad port."))?),
+        None => (hostport.to_string(), 80),
+    };
+    Ok(Url { host, port, path })
+}
+
+/// Sends one request and hands each line of the response body to `on_line` as it arrives
+/// (chunked or not); `on_line` returns false to stop reading. Err for a refused connection, a
+/// non-2xx status (with the server's message) or a broken stream.
+fn request(method: &str, url: &str, body: Option<&str>, key: Option<&str>, on_line: &mut dyn FnMut(&str) -> bool) -> Result<(), String> {
+    let u = parse_url(url)?;
+    let addr = (u.host.as_str(), u.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("Cannot resolve {} ({e}).", u.host))?
+        .next()
+        .ok_or_else(|| format!("Cannot resolve {}.", u.host))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("Nothing answers at {}:{} ({e}).", u.host, u.port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+    let mut req = format!("{method} {} HTTP/1.1\r\nHost: {}:{}\r\nAccept: */*\r\nConnection: close\r\n", if u.path.is_empty() { "/" } else { &u.path }, u.host, u.port);
+    if let Some(k) = key {
+        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    if let Some(b) = body {
+        req.push_str(b);
+    }
+    s.write_all(req.as_bytes()).map_err(|e| format!("Sending to {url} failed ({e})."))?;
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).map_err(|e| format!("{url} did not answer ({e})."))?;
+    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{url} did not answer with HTTP."))?;
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).map_err(|e| e.to_string())? == 0 || h.trim().is_empty() {
+            break;
+        }
+        let l = h.to_ascii_lowercase();
+        if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body_reader: Box<dyn Read> = if chunked { Box::new(Chunked { r, left: 0, done: false }) } else { Box::new(r) };
+    if !(200..300).contains(&code) {
+        let mut text = String::new();
+        let _ = body_reader.read_to_string(&mut text);
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().or(v["error"].as_str()).map(str::to_string))
+            .unwrap_or_else(|| text.trim().chars().take(200).collect());
+        return Err(format!("{url} answered {code}: {msg}"));
+    }
+    let mut lines = BufReader::new(body_reader);
+    loop {
+        let mut line = String::new();
+        match lines.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {
+                if !on_line(line.trim_end()) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(format!("The stream from {url} broke ({e}).")),
+        }
+    }
+}
+
+/// Transfer-Encoding: chunked, decoded.
+struct Chunked<R: BufRead> {
+    r: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut size = String::new();
+            if self.r.read_line(&mut size)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the connection closed inside a chunked body"));
+            }
+            if size.trim().is_empty() {
+                // The CRLF after the previous chunk.
+                size.clear();
+                if self.r.read_line(&mut size)? == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the connection closed inside a chunked body"));
+                }
+            }
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+            if n == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = n;
+        }
+        let want = buf.len().min(self.left);
+        let got = self.r.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the connection closed inside a chunk"));
+        }
+        self.left -= got;
+        Ok(got)
+    }
+}
+
+/// A model a server offers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RemoteModel {
+    pub name: String,
+    pub size: u64,
+    pub details: String,
+}
+
+impl Remote {
+    pub fn describe(&self) -> String {
+        match self {
+            Remote::Ollama { base, model } => format!("ollama:{model} at {base}"),
+            Remote::OpenAi { base, model, .. } => format!("{model} at {base}"),
+        }
+    }
+
+    fn not_running(&self, e: String) -> String {
+        match self {
+            Remote::Ollama { base, .. } if e.starts_with("Nothing answers") => {
+                format!("Ollama is not running at {base}; start it with `ollama serve` (or give ollama:MODEL@HOST:PORT).")
+            }
+            _ => e,
+        }
+    }
+
+    /// The models the server has.
+    pub fn models(&self) -> Result<Vec<RemoteModel>, String> {
+        let mut text = String::new();
+        let (url, key) = match self {
+            Remote::Ollama { base, .. } => (format!("{base}/api/tags"), None),
+            Remote::OpenAi { base, api_key, .. } => (format!("{base}/models"), api_key.as_deref()),
+        };
+        request("GET", &url, None, key, &mut |l| {
+            text.push_str(l);
+            text.push('\n');
+            true
+        })
+        .map_err(|e| self.not_running(e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|_| format!("{url} did not answer with a model list."))?;
+        Ok(match self {
+            Remote::Ollama { .. } => v["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| RemoteModel {
+                    name: m["name"].as_str().unwrap_or("").into(),
+                    size: m["size"].as_u64().unwrap_or(0),
+                    details: format!(
+                        "{} {} {}",
+                        m["details"]["family"].as_str().unwrap_or(""),
+                        m["details"]["parameter_size"].as_str().unwrap_or(""),
+                        m["details"]["quantization_level"].as_str().unwrap_or("")
+                    )
+                    .trim()
+                    .to_string(),
+                })
+                .collect(),
+            Remote::OpenAi { .. } => v["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| RemoteModel { name: m["id"].as_str().unwrap_or("").into(), size: 0, details: m["owned_by"].as_str().unwrap_or("").into() })
+                .collect(),
+        })
+    }
+
+    /// Checks the server is there and has the model.
+    pub fn check(&self) -> Result<(), String> {
+        let list = self.models()?;
+        let model = match self {
+            Remote::Ollama { model, .. } | Remote::OpenAi { model, .. } => model,
+        };
+        let has = list.iter().any(|m| &m.name == model || m.name == format!("{model}:latest"));
+        if !has && !list.is_empty() {
+            let names: Vec<&str> = list.iter().take(8).map(|m| m.name.as_str()).collect();
+            return Err(format!("The server has no model {model:?}; it has {}.", names.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Streams an answer to `messages`.
+    pub fn generate(&self, messages: &[Message], s: &Sampling, cancel: &AtomicBool, on_text: &mut dyn FnMut(&str)) -> Result<(String, Stats), String> {
+        let t0 = Instant::now();
+        let mut first = None;
+        let mut text = String::new();
+        let mut pieces = 0usize;
+        let mut server_tokens: Option<(usize, f64, usize)> = None;
+        let mut finished = false;
+        let mut stopped = false;
+        let (url, body, key) = match self {
+            Remote::Ollama { base, model } => {
+                let mut options = json!({"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p,
+                    "repeat_penalty": s.repeat_penalty, "repeat_last_n": s.repeat_last_n, "num_predict": s.max_tokens, "stop": s.stop});
+                if s.seed != 0 {
+                    options["seed"] = json!(s.seed);
+                }
+                (format!("{base}/api/chat"), json!({"model": model, "messages": messages, "stream": true, "options": options}), None)
+            }
+            Remote::OpenAi { base, model, api_key } => {
+                let mut b = json!({"model": model, "messages": messages, "stream": true, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens});
+                if !s.stop.is_empty() {
+                    b["stop"] = json!(s.stop);
+                }
+                if s.seed != 0 {
+                    b["seed"] = json!(s.seed);
+                }
+                (format!("{base}/chat/completions"), b, api_key.as_deref())
+            }
+        };
+        let ollama = matches!(self, Remote::Ollama { .. });
+        let result = request("POST", &url, Some(&body.to_string()), key, &mut |line| {
+            if cancel.load(Ordering::Relaxed) {
+                stopped = true;
+                return false;
+            }
+            let data = if ollama { line } else { line.strip_prefix("data:").map(str::trim).unwrap_or("") };
+            if data.is_empty() {
+                return true;
+            }
+            if data == "[DONE]" {
+                finished = true;
+                return false;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(data) else { return true };
+            let piece = if ollama { v["message"]["content"].as_str() } else { v["choices"][0]["delta"]["content"].as_str() };
+            if let Some(p) = piece.filter(|p| !p.is_empty()) {
+                first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                pieces += 1;
+                text.push_str(p);
+                on_text(p);
+            }
+            if ollama && v["done"].as_bool() == Some(true) {
+                finished = true;
+                if let (Some(n), Some(ns)) = (v["eval_count"].as_u64(), v["eval_duration"].as_u64()) {
+                    server_tokens = Some((n as usize, ns as f64 / 1e9, v["prompt_eval_count"].as_u64().unwrap_or(0) as usize));
+                }
+                return false;
+            }
+            if !ollama && v["choices"][0]["finish_reason"].is_string() {
+                finished = true;
+            }
+            true
+        });
+        result.map_err(|e| self.not_running(e))?;
+        if !finished && !stopped {
+            return Err(format!("{} closed the stream before the answer ended; the text so far is kept.", self.describe()));
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let first_secs = first.unwrap_or(elapsed);
+        let (generated, gen_secs, prompt_tokens) = server_tokens.unwrap_or((pieces, (elapsed - first_secs).max(1e-9), 0));
+        Ok((
+            text,
+            Stats {
+                prompt_tokens,
+                reused_tokens: 0,
+                prompt_secs: first_secs,
+                first_token_secs: first_secs,
+                generated_tokens: generated,
+                generation_secs: gen_secs,
+                context_used: 0,
+                context_size: 0,
+                stop: if stopped { StopReason::Cancelled } else { StopReason::EndOfTurn },
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_the_backend() {
+        assert_eq!(parse_spec("m.gguf"), None);
+        assert_eq!(
+            parse_spec("ollama:qwen2.5:0.5b@10.0.0.2:11434"),
+            Some(Ok(Remote::Ollama { base: "http://10.0.0.2:11434".into(), model: "qwen2.5:0.5b".into() }))
+        );
+        assert!(matches!(parse_spec("openai:gpt@http://h:8000/v1/"), Some(Ok(Remote::OpenAi { ref base, .. })) if base == "http://h:8000/v1"));
+        assert!(parse_spec("openai:gpt").unwrap().is_err());
+        assert!(parse_url("https://api.example.com/v1").unwrap_err().contains("plain http"));
+    }
+}

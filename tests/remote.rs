@@ -1,0 +1,140 @@
+//! Remote backends against a small fake server on 127.0.0.1 that speaks Ollama's and the OpenAI
+//! API's streaming formats, errors, and drops a stream halfway.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
+
+use lathe::engine::data::views::Message;
+use lathe::engine::infer::llama::Sampling;
+use lathe::engine::infer::remote::{parse_spec, Remote};
+
+fn respond(mut s: TcpStream) {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let ok = |ctype: &str| format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nConnection: close\r\n");
+    let out = match path.as_str() {
+        "/api/tags" => {
+            let b = r#"{"models":[{"name":"tiny:latest","size":1048576,"details":{"family":"llama","parameter_size":"1M","quantization_level":"Q8_0"}}]}"#;
+            format!("{}Content-Length: {}\r\n\r\n{b}", ok("application/json"), b.len())
+        }
+        "/api/chat" => {
+            // NDJSON in chunks, as Ollama sends it.
+            let lines = [
+                r#"{"message":{"role":"assistant","content":"Hel"},"done":false}"#,
+                r#"{"message":{"role":"assistant","content":"lo ✓"},"done":false}"#,
+                r#"{"message":{"role":"assistant","content":""},"done":true,"eval_count":2,"eval_duration":50000000,"prompt_eval_count":7}"#,
+            ];
+            let mut o = format!("{}Transfer-Encoding: chunked\r\n\r\n", ok("application/x-ndjson"));
+            for l in lines {
+                let c = format!("{l}\n");
+                o.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
+            }
+            o.push_str("0\r\n\r\n");
+            o
+        }
+        "/v1/models" => {
+            let b = r#"{"object":"list","data":[{"id":"m1","owned_by":"me"}]}"#;
+            format!("{}Content-Length: {}\r\n\r\n{b}", ok("application/json"), b.len())
+        }
+        "/v1/chat/completions" => {
+            let ev = |c: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{c}\"}},\"finish_reason\":null}}]}}\n\n");
+            format!("{}\r\n{}{}data: {{\"choices\":[{{\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n", ok("text/event-stream"), ev("Good"), ev(" day"))
+        }
+        "/bad/v1/chat/completions" => {
+            let b = r#"{"error":{"message":"model overloaded, try later"}}"#;
+            format!("HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())
+        }
+        "/drop/v1/chat/completions" => {
+            let ev = |c: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{c}\"}}}}]}}\n\n");
+            format!("{}\r\n{}{}", ok("text/event-stream"), ev("half"), ev(" an"))
+        }
+        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found".to_string(),
+    };
+    let _ = s.write_all(out.as_bytes());
+}
+
+fn server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || respond(s));
+        }
+    });
+    addr
+}
+
+fn ask(r: &Remote) -> Result<(String, String, usize), String> {
+    let msgs = [Message { role: "user".into(), content: "hi".into() }];
+    let mut streamed = String::new();
+    let (text, st) = r.generate(&msgs, &Sampling::default(), &AtomicBool::new(false), &mut |p| streamed.push_str(p))?;
+    Ok((text, streamed, st.generated_tokens))
+}
+
+#[test]
+fn ollama_and_openai_servers_stream_answers() {
+    let addr = server();
+    let ollama = parse_spec(&format!("ollama:tiny@{addr}")).unwrap().unwrap();
+    ollama.check().unwrap();
+    assert_eq!(ollama.models().unwrap()[0].details, "llama 1M Q8_0");
+    let (text, streamed, n) = ask(&ollama).unwrap();
+    assert_eq!((text.as_str(), streamed.as_str(), n), ("Hello ✓", "Hello ✓", 2));
+    let missing = parse_spec(&format!("ollama:nope@{addr}")).unwrap().unwrap();
+    assert!(missing.check().unwrap_err().contains("no model \"nope\""));
+
+    let openai = parse_spec(&format!("openai:m1@http://{addr}/v1")).unwrap().unwrap();
+    openai.check().unwrap();
+    let (text, _, n) = ask(&openai).unwrap();
+    assert_eq!((text.as_str(), n), ("Good day", 2));
+
+    let bad = parse_spec(&format!("openai:m1@http://{addr}/bad/v1")).unwrap().unwrap();
+    let e = ask(&bad).unwrap_err();
+    assert!(e.contains("503") && e.contains("model overloaded"), "{e}");
+    let dropped = parse_spec(&format!("openai:m1@http://{addr}/drop/v1")).unwrap().unwrap();
+    let e = ask(&dropped).unwrap_err();
+    assert!(e.contains("closed the stream before the answer ended"), "{e}");
+}
+
+#[test]
+fn a_server_that_is_not_running_gets_a_clear_message() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let r = parse_spec(&format!("ollama:tiny@127.0.0.1:{port}")).unwrap().unwrap();
+    let e = r.check().unwrap_err();
+    assert!(e.contains("Ollama is not running") && e.contains("ollama serve"), "{e}");
+    let e = ask(&r).unwrap_err();
+    assert!(e.contains("Ollama is not running"), "{e}");
+}
+
+#[test]
+fn the_cli_streams_from_a_server() {
+    let addr = server();
+    let home = std::env::temp_dir().join(format!("lathe-remote-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .args(["--home", home.to_str().unwrap(), "chat", "--model", &format!("ollama:tiny@{addr}"), "--prompt", "hi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Hello ✓");
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .args(["--home", home.to_str().unwrap(), "models", "server", &addr])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("ollama:tiny:latest"), "{}", String::from_utf8_lossy(&list.stderr));
+    let _ = std::fs::remove_dir_all(&home);
+}
