@@ -396,6 +396,22 @@ fn chat_pane_with_a_conversation() {
 }
 
 #[test]
+fn chat_pane_comparing_two_models() {
+    use lathe::engine::infer::worker::ChatEvent;
+    for (w, h) in [(80, 24), (200, 50)] {
+        let mut a = chat_app();
+        a.update(Action::Compare);
+        a.update(Action::Paste("/models/base-q8_0.gguf".into()));
+        a.update(Action::Confirm);
+        a.update(Action::ChatCompare(ChatEvent::Loaded { path: "/models/base-q8_0.gguf".into(), architecture: "llama".into(), context_size: 256, has_template: true }));
+        if w == 200 {
+            a.update(Action::ToggleZoom);
+        }
+        insta::assert_snapshot!(format!("chat_compare_{w}x{h}"), render(&mut a, w, h));
+    }
+}
+
+#[test]
 fn models_pane_with_a_library() {
     use lathe::engine::infer::library::ModelEntry;
     let e = |name: &str, source: &str, format: &str, arch: &str, params: u64, quant: &str, size: u64, problem: Option<&str>| ModelEntry {

@@ -163,6 +163,10 @@ pub enum Action {
     Regenerate,
     /// Copies the last answer to the clipboard (OSC 52: works over SSH).
     CopyAnswer,
+    /// Opens a second model to answer side by side (or closes it).
+    Compare,
+    /// An event of the second model's engine.
+    ChatCompare(crate::engine::infer::worker::ChatEvent),
     /// Starts a new conversation (the current one is saved already).
     NewChat,
     /// Lists the saved conversations.
@@ -268,6 +272,7 @@ impl Action {
             "regenerate" => Action::Regenerate,
             "chat_with_model" => Action::ChatWithModel,
             "copy_answer" => Action::CopyAnswer,
+            "compare" => Action::Compare,
             "new_chat" => Action::NewChat,
             "open_chats" => Action::OpenChats,
             "open_chat" => Action::OpenChat,
@@ -333,6 +338,7 @@ impl Action {
             Action::ChatWithModel => "chat with the selected GGUF model".into(),
             Action::CopyAnswer => "copy the last answer to the clipboard (OSC 52, works over SSH)".into(),
             Action::NewChat => "new conversation (this one stays saved)".into(),
+            Action::Compare => "compare: a second model answers side by side (again: close it)".into(),
             Action::OpenChats => "saved conversations".into(),
             Action::OpenChat => "reopen the conversation".into(),
             Action::ExportChat => "write the conversation as Markdown and JSON into chats/".into(),
@@ -376,6 +382,8 @@ pub enum Command {
     /// Puts text on the terminal's clipboard with OSC 52.
     CopyToClipboard(String),
     SaveChat(crate::engine::data::chats::ChatRecord),
+    LoadCompareModel(String),
+    GenerateCompare { id: u64, messages: Vec<crate::engine::data::views::Message>, sampling: crate::engine::infer::llama::Sampling },
     ListChats,
     LoadChat(String),
     ExportChat { record: crate::engine::data::chats::ChatRecord, dir: String },

@@ -28,8 +28,19 @@ impl Turn {
     }
 }
 
+/// The second model of a side-by-side comparison: the same conversation, its own answers.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub model: ChatModel,
+    pub turns: Vec<Turn>,
+    pub streaming: Option<u64>,
+    pub context_used: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct ChatState {
+    /// With a second model open, each message goes to both and the answers stream side by side.
+    pub compare: Option<Side>,
     pub model: ChatModel,
     pub turns: Vec<Turn>,
     pub system: Option<String>,
@@ -52,6 +63,7 @@ pub struct ChatState {
 impl Default for ChatState {
     fn default() -> Self {
         ChatState {
+            compare: None,
             model: ChatModel::None,
             turns: Vec::new(),
             system: None,
@@ -112,8 +124,86 @@ impl ChatState {
         Ok(self.start_answer())
     }
 
+    /// Opens a second model beside the first, from the conversation so far.
+    pub fn start_compare(&mut self, path: PathBuf) {
+        // The answer still streaming on the first side is not part of the shared history.
+        let done = if self.streaming.is_some() { self.turns.len().saturating_sub(1) } else { self.turns.len() };
+        self.compare = Some(Side { model: ChatModel::Loading(path), turns: self.turns[..done].to_vec(), streaming: None, context_used: 0 });
+    }
+
+    /// The second model's answer to the message just sent, when a comparison is open and ready.
+    pub fn send_compare(&mut self, text: &str) -> Option<ChatCommand> {
+        let system = self.system.clone();
+        let sampling = self.sampling.clone();
+        let id = self.next_id;
+        let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
+        self.next_id += 1;
+        side.turns.push(Turn::new("user", text));
+        let mut messages: Vec<Message> = system.filter(|s| !s.trim().is_empty()).map(|s| Message { role: "system".into(), content: s }).into_iter().collect();
+        messages.extend(side.turns.iter().filter(|t| t.error.is_none() || !t.text.is_empty()).map(|t| Message { role: t.role.clone(), content: t.text.clone() }));
+        side.turns.push(Turn::new("assistant", ""));
+        side.streaming = Some(id);
+        Some(ChatCommand::Generate { id, messages, sampling })
+    }
+
+    /// An event of the second model's engine.
+    pub fn on_compare_event(&mut self, ev: ChatEvent) -> Option<String> {
+        let side = self.compare.as_mut()?;
+        match ev {
+            ChatEvent::Loaded { path, architecture, context_size, has_template } => {
+                side.model = ChatModel::Ready { path, architecture, context_size, has_template };
+                None
+            }
+            ChatEvent::LoadFailed(e) => {
+                side.model = ChatModel::Failed(e.clone());
+                Some(e)
+            }
+            ChatEvent::Token { id, text } if Some(id) == side.streaming => {
+                if let Some(t) = side.turns.last_mut() {
+                    t.text.push_str(&text);
+                }
+                None
+            }
+            ChatEvent::Done { id, stats } if Some(id) == side.streaming => {
+                side.streaming = None;
+                side.context_used = stats.context_used;
+                if let Some(t) = side.turns.last_mut() {
+                    t.stats = Some(stats);
+                }
+                None
+            }
+            ChatEvent::Failed { id, error } if Some(id) == side.streaming => {
+                side.streaming = None;
+                if let Some(t) = side.turns.last_mut() {
+                    t.error = Some(error.clone());
+                }
+                Some(error)
+            }
+            _ => None,
+        }
+    }
+
+    /// The second model's side as a conversation of its own, for drawing.
+    pub fn compare_view(&self) -> Option<ChatState> {
+        let side = self.compare.as_ref()?;
+        Some(ChatState {
+            model: side.model.clone(),
+            turns: side.turns.clone(),
+            streaming: side.streaming,
+            context_used: side.context_used,
+            dropped: 0,
+            compare: None,
+            list: None,
+            ..self.clone()
+        })
+    }
+
+    pub fn any_streaming(&self) -> bool {
+        self.streaming.is_some() || self.compare.as_ref().is_some_and(|s| s.streaming.is_some())
+    }
+
     fn check_ready(&self) -> Result<(), String> {
-        if self.streaming.is_some() {
+        if self.any_streaming() {
             return Err("An answer is still streaming; Esc stops it.".into());
         }
         match &self.model {

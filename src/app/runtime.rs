@@ -34,6 +34,8 @@ pub struct Engines {
     _sysmon: Option<SysMonitor>,
     pub data: Option<DataWorker>,
     chat: crate::engine::infer::worker::ChatWorker,
+    /// The second model of a comparison.
+    chat_b: crate::engine::infer::worker::ChatWorker,
 }
 
 impl Engines {
@@ -58,7 +60,11 @@ impl Engines {
         let chat = crate::engine::infer::worker::ChatWorker::spawn(move |ev| {
             let _ = chat_tx.send(Action::Chat(ev));
         });
-        Engines { jobs, ws: workspace.map(|(ws, _)| ws.clone()), train_pause: Arc::default(), tx, _sysmon: sysmon, data, chat }
+        let chat_tx = tx.clone();
+        let chat_b = crate::engine::infer::worker::ChatWorker::spawn(move |ev| {
+            let _ = chat_tx.send(Action::ChatCompare(ev));
+        });
+        Engines { jobs, ws: workspace.map(|(ws, _)| ws.clone()), train_pause: Arc::default(), tx, _sysmon: sysmon, data, chat, chat_b }
     }
 
     /// A catalog connection for a job, or a notice saying why there is none.
@@ -157,7 +163,12 @@ impl Engines {
             }
             Command::LoadChatModel(path) => self.chat.load(path.into(), Default::default()),
             Command::Generate { id, messages, sampling } => self.chat.generate(id, messages, sampling),
-            Command::StopGeneration => self.chat.stop(),
+            Command::StopGeneration => {
+                self.chat.stop();
+                self.chat_b.stop();
+            }
+            Command::LoadCompareModel(path) => self.chat_b.load(path.into(), Default::default()),
+            Command::GenerateCompare { id, messages, sampling } => self.chat_b.generate(id, messages, sampling),
             Command::RefreshModels => {
                 let Some(ws) = self.ws.clone() else { return };
                 // Quietly without the catalog while it is still opening (at start): the scan on

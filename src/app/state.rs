@@ -44,6 +44,7 @@ pub enum PromptKind {
     Import,
     Export,
     Model,
+    CompareModel,
 }
 
 pub struct Prompt {
@@ -249,6 +250,10 @@ impl App {
             PromptKind::Import => {
                 self.replace_target = Some(path.clone());
                 vec![Command::ImportDataset { path, replace: false }]
+            }
+            PromptKind::CompareModel => {
+                self.chat.start_compare(path.clone().into());
+                vec![Command::LoadCompareModel(path)]
             }
             PromptKind::Model => {
                 self.chat.model = super::chat::ChatModel::Loading(path.clone().into());
@@ -483,14 +488,30 @@ impl App {
                         Ok(cmd) => {
                             self.chat_input = new_chat_input();
                             out.push(chat_command(cmd));
+                            if let Some(super::chat::ChatCommand::Generate { id, messages, sampling }) = self.chat.send_compare(&text) {
+                                out.push(Command::GenerateCompare { id, messages, sampling });
+                            }
                         }
                         // The text stays in the box.
                         Err(e) => self.notify(Level::Info, e),
                     }
                 }
             }
+            Action::Compare => {
+                if self.chat.compare.take().is_some() {
+                    self.notify(Level::Info, "Comparison closed.");
+                } else {
+                    self.prompt = Some(Prompt::new(PromptKind::CompareModel, ""));
+                    self.overlay = Some(Overlay::Prompt);
+                }
+            }
+            Action::ChatCompare(ev) => {
+                if let Some(e) = self.chat.on_compare_event(ev) {
+                    self.notify(Level::Error, format!("Second model: {e}"));
+                }
+            }
             Action::StopGeneration => {
-                if self.chat.streaming.is_some() {
+                if self.chat.any_streaming() {
                     out.push(Command::StopGeneration);
                 } else {
                     out.extend(self.update(Action::FocusNext));
@@ -560,7 +581,7 @@ impl App {
                 }
             }
             Action::NewChat => {
-                if self.chat.streaming.is_some() {
+                if self.chat.any_streaming() {
                     self.notify(Level::Info, "An answer is still streaming; Esc stops it.");
                 } else {
                     self.chat.clear();
@@ -582,7 +603,7 @@ impl App {
                 let picked = self.chat.list.as_ref().and_then(|l| l.get(self.chat.list_selected)).map(|c| c.id.clone());
                 self.overlay = None;
                 self.chat.list = None;
-                if self.chat.streaming.is_some() {
+                if self.chat.any_streaming() {
                     self.notify(Level::Info, "An answer is still streaming; Esc stops it.");
                 } else if let Some(id) = picked {
                     out.push(Command::LoadChat(id));
@@ -1112,6 +1133,28 @@ mod tests {
         a.update(Action::ChatOpened(Ok(r.clone())));
         assert_eq!((a.chat.turns.len(), a.chat.id.clone()), (2, Some(first)));
         assert!(matches!(a.update(Action::ExportChat).as_slice(), [Command::ExportChat { .. }]));
+    }
+
+    #[test]
+    fn compare_sends_each_message_to_both_models() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::Chat(ChatEvent::Loaded { path: "a.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+        a.update(Action::Compare);
+        assert_eq!(a.overlay, Some(Overlay::Prompt));
+        a.update(Action::Paste("b.gguf".into()));
+        assert_eq!(a.update(Action::Confirm), vec![Command::LoadCompareModel("b.gguf".into())]);
+        a.update(Action::ChatCompare(ChatEvent::Loaded { path: "b.gguf".into(), architecture: "qwen2".into(), context_size: 64, has_template: true }));
+        a.update(Action::Paste("hi".into()));
+        let cmds = a.update(Action::Send);
+        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::GenerateCompare { .. }]), "{cmds:?}");
+        let b_id = a.chat.compare.as_ref().unwrap().streaming.unwrap();
+        a.update(Action::ChatCompare(ChatEvent::Token { id: b_id, text: "B says".into() }));
+        assert_eq!(a.chat.compare.as_ref().unwrap().turns.last().unwrap().text, "B says");
+        assert!(a.chat.turns.last().unwrap().text.is_empty());
+        assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
+        a.update(Action::Compare);
+        assert!(a.chat.compare.is_none());
     }
 
     #[test]

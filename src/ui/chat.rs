@@ -21,11 +21,24 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(input_h)]).areas(inner);
     f.render_widget(Paragraph::new(header(&app.chat, theme)), head);
     match &app.chat.model {
+        ChatModel::Ready { .. } if app.chat.compare.is_some() => {
+            let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).spacing(1).areas(transcript);
+            let lines = transcript_lines(&app.chat, theme, left.width.max(1) as usize);
+            bottom(f, left, lines, app.chat.scroll);
+            if let (Some(side), Some(view)) = (&app.chat.compare, app.chat.compare_view()) {
+                let [head_b, body_b] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(right);
+                f.render_widget(Paragraph::new(header(&view, theme)), head_b);
+                match &side.model {
+                    ChatModel::Ready { .. } => bottom(f, body_b, transcript_lines(&view, theme, body_b.width.max(1) as usize), app.chat.scroll),
+                    ChatModel::Loading(p) => f.render_widget(Paragraph::new(Line::styled(format!("loading {}", p.display()), theme.muted())), body_b),
+                    ChatModel::Failed(e) => f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())).wrap(ratatui::widgets::Wrap { trim: true }), body_b),
+                    ChatModel::None => {}
+                }
+            }
+        }
         ChatModel::Ready { .. } if !app.chat.turns.is_empty() => {
             let lines = transcript_lines(&app.chat, theme, transcript.width.max(1) as usize);
-            let h = transcript.height as usize;
-            let top = lines.len().saturating_sub(h).saturating_sub(app.chat.scroll as usize);
-            f.render_widget(Paragraph::new(lines[top..].to_vec()), transcript);
+            bottom(f, transcript, lines, app.chat.scroll);
         }
         ChatModel::Ready { .. } => empty_state(
             f,
@@ -75,6 +88,13 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         ta.set_cursor_style(theme.text());
     }
     f.render_widget(&ta, input);
+}
+
+/// The last lines that fit, `scroll` lines up from the bottom.
+fn bottom(f: &mut Frame, area: Rect, lines: Vec<Line<'static>>, scroll: u16) {
+    let h = area.height as usize;
+    let top = lines.len().saturating_sub(h).saturating_sub(scroll as usize);
+    f.render_widget(Paragraph::new(lines[top..].to_vec()), area);
 }
 
 fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
@@ -154,7 +174,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     out
 }
 
-pub fn transcript_lines<'a>(c: &ChatState, theme: &Theme, width: usize) -> Vec<Line<'a>> {
+pub fn transcript_lines(c: &ChatState, theme: &Theme, width: usize) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     if let Some(s) = c.system.as_ref().filter(|s| !s.is_empty()) {
         lines.push(Line::from(Span::styled("system", theme.muted())));
