@@ -444,3 +444,10 @@ fn models_pane_with_a_library() {
         insta::assert_snapshot!(format!("models_{w}x{h}"), render(&mut a, w, h));
     }
 }
+
+#[test]
+fn chat_settings_panel() {
+    let mut a = chat_app();
+    a.update(Action::ChatSettings);
+    insta::assert_snapshot!("chat_settings_80x24", render(&mut a, 80, 24));
+}

@@ -165,6 +165,8 @@ pub enum Action {
     CopyAnswer,
     /// Opens a second model to answer side by side (or closes it).
     Compare,
+    /// The conversation's system prompt and sampling parameters.
+    ChatSettings,
     /// An event of the second model's engine.
     ChatCompare(crate::engine::infer::worker::ChatEvent),
     /// Starts a new conversation (the current one is saved already).
@@ -273,6 +275,7 @@ impl Action {
             "chat_with_model" => Action::ChatWithModel,
             "copy_answer" => Action::CopyAnswer,
             "compare" => Action::Compare,
+            "chat_settings" => Action::ChatSettings,
             "new_chat" => Action::NewChat,
             "open_chats" => Action::OpenChats,
             "open_chat" => Action::OpenChat,
@@ -339,6 +342,7 @@ impl Action {
             Action::CopyAnswer => "copy the last answer to the clipboard (OSC 52, works over SSH)".into(),
             Action::NewChat => "new conversation (this one stays saved)".into(),
             Action::Compare => "compare: a second model answers side by side (again: close it)".into(),
+            Action::ChatSettings => "system prompt and sampling parameters of this conversation".into(),
             Action::OpenChats => "saved conversations".into(),
             Action::OpenChat => "reopen the conversation".into(),
             Action::ExportChat => "write the conversation as Markdown and JSON into chats/".into(),

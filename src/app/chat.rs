@@ -80,6 +80,50 @@ impl Default for ChatState {
     }
 }
 
+/// The settings panel's fields (Ctrl-P): the system prompt and the sampling parameters of this
+/// conversation.
+pub fn settings_form(system: &Option<String>, s: &Sampling) -> super::train::TrainForm {
+    use super::train::Field;
+    let f = |label, value: String, hint| Field { label, value, hint };
+    super::train::TrainForm {
+        fields: vec![
+            f("system prompt", system.clone().unwrap_or_default(), "sent first in every turn; empty for none"),
+            f("temperature", s.temperature.to_string(), "0 answers greedily (the same every time)"),
+            f("top k", s.top_k.to_string(), "sample from the k most likely tokens (0: all)"),
+            f("top p", s.top_p.to_string(), "nucleus sampling (1: off)"),
+            f("min p", s.min_p.to_string(), "drop tokens below this share of the best one (0: off)"),
+            f("repeat penalty", s.repeat_penalty.to_string(), "1 is off"),
+            f("seed", s.seed.to_string(), "for repeatable sampling"),
+            f("max tokens", s.max_tokens.to_string(), "the longest answer"),
+            f("stop", s.stop.join(" | "), "texts that end an answer, separated by |"),
+        ],
+        selected: 0,
+        check: None,
+    }
+}
+
+/// Reads the panel back; Err names the field to fix.
+pub fn apply_settings(form: &super::train::TrainForm, base: &Sampling) -> Result<(Option<String>, Sampling), String> {
+    fn num<T: std::str::FromStr>(label: &str, v: &str) -> Result<T, String> {
+        v.trim().parse().map_err(|_| format!("{label}: {v:?} is not a number."))
+    }
+    let v = |i: usize| form.fields[i].value.as_str();
+    let mut s = base.clone();
+    s.temperature = num("temperature", v(1))?;
+    s.top_k = num("top k", v(2))?;
+    s.top_p = num("top p", v(3))?;
+    s.min_p = num("min p", v(4))?;
+    s.repeat_penalty = num("repeat penalty", v(5))?;
+    s.seed = num("seed", v(6))?;
+    s.max_tokens = num("max tokens", v(7))?;
+    s.stop = v(8).split('|').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect();
+    if s.temperature < 0.0 || !(0.0..=1.0).contains(&s.top_p) || !(0.0..=1.0).contains(&s.min_p) || s.repeat_penalty <= 0.0 || s.max_tokens == 0 {
+        return Err("Out of range: temperature ≥ 0, top p and min p in 0..1, repeat penalty > 0, max tokens ≥ 1.".into());
+    }
+    let system = Some(v(0).to_string()).filter(|x| !x.trim().is_empty());
+    Ok((system, s))
+}
+
 /// What the reducer asks of the chat engine.
 #[derive(Debug)]
 pub enum ChatCommand {

@@ -37,6 +37,8 @@ pub enum Overlay {
     RunDetail,
     /// The saved conversations.
     Chats,
+    /// The conversation's system prompt and sampling parameters.
+    ChatSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +139,8 @@ pub struct App {
     pub replace_target: Option<String>,
     pub chat_input: TextArea<'static>,
     pub chat: super::chat::ChatState,
+    /// The chat settings panel while it is open.
+    pub chat_form: Option<super::train::TrainForm>,
     /// The model library once scanned; Err says why it could not be.
     pub models: Option<Result<Vec<crate::engine::infer::library::ModelEntry>, String>>,
     pub models_selected: usize,
@@ -178,6 +182,7 @@ impl App {
             replace_target: None,
             chat_input: new_chat_input(),
             chat: Default::default(),
+            chat_form: None,
             models: None,
             models_selected: 0,
             notices: Vec::new(),
@@ -203,7 +208,7 @@ impl App {
             Some(Overlay::Prompt) => Mode::Prompt,
             Some(Overlay::ConfirmReplace) => Mode::Confirm,
             Some(Overlay::Views) => Mode::Viewer,
-            Some(Overlay::TrainForm) => Mode::Form,
+            Some(Overlay::TrainForm) | Some(Overlay::ChatSettings) => Mode::Form,
             Some(Overlay::RunDetail) => Mode::Viewer,
             Some(Overlay::Chats) => Mode::ChatList,
             None if self.focus == PaneId::Training => Mode::Training,
@@ -311,6 +316,18 @@ impl App {
                     }
                     Some(Overlay::Prompt) => out.extend(self.submit_prompt()),
                     Some(Overlay::TrainForm) => out.extend(self.submit_form()),
+                    Some(Overlay::ChatSettings) => {
+                        if let Some(form) = &mut self.chat_form {
+                            match super::chat::apply_settings(form, &self.chat.sampling) {
+                                Ok((system, sampling)) => {
+                                    self.chat.system = system;
+                                    self.chat.sampling = sampling;
+                                    self.chat_form = None;
+                                }
+                                Err(e) => form.check = Some(Err(e)),
+                            }
+                        }
+                    }
                     Some(Overlay::ConfirmReplace) => {
                         if let Some(path) = self.replace_target.take() {
                             out.push(Command::ImportDataset { path, replace: true });
@@ -318,7 +335,9 @@ impl App {
                     }
                     _ => {}
                 }
-                if self.overlay == Some(Overlay::TrainForm) {
+                if self.overlay == Some(Overlay::ChatSettings) && self.chat_form.is_some() {
+                    // The panel stays open when a value is wrong.
+                } else if self.overlay == Some(Overlay::TrainForm) {
                     // The form stays open when it has a problem to show.
                 } else if self.overlay != Some(Overlay::Prompt) || self.prompt.is_none() {
                     self.overlay = None;
@@ -388,6 +407,7 @@ impl App {
                 if self.overlay.is_some() {
                     self.overlay = None;
                     self.prompt = None;
+                    self.chat_form = None;
                 } else if let Some((i, _)) = self.current_notice() {
                     self.notices.remove(i);
                 } else if self.zoomed {
@@ -401,8 +421,9 @@ impl App {
                 let page = self.size.1.saturating_sub(10).max(1) as u64;
                 out.extend(self.data.move_selection(&action, page));
             }
-            Action::ScrollUp | Action::ScrollDown if self.overlay == Some(Overlay::TrainForm) => {
-                if let Some(f) = &mut self.form {
+            Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::TrainForm | Overlay::ChatSettings)) => {
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.form };
+                if let Some(f) = form {
                     let n = f.fields.len();
                     f.selected = if action == Action::ScrollUp { (f.selected + n - 1) % n } else { (f.selected + 1) % n };
                 }
@@ -496,6 +517,10 @@ impl App {
                         Err(e) => self.notify(Level::Info, e),
                     }
                 }
+            }
+            Action::ChatSettings => {
+                self.chat_form = Some(super::chat::settings_form(&self.chat.system, &self.chat.sampling));
+                self.overlay = Some(Overlay::ChatSettings);
             }
             Action::Compare => {
                 if self.chat.compare.take().is_some() {
@@ -628,7 +653,8 @@ impl App {
                 self.data.recall(k.key == TextKey::Up);
             }
             Action::Text(k) if self.mode() == Mode::Form => {
-                if let Some(f) = &mut self.form {
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.form };
+                if let Some(f) = form {
                     match k.key {
                         TextKey::Char(c) if !k.ctrl && !k.alt => f.current().push(c),
                         TextKey::Backspace => {
@@ -642,7 +668,8 @@ impl App {
                 }
             }
             Action::Paste(s) if self.mode() == Mode::Form => {
-                if let Some(f) = &mut self.form {
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.form };
+                if let Some(f) = form {
                     f.current().push_str(s.trim());
                     f.check = None;
                 }
@@ -1155,6 +1182,33 @@ mod tests {
         assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
         a.update(Action::Compare);
         assert!(a.chat.compare.is_none());
+    }
+
+    fn typed_key(key: TextKey) -> Action {
+        Action::Text(KeyPress { key, ctrl: false, alt: false, shift: false })
+    }
+
+    #[test]
+    fn the_settings_panel_sets_the_system_prompt_and_sampling() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::ChatSettings);
+        assert_eq!(a.mode(), Mode::Form);
+        a.update(Action::Paste("Answer briefly.".into()));
+        a.update(Action::ScrollDown);
+        for _ in 0..3 {
+            a.update(typed_key(TextKey::Backspace));
+        }
+        a.update(Action::Paste("x".into()));
+        a.update(Action::Confirm);
+        // A bad number keeps the panel open and says which field.
+        assert_eq!(a.overlay, Some(Overlay::ChatSettings));
+        assert!(matches!(&a.chat_form.as_ref().unwrap().check, Some(Err(e)) if e.contains("temperature")));
+        a.update(typed_key(TextKey::Backspace));
+        a.update(Action::Paste("0".into()));
+        a.update(Action::Confirm);
+        assert_eq!(a.overlay, None);
+        assert_eq!((a.chat.system.as_deref(), a.chat.sampling.temperature), (Some("Answer briefly."), 0.0));
     }
 
     #[test]

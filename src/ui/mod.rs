@@ -72,6 +72,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::TrainForm) => training::form(f, body, app),
         Some(Overlay::RunDetail) => runs::detail(f, body, app),
         Some(Overlay::Chats) => chat::saved_list(f, body, app),
+        Some(Overlay::ChatSettings) => training::chat_settings(f, body, app),
         Some(Overlay::ConfirmReplace) => {
             let path = app.replace_target.clone().unwrap_or_default();
             confirm(f, body, app, "Replace dataset?", vec![

@@ -155,10 +155,20 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
 /// The new-run form.
 pub fn form(f: &mut Frame, area: Rect, app: &App) {
     let Some(form) = &app.form else { return };
+    form_overlay(f, area, app, form, "New run", "F5 checks memory and shows the tokens the model will train on.", &[("Enter", "start"), ("F5", "check"), ("Tab/↑↓", "field"), ("Esc", "close")]);
+}
+
+/// The chat settings panel (Ctrl-P in the Chat pane).
+pub fn chat_settings(f: &mut Frame, area: Rect, app: &App) {
+    let Some(form) = &app.chat_form else { return };
+    form_overlay(f, area, app, form, "Chat settings", "These apply to the next answers of this conversation.", &[("Enter", "apply"), ("↑↓", "field"), ("Esc", "close")]);
+}
+
+fn form_overlay(f: &mut Frame, area: Rect, app: &App, form: &crate::app::train::TrainForm, title: &str, idle: &str, keys: &[(&str, &str)]) {
     let theme = app.theme();
     let rect = centered(area, area.width.saturating_sub(4).clamp(40, 110), area.height.saturating_sub(2).max(10));
     f.render_widget(Clear, rect);
-    let block = pane_block(theme, "New run", true);
+    let block = pane_block(theme, title, true);
     let inner = block.inner(rect);
     f.render_widget(block.style(theme.overlay()), rect);
     let mut lines = Vec::new();
@@ -173,7 +183,7 @@ pub fn form(f: &mut Frame, area: Rect, app: &App) {
     lines.push(Line::styled(format!("  {}", form.fields[form.selected].hint), theme.muted()));
     lines.push(Line::raw(""));
     match &form.check {
-        None => lines.push(Line::styled("F5 checks memory and shows the tokens the model will train on.", theme.muted())),
+        None => lines.push(Line::styled(idle.to_string(), theme.muted())),
         Some(Ok(check)) => lines.extend(check.iter().map(|l| Line::styled(l.clone(), theme.text()))),
         Some(Err(e)) => lines.push(Line::styled(e.clone(), theme.error())),
     }
@@ -183,6 +193,6 @@ pub fn form(f: &mut Frame, area: Rect, app: &App) {
     } else {
         lines.truncate(room.saturating_sub(1));
     }
-    lines.push(keys_line(theme, &[("Enter", "start"), ("F5", "check"), ("Tab/↑↓", "field"), ("Esc", "close")]));
+    lines.push(keys_line(theme, keys));
     f.render_widget(Paragraph::new(lines), inner);
 }
