@@ -55,6 +55,9 @@ pub struct ChatState {
     pub context_used: usize,
     /// The saved conversation's id (given at its first message).
     pub id: Option<String>,
+    /// The earlier message being edited (an index into `turns`): sending replaces it and
+    /// everything after it.
+    pub editing: Option<usize>,
     /// The saved conversations, while their list is open, and the selected one.
     pub list: Option<Vec<crate::engine::data::chats::ChatSummary>>,
     pub list_selected: usize,
@@ -74,6 +77,7 @@ impl Default for ChatState {
             dropped: 0,
             context_used: 0,
             id: None,
+            editing: None,
             list: None,
             list_selected: 0,
         }
@@ -152,8 +156,29 @@ impl ChatState {
             return Err("Nothing to send: type a message first.".into());
         }
         self.check_ready()?;
+        if let Some(i) = self.editing.take() {
+            self.turns.truncate(i);
+            if let Some(side) = &mut self.compare {
+                side.turns.truncate(i);
+            }
+            self.dropped = 0;
+        }
         self.turns.push(Turn::new("user", text));
         Ok(self.start_answer())
+    }
+
+    /// Steps to the user message before (`back`) or after the one being edited; returns its text
+    /// for the input box, or None when stepping past the newest (the box empties).
+    pub fn step_edit(&mut self, back: bool) -> Option<String> {
+        let users: Vec<usize> = self.turns.iter().enumerate().filter(|(_, t)| t.role == "user").map(|(i, _)| i).collect();
+        let next = match (self.editing, back) {
+            (None, true) => users.last().copied(),
+            (None, false) => None,
+            (Some(cur), true) => users.iter().rev().find(|&&i| i < cur).copied().or(Some(cur)),
+            (Some(cur), false) => users.iter().find(|&&i| i > cur).copied(),
+        };
+        self.editing = next;
+        next.map(|i| self.turns[i].text.clone())
     }
 
     /// Asks again for the last answer (it is replaced).

@@ -649,6 +649,21 @@ impl App {
                     t.insert_newline();
                 }
             }
+            Action::Text(k)
+                if self.mode() == Mode::Chat
+                    && !k.ctrl
+                    && !k.alt
+                    && ((k.key == TextKey::Up && (self.chat.editing.is_some() || self.chat_input.is_empty()) && self.chat_input.cursor().0 == 0)
+                        || (k.key == TextKey::Down && self.chat.editing.is_some() && self.chat_input.cursor().0 + 1 >= self.chat_input.lines().len())) =>
+            {
+                // Up in an empty box (or while editing) steps back through your messages to edit
+                // and resend one; Down steps forward, past the newest back to an empty box.
+                let text = self.chat.step_edit(k.key == TextKey::Up);
+                self.chat_input = new_chat_input();
+                if let Some(t) = text {
+                    self.chat_input.insert_str(t);
+                }
+            }
             Action::Text(k) if self.mode() == Mode::Sql && self.at_editor_edge(&k) => {
                 self.data.recall(k.key == TextKey::Up);
             }
@@ -1209,6 +1224,44 @@ mod tests {
         a.update(Action::Confirm);
         assert_eq!(a.overlay, None);
         assert_eq!((a.chat.system.as_deref(), a.chat.sampling.temperature), (Some("Answer briefly."), 0.0));
+    }
+
+    #[test]
+    fn up_edits_an_earlier_message_and_resending_replaces_what_followed() {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+        let stats = crate::engine::infer::llama::Stats {
+            prompt_tokens: 3,
+            reused_tokens: 0,
+            prompt_secs: 0.1,
+            first_token_secs: 0.1,
+            generated_tokens: 1,
+            generation_secs: 0.1,
+            context_used: 4,
+            context_size: 64,
+            stop: crate::engine::infer::llama::StopReason::EndOfTurn,
+        };
+        for msg in ["first", "second"] {
+            a.update(Action::Paste(msg.into()));
+            a.update(Action::Send);
+            let id = a.chat.streaming.unwrap();
+            a.update(Action::Chat(ChatEvent::Done { id, stats: stats.clone() }));
+        }
+        assert_eq!(a.chat.turns.len(), 4);
+        a.update(typed_key(TextKey::Up));
+        assert_eq!(a.chat_input.lines(), ["second"]);
+        a.update(typed_key(TextKey::Up));
+        assert_eq!((a.chat_input.lines(), a.chat.editing), (&["first".to_string()][..], Some(0)));
+        a.update(typed_key(TextKey::Down));
+        a.update(typed_key(TextKey::Up));
+        a.update(Action::Paste(" again".into()));
+        let cmds = a.update(Action::Send);
+        let [Command::Generate { messages, .. }] = cmds.as_slice() else { panic!("{cmds:?}") };
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].content, "first again");
+        assert_eq!(a.chat.turns.len(), 2);
+        assert_eq!(a.chat.editing, None);
     }
 
     #[test]

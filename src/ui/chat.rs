@@ -110,6 +110,10 @@ fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
             if c.streaming.is_some() {
                 spans.push(Span::styled("  ● answering (Esc stops)", theme.warn()));
             }
+            if let Some(i) = c.editing {
+                let n = c.turns[..i].iter().filter(|t| t.role == "user").count() + 1;
+                spans.push(Span::styled(format!("  editing your message {n}: Enter resends it and replaces what followed"), theme.warn()));
+            }
             Line::from(spans)
         }
         _ => Line::from(Span::styled("no model", theme.muted())),
