@@ -1154,17 +1154,7 @@ mod tests {
         a.update(Action::Send);
         let id = a.chat.streaming.unwrap();
         assert!(a.update(Action::Chat(ChatEvent::Token { id, text: "yo".into() })).is_empty());
-        let stats = crate::engine::infer::llama::Stats {
-            prompt_tokens: 3,
-            reused_tokens: 0,
-            prompt_secs: 0.1,
-            first_token_secs: 0.1,
-            generated_tokens: 1,
-            generation_secs: 0.1,
-            context_used: 4,
-            context_size: 64,
-            stop: crate::engine::infer::llama::StopReason::EndOfTurn,
-        };
+        let stats = answer_stats();
         let cmds = a.update(Action::Chat(ChatEvent::Done { id, stats }));
         let [Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
         assert_eq!((r.title.as_str(), r.turns.len(), r.model.as_str()), ("hi", 2, "m.gguf"));
@@ -1199,6 +1189,20 @@ mod tests {
         assert!(a.chat.compare.is_none());
     }
 
+    fn answer_stats() -> crate::engine::infer::llama::Stats {
+        crate::engine::infer::llama::Stats {
+            prompt_tokens: 3,
+            reused_tokens: 0,
+            prompt_secs: 0.1,
+            first_token_secs: 0.1,
+            generated_tokens: 1,
+            generation_secs: 0.1,
+            context_used: 4,
+            context_size: 64,
+            stop: crate::engine::infer::llama::StopReason::EndOfTurn,
+        }
+    }
+
     fn typed_key(key: TextKey) -> Action {
         Action::Text(KeyPress { key, ctrl: false, alt: false, shift: false })
     }
@@ -1231,17 +1235,7 @@ mod tests {
         let mut a = app();
         a.update(Action::Focus(PaneId::Chat));
         a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
-        let stats = crate::engine::infer::llama::Stats {
-            prompt_tokens: 3,
-            reused_tokens: 0,
-            prompt_secs: 0.1,
-            first_token_secs: 0.1,
-            generated_tokens: 1,
-            generation_secs: 0.1,
-            context_used: 4,
-            context_size: 64,
-            stop: crate::engine::infer::llama::StopReason::EndOfTurn,
-        };
+        let stats = answer_stats();
         for msg in ["first", "second"] {
             a.update(Action::Paste(msg.into()));
             a.update(Action::Send);

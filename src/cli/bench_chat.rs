@@ -122,15 +122,6 @@ pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize)
     Ok(())
 }
 
-fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<serde_json::Value> {
-    if !out.status.success() {
-        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| anyhow!("{what} printed no result"))?;
-    Ok(serde_json::from_str(line)?)
-}
-
 pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, peer: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let base = base_folder(dir)?;
@@ -157,12 +148,12 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
         }
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", &runs.to_string()];
-        let ours = parse(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
+        let ours = super::bench_train::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
         let theirs = if have_peer {
             let o = Command::new("python3")
                 .args([script.display().to_string(), "--model".into(), file.display().to_string(), "--threads".into(), threads.to_string(), "--prompt".into(), prompt.to_string(), "--gen".into(), gen.to_string(), "--runs".into(), runs.to_string()])
                 .output()?;
-            Some(parse(&o, "the llama.cpp peer")?)
+            Some(super::bench_train::json_result(&o, "the llama.cpp peer")?)
         } else {
             None
         };

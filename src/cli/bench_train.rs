@@ -89,13 +89,18 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
     Ok(())
 }
 
-fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<(f64, u64)> {
+/// The last JSON line a measurement process printed (its stderr's last line if it failed).
+pub(crate) fn json_result(out: &std::process::Output, what: &str) -> anyhow::Result<serde_json::Value> {
     if !out.status.success() {
         anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| anyhow!("{what} printed no result"))?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<(f64, u64)> {
+    let v = json_result(out, what)?;
     Ok((v["tokens_per_s"].as_f64().unwrap_or(0.0), v["peak_rss"].as_u64().unwrap_or(0)))
 }
 
