@@ -227,28 +227,7 @@ impl ChatState {
                 side.model = ChatModel::Failed(e.clone());
                 Some(e)
             }
-            ChatEvent::Token { id, text } if Some(id) == side.streaming => {
-                if let Some(t) = side.turns.last_mut() {
-                    t.text.push_str(&text);
-                }
-                None
-            }
-            ChatEvent::Done { id, stats } if Some(id) == side.streaming => {
-                side.streaming = None;
-                side.context_used = stats.context_used;
-                if let Some(t) = side.turns.last_mut() {
-                    t.stats = Some(stats);
-                }
-                None
-            }
-            ChatEvent::Failed { id, error } if Some(id) == side.streaming => {
-                side.streaming = None;
-                if let Some(t) = side.turns.last_mut() {
-                    t.error = Some(error.clone());
-                }
-                Some(error)
-            }
-            _ => None,
+            ev => stream_event(&mut side.turns, &mut side.streaming, &mut side.context_used, ev),
         }
     }
 
@@ -341,33 +320,41 @@ impl ChatState {
                 self.dropped = dropped;
                 None
             }
-            ChatEvent::Token { id, text } if Some(id) == self.streaming => {
-                if let Some(t) = self.turns.last_mut() {
-                    t.text.push_str(&text);
-                }
-                None
-            }
-            ChatEvent::Done { id, stats } if Some(id) == self.streaming => {
-                self.streaming = None;
-                self.context_used = stats.context_used;
-                if let Some(t) = self.turns.last_mut() {
-                    if stats.stop == StopReason::ContextFull {
-                        t.error = Some("the context is full: the answer was cut here".into());
-                    }
-                    t.stats = Some(stats);
-                }
-                None
-            }
-            ChatEvent::Failed { id, error } if Some(id) == self.streaming => {
-                self.streaming = None;
-                if let Some(t) = self.turns.last_mut() {
-                    t.error = Some(error.clone());
-                }
-                Some(error)
-            }
-            // Events of an answer that is no longer current.
-            _ => None,
+            ev => stream_event(&mut self.turns, &mut self.streaming, &mut self.context_used, ev),
         }
+    }
+}
+
+/// An answer's stream event applied to one side's turns: the text grows, the figures or the error
+/// land on the last turn, and the side stops streaming. Returns an error worth a notice.
+fn stream_event(turns: &mut [Turn], streaming: &mut Option<u64>, context_used: &mut usize, ev: ChatEvent) -> Option<String> {
+    match ev {
+        ChatEvent::Token { id, text } if Some(id) == *streaming => {
+            if let Some(t) = turns.last_mut() {
+                t.text.push_str(&text);
+            }
+            None
+        }
+        ChatEvent::Done { id, stats } if Some(id) == *streaming => {
+            *streaming = None;
+            *context_used = stats.context_used;
+            if let Some(t) = turns.last_mut() {
+                if stats.stop == StopReason::ContextFull {
+                    t.error = Some("the context is full: the answer was cut here".into());
+                }
+                t.stats = Some(stats);
+            }
+            None
+        }
+        ChatEvent::Failed { id, error } if Some(id) == *streaming => {
+            *streaming = None;
+            if let Some(t) = turns.last_mut() {
+                t.error = Some(error.clone());
+            }
+            Some(error)
+        }
+        // Events of an answer that is no longer current.
+        _ => None,
     }
 }
 
