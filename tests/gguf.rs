@@ -74,6 +74,20 @@ fn run(c: &mut std::process::Command) -> (bool, String, String) {
     (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// A copy of a GGUF file with its metadata changed by `f`.
+fn rewrite_metadata(src: &Path, dst: &Path, f: impl FnOnce(&mut std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>)) {
+    use candle_core::quantized::gguf_file;
+    let mut r = std::fs::File::open(src).unwrap();
+    let c = gguf_file::Content::read(&mut r).unwrap();
+    let mut meta = c.metadata.clone();
+    f(&mut meta);
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> =
+        c.tensor_infos.keys().map(|n| (n.clone(), c.tensor(&mut r, n, &Device::Cpu).unwrap())).collect();
+    let m: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut std::fs::File::create(dst).unwrap(), &m, &t).unwrap();
+}
+
 fn err_of(path: &Path) -> String {
     match Gguf::load(path) {
         Ok(_) => panic!("{} loaded", path.display()),
@@ -105,20 +119,22 @@ fn bad_gguf_files_get_clear_errors() {
 
     // The same tensors under an architecture llama.cpp does not have.
     let arch = dir.join("arch.gguf");
-    {
-        use candle_core::quantized::gguf_file;
-        let mut r = std::fs::File::open(&good).unwrap();
-        let c = gguf_file::Content::read(&mut r).unwrap();
-        let mut meta = c.metadata.clone();
-        meta.insert("general.architecture".into(), gguf_file::Value::String("nosuchnet".into()));
-        let tensors: Vec<(String, candle_core::quantized::QTensor)> =
-            c.tensor_infos.keys().map(|n| (n.clone(), c.tensor(&mut r, n, &Device::Cpu).unwrap())).collect();
-        let m: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        gguf_file::write(&mut std::fs::File::create(&arch).unwrap(), &m, &t).unwrap();
-    }
+    rewrite_metadata(&good, &arch, |m| {
+        m.insert("general.architecture".into(), candle_core::quantized::gguf_file::Value::String("nosuchnet".into()));
+    });
     let e = err_of(&arch);
     assert!(e.contains("could not load") && e.contains("nosuchnet"), "{e}");
+
+    // A GGUF without a chat template takes the one in a tokenizer_config.json beside it.
+    let bare_dir = dir.join("bare");
+    std::fs::create_dir_all(&bare_dir).unwrap();
+    let bare = bare_dir.join("bare.gguf");
+    rewrite_metadata(&good, &bare, |m| {
+        m.remove("tokenizer.chat_template");
+    });
+    assert_eq!(Gguf::load(&bare).unwrap().template, None);
+    std::fs::write(bare_dir.join("tokenizer_config.json"), r#"{"chat_template": "{{ messages[0]['content'] }}"}"#).unwrap();
+    assert_eq!(Gguf::load(&bare).unwrap().template.as_deref(), Some("{{ messages[0]['content'] }}"));
 
     // A model bigger than the memory there is (a sparse file: the header is real, the length 4 TiB).
     let huge = dir.join("huge.gguf");

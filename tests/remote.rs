@@ -136,5 +136,15 @@ fn the_cli_streams_from_a_server() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains("ollama:tiny:latest"), "{}", String::from_utf8_lossy(&list.stderr));
+    // The library lists a running Ollama server's models beside the files.
+    let lib = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .env("OLLAMA_HOST", &addr)
+        .env("OLLAMA_MODELS", home.join("no-store"))
+        .args(["--home", home.to_str().unwrap(), "models", "list", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&lib.stdout).unwrap();
+    let e = v.as_array().unwrap().iter().find(|e| e["name"] == "ollama:tiny:latest").expect("the server's model is listed");
+    assert_eq!((e["source"].as_str(), e["format"].as_str(), e["quantization"].as_str()), (Some("ollama server"), Some("remote"), Some("Q8_0")));
     let _ = std::fs::remove_dir_all(&home);
 }

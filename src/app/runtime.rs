@@ -178,7 +178,9 @@ impl Engines {
                 std::thread::spawn(move || {
                     let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
                     let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
-                    let _ = tx.send(Action::Models(Ok(crate::engine::infer::library::scan(&roots))));
+                    let mut list = crate::engine::infer::library::scan(&roots);
+                    list.extend(crate::engine::infer::library::ollama_server());
+                    let _ = tx.send(Action::Models(Ok(list)));
                 });
             }
             Command::SaveChat(record) => {

@@ -578,7 +578,7 @@ impl App {
                 match picked {
                     None => self.notify(Level::Info, "No model selected."),
                     Some(e) if e.problem.is_some() => self.notify(Level::Error, e.problem.clone().unwrap_or_default()),
-                    Some(e) if action == Action::ChatWithModel && e.format == "gguf" => {
+                    Some(e) if action == Action::ChatWithModel && (e.format == "gguf" || e.format == "remote") => {
                         self.chat.model = super::chat::ChatModel::Loading(e.path.clone());
                         self.focus = PaneId::Chat;
                         out.push(Command::LoadChatModel(e.path.display().to_string()));

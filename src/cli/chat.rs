@@ -135,7 +135,8 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
         }
         ModelsCmd::List { json } => {
             let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), cat.model_paths()?);
-            let list = crate::engine::infer::library::scan(&roots);
+            let mut list = crate::engine::infer::library::scan(&roots);
+            list.extend(crate::engine::infer::library::ollama_server());
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
                 return Ok(());

@@ -324,6 +324,26 @@ fn scan_ollama(models: &Path, out: &mut Vec<ModelEntry>) {
     }
 }
 
+/// The models of the Ollama server at $OLLAMA_HOST (default localhost:11434), when one runs: they
+/// chat through the server (`ollama:NAME`), nothing is read from disk.
+pub fn ollama_server() -> Vec<ModelEntry> {
+    let host = std::env::var("OLLAMA_HOST").unwrap_or_else(|_| "localhost:11434".into());
+    let base = if host.starts_with("http") { host } else { format!("http://{host}") };
+    let remote = super::remote::Remote::Ollama { base: base.clone(), model: String::new() };
+    remote
+        .models()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let mut e = entry(format!("ollama:{}", m.name), PathBuf::from(format!("ollama:{}@{}", m.name, base.trim_start_matches("http://"))), "ollama server", "remote");
+            e.architecture = m.family;
+            e.quantization = m.quantization;
+            e.file_size = m.size;
+            e
+        })
+        .collect()
+}
+
 /// Every model the roots hold (a path found twice is listed once).
 pub fn scan(roots: &Roots) -> Vec<ModelEntry> {
     let mut out = Vec::new();

@@ -185,7 +185,12 @@ impl Gguf {
                 path.display()
             )
         })?;
-        let template = model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.trim().is_empty());
+        // The GGUF's own template, else one in a tokenizer_config.json beside the file.
+        let template = model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.trim().is_empty()).or_else(|| {
+            let cfg = path.parent()?.join("tokenizer_config.json");
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg).ok()?).ok()?;
+            v["chat_template"].as_str().map(str::to_string)
+        });
         let vocab = model.vocab();
         let text = |t: LlamaToken| vocab.text(t).and_then(|c| c.to_str().ok()).unwrap_or_default().to_string();
         let (bos, eos) = (text(vocab.bos()), text(vocab.eos()));

@@ -177,6 +177,8 @@ pub struct RemoteModel {
     pub name: String,
     pub size: u64,
     pub details: String,
+    pub family: String,
+    pub quantization: String,
 }
 
 impl Remote {
@@ -226,13 +228,21 @@ impl Remote {
                     )
                     .trim()
                     .to_string(),
+                    family: m["details"]["family"].as_str().unwrap_or("").into(),
+                    quantization: m["details"]["quantization_level"].as_str().unwrap_or("").into(),
                 })
                 .collect(),
             Remote::OpenAi { .. } => v["data"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|m| RemoteModel { name: m["id"].as_str().unwrap_or("").into(), size: 0, details: m["owned_by"].as_str().unwrap_or("").into() })
+                .map(|m| RemoteModel {
+                    name: m["id"].as_str().unwrap_or("").into(),
+                    size: 0,
+                    details: m["owned_by"].as_str().unwrap_or("").into(),
+                    family: String::new(),
+                    quantization: String::new(),
+                })
                 .collect(),
         })
     }
