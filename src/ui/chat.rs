@@ -146,14 +146,17 @@ pub fn saved_list(f: &mut Frame, area: Rect, app: &App) {
     f.render_stateful_widget(table, inner, &mut state);
 }
 
-/// Word-wraps `text` to `width` columns (characters), keeping explicit line breaks.
+/// Word-wraps `text` to `width` terminal columns (display width: wide characters count two,
+/// combining marks none), keeping explicit line breaks.
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let width = width.max(2);
     let mut out = Vec::new();
     for para in text.split('\n') {
         let mut line = String::new();
         let mut len = 0;
         for word in para.split(' ') {
-            let w = word.chars().count();
+            let w = word.width();
             if len > 0 && len + 1 + w > width {
                 out.push(std::mem::take(&mut line));
                 len = 0;
@@ -163,14 +166,15 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
                 len += 1;
             }
             // A word longer than the line is cut.
-            let mut chars = word.chars().peekable();
-            while chars.peek().is_some() {
-                if len == width {
+            for c in word.chars() {
+                // Control characters from a model's output are shown as nothing.
+                let cw = if c.is_control() { continue } else { c.width().unwrap_or(0) };
+                if len + cw > width {
                     out.push(std::mem::take(&mut line));
                     len = 0;
                 }
-                line.push(chars.next().unwrap_or(' '));
-                len += 1;
+                line.push(c);
+                len += cw;
             }
         }
         out.push(line);
@@ -231,5 +235,8 @@ mod tests {
         assert_eq!(wrap("the quick brown fox", 10), ["the quick", "brown fox"]);
         assert_eq!(wrap("a\n\nb", 10), ["a", "", "b"]);
         assert_eq!(wrap("abcdefghijkl", 5), ["abcde", "fghij", "kl"]);
+        // Wide characters take two columns; control characters none.
+        assert_eq!(wrap("日本語の文", 4), ["日本", "語の", "文"]);
+        assert_eq!(wrap("a\u{7}b", 5), ["ab"]);
     }
 }
