@@ -18,6 +18,51 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+pub fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A UTC date (seconds since the epoch) in strftime's date fields: %d %e %m %y %Y %b %B %%
+/// (what chat templates ask `strftime_now` for, e.g. Llama 3's "%d %b %Y").
+pub fn strftime_date(fmt: &str, secs: i64) -> String {
+    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    let (y, m, d) = civil(secs.div_euclid(86400));
+    let month = MONTHS[(m - 1) as usize];
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:>2}")),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('y') => out.push_str(&format!("{:02}", y % 100)),
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('b') => out.push_str(&month[..3]),
+            Some('B') => out.push_str(month),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -59,6 +104,15 @@ pub fn sparkline(v: &[f64], width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dates_format_like_strftime() {
+        // 2026-11-26 12:00 UTC
+        let t = 1_795_694_400;
+        assert_eq!(super::strftime_date("%d %b %Y", t), "26 Nov 2026");
+        assert_eq!(super::strftime_date("%Y-%m-%d, %B %e, '%y %%", t), "2026-11-26, November 26, '26 %");
+        assert_eq!(super::civil(0), (1970, 1, 1));
+    }
+
     #[test]
     fn base64_matches_the_rfc_examples() {
         for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {

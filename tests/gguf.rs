@@ -347,3 +347,41 @@ fn sentencepiece_tokenizers_export_and_tokenize_the_same() {
     assert_eq!(a, b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Models the export cannot write yet say so, and leave nothing behind.
+#[test]
+fn unsupported_models_are_refused_with_a_reason() {
+    let dir = tmp("unsupported");
+    let copy = |name: &str| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(fixture("tiny-llama").join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+    // A Unigram tokenizer (T5-style) has no llama.cpp BPE vocabulary to become.
+    let uni = copy("unigram");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(uni.join("tokenizer.json")).unwrap()).unwrap();
+    let mut pieces: Vec<(String, u64)> = tok["model"]["vocab"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+    pieces.sort_by_key(|p| p.1);
+    let vocab: Vec<serde_json::Value> = pieces.iter().map(|(p, i)| serde_json::json!([p, -(*i as f64)])).collect();
+    tok["model"] = serde_json::json!({"type": "Unigram", "unk_id": 0, "vocab": vocab, "byte_fallback": false});
+    std::fs::write(uni.join("tokenizer.json"), tok.to_string()).unwrap();
+    let e = export(&uni, None, &dir.join("u.gguf"), Quant::F16, &mut |_| {}).unwrap_err();
+    assert!(e.contains("Unigram") && e.contains("BPE tokenizers"), "{e}");
+    // Dynamic NTK rope scaling has no GGUF form yet.
+    let yarn = copy("dynamic");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(yarn.join("config.json")).unwrap()).unwrap();
+    cfg["rope_parameters"] = serde_json::json!({"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0});
+    std::fs::write(yarn.join("config.json"), cfg.to_string()).unwrap();
+    let e = export(&yarn, None, &dir.join("y.gguf"), Quant::F16, &mut |_| {}).unwrap_err();
+    assert!(e.contains("dynamic rope scaling") && e.contains("does not write yet"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().is_file()).map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // An export of a run id that does not exist.
+    let home = dir.join("home");
+    let (ok, _, err) = run(lathe(&home).args(["export", "no-such-run"]));
+    assert!(!ok && err.contains("neither a model folder nor a run id"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -224,37 +224,12 @@ impl Engines {
             }
             Command::ExportRun { id, out } => {
                 let Some(cat) = self.job_catalog() else { return };
-                let title = format!("export run {id}");
-                let tx = self.tx.clone();
-                self.jobs.spawn(JobKind::Export, title, move |ctx| {
-                    let r = cat.run(&id).map_err(|e| JobError::Failed(e.to_string()))?;
-                    let art = std::path::PathBuf::from(r.artifacts.unwrap_or_default());
-                    let (model, adapter) = if art.join("adapter_config.json").exists() {
-                        (std::path::PathBuf::from(&r.model), Some(art))
-                    } else {
-                        (art, None)
-                    };
-                    let e = crate::engine::export::gguf::export(&model, adapter.as_deref(), Path::new(&out), crate::engine::export::gguf::Quant::F16, &mut |phase| {
-                        ctx.progress(None, phase.to_string())
-                    })
-                    .map_err(JobError::Failed)?;
-                    ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
-                    let _ = tx.send(Action::RefreshModels);
-                    Ok(())
-                });
+                // The run's folders are looked up in the job, off the UI thread.
+                self.export_job(format!("export run {id}"), out, move || cat.run(&id).map_err(|e| e.to_string())?.weights());
             }
             Command::ExportModel { dir, out } => {
                 let title = format!("export {}", Path::new(&out).file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
-                let tx = self.tx.clone();
-                self.jobs.spawn(JobKind::Export, title, move |ctx| {
-                    let e = crate::engine::export::gguf::export(Path::new(&dir), None, Path::new(&out), crate::engine::export::gguf::Quant::F16, &mut |phase| {
-                        ctx.progress(None, phase.to_string())
-                    })
-                    .map_err(JobError::Failed)?;
-                    ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
-                    let _ = tx.send(Action::RefreshModels);
-                    Ok(())
-                });
+                self.export_job(title, out, move || Ok((dir.into(), None)));
             }
             Command::LoadRunMetrics { id, overlay } => {
                 let Some(cat) = self.job_catalog() else { return };
@@ -269,6 +244,29 @@ impl Engines {
                 });
             }
         }
+    }
+}
+
+impl Engines {
+    /// Exports a model folder (and adapter, from `weights`) as GGUF f16 in a job; the model
+    /// library is scanned again when it is written.
+    fn export_job(
+        &mut self,
+        title: String,
+        out: String,
+        weights: impl FnOnce() -> Result<(std::path::PathBuf, Option<std::path::PathBuf>), String> + Send + 'static,
+    ) {
+        let tx = self.tx.clone();
+        self.jobs.spawn(JobKind::Export, title, move |ctx| {
+            let (model, adapter) = weights().map_err(JobError::Failed)?;
+            let e = crate::engine::export::gguf::export(&model, adapter.as_deref(), Path::new(&out), crate::engine::export::gguf::Quant::F16, &mut |phase| {
+                ctx.progress(None, phase.to_string())
+            })
+            .map_err(JobError::Failed)?;
+            ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
+            let _ = tx.send(Action::RefreshModels);
+            Ok(())
+        });
     }
 }
 

@@ -195,6 +195,11 @@ impl App {
         }
     }
 
+    /// The workspace's layout (paths only; nothing is opened).
+    fn ws(&self) -> crate::engine::workspace::Workspace {
+        crate::engine::workspace::Workspace { root: self.workspace.clone() }
+    }
+
     pub fn theme(&self) -> &Theme {
         &self.themes[self.theme_idx]
     }
@@ -561,7 +566,7 @@ impl App {
             },
             Action::ExportRun => match self.runs.rows().get(self.runs.selected).cloned() {
                 Some(r) if r.artifacts.is_some() && r.status != "running" => {
-                    let out_path = self.workspace.join("models").join(format!("run-{}-f16.gguf", r.id));
+                    let out_path = self.ws().models_dir().join(format!("run-{}-f16.gguf", r.id));
                     self.notify(Level::Info, format!("Exporting run {} to {} (a job; it joins the Models pane when done).", r.id, out_path.display()));
                     out.push(Command::ExportRun { id: r.id.clone(), out: out_path.display().to_string() });
                 }
@@ -589,7 +594,7 @@ impl App {
                     ),
                     Some(e) if e.format == "hf" => {
                         let stem = e.name.replace('/', "-");
-                        let out_path = self.workspace.join("models").join(format!("{stem}-f16.gguf"));
+                        let out_path = self.ws().models_dir().join(format!("{stem}-f16.gguf"));
                         self.notify(Level::Info, format!("Exporting {} to {} (a job; the list refreshes when it is done).", e.name, out_path.display()));
                         out.push(Command::ExportModel { dir: e.path.display().to_string(), out: out_path.display().to_string() });
                     }
@@ -641,7 +646,7 @@ impl App {
                 self.notify(Level::Info, note);
             }
             Action::ExportChat => match self.chat.record() {
-                Some(record) => out.push(Command::ExportChat { record, dir: self.workspace.join("chats").display().to_string() }),
+                Some(record) => out.push(Command::ExportChat { record, dir: self.ws().chats_dir().display().to_string() }),
                 None => self.notify(Level::Info, "Nothing to export yet: send a message first."),
             },
             Action::Newline => {

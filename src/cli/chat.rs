@@ -223,14 +223,8 @@ fn resolve_source(ws: &Workspace, source: &str) -> anyhow::Result<(PathBuf, Opti
     }
     let cat = Catalog::open_workspace(ws)?;
     let r = cat.run(source).map_err(|_| anyhow!("{source:?} is neither a model folder nor a run id; `lathe runs list` shows the runs."))?;
-    let art = PathBuf::from(r.artifacts.unwrap_or_default());
-    if art.join("adapter_config.json").exists() {
-        Ok((PathBuf::from(&r.model), Some(art), format!("run-{source}")))
-    } else if art.join("config.json").exists() {
-        Ok((art, None, format!("run-{source}")))
-    } else {
-        bail!("Run {source} has no finished adapter or model ({}); finish or resume it first.", art.display())
-    }
+    let (model, adapter) = r.weights().map_err(anyhow::Error::msg)?;
+    Ok((model, adapter, format!("run-{source}")))
 }
 
 pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {

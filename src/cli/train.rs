@@ -341,14 +341,10 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
     let mut model_dir = args.model.clone().ok_or_else(|| anyhow!("--model is required"))?;
     let mut adapter = None;
     if let Some(id) = &args.run {
-        let r = cat.run(id)?;
-        let art = PathBuf::from(r.artifacts.unwrap_or_default());
-        if art.join("adapter_config.json").exists() {
-            adapter = Some(art);
-        } else if art.join("config.json").exists() {
-            model_dir = art;
-        } else {
-            bail!("Run {id} has no finished adapter or model ({}); finish or resume it first.", art.display());
+        // With an adapter, the base is the --model given; a fully trained run is its own model.
+        match cat.run(id)?.weights().map_err(anyhow::Error::msg)? {
+            (_, Some(a)) => adapter = Some(a),
+            (trained, None) => model_dir = trained,
         }
     }
     let (model, codec) = trainer::load_for_eval(&model_dir, adapter.as_deref()).map_err(|e| anyhow!(e))?;

@@ -37,6 +37,10 @@ impl Workspace {
     pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
     }
+    /// Conversations exported from the Chat pane (made when the first is written).
+    pub fn chats_dir(&self) -> PathBuf {
+        self.root.join("chats")
+    }
     pub fn vectors_dir(&self) -> PathBuf {
         self.root.join("vectors")
     }

@@ -80,6 +80,21 @@ fn row(r: &duckdb::Row) -> duckdb::Result<RunRow> {
     })
 }
 
+impl RunRow {
+    /// The weights a run left: its base model with the run's LoRA adapter, or the model folder it
+    /// trained (full fine-tuning); Err while it has neither.
+    pub fn weights(&self) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>), String> {
+        let art = std::path::PathBuf::from(self.artifacts.clone().unwrap_or_default());
+        if art.join("adapter_config.json").exists() {
+            Ok((self.model.clone().into(), Some(art)))
+        } else if art.join("config.json").exists() {
+            Ok((art, None))
+        } else {
+            Err(format!("Run {} has no finished adapter or model ({}); finish or resume it first.", self.id, art.display()))
+        }
+    }
+}
+
 impl Catalog {
     pub fn create_run(&self, r: &RunRow) -> Result<(), DataError> {
         self.conn.execute(

@@ -167,8 +167,12 @@ pub fn check_file(path: &Path) -> Result<String, String> {
 
 impl Gguf {
     pub fn load(path: &Path) -> Result<Gguf, String> {
-        let arch = check_file(path)?;
-        let need = super::library::gguf_entry(path, String::new(), "").ram_needed;
+        // The library's description of the file: its problem if it has one, else what it needs.
+        let entry = super::library::gguf_entry(path, String::new(), "");
+        if let Some(problem) = entry.problem {
+            return Err(problem);
+        }
+        let (arch, need) = (entry.architecture, entry.ram_needed);
         let free = crate::engine::train::trainer::available_memory();
         if need > free {
             return Err(format!(

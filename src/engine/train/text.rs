@@ -270,7 +270,11 @@ fn template_env(template: &str) -> Result<minijinja::Environment<'_>, minijinja:
     env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
-    env.add_function("strftime_now", |_fmt: String| -> String { "26 Nov 2026".to_string() });
+    // Today's date, as transformers gives templates (Llama 3's system header shows it).
+    env.add_function("strftime_now", |fmt: String| -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        crate::units::strftime_date(&fmt, now.as_secs() as i64)
+    });
     env.add_template("chat", template)?;
     Ok(env)
 }

@@ -569,23 +569,10 @@ pub fn available_memory() -> u64 {
 fn new_run_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
-    let (y, m, d) = civil(secs.div_euclid(86400));
+    let (y, m, d) = crate::units::civil(secs.div_euclid(86400));
     let s = secs.rem_euclid(86400);
     let tag = (now.subsec_nanos() ^ std::process::id()) % 0x10000;
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{tag:04x}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 pub struct Paths {
