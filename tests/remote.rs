@@ -1,18 +1,27 @@
 //! Remote backends against a small fake server on 127.0.0.1 that speaks Ollama's and the OpenAI
-//! API's streaming formats, errors, and drops a stream halfway.
+//! API's streaming formats, errors, and drops a stream halfway, over plain TCP and over TLS with a
+//! test CA (tests/fixtures/tls).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use lathe::engine::data::views::Message;
 use lathe::engine::infer::llama::Sampling;
 use lathe::engine::infer::remote::{parse_spec, Remote};
 
-fn respond(mut s: TcpStream) {
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut first = String::new();
-    r.read_line(&mut first).unwrap();
+fn respond<S: Read + Write>(s: S) {
+    let mut r = BufReader::new(s);
+    // Lossy: a TLS hello sent to the plain server is not text, and the server answers it 400 as a
+    // real one would.
+    let mut raw = Vec::new();
+    let _ = r.read_until(b'\n', &mut raw);
+    let first = String::from_utf8_lossy(&raw).to_string();
+    if !first.starts_with("GET ") && !first.starts_with("POST ") {
+        let _ = r.get_mut().write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    }
     let mut len = 0usize;
     loop {
         let mut h = String::new();
@@ -66,7 +75,9 @@ fn respond(mut s: TcpStream) {
         }
         _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found".to_string(),
     };
+    let s = r.get_mut();
     let _ = s.write_all(out.as_bytes());
+    let _ = s.flush();
 }
 
 fn server() -> String {
@@ -78,6 +89,37 @@ fn server() -> String {
         }
     });
     addr
+}
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+}
+
+/// The same server behind TLS, with a certificate for localhost signed by the test CA.
+fn tls_server() -> String {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(tls_fixture("server.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(certs, key).unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                respond(&mut tls);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    format!("localhost:{port}")
 }
 
 fn ask(r: &Remote) -> Result<(String, String, usize), String> {
@@ -146,5 +188,34 @@ fn the_cli_streams_from_a_server() {
     let v: serde_json::Value = serde_json::from_slice(&lib.stdout).unwrap();
     let e = v.as_array().unwrap().iter().find(|e| e["name"] == "ollama:tiny:latest").expect("the server's model is listed");
     assert_eq!((e["source"].as_str(), e["format"].as_str(), e["quantization"].as_str()), (Some("ollama server"), Some("remote"), Some("Q8_0")));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn https_servers_are_checked_against_trusted_certificates() {
+    let addr = tls_server();
+    // This process trusts the system's certificates only, so the test CA's server is refused, with
+    // what to do about it.
+    let r = parse_spec(&format!("openai:m1@https://{addr}/v1")).unwrap().unwrap();
+    let e = ask(&r).unwrap_err();
+    assert!(e.contains("does not trust") && e.contains("SSL_CERT_FILE"), "{e}");
+    // A plain-http client pointed at the TLS port, and a TLS client at a plain port, fail clearly.
+    let plain = server();
+    let e = ask(&parse_spec(&format!("openai:m1@https://{plain}/v1")).unwrap().unwrap()).unwrap_err();
+    assert!(e.contains("does not speak TLS") && e.contains("http://"), "{e}");
+
+    // With SSL_CERT_FILE naming the CA, the CLI streams from both kinds of server over https.
+    let home = std::env::temp_dir().join(format!("lathe-tls-{}", std::process::id()));
+    for spec in [format!("openai:m1@https://{addr}/v1"), format!("ollama:tiny@https://{addr}")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"))
+            .env("SSL_CERT_FILE", tls_fixture("ca.pem"))
+            .env_remove("SSL_CERT_DIR")
+            .args(["--home", home.to_str().unwrap(), "chat", "--model", &spec, "--prompt", "hi"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{spec}: {}", String::from_utf8_lossy(&out.stderr));
+        let want = if spec.starts_with("openai") { "Good day" } else { "Hello ✓" };
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    }
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -1,11 +1,12 @@
 //! Remote backends: an Ollama server (/api/chat, NDJSON stream) and any OpenAI-compatible server
-//! (/v1/chat/completions, server-sent events), reached over plain HTTP/1.1 (a server on this
-//! machine or the local network; https is not spoken yet, and saying so is part of the error).
+//! (/v1/chat/completions, server-sent events), reached over HTTP/1.1, plain or TLS (rustls, with
+//! the system's certificates; SSL_CERT_FILE or SSL_CERT_DIR name others, e.g. a private CA).
 //! Answers stream token by token like the llama.cpp engine's, with the same stop and figures.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -21,15 +22,15 @@ pub enum Remote {
     OpenAi { base: String, model: String, api_key: Option<String> },
 }
 
-/// Reads a model spec: `ollama:MODEL[@HOST:PORT]` or `openai:MODEL@http://HOST:PORT/v1` (the API
-/// key, if any, from $LATHE_API_KEY or $OPENAI_API_KEY). Anything else is not a remote spec.
+/// Reads a model spec: `ollama:MODEL[@HOST:PORT]` or `openai:MODEL@http(s)://HOST[:PORT]/v1` (the
+/// API key, if any, from $LATHE_API_KEY or $OPENAI_API_KEY). Anything else is not a remote spec.
 pub fn parse_spec(spec: &str) -> Option<Result<Remote, String>> {
     if let Some(rest) = spec.strip_prefix("ollama:") {
         let (model, host) = match rest.rsplit_once('@') {
             Some((m, h)) => (m, h.to_string()),
             None => (rest, std::env::var("OLLAMA_HOST").unwrap_or_else(|_| "localhost:11434".into())),
         };
-        let base = if host.starts_with("http") { host } else { format!("http://{host}") };
+        let base = if host.starts_with("http") { host.trim_end_matches('/').to_string() } else { format!("http://{host}") };
         return Some(if model.is_empty() { Err("Name the Ollama model: ollama:NAME (e.g. ollama:qwen2.5:0.5b).".into()) } else { Ok(Remote::Ollama { base, model: model.into() }) });
     }
     let rest = spec.strip_prefix("openai:")?;
@@ -38,46 +39,110 @@ pub fn parse_spec(spec: &str) -> Option<Result<Remote, String>> {
             let api_key = std::env::var("LATHE_API_KEY").or_else(|_| std::env::var("OPENAI_API_KEY")).ok();
             Ok(Remote::OpenAi { base: base.trim_end_matches('/').into(), model: m.into(), api_key })
         }
-        _ => Err("Give the model and the server: openai:MODEL@http://HOST:PORT/v1.".into()),
+        _ => Err("Give the model and the server: openai:MODEL@http://HOST:PORT/v1 (or https://…).".into()),
     })
 }
 
 #[derive(Debug)]
 struct Url {
+    tls: bool,
     host: String,
     port: u16,
     path: String,
 }
 
 fn parse_url(url: &str) -> Result<Url, String> {
-    if url.starts_with("https://") {
-        return Err(format!("{url}: lathe speaks plain http to remote servers so far; use an http:// address (an SSH tunnel reaches a remote one)."));
-    }
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url} is not an http:// address."))?;
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(format!("{url} is not an http:// or https:// address.")),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, String::new()),
     };
-    let (host, port) = match hostport.rsplit_once(':') {
+    // A bracketed IPv6 address keeps its colons.
+    let (host, port) = match hostport.rsplit_once(':').filter(|(h, p)| !p.contains(']') && (!h.starts_with('[') || h.ends_with(']'))) {
         Some((h, p)) => (h.to_string(), p.parse().map_err(|_| format!("{url} has a bad port."))?),
-        None => (hostport.to_string(), 80),
+        None => (hostport.to_string(), if tls { 443 } else { 80 }),
     };
-    Ok(Url { host, port, path })
+    if host.is_empty() {
+        return Err(format!("{url} has no host."));
+    }
+    Ok(Url { tls, host, port, path })
 }
 
-/// Sends one request and hands each line of the response body to `on_line` as it arrives
-/// (chunked or not); `on_line` returns false to stop reading. Err for a refused connection, a
-/// non-2xx status (with the server's message) or a broken stream.
-fn request(method: &str, url: &str, body: Option<&str>, key: Option<&str>, on_line: &mut dyn FnMut(&str) -> bool) -> Result<(), String> {
-    let u = parse_url(url)?;
-    let addr = (u.host.as_str(), u.port)
+/// The TLS client settings, made once: the system's root certificates (or SSL_CERT_FILE /
+/// SSL_CERT_DIR when set), ring's cryptography, TLS 1.2 and 1.3.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err("No trusted root certificates were found on this machine; point SSL_CERT_FILE at a PEM bundle (or at your server's CA).".into());
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS could not be set up ({e})."))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+/// A connection: plain TCP or TLS over it.
+trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+fn connect(url: &str, u: &Url) -> Result<Box<dyn Conn>, String> {
+    let addr = (u.host.trim_start_matches('[').trim_end_matches(']'), u.port)
         .to_socket_addrs()
         .map_err(|e| format!("Cannot resolve {} ({e}).", u.host))?
         .next()
         .ok_or_else(|| format!("Cannot resolve {}.", u.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("Nothing answers at {}:{} ({e}).", u.host, u.port))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("Nothing answers at {}:{} ({e}).", u.host, u.port))?;
     s.set_read_timeout(Some(Duration::from_secs(120))).ok();
-    let mut req = format!("{method} {} HTTP/1.1\r\nHost: {}:{}\r\nAccept: */*\r\nConnection: close\r\n", if u.path.is_empty() { "/" } else { &u.path }, u.host, u.port);
+    if !u.tls {
+        return Ok(Box::new(s));
+    }
+    let name = rustls_pki_types::ServerName::try_from(u.host.trim_start_matches('[').trim_end_matches(']').to_string())
+        .map_err(|_| format!("{} is not a host name TLS can check.", u.host))?;
+    let mut conn = rustls::ClientConnection::new(tls_config()?, name).map_err(|e| format!("TLS could not start with {} ({e}).", u.host))?;
+    // The handshake happens here, so its failures are told apart from the request's.
+    let mut s = s;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut s).map_err(|e| explain_handshake(url, u, e))?;
+    }
+    Ok(Box::new(rustls::StreamOwned::new(conn, s)))
+}
+
+/// Says what a failed TLS handshake means and what to do about it.
+fn explain_handshake(url: &str, u: &Url, e: std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") {
+        format!("{} presented a certificate this machine does not trust ({text}); if the server uses a private CA, point SSL_CERT_FILE at its PEM file.", u.host)
+    } else if text.contains("corrupt message") || e.kind() == std::io::ErrorKind::UnexpectedEof {
+        format!("{url} does not speak TLS ({text}); try http:// instead.")
+    } else {
+        format!("The TLS handshake with {} failed ({text}).", u.host)
+    }
+}
+
+/// Sends one request and hands each line of the response body to `on_line` as it arrives
+/// (chunked, sized or until the connection closes); `on_line` returns false to stop reading. Err
+/// for a refused connection, a failed TLS handshake, a non-2xx status (with the server's message)
+/// or a broken stream.
+fn request(method: &str, url: &str, body: Option<&str>, key: Option<&str>, on_line: &mut dyn FnMut(&str) -> bool) -> Result<(), String> {
+    let u = parse_url(url)?;
+    let mut s = connect(url, &u)?;
+    let default_port = if u.tls { 443 } else { 80 };
+    let host = if u.port == default_port { u.host.clone() } else { format!("{}:{}", u.host, u.port) };
+    let mut req = format!("{method} {} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nConnection: close\r\n", if u.path.is_empty() { "/" } else { &u.path });
     if let Some(k) = key {
         req.push_str(&format!("Authorization: Bearer {k}\r\n"));
     }
@@ -88,12 +153,13 @@ fn request(method: &str, url: &str, body: Option<&str>, key: Option<&str>, on_li
     if let Some(b) = body {
         req.push_str(b);
     }
-    s.write_all(req.as_bytes()).map_err(|e| format!("Sending to {url} failed ({e})."))?;
+    s.write_all(req.as_bytes()).and_then(|_| s.flush()).map_err(|e| format!("Sending to {url} failed ({e})."))?;
     let mut r = BufReader::new(s);
     let mut status = String::new();
     r.read_line(&mut status).map_err(|e| format!("{url} did not answer ({e})."))?;
     let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{url} did not answer with HTTP."))?;
     let mut chunked = false;
+    let mut length: Option<u64> = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h).map_err(|e| e.to_string())? == 0 || h.trim().is_empty() {
@@ -102,9 +168,17 @@ fn request(method: &str, url: &str, body: Option<&str>, key: Option<&str>, on_li
         let l = h.to_ascii_lowercase();
         if l.starts_with("transfer-encoding:") && l.contains("chunked") {
             chunked = true;
+        } else if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().ok();
         }
     }
-    let mut body_reader: Box<dyn Read> = if chunked { Box::new(Chunked { r, left: 0, done: false }) } else { Box::new(r) };
+    // A sized body ends at its length, so a server that keeps the connection open (or closes a TLS
+    // one without saying so) does not leave the reader waiting.
+    let mut body_reader: Box<dyn Read> = match (chunked, length) {
+        (true, _) => Box::new(Chunked { r, left: 0, done: false }),
+        (false, Some(n)) => Box::new(r.take(n)),
+        (false, None) => Box::new(r),
+    };
     if !(200..300).contains(&code) {
         let mut text = String::new();
         let _ = body_reader.read_to_string(&mut text);
@@ -361,6 +435,12 @@ mod tests {
         );
         assert!(matches!(parse_spec("openai:gpt@http://h:8000/v1/"), Some(Ok(Remote::OpenAi { ref base, .. })) if base == "http://h:8000/v1"));
         assert!(parse_spec("openai:gpt").unwrap().is_err());
-        assert!(parse_url("https://api.example.com/v1").unwrap_err().contains("plain http"));
+        let u = parse_url("https://api.example.com/v1").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "api.example.com", 443, "/v1"));
+        let u = parse_url("http://[::1]:8080/v1").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "[::1]", 8080));
+        assert_eq!(parse_url("http://h").unwrap().port, 80);
+        assert!(parse_url("ftp://h/v1").unwrap_err().contains("not an http:// or https://"));
+        assert!(parse_url("http://h:x/v1").unwrap_err().contains("bad port"));
     }
 }
