@@ -202,12 +202,31 @@ impl ChatState {
 
     /// The second model's answer to the message just sent, when a comparison is open and ready.
     pub fn send_compare(&mut self, text: &str) -> Option<ChatCommand> {
+        let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
+        side.turns.push(Turn::new("user", text));
+        self.start_compare_answer()
+    }
+
+    /// The second model answers its last message again (its last answer is replaced), when a
+    /// comparison is open and ready: Ctrl-R regenerates both sides.
+    pub fn regenerate_compare(&mut self) -> Option<ChatCommand> {
+        let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
+        if side.turns.last().is_some_and(|t| t.role == "assistant") {
+            side.turns.pop();
+        }
+        if side.turns.last().is_none_or(|t| t.role != "user") {
+            return None;
+        }
+        self.start_compare_answer()
+    }
+
+    /// Starts the second model's answer to its conversation so far.
+    fn start_compare_answer(&mut self) -> Option<ChatCommand> {
         let system = self.system.clone();
         let sampling = self.sampling.clone();
         let id = self.next_id;
-        let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
+        let side = self.compare.as_mut()?;
         self.next_id += 1;
-        side.turns.push(Turn::new("user", text));
         let mut messages: Vec<Message> = system.filter(|s| !s.trim().is_empty()).map(|s| Message { role: "system".into(), content: s }).into_iter().collect();
         messages.extend(side.turns.iter().filter(|t| t.error.is_none() || !t.text.is_empty()).map(|t| Message { role: t.role.clone(), content: t.text.clone() }));
         side.turns.push(Turn::new("assistant", ""));
@@ -261,30 +280,50 @@ impl ChatState {
         }
     }
 
-    /// The conversation as it is saved.
+    /// The conversation as it is saved, with the second model's side when comparing.
     pub fn record(&self) -> Option<crate::engine::data::chats::ChatRecord> {
-        use crate::engine::data::chats::{title_of, ChatRecord, SavedTurn};
+        use crate::engine::data::chats::{title_of, ChatRecord, ComparedSide};
         let id = self.id.clone()?;
-        let turns: Vec<SavedTurn> = self.turns.iter().map(|t| SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect();
-        let model = match &self.model {
-            ChatModel::Ready { path, .. } | ChatModel::Loading(path) => path.display().to_string(),
-            _ => String::new(),
-        };
-        Some(ChatRecord { id, title: title_of(&turns), model, system: self.system.clone(), turns, sampling: self.sampling.clone(), updated_at: String::new() })
+        let turns = saved_turns(&self.turns);
+        let compare = self.compare.as_ref().filter(|c| c.turns.iter().any(|t| t.role == "assistant")).map(|c| ComparedSide { model: model_name(&c.model), turns: saved_turns(&c.turns) });
+        Some(ChatRecord {
+            id,
+            title: title_of(&turns),
+            model: model_name(&self.model),
+            system: self.system.clone(),
+            turns,
+            sampling: self.sampling.clone(),
+            updated_at: String::new(),
+            compare,
+        })
     }
 
-    /// A saved conversation back in the pane (the model loaded now stays).
+    /// A saved conversation back in the pane (the models loaded now stay). An open comparison
+    /// takes the saved second side's answers, or the conversation without answers when it has none.
     pub fn reopen(&mut self, r: crate::engine::data::chats::ChatRecord) {
-        self.turns = r.turns.into_iter().map(|t| Turn { role: t.role, text: t.text, stats: t.stats, error: None }).collect();
+        let turns = |v: Vec<crate::engine::data::chats::SavedTurn>| v.into_iter().map(|t| Turn { role: t.role, text: t.text, stats: t.stats, error: None }).collect::<Vec<_>>();
+        self.turns = turns(r.turns);
         self.system = r.system;
         self.sampling = r.sampling;
         self.id = Some(r.id);
         self.dropped = 0;
         self.scroll = 0;
+        let first_side = self.turns.clone();
+        if let Some(side) = &mut self.compare {
+            side.turns = match r.compare {
+                Some(c) => turns(c.turns),
+                None => first_side.into_iter().filter(|t| t.role == "user").collect(),
+            };
+            side.context_used = 0;
+        }
     }
 
     pub fn clear(&mut self) {
         self.turns.clear();
+        if let Some(side) = &mut self.compare {
+            side.turns.clear();
+            side.context_used = 0;
+        }
         self.id = None;
         self.dropped = 0;
         self.scroll = 0;
@@ -322,6 +361,17 @@ impl ChatState {
             }
             ev => stream_event(&mut self.turns, &mut self.streaming, &mut self.context_used, ev),
         }
+    }
+}
+
+fn saved_turns(turns: &[Turn]) -> Vec<crate::engine::data::chats::SavedTurn> {
+    turns.iter().map(|t| crate::engine::data::chats::SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect()
+}
+
+fn model_name(m: &ChatModel) -> String {
+    match m {
+        ChatModel::Ready { path, .. } | ChatModel::Loading(path) => path.display().to_string(),
+        _ => String::new(),
     }
 }
 

@@ -536,8 +536,13 @@ impl App {
                 }
             }
             Action::ChatCompare(ev) => {
+                let ends = matches!(&ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. }
+                    if self.chat.compare.as_ref().is_some_and(|c| c.streaming == Some(*id)));
                 if let Some(e) = self.chat.on_compare_event(ev) {
                     self.notify(Level::Error, format!("Second model: {e}"));
+                }
+                if ends {
+                    out.extend(self.chat.record().map(Command::SaveChat));
                 }
             }
             Action::StopGeneration => {
@@ -548,7 +553,12 @@ impl App {
                 }
             }
             Action::Regenerate => match self.chat.regenerate() {
-                Ok(cmd) => out.push(chat_command(cmd)),
+                Ok(cmd) => {
+                    out.push(chat_command(cmd));
+                    if let Some(super::chat::ChatCommand::Generate { id, messages, sampling }) = self.chat.regenerate_compare() {
+                        out.push(Command::GenerateCompare { id, messages, sampling });
+                    }
+                }
                 Err(e) => self.notify(Level::Info, e),
             },
             Action::LoadModel => {
@@ -1190,6 +1200,31 @@ mod tests {
         assert_eq!(a.chat.compare.as_ref().unwrap().turns.last().unwrap().text, "B says");
         assert!(a.chat.turns.last().unwrap().text.is_empty());
         assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
+
+        // Both answers end; each end saves the conversation, the second with both sides.
+        let a_id = a.chat.streaming.unwrap();
+        a.update(Action::Chat(ChatEvent::Token { id: a_id, text: "A says".into() }));
+        let cmds = a.update(Action::Chat(ChatEvent::Done { id: a_id, stats: answer_stats() }));
+        assert!(matches!(cmds.as_slice(), [Command::SaveChat(_)]), "{cmds:?}");
+        let cmds = a.update(Action::ChatCompare(ChatEvent::Done { id: b_id, stats: answer_stats() }));
+        let [Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
+        let side = r.compare.as_ref().expect("the second side is saved");
+        assert_eq!((r.turns[1].text.as_str(), side.model.as_str(), side.turns[1].text.as_str()), ("A says", "b.gguf", "B says"));
+        let saved = r.clone();
+
+        // Ctrl-R asks both models again, each replacing its own last answer.
+        let cmds = a.update(Action::Regenerate);
+        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::GenerateCompare { .. }]), "{cmds:?}");
+        assert_eq!((a.chat.turns.len(), a.chat.compare.as_ref().unwrap().turns.len()), (2, 2));
+        assert!(a.chat.compare.as_ref().unwrap().turns[1].text.is_empty());
+        a.update(Action::StopGeneration);
+        a.update(Action::Chat(ChatEvent::Failed { id: a.chat.streaming.unwrap(), error: "stopped".into() }));
+        let b2 = a.chat.compare.as_ref().unwrap().streaming.unwrap();
+        a.update(Action::ChatCompare(ChatEvent::Failed { id: b2, error: "stopped".into() }));
+
+        // Reopening the saved comparison puts each side's answers back.
+        a.update(Action::ChatOpened(Ok(saved)));
+        assert_eq!((a.chat.turns[1].text.as_str(), a.chat.compare.as_ref().unwrap().turns[1].text.as_str()), ("A says", "B says"));
         a.update(Action::Compare);
         assert!(a.chat.compare.is_none());
     }

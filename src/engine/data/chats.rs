@@ -27,6 +27,16 @@ pub struct ChatRecord {
     /// Set by the catalog.
     #[serde(default)]
     pub updated_at: String,
+    /// The second model's answers, when the conversation was a comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<ComparedSide>,
+}
+
+/// The other side of a comparison: its model and its own copy of the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparedSide {
+    pub model: String,
+    pub turns: Vec<SavedTurn>,
 }
 
 /// One line per conversation for the list.
@@ -54,23 +64,29 @@ pub fn title_of(turns: &[SavedTurn]) -> String {
     }
 }
 
+fn markdown_turns(s: &mut String, turns: &[SavedTurn], model_heading: &str) {
+    for t in turns {
+        let who = if t.role == "user" { "You" } else { model_heading };
+        s.push_str(&format!("## {who}\n\n{}\n\n", t.text.trim_end()));
+        if let Some(st) = &t.stats {
+            s.push_str(&format!("_{} tokens at {:.1} tok/s, first token {:.2} s_\n\n", st.generated_tokens, st.tokens_per_s(), st.first_token_secs));
+        }
+    }
+}
+
 impl ChatRecord {
     pub fn to_markdown(&self) -> String {
         let mut s = format!("# {}\n\nModel: `{}` · saved {}\n\n", self.title, self.model, self.updated_at);
+        if let Some(c) = &self.compare {
+            s.push_str(&format!("Compared with: `{}` (its answers follow the first model's)\n\n", c.model));
+        }
         if let Some(sys) = self.system.as_ref().filter(|s| !s.is_empty()) {
             s.push_str(&format!("**System:** {sys}\n\n"));
         }
-        for t in &self.turns {
-            let who = if t.role == "user" { "You" } else { "Model" };
-            s.push_str(&format!("## {who}\n\n{}\n\n", t.text.trim_end()));
-            if let Some(st) = &t.stats {
-                s.push_str(&format!(
-                    "_{} tokens at {:.1} tok/s, first token {:.2} s_\n\n",
-                    st.generated_tokens,
-                    st.tokens_per_s(),
-                    st.first_token_secs
-                ));
-            }
+        markdown_turns(&mut s, &self.turns, if self.compare.is_some() { "Model A" } else { "Model" });
+        if let Some(c) = &self.compare {
+            s.push_str(&format!("---\n\n# Model B: `{}`\n\n", c.model));
+            markdown_turns(&mut s, &c.turns, "Model B");
         }
         s
     }
@@ -97,9 +113,13 @@ impl Catalog {
     pub fn save_chat(&self, c: &ChatRecord) -> Result<(), DataError> {
         let turns = serde_json::to_string(&c.turns).map_err(|e| DataError::User(e.to_string()))?;
         let sampling = serde_json::to_string(&c.sampling).map_err(|e| DataError::User(e.to_string()))?;
+        let compare = match &c.compare {
+            Some(side) => Some(serde_json::to_string(side).map_err(|e| DataError::User(e.to_string()))?),
+            None => None,
+        };
         self.conn.execute(
-            "INSERT OR REPLACE INTO lathe.chats (id, title, model, system, turns, sampling, updated_at) VALUES (?, ?, ?, ?, ?, ?, current_timestamp)",
-            params![c.id, c.title, c.model, c.system, turns, sampling],
+            "INSERT OR REPLACE INTO lathe.chats (id, title, model, system, turns, sampling, updated_at, compare) VALUES (?, ?, ?, ?, ?, ?, current_timestamp, ?)",
+            params![c.id, c.title, c.model, c.system, turns, sampling, compare],
         )?;
         Ok(())
     }
@@ -116,7 +136,7 @@ impl Catalog {
 
     pub fn chat(&self, id: &str) -> Result<ChatRecord, DataError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, title, model, system, turns, sampling, strftime(updated_at, '%Y-%m-%d %H:%M') FROM lathe.chats WHERE id = ?",
+            "SELECT id, title, model, system, turns, sampling, strftime(updated_at, '%Y-%m-%d %H:%M'), compare FROM lathe.chats WHERE id = ?",
         )?;
         let mut rows = stmt.query(params![id])?;
         let Some(r) = rows.next()? else {
@@ -124,6 +144,7 @@ impl Catalog {
         };
         let turns: String = r.get(4)?;
         let sampling: String = r.get(5)?;
+        let compare: Option<String> = r.get(7)?;
         Ok(ChatRecord {
             id: r.get(0)?,
             title: r.get(1)?,
@@ -132,6 +153,7 @@ impl Catalog {
             turns: serde_json::from_str(&turns).map_err(|e| DataError::User(format!("conversation {id} is damaged: {e}")))?,
             sampling: serde_json::from_str(&sampling).unwrap_or_default(),
             updated_at: r.get(6)?,
+            compare: compare.and_then(|c| serde_json::from_str(&c).ok()),
         })
     }
 }
@@ -170,6 +192,7 @@ mod tests {
             turns,
             sampling: Sampling::default(),
             updated_at: String::new(),
+            compare: None,
         };
         assert_eq!(c.title, "Add the two numbers.");
         cat.save_chat(&c).unwrap();
@@ -185,6 +208,20 @@ mod tests {
         assert!(text.starts_with("# Add the two numbers.") && text.contains("## Model\n\n7") && text.contains("**System:** Be exact."), "{text}");
         let again: ChatRecord = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
         assert_eq!(again.turns, back.turns);
+
+        // A comparison keeps the second model's side, and both export.
+        c.id = "chat-2".into();
+        c.compare = Some(ComparedSide {
+            model: "/m/base.gguf".into(),
+            turns: vec![c.turns[0].clone(), SavedTurn { role: "assistant".into(), text: "8".into(), stats: None }],
+        });
+        cat.save_chat(&c).unwrap();
+        let back = cat.chat("chat-2").unwrap();
+        assert_eq!(back.compare, c.compare);
+        assert_eq!(cat.chat("chat-1").unwrap().compare, None);
+        let (md, _) = write_exports(&back, &dir.join("chats")).unwrap();
+        let text = std::fs::read_to_string(md).unwrap();
+        assert!(text.contains("Compared with: `/m/base.gguf`") && text.contains("## Model A\n\n7") && text.contains("## Model B\n\n8"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

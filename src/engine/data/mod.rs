@@ -139,6 +139,8 @@ CREATE TABLE IF NOT EXISTS lathe.chats (
     sampling VARCHAR NOT NULL,
     updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+-- The second model's side of a comparison (JSON), added after the table was first made.
+ALTER TABLE lathe.chats ADD COLUMN IF NOT EXISTS compare VARCHAR;
 CREATE TABLE IF NOT EXISTS lathe.model_paths (path VARCHAR PRIMARY KEY, added TIMESTAMP DEFAULT current_timestamp);
 ";
 
