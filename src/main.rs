@@ -57,7 +57,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
         Some(Cmd::Chat(args)) if args.prompt.is_none() => {
             let path = lathe::cli::chat::resolve_model(&ws, &args.model)?;
-            workstation(config, ws, Some(path))
+            workstation(config, ws, Some((path, args)))
         }
         Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
         Some(Cmd::Merge { model, adapter, out }) => {
@@ -86,7 +86,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 }
 
 /// Opens the workstation; with `chat_model`, on the Chat pane with that model loading.
-fn workstation(config: Config, ws: Workspace, chat_model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+/// The flags of `lathe chat` (system prompt, sampling, context, threads) apply to that conversation.
+fn workstation(config: Config, ws: Workspace, chat_model: Option<(std::path::PathBuf, lathe::cli::chat::ChatArgs)>) -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the workstation needs a terminal on stdout; run it in one, or use a subcommand (see lathe --help)"
@@ -102,9 +103,13 @@ fn workstation(config: Config, ws: Workspace, chat_model: Option<std::path::Path
     }
     // The model library is scanned in the background from the start (the Models pane shows it).
     let mut initial = vec![lathe::app::action::Command::RefreshModels];
-    if let Some(path) = chat_model {
+    let mut chat_options = lathe::engine::infer::llama::Options::default();
+    if let Some((path, args)) = chat_model {
         app.focus = lathe::app::action::PaneId::Chat;
         app.chat.model = lathe::app::chat::ChatModel::Loading(path.clone());
+        app.chat.sampling = args.sampling();
+        app.chat.system = args.system.clone();
+        chat_options = args.options();
         initial.push(lathe::app::action::Command::LoadChatModel(path.display().to_string()));
     }
     runtime::run_terminal(Launch {
@@ -113,5 +118,6 @@ fn workstation(config: Config, ws: Workspace, chat_model: Option<std::path::Path
         workspace: ws,
         sample_interval: config.sample_interval,
         max_fps: config.max_fps,
+        chat_options,
     })
 }

@@ -385,3 +385,43 @@ fn unsupported_models_are_refused_with_a_reason() {
     assert!(!ok && err.contains("neither a model folder nor a run id"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The Ollama Modelfile beside an export: lathe's own formats (the plain one, the demo's) are
+/// spelled out as Go templates with their stop words; a model with another template of its own
+/// leaves the template and its stops to Ollama, which reads them from the GGUF.
+#[test]
+fn modelfiles_spell_out_lathes_own_templates_only() {
+    let dir = tmp("modelfile");
+    let modelfile = |model: &Path, name: &str| {
+        let out = dir.join(format!("{name}.gguf"));
+        let e = export(model, None, &out, Quant::F32, &mut |_| {}).unwrap();
+        let text = std::fs::read_to_string(&e.modelfile).unwrap();
+        assert!(text.contains(&format!("\nFROM ./{name}.gguf\n")), "{text}");
+        text
+    };
+    let demo = modelfile(&fixture("tiny-llama"), "demo");
+    assert!(demo.contains("TEMPLATE \"\"\"{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}<|user|>\n{{ .Prompt }}<|end|>\n<|assistant|>\n{{ .Response }}<|end|>\n\"\"\""), "{demo}");
+    assert!(demo.contains("PARAMETER stop \"<|end|>\"\n"), "{demo}");
+    // The same small model without a template, and with a ChatML one of its own.
+    let variant = |name: &str, template: Option<&str>| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in std::fs::read_dir(fixture("tiny-qwen2")).unwrap().flatten().filter(|f| f.file_name() != "chat_template.jinja") {
+            std::fs::copy(f.path(), d.join(f.file_name())).unwrap();
+        }
+        let cfg_path = d.join("tokenizer_config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg.as_object_mut().unwrap().remove("chat_template");
+        if let Some(t) = template {
+            cfg["chat_template"] = t.into();
+        }
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        d
+    };
+    let plain = modelfile(&variant("plain-model", None), "plain");
+    assert!(plain.contains("### Instruction:\n{{ .Prompt }}\n\n### Response:\n{{ .Response }}\n\n\"\"\"") && plain.contains("PARAMETER stop \"### Instruction:\"\n"), "{plain}");
+    let chatml = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    let own = modelfile(&variant("chatml-model", Some(chatml)), "own");
+    assert!(!own.contains("TEMPLATE") && !own.contains("PARAMETER stop") && own.contains("tokenizer.chat_template"), "{own}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

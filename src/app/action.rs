@@ -387,6 +387,8 @@ pub enum Command {
     CopyToClipboard(String),
     SaveChat(crate::engine::data::chats::ChatRecord),
     LoadCompareModel(String),
+    /// The comparison closed: the second model is freed and the first gets every thread back.
+    CloseCompare,
     GenerateCompare { id: u64, messages: Vec<crate::engine::data::views::Message>, sampling: crate::engine::infer::llama::Sampling },
     ListChats,
     LoadChat(String),

@@ -320,6 +320,7 @@ impl ChatState {
 
     pub fn clear(&mut self) {
         self.turns.clear();
+        self.context_used = 0;
         if let Some(side) = &mut self.compare {
             side.turns.clear();
             side.context_used = 0;

@@ -36,6 +36,10 @@ pub struct Engines {
     chat: crate::engine::infer::worker::ChatWorker,
     /// The second model of a comparison.
     chat_b: crate::engine::infer::worker::ChatWorker,
+    /// How chat models are loaded (context, threads, batch: `lathe chat --ctx/--threads`).
+    pub chat_options: crate::engine::infer::llama::Options,
+    /// Whether a second model is open: the two then split the threads.
+    comparing: bool,
 }
 
 impl Engines {
@@ -64,7 +68,27 @@ impl Engines {
         let chat_b = crate::engine::infer::worker::ChatWorker::spawn(move |ev| {
             let _ = chat_tx.send(Action::ChatCompare(ev));
         });
-        Engines { jobs, ws: workspace.map(|(ws, _)| ws.clone()), train_pause: Arc::default(), tx, _sysmon: sysmon, data, chat, chat_b }
+        Engines {
+            jobs,
+            ws: workspace.map(|(ws, _)| ws.clone()),
+            train_pause: Arc::default(),
+            tx,
+            _sysmon: sysmon,
+            data,
+            chat,
+            chat_b,
+            chat_options: Default::default(),
+            comparing: false,
+        }
+    }
+
+    /// The load options for one side: all of `chat_options`, or half its threads when comparing.
+    fn side_options(&self) -> crate::engine::infer::llama::Options {
+        let mut o = self.chat_options.clone();
+        if self.comparing {
+            o.threads = (o.threads / 2).max(1);
+        }
+        o
     }
 
     /// A catalog connection for a job, or a notice saying why there is none.
@@ -161,13 +185,27 @@ impl Engines {
                     let _ = tx.send(Action::Runs(cat.runs().map_err(|e| e.to_string())));
                 });
             }
-            Command::LoadChatModel(path) => self.chat.load(path.into(), Default::default()),
+            Command::LoadChatModel(path) => self.chat.load(path.into(), self.side_options()),
             Command::Generate { id, messages, sampling } => self.chat.generate(id, messages, sampling),
             Command::StopGeneration => {
                 self.chat.stop();
                 self.chat_b.stop();
             }
-            Command::LoadCompareModel(path) => self.chat_b.load(path.into(), Default::default()),
+            Command::LoadCompareModel(path) => {
+                // Both models answer at once: each gets half the threads, so neither spins on a
+                // core the other is computing on (with all cores each, a 1B model pair on two
+                // cores did not reach its first token in 30 s).
+                self.comparing = true;
+                let half = self.side_options();
+                self.chat.set_threads(half.threads);
+                self.chat_b.load(path.into(), half);
+            }
+            Command::CloseCompare => {
+                self.comparing = false;
+                self.chat_b.stop();
+                self.chat_b.unload();
+                self.chat.set_threads(self.chat_options.threads);
+            }
             Command::GenerateCompare { id, messages, sampling } => self.chat_b.generate(id, messages, sampling),
             Command::RefreshModels => {
                 let Some(ws) = self.ws.clone() else { return };
@@ -508,16 +546,19 @@ pub struct Launch {
     pub workspace: Workspace,
     pub sample_interval: Duration,
     pub max_fps: u32,
+    /// How chat models are loaded.
+    pub chat_options: crate::engine::infer::llama::Options,
 }
 
 /// Opens the workstation in the real terminal and runs it to the end.
 pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let Launch { mut app, workspace, sample_interval, max_fps, initial } = launch;
+        let Launch { mut app, workspace, sample_interval, max_fps, initial, chat_options } = launch;
         let (tx, rx) = mpsc::unbounded_channel();
         spawn_signal_listener(tx.clone())?;
         let mut engines = Engines::start(tx.clone(), Some((&workspace, sample_interval)));
+        engines.chat_options = chat_options;
         for c in initial {
             engines.execute(c);
         }

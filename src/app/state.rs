@@ -529,6 +529,7 @@ impl App {
             }
             Action::Compare => {
                 if self.chat.compare.take().is_some() {
+                    out.push(Command::CloseCompare);
                     self.notify(Level::Info, "Comparison closed.");
                 } else {
                     self.prompt = Some(Prompt::new(PromptKind::CompareModel, ""));
@@ -1225,7 +1226,8 @@ mod tests {
         // Reopening the saved comparison puts each side's answers back.
         a.update(Action::ChatOpened(Ok(saved)));
         assert_eq!((a.chat.turns[1].text.as_str(), a.chat.compare.as_ref().unwrap().turns[1].text.as_str()), ("A says", "B says"));
-        a.update(Action::Compare);
+        // Closing frees the second model.
+        assert_eq!(a.update(Action::Compare), vec![Command::CloseCompare]);
         assert!(a.chat.compare.is_none());
     }
 

@@ -1,8 +1,11 @@
 //! `lathe bench chat`: llama.cpp inference through lathe's engine against llama.cpp itself
 //! (llama-cpp-python built from source) at TinyLlama-1.1B shapes, random weights exported by
 //! `lathe export` as Q8_0 and Q4_K_M: prompt processing and generation tokens/s, time to the first
-//! token, and what streaming into the Chat pane costs against the same generation headless.
-//! Each engine runs in its own process.
+//! token, and what streaming into the Chat pane costs against the same generation headless: once
+//! in-process (the reducer and drawing on the generating thread, an upper bound on their cost) and
+//! once in a real terminal (the workstation in tmux against `lathe chat --prompt`, which counts
+//! the UI thread and the system monitor competing with llama.cpp's threads), plus two models
+//! answering at once in compare mode. Each engine runs in its own process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,6 +125,103 @@ pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize)
     Ok(())
 }
 
+const TERMINAL_PROMPT: &str = "Tell me about lathes and the history of the machine tool industry in detail please";
+
+/// The tok/s figures of the answers on a captured Chat pane ("N tokens · X tok/s · …", possibly
+/// two on one line in compare mode).
+fn pane_rates(screen: &str) -> Vec<f64> {
+    let mut rates = Vec::new();
+    for line in screen.lines() {
+        let line = line.replace(['┃', '│'], " ");
+        let pieces: Vec<&str> = line.split(" · ").collect();
+        for w in pieces.windows(2) {
+            let count = w[0].trim_end().strip_suffix(" tokens").and_then(|l| l.split_whitespace().last()).and_then(|n| n.parse::<usize>().ok());
+            let mut rate = w[1].split_whitespace();
+            if let (Some(_), Some(r), Some("tok/s")) = (count, rate.next(), rate.next()) {
+                if let Ok(r) = r.parse::<f64>() {
+                    rates.push(r);
+                }
+            }
+        }
+    }
+    rates
+}
+
+/// The workstation in a real terminal (tmux): the best generation tok/s of `runs` fresh
+/// conversations, the same answer headless (`lathe chat --prompt`), and both sides of a
+/// comparison of the model with itself. None when tmux is missing.
+fn terminal_figures(exe: &Path, file: &Path, threads: i32, gen: usize, runs: usize) -> anyhow::Result<Option<(f64, f64, f64, f64)>> {
+    if !Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        return Ok(None);
+    }
+    let home = std::env::temp_dir().join(format!("lathe-bench-tui-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let flags = ["--max-tokens".to_string(), gen.to_string(), "--temp".into(), "0".into(), "--threads".into(), threads.to_string()];
+    // Headless, one process per answer.
+    let mut headless = 0f64;
+    for _ in 0..runs {
+        let o = Command::new(exe)
+            .args(["--home", &home.display().to_string(), "chat", "--model", &file.display().to_string(), "--json", "--prompt", TERMINAL_PROMPT])
+            .args(&flags)
+            .output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        let v: serde_json::Value = err.lines().rev().find_map(|l| serde_json::from_str(l).ok()).ok_or_else(|| anyhow!("lathe chat --json printed no figures: {err}"))?;
+        headless = headless.max(v["tokens_per_s"].as_f64().unwrap_or(0.0));
+    }
+    let session = format!("lathe-bench-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output();
+    let cmd = format!(
+        "{} --home {} chat --model {} {}",
+        exe.display(),
+        home.display(),
+        file.display(),
+        flags.join(" ")
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd])?;
+    let screen = || tmux(&["capture-pane", "-p", "-t", &session]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let wait = |what: &dyn Fn(&str) -> bool| -> anyhow::Result<String> {
+        let t = Instant::now();
+        loop {
+            let s = screen();
+            if what(&s) {
+                return Ok(s);
+            }
+            if t.elapsed().as_secs() > 120 {
+                anyhow::bail!("the workstation did not get there in 120 s; the screen was:\n{s}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let result = (|| -> anyhow::Result<(f64, f64, f64)> {
+        wait(&|s| s.contains("context 0/"))?;
+        let mut tui = 0f64;
+        for _ in 0..runs {
+            tmux(&["send-keys", "-t", &session, "C-n"])?;
+            wait(&|s| pane_rates(s).is_empty())?;
+            tmux(&["send-keys", "-t", &session, "-l", TERMINAL_PROMPT])?;
+            tmux(&["send-keys", "-t", &session, "Enter"])?;
+            let s = wait(&|s| pane_rates(s).len() == 1 && !s.contains("answering"))?;
+            tui = tui.max(pane_rates(&s)[0]);
+        }
+        // Compare mode: the same model beside itself; both answer at once.
+        tmux(&["send-keys", "-t", &session, "C-n"])?;
+        tmux(&["send-keys", "-t", &session, "C-k"])?;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tmux(&["send-keys", "-t", &session, "-l", &file.display().to_string()])?;
+        tmux(&["send-keys", "-t", &session, "Enter"])?;
+        wait(&|s| s.matches("context 0/").count() == 2)?;
+        tmux(&["send-keys", "-t", &session, "-l", TERMINAL_PROMPT])?;
+        tmux(&["send-keys", "-t", &session, "Enter"])?;
+        let s = wait(&|s| pane_rates(s).len() == 2 && !s.contains("answering"))?;
+        let r = pane_rates(&s);
+        Ok((tui, r[0], r[1]))
+    })();
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let _ = std::fs::remove_dir_all(&home);
+    let (tui, a, b) = result?;
+    Ok(Some((tui, headless, a, b)))
+}
+
 pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, peer: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let base = base_folder(dir)?;
@@ -181,9 +281,34 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
         }
     }
     println!("targets: lathe / llama.cpp >= 0.97x for prompt and generation; the Chat pane's cost <= 3% (a negative cost is noise: no measurable overhead)");
+    // The real terminal: the workstation in tmux with the Q4_K_M file.
+    let file = dir.join(format!("tinyllama-random-{}.gguf", Quant::Q4KM.name()));
+    match terminal_figures(&exe, &file, threads, gen, runs)? {
+        Some((tui, headless, a, b)) => {
+            println!(
+                "in a real terminal (tmux, Q4_K_M, {gen} generated, best of {runs}): Chat pane {tui:.1} tok/s, headless `lathe chat --prompt` {headless:.1} tok/s ({:+.1}%, target <= 3%)",
+                (headless - tui) / headless.max(1e-9) * 100.0
+            );
+            println!(
+                "compare mode, the model beside itself, both answering at once with half the threads each: {a:.1} + {b:.1} = {:.1} tok/s (one model alone: {tui:.1})",
+                a + b
+            );
+        }
+        None => println!("(the real-terminal figures need tmux)"),
+    }
     if let Some(v) = peer_version {
         println!("(peer: llama-cpp-python {v}; lathe links llama-cpp-sys-2's llama.cpp)");
     }
     let _ = std::fs::remove_file(&script);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_are_read_off_the_pane() {
+        let screen = "┃model\n┃64 tokens · 63.5 tok/s · first token 0.47 s · prompt 104 tokens   ┃\n\
+                      ┃5 tokens · 5.0 tok/s · first token 0.41 s · promp 7 tokens · 3.9 tok/s · first┃\nprompt 20 tokens, 19 cached";
+        assert_eq!(super::pane_rates(screen), vec![63.5, 5.0, 3.9]);
+    }
 }

@@ -211,6 +211,32 @@ pub struct ChatArgs {
     pub json: bool,
 }
 
+impl ChatArgs {
+    /// The sampling flags, for the one answer or for the conversation the workstation opens.
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// How the model is loaded (--ctx, --threads).
+    pub fn options(&self) -> Options {
+        let mut opts = Options { ctx: self.ctx, ..Default::default() };
+        if let Some(n) = self.threads.filter(|n| *n > 0) {
+            opts.threads = n;
+        }
+        opts
+    }
+}
+
 /// A run id or a model folder, as (model folder, adapter folder).
 fn resolve_source(ws: &Workspace, source: &str) -> anyhow::Result<(PathBuf, Option<PathBuf>, String)> {
     let p = Path::new(source);
@@ -271,17 +297,7 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
     if prompt.trim().is_empty() {
         bail!("The prompt is empty; give --prompt some text.");
     }
-    let sampling = Sampling {
-        temperature: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repeat_penalty: args.repeat_penalty,
-        seed: args.seed,
-        max_tokens: args.max_tokens,
-        stop: args.stop.clone(),
-        ..Default::default()
-    };
+    let sampling = args.sampling();
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
         messages.push(Message { role: "system".into(), content: s.clone() });
@@ -303,10 +319,7 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
     }
     let t = std::time::Instant::now();
     let g = Gguf::load(&path).map_err(anyhow::Error::msg)?;
-    let mut opts = Options { ctx: args.ctx, ..Default::default() };
-    if let Some(n) = args.threads {
-        opts.threads = n;
-    }
+    let opts = args.options();
     let mut session = g.session(&opts).map_err(anyhow::Error::msg)?;
     let load_secs = t.elapsed().as_secs_f64();
     if g.template.is_none() {

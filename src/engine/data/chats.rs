@@ -117,10 +117,22 @@ impl Catalog {
             Some(side) => Some(serde_json::to_string(side).map_err(|e| DataError::User(e.to_string()))?),
             None => None,
         };
-        self.conn.execute(
-            "INSERT OR REPLACE INTO lathe.chats (id, title, model, system, turns, sampling, updated_at, compare) VALUES (?, ?, ?, ?, ?, ?, current_timestamp, ?)",
-            params![c.id, c.title, c.model, c.system, turns, sampling, compare],
+        // One save at a time in this process (both sides of a comparison end within moments, each
+        // saving), and an existing row is updated in place: DuckDB checks a primary key eagerly,
+        // so a delete and re-insert of the same id (INSERT OR REPLACE) can collide with another
+        // connection's open transaction.
+        static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = SAVING.lock().unwrap_or_else(|e| e.into_inner());
+        let updated = self.conn.execute(
+            "UPDATE lathe.chats SET title = ?, model = ?, system = ?, turns = ?, sampling = ?, compare = ?, updated_at = current_timestamp WHERE id = ?",
+            params![c.title, c.model, c.system, turns, sampling, compare, c.id],
         )?;
+        if updated == 0 {
+            self.conn.execute(
+                "INSERT INTO lathe.chats (id, title, model, system, turns, sampling, updated_at, compare) VALUES (?, ?, ?, ?, ?, ?, current_timestamp, ?)",
+                params![c.id, c.title, c.model, c.system, turns, sampling, compare],
+            )?;
+        }
         Ok(())
     }
 
@@ -222,6 +234,40 @@ mod tests {
         let (md, _) = write_exports(&back, &dir.join("chats")).unwrap();
         let text = std::fs::read_to_string(md).unwrap();
         assert!(text.contains("Compared with: `/m/base.gguf`") && text.contains("## Model A\n\n7") && text.contains("## Model B\n\n8"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn saves_of_one_conversation_from_several_threads_all_land() {
+        // Both sides of a comparison end at about the same time and save from their own threads,
+        // each on its own connection to the catalog.
+        let dir = std::env::temp_dir().join(format!("lathe-chats-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cat = Catalog::open(&dir.join("lathe.duckdb")).unwrap();
+        let record = |n: usize| ChatRecord {
+            id: "chat-race".into(),
+            title: "t".into(),
+            model: "m".into(),
+            system: None,
+            turns: (0..n).map(|i| SavedTurn { role: "user".into(), text: format!("{i}"), stats: None }).collect(),
+            sampling: Sampling::default(),
+            updated_at: String::new(),
+            compare: None,
+        };
+        for round in 0..5 {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let c = cat.try_clone().unwrap();
+                    let r = record(round * 4 + t + 1);
+                    std::thread::spawn(move || c.save_chat(&r))
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        }
+        assert_eq!(cat.chats().unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

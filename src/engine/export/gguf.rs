@@ -398,16 +398,35 @@ fn quantize(src: &Path, dst: &Path, quant: Quant) -> Result<(), String> {
     Ok(())
 }
 
-/// An Ollama Modelfile: `ollama create NAME -f FILE.Modelfile`. Ollama reads the chat template from
-/// the GGUF for templates it knows; lathe's plain format is spelled out as a Go template.
+/// An Ollama Modelfile: `ollama create NAME -f FILE.Modelfile` (FROM is resolved against the
+/// Modelfile's folder). The templates lathe itself makes (its plain format for a model without
+/// one, and the demo's) are spelled out as Go templates that render a conversation exactly as the
+/// Jinja does, with their stop words. A model with another template of its own gets no TEMPLATE
+/// and no stop: Ollama matches the GGUF's template against the ones it knows (taking their stop
+/// words too, which a stop written here would replace) or renders the Jinja itself.
 fn modelfile_text(gguf: &Path, codec: &TextCodec) -> String {
     let file = gguf.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut s = format!("# Made by lathe. Load with: ollama create NAME -f {}\nFROM ./{file}\n", gguf.with_extension("Modelfile").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    if codec.template_source().is_none() {
-        s.push_str("TEMPLATE \"\"\"{{ if .System }}{{ .System }}\n\n{{ end }}### Instruction:\n{{ .Prompt }}\n\n### Response:\n\"\"\"\n");
-    }
-    if let Some((tok, _)) = &codec.eos {
-        s.push_str(&format!("PARAMETER stop \"{}\"\n", tok.replace('"', "\\\"")));
+    let same = |a: &str, b: &str| a.trim() == b.trim();
+    let (template, stops): (&str, &[&str]) = match codec.template_source() {
+        None => (OLLAMA_PLAIN, &["### Instruction:"]),
+        Some(t) if same(t, crate::engine::train::text::PLAIN_TEMPLATE) => (OLLAMA_PLAIN, &["### Instruction:"]),
+        Some(t) if same(t, crate::engine::train::demo::DEMO_TEMPLATE) => (OLLAMA_DEMO, &["<|end|>", "<|user|>"]),
+        Some(_) => {
+            s.push_str("# The chat template and its stop words come from the GGUF's tokenizer.chat_template.\n");
+            return s;
+        }
+    };
+    s.push_str(&format!("TEMPLATE \"\"\"{template}\"\"\"\n"));
+    let eos = codec.eos.as_ref().map(|(t, _)| t.as_str());
+    for stop in stops.iter().copied().chain(eos.filter(|e| !stops.contains(e))) {
+        s.push_str(&format!("PARAMETER stop \"{}\"\n", stop.replace('"', "\\\"")));
     }
     s
 }
+
+/// lathe's plain format as an Ollama (Go) template; the text after `.Response` ends each earlier
+/// turn and is left off the last.
+const OLLAMA_PLAIN: &str = "{{ if .System }}{{ .System }}\n\n{{ end }}### Instruction:\n{{ .Prompt }}\n\n### Response:\n{{ .Response }}\n\n";
+/// The demo model's format as an Ollama (Go) template.
+const OLLAMA_DEMO: &str = "{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}<|user|>\n{{ .Prompt }}<|end|>\n<|assistant|>\n{{ .Response }}<|end|>\n";

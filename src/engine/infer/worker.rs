@@ -28,6 +28,11 @@ pub enum ChatEvent {
 enum Request {
     Load { path: PathBuf, opts: Options },
     Generate { id: u64, messages: Vec<Message>, sampling: Sampling },
+    /// Compute with this many threads from the next answer on (a new context; the next turn
+    /// decodes the conversation again).
+    Threads(i32),
+    /// Let go of the model and its memory.
+    Unload,
 }
 
 pub struct ChatWorker {
@@ -53,6 +58,17 @@ impl ChatWorker {
         let _ = self.tx.send(Request::Generate { id, messages, sampling });
     }
 
+    /// Changes the loaded model's thread count (after the answer being generated, if any): two
+    /// models answering at once share the cores rather than both spinning on all of them.
+    pub fn set_threads(&self, threads: i32) {
+        let _ = self.tx.send(Request::Threads(threads));
+    }
+
+    /// Frees the model (after the answer being generated, if any).
+    pub fn unload(&self) {
+        let _ = self.tx.send(Request::Unload);
+    }
+
     /// Stops the answer being generated (the text so far is kept).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -67,7 +83,9 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
                 emit(ChatEvent::Failed { id, error: "No model is loaded; press Ctrl-O in the Chat pane to open a GGUF file.".into() });
                 next = rx.recv().ok();
             }
-            Request::Load { path, opts } => {
+            // Nothing is loaded: the next load says its own threads.
+            Request::Threads(_) | Request::Unload => next = rx.recv().ok(),
+            Request::Load { path, mut opts } => {
                 if let Some(spec) = super::remote::parse_spec(&path.to_string_lossy()) {
                     next = serve_remote(spec, path, &rx, stop, emit);
                     continue;
@@ -129,6 +147,21 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
                                 }
                             }
                         }
+                        Ok(Request::Threads(n)) if n != opts.threads => {
+                            let want = Options { threads: n, ..opts.clone() };
+                            match g.session(&want) {
+                                Ok(fresh) => {
+                                    session = fresh;
+                                    opts = want;
+                                }
+                                Err(e) => tracing::warn!("kept {} threads: {e}", opts.threads),
+                            }
+                        }
+                        Ok(Request::Threads(_)) => {}
+                        Ok(Request::Unload) => {
+                            next = rx.recv().ok();
+                            break;
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -164,6 +197,8 @@ fn serve_remote(spec: Result<super::remote::Remote, String>, path: PathBuf, rx: 
                     Err(error) => emit(ChatEvent::Failed { id, error }),
                 }
             }
+            Ok(Request::Threads(_)) => {}
+            Ok(Request::Unload) => return rx.recv().ok(),
             Ok(other) => return Some(other),
             Err(_) => return None,
         }
