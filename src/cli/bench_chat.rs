@@ -177,7 +177,8 @@ fn terminal_figures(exe: &Path, file: &Path, threads: i32, gen: usize, runs: usi
         file.display(),
         flags.join(" ")
     );
-    tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd])?;
+    // Below 140 columns the Chat pane has the whole window.
+    tmux(&["new-session", "-d", "-s", &session, "-x", "120", "-y", "40", &cmd])?;
     let screen = || tmux(&["capture-pane", "-p", "-t", &session]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     let wait = |what: &dyn Fn(&str) -> bool| -> anyhow::Result<String> {
         let t = Instant::now();
