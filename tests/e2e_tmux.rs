@@ -365,6 +365,16 @@ fn chat_with_an_exported_model() {
     t.keys(&["C-r"]);
     let s = t.wait_until("the second answer", |s| s.contains("tok/s") && !s.contains("answering"));
     assert_eq!(s.matches("hello there").count(), 1, "{s}");
+    // Compare: the same file beside itself; the next message is answered on both sides.
+    t.keys(&["C-k"]);
+    t.wait_for("A second model to answer");
+    t.type_line(gguf.to_str().unwrap());
+    t.wait_until("the second model", |s| s.matches("context ").count() == 2);
+    t.type_line("and again");
+    let s = t.wait_until("both answers", |s| s.matches("tok/s").count() >= 4 && !s.contains("answering"));
+    assert_eq!(s.matches("and again").count(), 2, "{s}");
+    t.keys(&["C-k"]);
+    t.wait_for("Comparison closed");
     let bad = t.home.join("notes.gguf");
     std::fs::write(&bad, "not a model").unwrap();
     t.keys(&["C-o"]);
