@@ -514,8 +514,17 @@ impl App {
                         Ok(cmd) => {
                             self.chat_input = new_chat_input();
                             out.push(chat_command(cmd));
-                            if let Some(super::chat::ChatCommand::Generate { id, messages, sampling }) = self.chat.send_compare(&text) {
-                                out.push(Command::GenerateCompare { id, messages, sampling });
+                            match self.chat.send_compare(&text) {
+                                Some(super::chat::ChatCommand::Generate { id, messages, sampling }) => out.push(Command::GenerateCompare { id, messages, sampling }),
+                                None => match self.chat.compare.as_ref().map(|c| &c.model) {
+                                    Some(super::chat::ChatModel::Loading(p)) => {
+                                        self.notify(Level::Info, format!("{} is still loading, so only the first model answers this message.", p.display()))
+                                    }
+                                    Some(super::chat::ChatModel::Failed(_)) => {
+                                        self.notify(Level::Info, "The second model did not load, so only the first answers; Ctrl-K closes the comparison.")
+                                    }
+                                    _ => {}
+                                },
                             }
                         }
                         // The text stays in the box.
@@ -1192,6 +1201,13 @@ mod tests {
         assert_eq!(a.overlay, Some(Overlay::Prompt));
         a.update(Action::Paste("b.gguf".into()));
         assert_eq!(a.update(Action::Confirm), vec![Command::LoadCompareModel("b.gguf".into())]);
+        // A message sent while the second model loads goes to the first only, and says so.
+        a.update(Action::Paste("early".into()));
+        let cmds = a.update(Action::Send);
+        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }]), "{cmds:?}");
+        assert!(a.notices.last().is_some_and(|n| n.text.contains("still loading")), "{:?}", a.notices.last().map(|n| &n.text));
+        let early = a.chat.streaming.unwrap();
+        a.update(Action::Chat(ChatEvent::Done { id: early, stats: answer_stats() }));
         a.update(Action::ChatCompare(ChatEvent::Loaded { path: "b.gguf".into(), architecture: "qwen2".into(), context_size: 64, has_template: true }));
         a.update(Action::Paste("hi".into()));
         let cmds = a.update(Action::Send);
@@ -1210,13 +1226,14 @@ mod tests {
         let cmds = a.update(Action::ChatCompare(ChatEvent::Done { id: b_id, stats: answer_stats() }));
         let [Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
         let side = r.compare.as_ref().expect("the second side is saved");
-        assert_eq!((r.turns[1].text.as_str(), side.model.as_str(), side.turns[1].text.as_str()), ("A says", "b.gguf", "B says"));
+        // The first side also holds the exchange from before the second model loaded.
+        assert_eq!((r.turns.len(), r.turns[3].text.as_str(), side.model.as_str(), side.turns.len(), side.turns[1].text.as_str()), (4, "A says", "b.gguf", 2, "B says"));
         let saved = r.clone();
 
         // Ctrl-R asks both models again, each replacing its own last answer.
         let cmds = a.update(Action::Regenerate);
         assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::GenerateCompare { .. }]), "{cmds:?}");
-        assert_eq!((a.chat.turns.len(), a.chat.compare.as_ref().unwrap().turns.len()), (2, 2));
+        assert_eq!((a.chat.turns.len(), a.chat.compare.as_ref().unwrap().turns.len()), (4, 2));
         assert!(a.chat.compare.as_ref().unwrap().turns[1].text.is_empty());
         a.update(Action::StopGeneration);
         a.update(Action::Chat(ChatEvent::Failed { id: a.chat.streaming.unwrap(), error: "stopped".into() }));
@@ -1225,7 +1242,7 @@ mod tests {
 
         // Reopening the saved comparison puts each side's answers back.
         a.update(Action::ChatOpened(Ok(saved)));
-        assert_eq!((a.chat.turns[1].text.as_str(), a.chat.compare.as_ref().unwrap().turns[1].text.as_str()), ("A says", "B says"));
+        assert_eq!((a.chat.turns[3].text.as_str(), a.chat.compare.as_ref().unwrap().turns[1].text.as_str()), ("A says", "B says"));
         // Closing frees the second model.
         assert_eq!(a.update(Action::Compare), vec![Command::CloseCompare]);
         assert!(a.chat.compare.is_none());

@@ -138,7 +138,8 @@ impl Catalog {
 
     pub fn chats(&self) -> Result<Vec<ChatSummary>, DataError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, title, model, json_array_length(turns::JSON), strftime(updated_at, '%Y-%m-%d %H:%M') FROM lathe.chats ORDER BY updated_at DESC",
+            "SELECT id, title, coalesce(model || ' vs ' || json_extract_string(compare, '$.model'), model), json_array_length(turns::JSON), \
+             strftime(updated_at, '%Y-%m-%d %H:%M') FROM lathe.chats ORDER BY updated_at DESC",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(ChatSummary { id: r.get(0)?, title: r.get(1)?, model: r.get(2)?, turns: r.get::<_, i64>(3)? as usize, updated_at: r.get(4)? })
@@ -231,6 +232,9 @@ mod tests {
         let back = cat.chat("chat-2").unwrap();
         assert_eq!(back.compare, c.compare);
         assert_eq!(cat.chat("chat-1").unwrap().compare, None);
+        // The list names both models of a comparison.
+        let models: Vec<String> = cat.chats().unwrap().into_iter().map(|c| c.model).collect();
+        assert!(models.contains(&"/m/demo.gguf vs /m/base.gguf".to_string()) && models.contains(&"/m/demo.gguf".to_string()), "{models:?}");
         let (md, _) = write_exports(&back, &dir.join("chats")).unwrap();
         let text = std::fs::read_to_string(md).unwrap();
         assert!(text.contains("Compared with: `/m/base.gguf`") && text.contains("## Model A\n\n7") && text.contains("## Model B\n\n8"), "{text}");
