@@ -217,5 +217,17 @@ fn https_servers_are_checked_against_trusted_certificates() {
         let want = if spec.starts_with("openai") { "Good day" } else { "Hello ✓" };
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
     }
+    // A machine with no trusted certificates at all is told where to point.
+    std::fs::create_dir_all(&home).unwrap();
+    let empty = home.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .env("SSL_CERT_FILE", &empty)
+        .env_remove("SSL_CERT_DIR")
+        .args(["--home", home.to_str().unwrap(), "chat", "--model", &format!("openai:m1@https://{addr}/v1"), "--prompt", "hi"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("No trusted root certificates") && err.contains("SSL_CERT_FILE"), "{err}");
     let _ = std::fs::remove_dir_all(&home);
 }
