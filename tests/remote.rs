@@ -231,3 +231,19 @@ fn https_servers_are_checked_against_trusted_certificates() {
     assert!(!out.status.success() && err.contains("No trusted root certificates") && err.contains("SSL_CERT_FILE"), "{err}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn a_server_that_never_answers_tls_is_given_up_on() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Takes connections and says nothing.
+    std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().take(2).flatten().collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(held);
+    });
+    let r = parse_spec(&format!("openai:m1@https://127.0.0.1:{port}/v1")).unwrap().unwrap();
+    // The handshake's own timeout ends it (the answer's is 120 s).
+    let e = ask(&r).unwrap_err();
+    assert!(e.contains("did not answer TLS within 10 s"), "{e}");
+}

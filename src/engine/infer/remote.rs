@@ -113,11 +113,14 @@ fn connect(url: &str, u: &Url) -> Result<Box<dyn Conn>, String> {
     let name = rustls_pki_types::ServerName::try_from(u.host.trim_start_matches('[').trim_end_matches(']').to_string())
         .map_err(|_| format!("{} is not a host name TLS can check.", u.host))?;
     let mut conn = rustls::ClientConnection::new(tls_config()?, name).map_err(|e| format!("TLS could not start with {} ({e}).", u.host))?;
-    // The handshake happens here, so its failures are told apart from the request's.
+    // The handshake happens here, so its failures are told apart from the request's, and a
+    // server that takes the connection but never answers TLS is given 10 s, not the answer's 120.
     let mut s = s;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     while conn.is_handshaking() {
         conn.complete_io(&mut s).map_err(|e| explain_handshake(url, u, e))?;
     }
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok();
     Ok(Box::new(rustls::StreamOwned::new(conn, s)))
 }
 
@@ -126,6 +129,8 @@ fn explain_handshake(url: &str, u: &Url, e: std::io::Error) -> String {
     let text = e.to_string();
     if text.contains("invalid peer certificate") {
         format!("{} presented a certificate this machine does not trust ({text}); if the server uses a private CA, point SSL_CERT_FILE at its PEM file.", u.host)
+    } else if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+        format!("{} took the connection but did not answer TLS within 10 s; is it an https server?", u.host)
     } else if text.contains("corrupt message") || e.kind() == std::io::ErrorKind::UnexpectedEof {
         format!("{url} does not speak TLS ({text}); try http:// instead.")
     } else {
