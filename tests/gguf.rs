@@ -277,6 +277,16 @@ fn the_model_library_lists_every_store() {
     // The table form says the same.
     let (_, table, _) = run(lathe(&home).env("HF_HUB_CACHE", dir.join("hub")).env("OLLAMA_MODELS", &ollama).args(["models", "list"]));
     assert!(table.contains("tiny:latest") && table.contains("acme/tiny-phi") && table.contains("! "), "{table}");
+    // A library name is enough to chat: the Ollama store's model, an added file; a Hugging Face
+    // folder is sent to export first.
+    for name in ["tiny", "other"] {
+        let (ok, _, err) = run(lathe(&home).env("HF_HUB_CACHE", dir.join("hub")).env("OLLAMA_MODELS", &ollama).args(["chat", "--model", name, "--prompt", "hi", "--max-tokens", "2"]));
+        assert!(ok && err.contains("tok/s"), "{name}: {err}");
+    }
+    let (ok, _, err) = run(lathe(&home).env("HF_HUB_CACHE", dir.join("hub")).env("OLLAMA_MODELS", &ollama).args(["chat", "--model", "acme/tiny-phi", "--prompt", "hi"]));
+    assert!(!ok && err.contains("export it first"), "{err}");
+    let (ok, _, err) = run(lathe(&home).env("OLLAMA_MODELS", &ollama).args(["chat", "--model", "nope", "--prompt", "hi"]));
+    assert!(!ok && err.contains("not in the model library"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

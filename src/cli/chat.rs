@@ -172,7 +172,8 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// A GGUF file, the name of one in the workspace's models/ folder, ollama:MODEL[@HOST:PORT]
+    /// A GGUF file, the name of one in the workspace's models/ folder or the model library
+    /// (`lathe models list`: an added path, the HF cache, the Ollama store), ollama:MODEL[@HOST:PORT]
     /// (an Ollama server) or openai:MODEL@http://HOST:PORT/v1 (an OpenAI-compatible server; the
     /// key from $LATHE_API_KEY or $OPENAI_API_KEY).
     #[arg(long, value_name = "FILE_OR_NAME")]
@@ -286,7 +287,22 @@ pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
             return Ok(cand);
         }
     }
-    bail!("No model {name:?}: not a file, and not in {}; give a .gguf path.", ws.models_dir().display())
+    // A name from the model library (`lathe models list`): an added path, the Hugging Face cache
+    // or the Ollama store.
+    let added = Catalog::open_workspace(ws).and_then(|c| c.model_paths()).unwrap_or_default();
+    let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
+    let list = crate::engine::infer::library::scan(&roots);
+    let wanted = [name.to_string(), format!("{name}.gguf"), format!("{name}:latest")];
+    if let Some(e) = list.iter().find(|e| wanted.contains(&e.name)) {
+        if let Some(p) = &e.problem {
+            bail!("{}: {p}", e.name);
+        }
+        if e.format != "gguf" {
+            bail!("{} is a Hugging Face folder; export it first: lathe export {} --out FILE.gguf", e.name, e.path.display());
+        }
+        return Ok(e.path.clone());
+    }
+    bail!("No model {name:?}: not a file, not in {} and not in the model library (`lathe models list`); give a .gguf path.", ws.models_dir().display())
 }
 
 pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
