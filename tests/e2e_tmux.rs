@@ -385,3 +385,72 @@ fn chat_with_an_exported_model() {
     t.keys(&["C-c"]);
     t.assert_clean_exit("0");
 }
+
+/// A fake Ollama server on 127.0.0.1 whose answer streams slowly ("w0 w1 …", one word every
+/// 100 ms, 600 words): long enough to cut the link in the middle of it.
+fn slow_ollama() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s);
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                let s = r.get_mut();
+                if first.contains("/api/tags") {
+                    let b = r#"{"models":[{"name":"slow:latest","size":1,"details":{"family":"llama"}}]}"#;
+                    let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len());
+                    return;
+                }
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n");
+                for i in 0..600 {
+                    let line = format!("{{\"message\":{{\"role\":\"assistant\",\"content\":\"w{i} \"}},\"done\":false}}\n");
+                    if s.write_all(line.as_bytes()).and_then(|_| s.flush()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The SSH link drops while an answer streams: the conversation is saved with the message and the
+/// answer as far as it got.
+#[test]
+fn a_dropped_link_keeps_the_conversation_and_the_answer_so_far() {
+    let addr = slow_ollama();
+    let t = Tmux::start("droplink", 100, 30);
+    t.launch_with("", &format!("chat --model ollama:slow@{addr}"));
+    t.wait_for("ollama server");
+    t.type_line("tell me a long story");
+    t.wait_for("w5 ");
+    let pid = t.lathe_pid();
+    let _ = Command::new("tmux").args(["-L", &t.socket, "kill-server"]).output();
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ") {
+        assert!(start.elapsed() < Duration::from_secs(30), "lathe {pid} still runs after its terminal went away");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lathe")).args(["--home", t.home.join("ws").to_str().unwrap(), "chats", "list", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let id = list[0]["id"].as_str().unwrap_or_else(|| panic!("nothing saved: {list}")).to_string();
+    let md = Command::new(env!("CARGO_BIN_EXE_lathe")).args(["--home", t.home.join("ws").to_str().unwrap(), "chats", "export", &id, "--format", "md"]).output().unwrap();
+    let text = String::from_utf8_lossy(&md.stdout);
+    assert!(text.contains("tell me a long story") && text.contains("w0 w1 w2 w3 w4 w5"), "{text}");
+}

@@ -365,8 +365,10 @@ impl ChatState {
     }
 }
 
+/// The turns as saved; an answer that has not produced any text yet is left out.
 fn saved_turns(turns: &[Turn]) -> Vec<crate::engine::data::chats::SavedTurn> {
-    turns.iter().map(|t| crate::engine::data::chats::SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect()
+    let end = if turns.last().is_some_and(|t| t.role == "assistant" && t.text.is_empty() && t.stats.is_none() && t.error.is_none()) { turns.len() - 1 } else { turns.len() };
+    turns[..end].iter().map(|t| crate::engine::data::chats::SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect()
 }
 
 fn model_name(m: &ChatModel) -> String {

@@ -45,6 +45,8 @@ pub struct Engines {
     training: Arc<std::sync::atomic::AtomicBool>,
     /// The thread counts each chat worker was last given.
     threads_now: [i32; 2],
+    /// Saves conversations in the order they were asked for, on a thread of its own.
+    chat_saver: Option<(std::sync::mpsc::Sender<crate::engine::data::chats::ChatRecord>, std::thread::JoinHandle<()>)>,
 }
 
 impl Engines {
@@ -86,6 +88,7 @@ impl Engines {
             comparing: false,
             training: Arc::default(),
             threads_now: [0; 2],
+            chat_saver: None,
         }
     }
 
@@ -103,6 +106,35 @@ impl Engines {
             t /= 2;
         }
         t.max(1)
+    }
+
+    /// Saves a conversation: in order (a message is saved when sent, then with its answer) and
+    /// off the UI thread.
+    fn save_chat(&mut self, record: crate::engine::data::chats::ChatRecord) {
+        if self.chat_saver.is_none() {
+            let Some(cat) = self.job_catalog() else { return };
+            let tx = self.tx.clone();
+            let (saves, rx) = std::sync::mpsc::channel::<crate::engine::data::chats::ChatRecord>();
+            let handle = std::thread::spawn(move || {
+                for r in rx {
+                    if let Err(e) = cat.save_chat(&r) {
+                        let _ = tx.send(Action::Failure(format!("The conversation could not be saved: {e}")));
+                    }
+                }
+            });
+            self.chat_saver = Some((saves, handle));
+        }
+        if let Some((saves, _)) = &self.chat_saver {
+            let _ = saves.send(record);
+        }
+    }
+
+    /// Waits for the conversation saves asked for so far (at exit).
+    pub fn finish_saves(&mut self) {
+        if let Some((saves, handle)) = self.chat_saver.take() {
+            drop(saves);
+            let _ = handle.join();
+        }
     }
 
     /// Loads a model on one side (0: the first, 1: the comparison) with the threads for now.
@@ -256,15 +288,7 @@ impl Engines {
                     let _ = tx.send(Action::Models(Ok(list)));
                 });
             }
-            Command::SaveChat(record) => {
-                let Some(cat) = self.job_catalog() else { return };
-                let tx = self.tx.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = cat.save_chat(&record) {
-                        let _ = tx.send(Action::Failure(format!("The conversation could not be saved: {e}")));
-                    }
-                });
-            }
+            Command::SaveChat(record) => self.save_chat(record),
             Command::ListChats => {
                 let Some(cat) = self.job_catalog() else { return };
                 let tx = self.tx.clone();
@@ -617,6 +641,14 @@ pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
         let (input_tx, input) = futures::channel::mpsc::unbounded();
         spawn_input_thread(input_tx);
         let result = run(&mut guard.terminal, &mut app, &mut engines, input, rx, opts).await;
+        // An answer cut off by the exit (a quit, or the SSH link dropping) is saved as far as it
+        // got, and every save asked for lands before the process ends.
+        if app.chat.any_streaming() {
+            if let Some(r) = app.chat.record() {
+                engines.execute(Command::SaveChat(r));
+            }
+        }
+        engines.finish_saves();
         engines.jobs.cancel_all();
         drop(guard);
         tracing::info!("workstation closed");

@@ -526,6 +526,8 @@ impl App {
                                     _ => {}
                                 },
                             }
+                            // The message is saved now, not only with its answer.
+                            out.extend(self.chat.record().map(Command::SaveChat));
                         }
                         // The text stays in the box.
                         Err(e) => self.notify(Level::Info, e),
@@ -1204,14 +1206,16 @@ mod tests {
         // A message sent while the second model loads goes to the first only, and says so.
         a.update(Action::Paste("early".into()));
         let cmds = a.update(Action::Send);
-        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }]), "{cmds:?}");
+        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::SaveChat(_)]), "{cmds:?}");
         assert!(a.notices.last().is_some_and(|n| n.text.contains("still loading")), "{:?}", a.notices.last().map(|n| &n.text));
         let early = a.chat.streaming.unwrap();
         a.update(Action::Chat(ChatEvent::Done { id: early, stats: answer_stats() }));
         a.update(Action::ChatCompare(ChatEvent::Loaded { path: "b.gguf".into(), architecture: "qwen2".into(), context_size: 64, has_template: true }));
         a.update(Action::Paste("hi".into()));
         let cmds = a.update(Action::Send);
-        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::GenerateCompare { .. }]), "{cmds:?}");
+        // The message is saved on both sides as it is sent.
+        let [Command::Generate { .. }, Command::GenerateCompare { .. }, Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
+        assert_eq!((r.turns.last().map(|t| t.text.as_str()), r.compare.as_ref().map(|c| c.turns.len())), (Some("hi"), Some(1)));
         let b_id = a.chat.compare.as_ref().unwrap().streaming.unwrap();
         a.update(Action::ChatCompare(ChatEvent::Token { id: b_id, text: "B says".into() }));
         assert_eq!(a.chat.compare.as_ref().unwrap().turns.last().unwrap().text, "B says");
@@ -1310,7 +1314,7 @@ mod tests {
         a.update(typed_key(TextKey::Up));
         a.update(Action::Paste(" again".into()));
         let cmds = a.update(Action::Send);
-        let [Command::Generate { messages, .. }] = cmds.as_slice() else { panic!("{cmds:?}") };
+        let [Command::Generate { messages, .. }, Command::SaveChat(_)] = cmds.as_slice() else { panic!("{cmds:?}") };
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].content, "first again");
         assert_eq!(a.chat.turns.len(), 2);
@@ -1383,7 +1387,7 @@ mod tests {
             has_template: false,
         }));
         let cmds = a.update(Action::Send);
-        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }]), "{cmds:?}");
+        assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::SaveChat(_)]), "{cmds:?}");
         assert!(a.chat_input.is_empty());
         assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
         assert_eq!(a.focus, PaneId::Chat);
