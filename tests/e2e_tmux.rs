@@ -62,6 +62,18 @@ impl Tmux {
         }
     }
 
+    /// Whether `text` shows within `max` (not an error if it does not).
+    fn seen_within(&self, text: &str, max: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < max {
+            if self.screen().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     fn wait_for(&self, text: &str) -> String {
         self.wait_until(text, |s| s.contains(text))
     }
@@ -363,6 +375,9 @@ fn chat_with_an_exported_model() {
     assert!(s.contains("you") && s.contains("hello there") && s.contains("model"), "{s}");
     // Ask again: the answer is replaced, not added.
     t.keys(&["C-r"]);
+    // The old answer's figures stay on screen until the key is read: see the new answer start
+    // (or miss it if it is already over), then wait for it to end.
+    t.seen_within("answering", Duration::from_secs(3));
     let s = t.wait_until("the second answer", |s| s.contains("tok/s") && !s.contains("answering"));
     assert_eq!(s.matches("hello there").count(), 1, "{s}");
     // Compare: the same file beside itself; the next message is answered on both sides.
@@ -376,6 +391,17 @@ fn chat_with_an_exported_model() {
     assert_eq!(s.matches("and again").count(), 2, "{s}");
     t.keys(&["C-k"]);
     t.wait_for("Comparison closed");
+    // Ctrl-O takes a library name too: a model in the workspace's models/ by its stem.
+    std::fs::create_dir_all(t.home.join("ws/models")).unwrap();
+    std::fs::copy(&gguf, t.home.join("ws/models/named.gguf")).unwrap();
+    t.keys(&["C-o"]);
+    t.wait_for("Open a GGUF file");
+    t.type_line("named");
+    t.wait_for("named.gguf  llama  context 0/");
+    t.keys(&["C-o"]);
+    t.wait_for("Open a GGUF file");
+    t.type_line("no-such-model");
+    t.wait_for("the model library");
     let bad = t.home.join("notes.gguf");
     std::fs::write(&bad, "not a model").unwrap();
     t.keys(&["C-o"]);

@@ -112,10 +112,22 @@ impl Engines {
     /// off the UI thread.
     fn save_chat(&mut self, record: crate::engine::data::chats::ChatRecord) {
         if self.chat_saver.is_none() {
-            let Some(cat) = self.job_catalog() else { return };
+            let Some(wait_catalog) = self.data.as_ref().map(|d| d.catalog_waiter()) else { return };
             let tx = self.tx.clone();
             let (saves, rx) = std::sync::mpsc::channel::<crate::engine::data::chats::ChatRecord>();
             let handle = std::thread::spawn(move || {
+                // A conversation begun as the workstation opens is saved once the catalog is.
+                let cat = match wait_catalog(Duration::from_secs(60)) {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Action::Failure(format!("Conversations cannot be saved: {e}")));
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(Action::Failure("Conversations cannot be saved: the catalog did not open within a minute.".into()));
+                        return;
+                    }
+                };
                 for r in rx {
                     if let Err(e) = cat.save_chat(&r) {
                         let _ = tx.send(Action::Failure(format!("The conversation could not be saved: {e}")));
@@ -137,12 +149,32 @@ impl Engines {
         }
     }
 
-    /// Loads a model on one side (0: the first, 1: the comparison) with the threads for now.
+    /// Loads a model on one side (0: the first, 1: the comparison) with the threads for now. A
+    /// name that is not a file or a server (e.g. `tiny:latest` from the Ollama store) is looked up
+    /// in the model library first, on a thread of its own.
     fn load_side(&mut self, side: usize, path: String) {
         let opts = crate::engine::infer::llama::Options { threads: self.side_threads(), ..self.chat_options.clone() };
         self.threads_now[side] = opts.threads;
-        let worker = if side == 0 { &self.chat } else { &self.chat_b };
-        worker.load(path.into(), opts);
+        let worker = if side == 0 { self.chat.clone() } else { self.chat_b.clone() };
+        let plain = Path::new(&path).is_file() || crate::engine::infer::remote::parse_spec(&path).is_some();
+        let Some(ws) = self.ws.clone().filter(|_| !plain) else {
+            worker.load(path.into(), opts);
+            return;
+        };
+        let cat = self.data.as_ref().and_then(|d| d.job_catalog()).and_then(|c| c.ok());
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
+            match crate::engine::infer::library::resolve_name(&ws.models_dir(), added, &path) {
+                Ok(found) => worker.load(found, opts),
+                Err(e) => {
+                    // As with a file that fails to load, the side is left without a model.
+                    worker.unload();
+                    let ev = crate::engine::infer::worker::ChatEvent::LoadFailed(e);
+                    let _ = tx.send(if side == 0 { Action::Chat(ev) } else { Action::ChatCompare(ev) });
+                }
+            }
+        });
     }
 
     /// Gives a side the threads for now, if that changed since it was last told (a new context:
@@ -407,7 +439,8 @@ fn check_training(cat: &Catalog, spec: &RunSpec) -> Result<Vec<String>, String> 
 impl Engines {
     fn train(&mut self, what: TrainWhat) {
         let Some(ws) = self.ws.clone() else { return };
-        let Some(cat) = self.job_catalog() else { return };
+        // A run started as the workstation opens waits for the catalog in its own thread.
+        let Some(wait_catalog) = self.data.as_ref().map(|d| d.catalog_waiter()) else { return };
         let tx = self.tx.clone();
         let pause = self.train_pause.clone();
         pause.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -425,6 +458,17 @@ impl Engines {
                     self.0.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
             }
+            let cat = match wait_catalog(Duration::from_secs(60)) {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    let _ = tx.send(Action::TrainDone(Err(format!("The catalog could not be opened for the run: {e}"))));
+                    return Ok(());
+                }
+                None => {
+                    let _ = tx.send(Action::TrainDone(Err("The catalog did not open within a minute; see logs/lathe.log.".into())));
+                    return Ok(());
+                }
+            };
             training.store(true, std::sync::atomic::Ordering::Relaxed);
             let _computing = Computing(training);
             let control = Control { cancel: ctx.cancel_flag(), pause };

@@ -275,34 +275,11 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
 
 /// A GGUF path, or a name in the workspace's models/ folder (with or without .gguf).
 pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
-    let p = PathBuf::from(name);
-    if crate::engine::infer::remote::parse_spec(name).is_some() {
-        return Ok(p);
+    if crate::engine::infer::remote::parse_spec(name).is_some() || Path::new(name).is_file() {
+        return Ok(PathBuf::from(name));
     }
-    if p.is_file() {
-        return Ok(p);
-    }
-    for cand in [ws.models_dir().join(name), ws.models_dir().join(format!("{name}.gguf"))] {
-        if cand.is_file() {
-            return Ok(cand);
-        }
-    }
-    // A name from the model library (`lathe models list`): an added path, the Hugging Face cache
-    // or the Ollama store.
     let added = Catalog::open_workspace(ws).and_then(|c| c.model_paths()).unwrap_or_default();
-    let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
-    let list = crate::engine::infer::library::scan(&roots);
-    let wanted = [name.to_string(), format!("{name}.gguf"), format!("{name}:latest")];
-    if let Some(e) = list.iter().find(|e| wanted.contains(&e.name)) {
-        if let Some(p) = &e.problem {
-            bail!("{}: {p}", e.name);
-        }
-        if e.format != "gguf" {
-            bail!("{} is a Hugging Face folder; export it first: lathe export {} --out FILE.gguf", e.name, e.path.display());
-        }
-        return Ok(e.path.clone());
-    }
-    bail!("No model {name:?}: not a file, not in {} and not in the model library (`lathe models list`); give a .gguf path.", ws.models_dir().display())
+    crate::engine::infer::library::resolve_name(&ws.models_dir(), added, name).map_err(anyhow::Error::msg)
 }
 
 pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {

@@ -229,7 +229,7 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
         PromptKind::Import => "Import a file, glob or folder (Tab completes, Enter imports)",
         PromptKind::Export => "Export the result to .csv, .parquet or .jsonl (Tab completes, Enter writes)",
         PromptKind::CompareModel => "A second model to answer beside the first: a GGUF file, ollama:MODEL or openai:MODEL@URL (Enter loads)",
-        PromptKind::Model => "Open a GGUF file, or ollama:MODEL[@HOST:PORT] or openai:MODEL@http(s)://HOST:PORT/v1 (Enter loads)",
+        PromptKind::Model => "Open a GGUF file or a library name, or ollama:MODEL[@HOST:PORT] or openai:MODEL@http(s)://HOST:PORT/v1 (Enter loads)",
     };
     let shown = p.completions.len().min(8) as u16;
     let rect = centered(area, area.width.saturating_sub(4).clamp(30, 100), 3 + shown + u16::from(shown > 0) + 1);

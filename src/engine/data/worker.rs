@@ -166,10 +166,13 @@ impl DataWorker {
                     Err(e) => return emit(DataEvent::Unavailable(e.to_string())),
                 };
                 *interrupt2.lock().unwrap() = Some(cat.conn.interrupt_handle());
-                *for_jobs2.lock().unwrap() = cat.try_clone().ok();
                 let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 let session = format!("{}-{}", since_epoch.as_secs(), std::process::id());
-                match cat.seed_demo() {
+                let seeded = cat.seed_demo();
+                // Jobs get the catalog once a new workspace holds its demo datasets: a demo run
+                // started at once must find its view.
+                *for_jobs2.lock().unwrap() = cat.try_clone().ok();
+                match seeded {
                     Ok(seeded) => emit(DataEvent::Opened { seeded }),
                     Err(e) => emit(DataEvent::Failed(format!("The demo datasets could not be imported: {e}"))),
                 }
@@ -232,6 +235,24 @@ impl DataWorker {
         self.for_jobs.lock().unwrap().as_ref().map(|c| c.try_clone())
     }
 
+    /// Waits (on the caller's thread, so never the UI's) for the catalog to be ready for jobs,
+    /// up to `max`.
+    pub fn catalog_waiter(&self) -> impl FnOnce(Duration) -> Option<Result<Catalog, DataError>> + Send + 'static {
+        let slot = self.for_jobs.clone();
+        move |max| {
+            let start = Instant::now();
+            loop {
+                if let Some(c) = slot.lock().unwrap().as_ref() {
+                    return Some(c.try_clone());
+                }
+                if start.elapsed() >= max {
+                    return None;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     pub fn send(&self, req: DataRequest) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(req);
@@ -278,6 +299,14 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         (DataWorker::spawn(ws, move |e| drop(tx.lock().unwrap().send(e))), rx)
+    }
+
+    #[test]
+    fn jobs_get_the_catalog_once_the_demo_datasets_are_in() {
+        // A demo run started the moment a new workspace opens must find its view.
+        let (w, _rx) = worker("jobs-wait");
+        let cat = w.catalog_waiter()(Duration::from_secs(60)).expect("the catalog opens").unwrap();
+        assert!(cat.dataset_exists("instruct").unwrap() && cat.dataset_exists("chat").unwrap());
     }
 
     fn next(rx: &mpsc::Receiver<DataEvent>, pred: impl Fn(&DataEvent) -> bool) -> DataEvent {

@@ -345,6 +345,32 @@ pub fn ollama_server() -> Vec<ModelEntry> {
 }
 
 /// Every model the roots hold (a path found twice is listed once).
+/// The GGUF a name stands for: a file, one in the workspace's models/ folder (with or without
+/// .gguf), or a library entry (an added path, the Hugging Face cache, the Ollama store by `name`
+/// or `name:latest`). Err says why not in one sentence.
+pub fn resolve_name(workspace_models: &Path, added: Vec<PathBuf>, name: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(name);
+    if p.is_file() {
+        return Ok(p);
+    }
+    for cand in [workspace_models.join(name), workspace_models.join(format!("{name}.gguf"))] {
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    let list = scan(&Roots::standard(workspace_models, added));
+    let wanted = [name.to_string(), format!("{name}.gguf"), format!("{name}:latest")];
+    match list.iter().find(|e| wanted.contains(&e.name)) {
+        Some(e) if e.problem.is_some() => Err(format!("{}: {}", e.name, e.problem.clone().unwrap_or_default())),
+        Some(e) if e.format != "gguf" => Err(format!("{} is a Hugging Face folder; export it first: lathe export {} --out FILE.gguf", e.name, e.path.display())),
+        Some(e) => Ok(e.path.clone()),
+        None => Err(format!(
+            "No model {name:?}: not a file, not in {} and not in the model library (`lathe models list`); give a .gguf path.",
+            workspace_models.display()
+        )),
+    }
+}
+
 pub fn scan(roots: &Roots) -> Vec<ModelEntry> {
     let mut out = Vec::new();
     if let Some(w) = &roots.workspace {

@@ -35,6 +35,8 @@ enum Request {
     Unload,
 }
 
+/// A handle on the engine thread (clones talk to the same thread).
+#[derive(Clone)]
 pub struct ChatWorker {
     tx: Sender<Request>,
     stop: Arc<AtomicBool>,
