@@ -204,7 +204,7 @@ pub struct ChatArgs {
     /// Context size in tokens (0: the model's, at most 4096).
     #[arg(long, default_value_t = 0)]
     pub ctx: u32,
-    /// Threads (default: every core).
+    /// Threads (default: one per physical core).
     #[arg(long)]
     pub threads: Option<i32>,
     /// Print the timings as JSON on stderr.

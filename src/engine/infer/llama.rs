@@ -47,8 +47,16 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ctx: 0, threads: std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1), batch: 512 }
+        Options { ctx: 0, threads: default_threads(), batch: 512 }
     }
+}
+
+/// llama.cpp's threads: one per physical core (as llama.cpp itself picks; a second thread on a
+/// hyperthreaded core slows generation), and no more than this process may use.
+pub fn default_threads() -> i32 {
+    let allowed = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let physical = sysinfo::System::physical_core_count().unwrap_or(allowed);
+    physical.clamp(1, allowed) as i32
 }
 
 /// Sampling settings for one answer.
