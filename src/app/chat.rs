@@ -139,17 +139,6 @@ impl ChatState {
         matches!(self.model, ChatModel::Ready { .. })
     }
 
-    fn messages(&self) -> Vec<Message> {
-        let mut v = Vec::new();
-        if let Some(s) = self.system.as_ref().filter(|s| !s.trim().is_empty()) {
-            v.push(Message { role: "system".into(), content: s.clone() });
-        }
-        v.extend(
-            self.turns.iter().filter(|t| t.error.is_none() || !t.text.is_empty()).map(|t| Message { role: t.role.clone(), content: t.text.clone() }),
-        );
-        v
-    }
-
     /// Sends `text` as the user's next message; Err says why not (the text stays in the box).
     pub fn send(&mut self, text: &str) -> Result<ChatCommand, String> {
         if text.trim().is_empty() {
@@ -184,10 +173,7 @@ impl ChatState {
     /// Asks again for the last answer (it is replaced).
     pub fn regenerate(&mut self) -> Result<ChatCommand, String> {
         self.check_ready()?;
-        if self.turns.last().is_some_and(|t| t.role == "assistant") {
-            self.turns.pop();
-        }
-        if self.turns.last().is_none_or(|t| t.role != "user") {
+        if !drop_last_answer(&mut self.turns) {
             return Err("Nothing to regenerate yet: send a message first.".into());
         }
         Ok(self.start_answer())
@@ -211,10 +197,7 @@ impl ChatState {
     /// comparison is open and ready: Ctrl-R regenerates both sides.
     pub fn regenerate_compare(&mut self) -> Option<ChatCommand> {
         let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
-        if side.turns.last().is_some_and(|t| t.role == "assistant") {
-            side.turns.pop();
-        }
-        if side.turns.last().is_none_or(|t| t.role != "user") {
+        if !drop_last_answer(&mut side.turns) {
             return None;
         }
         self.start_compare_answer()
@@ -222,13 +205,11 @@ impl ChatState {
 
     /// Starts the second model's answer to its conversation so far.
     fn start_compare_answer(&mut self) -> Option<ChatCommand> {
-        let system = self.system.clone();
-        let sampling = self.sampling.clone();
         let id = self.next_id;
         let side = self.compare.as_mut()?;
         self.next_id += 1;
-        let mut messages: Vec<Message> = system.filter(|s| !s.trim().is_empty()).map(|s| Message { role: "system".into(), content: s }).into_iter().collect();
-        messages.extend(side.turns.iter().filter(|t| t.error.is_none() || !t.text.is_empty()).map(|t| Message { role: t.role.clone(), content: t.text.clone() }));
+        let messages = conversation(&self.system, &side.turns);
+        let sampling = self.sampling.clone();
         side.turns.push(Turn::new("assistant", ""));
         side.streaming = Some(id);
         Some(ChatCommand::Generate { id, messages, sampling })
@@ -335,7 +316,7 @@ impl ChatState {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             self.id = Some(format!("chat-{}-{:04x}", now.as_secs(), now.subsec_nanos() % 0x10000));
         }
-        let messages = self.messages();
+        let messages = conversation(&self.system, &self.turns);
         let id = self.next_id;
         self.next_id += 1;
         self.turns.push(Turn::new("assistant", ""));
@@ -363,6 +344,23 @@ impl ChatState {
             ev => stream_event(&mut self.turns, &mut self.streaming, &mut self.context_used, ev),
         }
     }
+}
+
+/// What a model is asked: the system prompt, if any, then the turns (an answer that failed
+/// without any text is left out).
+fn conversation(system: &Option<String>, turns: &[Turn]) -> Vec<Message> {
+    let system = system.as_ref().filter(|s| !s.trim().is_empty()).map(|s| Message { role: "system".into(), content: s.clone() });
+    let said = turns.iter().filter(|t| t.error.is_none() || !t.text.is_empty()).map(|t| Message { role: t.role.clone(), content: t.text.clone() });
+    system.into_iter().chain(said).collect()
+}
+
+/// Removes the last answer, if any; true when a user message is then last (there is something
+/// to answer again).
+fn drop_last_answer(turns: &mut Vec<Turn>) -> bool {
+    if turns.last().is_some_and(|t| t.role == "assistant") {
+        turns.pop();
+    }
+    turns.last().is_some_and(|t| t.role == "user")
 }
 
 /// The turns as saved; an answer that has not produced any text yet is left out.

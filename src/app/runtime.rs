@@ -118,13 +118,9 @@ impl Engines {
             let handle = std::thread::spawn(move || {
                 // A conversation begun as the workstation opens is saved once the catalog is.
                 let cat = match wait_catalog(Duration::from_secs(60)) {
-                    Some(Ok(c)) => c,
-                    Some(Err(e)) => {
-                        let _ = tx.send(Action::Failure(format!("Conversations cannot be saved: {e}")));
-                        return;
-                    }
-                    None => {
-                        let _ = tx.send(Action::Failure("Conversations cannot be saved: the catalog did not open within a minute.".into()));
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Action::Failure(format!("Conversations cannot be saved: {e}.")));
                         return;
                     }
                 };
@@ -459,13 +455,9 @@ impl Engines {
                 }
             }
             let cat = match wait_catalog(Duration::from_secs(60)) {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    let _ = tx.send(Action::TrainDone(Err(format!("The catalog could not be opened for the run: {e}"))));
-                    return Ok(());
-                }
-                None => {
-                    let _ = tx.send(Action::TrainDone(Err("The catalog did not open within a minute; see logs/lathe.log.".into())));
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Action::TrainDone(Err(format!("The run cannot start: {e}."))));
                     return Ok(());
                 }
             };

@@ -58,8 +58,19 @@ pub struct DataWorker {
     handle: Option<thread::JoinHandle<()>>,
     busy: Arc<AtomicBool>,
     interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>>,
-    /// A connection to the same database for jobs (imports, exports) on their own threads.
-    for_jobs: Arc<Mutex<Option<Catalog>>>,
+    /// A connection to the same database for jobs (imports, exports) on their own threads: None
+    /// while the catalog opens, then the connection or why there is none.
+    for_jobs: JobSlot,
+}
+
+type JobSlot = Arc<Mutex<Option<Result<Catalog, String>>>>;
+
+/// A new connection from the slot, if the catalog has opened (or failed to).
+fn from_slot(slot: &JobSlot) -> Option<Result<Catalog, DataError>> {
+    slot.lock().unwrap().as_ref().map(|c| match c {
+        Ok(c) => c.try_clone(),
+        Err(e) => Err(DataError::User(e.clone())),
+    })
 }
 
 /// Each table with its (column, type) pairs.
@@ -156,14 +167,18 @@ impl DataWorker {
         let (tx, rx) = mpsc::channel::<DataRequest>();
         let busy = Arc::new(AtomicBool::new(false));
         let interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>> = Arc::default();
-        let for_jobs: Arc<Mutex<Option<Catalog>>> = Arc::default();
+        let for_jobs: JobSlot = Arc::default();
         let (busy2, interrupt2, for_jobs2) = (busy.clone(), interrupt.clone(), for_jobs.clone());
         let handle = thread::Builder::new()
             .name("lathe-data".into())
             .spawn(move || {
                 let cat = match Catalog::open(&ws.catalog_path()) {
                     Ok(c) => c,
-                    Err(e) => return emit(DataEvent::Unavailable(e.to_string())),
+                    Err(e) => {
+                        // Jobs waiting for the catalog are told at once.
+                        *for_jobs2.lock().unwrap() = Some(Err(e.to_string()));
+                        return emit(DataEvent::Unavailable(e.to_string()));
+                    }
                 };
                 *interrupt2.lock().unwrap() = Some(cat.conn.interrupt_handle());
                 let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -171,7 +186,7 @@ impl DataWorker {
                 let seeded = cat.seed_demo();
                 // Jobs get the catalog once a new workspace holds its demo datasets: a demo run
                 // started at once must find its view.
-                *for_jobs2.lock().unwrap() = cat.try_clone().ok();
+                *for_jobs2.lock().unwrap() = Some(cat.try_clone().map_err(|e| e.to_string()));
                 match seeded {
                     Ok(seeded) => emit(DataEvent::Opened { seeded }),
                     Err(e) => emit(DataEvent::Failed(format!("The demo datasets could not be imported: {e}"))),
@@ -232,21 +247,21 @@ impl DataWorker {
 
     /// A new connection to the open catalog for a job thread; None until the catalog is open.
     pub fn job_catalog(&self) -> Option<Result<Catalog, DataError>> {
-        self.for_jobs.lock().unwrap().as_ref().map(|c| c.try_clone())
+        from_slot(&self.for_jobs)
     }
 
-    /// Waits (on the caller's thread, so never the UI's) for the catalog to be ready for jobs,
-    /// up to `max`.
-    pub fn catalog_waiter(&self) -> impl FnOnce(Duration) -> Option<Result<Catalog, DataError>> + Send + 'static {
+    /// Waits (on the caller's thread, so never the UI's) for the catalog to be ready for jobs, up
+    /// to `max`; Err if it failed to open or did not open in time.
+    pub fn catalog_waiter(&self) -> impl FnOnce(Duration) -> Result<Catalog, DataError> + Send + 'static {
         let slot = self.for_jobs.clone();
         move |max| {
             let start = Instant::now();
             loop {
-                if let Some(c) = slot.lock().unwrap().as_ref() {
-                    return Some(c.try_clone());
+                if let Some(c) = from_slot(&slot) {
+                    return c;
                 }
                 if start.elapsed() >= max {
-                    return None;
+                    return Err(DataError::User(format!("the catalog did not open within {} s; see logs/lathe.log", max.as_secs())));
                 }
                 thread::sleep(Duration::from_millis(50));
             }
@@ -305,8 +320,23 @@ mod tests {
     fn jobs_get_the_catalog_once_the_demo_datasets_are_in() {
         // A demo run started the moment a new workspace opens must find its view.
         let (w, _rx) = worker("jobs-wait");
-        let cat = w.catalog_waiter()(Duration::from_secs(60)).expect("the catalog opens").unwrap();
+        let cat = w.catalog_waiter()(Duration::from_secs(60)).unwrap();
         assert!(cat.dataset_exists("instruct").unwrap() && cat.dataset_exists("chat").unwrap());
+    }
+
+    #[test]
+    fn a_catalog_that_cannot_open_is_reported_to_waiting_jobs() {
+        // A directory where the catalog file should be: opening fails, and a job waiting for the
+        // catalog hears why instead of waiting out its minute (quitting waits for the saver).
+        let d = std::env::temp_dir().join(format!("lathe-worker-{}-unopenable", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let ws = Workspace::open(&d).unwrap();
+        std::fs::create_dir_all(ws.catalog_path()).unwrap();
+        let w = DataWorker::spawn(ws, |_| {});
+        let e = w.catalog_waiter()(Duration::from_secs(60)).err().expect("a directory does not open as a catalog");
+        assert!(!e.to_string().contains("did not open within"), "the waiter was not told why: {e}");
+        assert!(w.job_catalog().is_some_and(|c| c.is_err()));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn next(rx: &mpsc::Receiver<DataEvent>, pred: impl Fn(&DataEvent) -> bool) -> DataEvent {
