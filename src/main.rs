@@ -66,21 +66,21 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Cmd::Bench { what: BenchCmd::Data { rows, csv_rows, runs } }) => {
-            lathe::cli::bench_data::run(&lathe::cli::bench::default_home(), rows, csv_rows, runs.max(1))
+            lathe::bench::data::run(&lathe::bench::default_home(), rows, csv_rows, runs.max(1))
         }
         Some(Cmd::Bench { what: BenchCmd::Train { steps, seq, layers, no_peer, child, gc } }) => {
             if child {
-                lathe::cli::bench_train::child(steps, seq, layers, gc)
+                lathe::bench::train::child(steps, seq, layers, gc)
             } else {
-                lathe::cli::bench_train::run(steps, seq, layers, !no_peer)
+                lathe::bench::train::run(steps, seq, layers, !no_peer)
             }
         }
         Some(Cmd::Bench { what: BenchCmd::Chat { threads, prompt, gen, runs, no_peer, child, model } }) => match (child, model) {
-            (true, Some(m)) => lathe::cli::bench_chat::child(&m, threads, prompt, gen, runs.max(1)),
-            _ => lathe::cli::bench_chat::run(&lathe::cli::bench_chat::cache_dir(), threads, prompt, gen, runs.max(1), !no_peer),
+            (true, Some(m)) => lathe::bench::chat::child(&m, threads, prompt, gen, runs.max(1)),
+            _ => lathe::bench::chat::run(&lathe::bench::chat::cache_dir(), threads, prompt, gen, runs.max(1), !no_peer),
         },
         Some(Cmd::Bench { what: BenchCmd::Ui { idle_seconds, starts } }) => {
-            lathe::cli::bench::run_ui(&lathe::cli::bench::default_home(), idle_seconds, starts)
+            lathe::bench::run_ui(&lathe::bench::default_home(), idle_seconds, starts)
         }
     }
 }
@@ -102,7 +102,7 @@ fn workstation(config: Config, ws: Workspace, chat_model: Option<(std::path::Pat
         app.notify(Level::Error, p.clone());
     }
     // The model library is scanned in the background from the start (the Models pane shows it).
-    let mut initial = vec![lathe::app::action::Command::RefreshModels];
+    let mut initial = app.update(lathe::app::action::Action::RefreshModels);
     let mut chat_options = lathe::engine::infer::llama::Options::default();
     if let Some((path, args)) = chat_model {
         app.focus = lathe::app::action::PaneId::Chat;

@@ -354,6 +354,22 @@ fn demo_trains_from_the_training_pane_with_pause_cancel_and_resume() {
     t.wait_gone("● train resume");
     t.keys(&["q"]);
     t.assert_clean_exit("0");
+    // A run started from the shell is a job like the workstation's, recorded beside them.
+    let lathe = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lathe"))
+            .args(args)
+            .env("LATHE_HOME", t.home.join("ws"))
+            .env("XDG_CONFIG_HOME", t.home.join("config"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lathe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    lathe(&["train", "--demo", "--max-steps", "2"]);
+    let jobs = lathe(&["sql", "--format", "csv", "SELECT kind, split_part(title, ' ', 1) AS title, status, count(DISTINCT session) OVER () AS sessions FROM lathe.jobs ORDER BY started_at"]);
+    let rows: Vec<&str> = jobs.lines().skip(1).collect();
+    // The shell's run trains the demo spec, titled by its view.
+    assert_eq!(rows, ["train,demo,cancelled,2", "train,resume,cancelled,2", "train,instruct,done,2"], "{jobs}");
 }
 
 /// `lathe chat --model FILE` opens the Chat pane with the model loaded; an answer streams with its

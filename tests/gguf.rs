@@ -153,11 +153,11 @@ fn bad_gguf_files_get_clear_errors() {
     assert!(e.contains("the context holds"), "{e}");
     let paste = "word ".repeat(20_000);
     let toks = g.tokenize(&paste);
-    let st = lathe::engine::infer::llama::Sampling { temperature: 0.0, max_tokens: 4, ..Default::default() };
+    let st = lathe::engine::types::Sampling { temperature: 0.0, max_tokens: 4, ..Default::default() };
     let e2 = s.generate(&toks, &st, &Default::default(), &mut |_| {}).err().unwrap();
     assert!(e2.contains("The prompt is") && e2.contains("the context holds"), "{e2}");
     let (text, stats) = s.generate(&g.tokenize("hello"), &st, &Default::default(), &mut |_| {}).unwrap();
-    assert!(stats.generated_tokens > 0 || !text.is_empty() || stats.stop == lathe::engine::infer::llama::StopReason::EndOfTurn);
+    assert!(stats.generated_tokens > 0 || !text.is_empty() || stats.stop == lathe::engine::types::StopReason::EndOfTurn);
 
     // The CLI: an empty prompt, a missing model, a file that is not GGUF.
     let home = dir.join("home");

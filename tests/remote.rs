@@ -7,8 +7,8 @@ use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use lathe::engine::data::views::Message;
-use lathe::engine::infer::llama::Sampling;
+use lathe::engine::types::Message;
+use lathe::engine::types::Sampling;
 use lathe::engine::infer::remote::{parse_spec, Remote};
 
 fn respond<S: Read + Write>(s: S) {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use lathe::app::action::{Action, PaneId};
 use lathe::app::keymap::Keymap;
-use lathe::app::runtime::{run, Engines, LoopOptions};
+use lathe::app::effects::start_service;
+use lathe::app::runtime::{run, LoopOptions};
 use lathe::app::state::App;
 use lathe::engine::jobs::{JobKind, JobStatus};
 use lathe::ui::theme::Theme;
@@ -26,7 +27,7 @@ fn keys_reach_the_screen_while_every_core_is_busy() {
         let mut app = App::new(km, Theme::default_theme(), PathBuf::from("/ws"));
         app.update(Action::Focus(PaneId::Chat));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut engines = Engines::start(tx.clone(), None);
+        let mut service = start_service(tx.clone(), None, Default::default());
         let cores = std::thread::available_parallelism().unwrap().get();
         tx.send(Action::StartStress { threads: cores, seconds: None }).unwrap();
 
@@ -60,7 +61,7 @@ fn keys_reach_the_screen_while_every_core_is_busy() {
         });
         let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
         let opts = LoopOptions { max_fps: 60, exit_after_first_frame: false, on_frame: Some(on_frame) };
-        tokio::time::timeout(Duration::from_secs(120), run(&mut term, &mut app, &mut engines, key_rx, rx, opts))
+        tokio::time::timeout(Duration::from_secs(120), run(&mut term, &mut app, &mut service, key_rx, rx, opts))
             .await
             .expect("the loop finished")
             .unwrap();
@@ -75,7 +76,7 @@ fn keys_reach_the_screen_while_every_core_is_busy() {
         let distinct: std::collections::BTreeSet<usize> = frames.iter().map(|(n, _)| *n).collect();
         assert!(distinct.len() > 10, "keys drawn in only {} frames", distinct.len());
         assert!(app.should_quit);
-        engines.jobs.cancel_all();
+        service.cancel_all_jobs();
     });
 }
 
@@ -88,7 +89,7 @@ fn a_key_alone_wakes_the_loop() {
         let mut app = App::new(km, Theme::default_theme(), PathBuf::from("/ws"));
         app.update(Action::Focus(PaneId::Chat));
         let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut engines = Engines::start(_tx.clone(), None);
+        let mut service = start_service(_tx.clone(), None, Default::default());
         let shown: Arc<Mutex<Vec<usize>>> = Arc::default();
         let shown2 = shown.clone();
         let on_frame = Box::new(move |app: &App| shown2.lock().unwrap().push(app.chat_input.lines()[0].len()));
@@ -111,7 +112,7 @@ fn a_key_alone_wakes_the_loop() {
         let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
         let opts = LoopOptions { max_fps: 60, exit_after_first_frame: false, on_frame: Some(on_frame) };
         // Nothing else wakes the loop here: a stuck key would hang until this timeout.
-        tokio::time::timeout(Duration::from_secs(60), run(&mut term, &mut app, &mut engines, key_rx, rx, opts))
+        tokio::time::timeout(Duration::from_secs(60), run(&mut term, &mut app, &mut service, key_rx, rx, opts))
             .await
             .expect("every key was handled without another event to wake the loop")
             .unwrap();

@@ -45,7 +45,10 @@ use lathe::engine::data::Catalog;
 use lathe::engine::train::export;
 use lathe::engine::train::model::LoraSpec;
 use lathe::engine::train::text::TextCodec;
-use lathe::engine::train::trainer::{self, Control, Ending, RunSpec, TrainConfig, TrainEvent};
+use lathe::engine::train::spec::{RunSpec, TrainConfig};
+use lathe::engine::types::RunStatus;
+use lathe::engine::train::step;
+use lathe::engine::train::trainer::{self, Control, Ending, TrainEvent};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lathe-train-{}-{name}", std::process::id()));
@@ -106,8 +109,8 @@ fn lora_gradients_match_finite_differences_and_checkpointing() {
         .iter()
         .map(|e| codec.encode(e).unwrap())
         .collect();
-    let (loss, grads) = trainer::loss_and_grads(&model, &units, 1, false, None).unwrap();
-    let (loss_gc, grads_gc) = trainer::loss_and_grads(&model, &units, 1, true, None).unwrap();
+    let (loss, grads) = step::loss_and_grads(&model, &units, 1, false, None).unwrap();
+    let (loss_gc, grads_gc) = step::loss_and_grads(&model, &units, 1, true, None).unwrap();
     assert!((loss - loss_gc).abs() < 1e-6);
     for (g, h) in grads.iter().zip(&grads_gc) {
         let d = max_abs_diff(g.as_ref().unwrap(), h.as_ref().unwrap());
@@ -126,7 +129,7 @@ fn lora_gradients_match_finite_differences_and_checkpointing() {
                 let mut v = orig.clone();
                 v[i] += delta;
                 var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
-                let (l, _) = trainer::loss_and_grads(&model, &units, 1, false, None).unwrap();
+                let (l, _) = step::loss_and_grads(&model, &units, 1, false, None).unwrap();
                 l
             };
             let fd = ((at(eps) - at(-eps)) / (2.0 * eps as f64)) as f32;
@@ -157,11 +160,11 @@ fn only_completion_tokens_carry_loss() {
     // Multi-turn chat: every assistant turn trains, nothing else.
     let chat = Example::Chat {
         messages: vec![
-            lathe::engine::data::views::Message { role: "system".into(), content: "Convert units.".into() },
-            lathe::engine::data::views::Message { role: "user".into(), content: "2 km to m".into() },
-            lathe::engine::data::views::Message { role: "assistant".into(), content: "2000 m".into() },
-            lathe::engine::data::views::Message { role: "user".into(), content: "3 h to min".into() },
-            lathe::engine::data::views::Message { role: "assistant".into(), content: "180 min".into() },
+            lathe::engine::types::Message { role: "system".into(), content: "Convert units.".into() },
+            lathe::engine::types::Message { role: "user".into(), content: "2 km to m".into() },
+            lathe::engine::types::Message { role: "assistant".into(), content: "2000 m".into() },
+            lathe::engine::types::Message { role: "user".into(), content: "3 h to min".into() },
+            lathe::engine::types::Message { role: "assistant".into(), content: "180 min".into() },
         ],
     };
     let enc = codec.encode(&chat).unwrap();
@@ -201,7 +204,7 @@ fn lora_runs_end_to_end_for_every_family() {
         let cut = run_quick(&cat, &runs, family, quick("lora"), Some(4));
         assert_eq!(cut.ending, Ending::Cancelled);
         assert_eq!(cut.steps, 4);
-        assert_eq!(cat.run(&cut.run_id).unwrap().status, "cancelled");
+        assert_eq!(cat.run(&cut.run_id).unwrap().status, RunStatus::Cancelled);
         let resumed = trainer::resume(&cat, &runs, &cut.run_id, &Control::default(), &mut |_| {}).unwrap();
         assert_eq!(resumed.ending, Ending::Completed);
         assert_eq!(resumed.losses, full.losses, "{family}: resume is not bit for bit");
@@ -237,17 +240,17 @@ fn lora_runs_end_to_end_for_every_family() {
             .map(|e| codec.encode(e).unwrap())
             .collect();
         let pad = codec.eos.as_ref().unwrap().1;
-        let l = trainer::mean_loss(&with_adapter, &eval, 4, pad).unwrap();
+        let l = step::mean_loss(&with_adapter, &eval, 4, pad).unwrap();
         assert!((l - row.eval_loss.unwrap()).abs() < 1e-4, "{family}: {l} vs {:?}", row.eval_loss);
         let merged = runs.join("merged");
         export::merge(&fixture(family), dir, &merged).unwrap();
         let (m, _) = trainer::load_for_eval(&merged, None).unwrap();
-        let lm = trainer::mean_loss(&m, &eval, 4, pad).unwrap();
+        let lm = step::mean_loss(&m, &eval, 4, pad).unwrap();
         assert!((lm - l).abs() < 1e-4, "{family}: merged {lm} vs adapter {l}");
         let base = trainer::load_for_eval(&fixture(family), None).unwrap().0;
-        assert!((trainer::mean_loss(&base, &eval, 4, pad).unwrap() - l).abs() > 1e-3, "{family}: the adapter changed nothing");
+        assert!((step::mean_loss(&base, &eval, 4, pad).unwrap() - l).abs() > 1e-3, "{family}: the adapter changed nothing");
         // The catalog has the run and its metrics.
-        assert_eq!(row.status, "completed");
+        assert_eq!(row.status, RunStatus::Completed);
         assert_eq!(row.step, Some(8));
         assert!(row.model_hash.is_some() && row.rows_hash.is_some() && row.view_sql.is_some());
         let metrics = cat.metrics(&resumed.run_id).unwrap();
@@ -287,7 +290,7 @@ fn early_stopping_and_packing() {
     let out = run_quick(&cat, &runs, "tiny-llama", still, None);
     assert_eq!(out.ending, Ending::StoppedEarly);
     assert_eq!(out.steps, 3);
-    assert_eq!(cat.run(&out.run_id).unwrap().status, "stopped_early");
+    assert_eq!(cat.run(&out.run_id).unwrap().status, RunStatus::StoppedEarly);
     // Packing joins examples into full-length sequences: fewer, longer units.
     let mut packed = quick("lora");
     packed.packing = true;
@@ -332,7 +335,7 @@ fn bad_input_gets_a_clear_error() {
     wild.checkpoint_every = 1;
     let e = go(fixture("tiny-llama"), "small", wild);
     assert!(e.contains("The loss became") && e.contains("last good checkpoint is kept"), "{e}");
-    let failed = cat.runs().unwrap().into_iter().find(|r| r.status == "failed").expect("a failed run");
+    let failed = cat.runs().unwrap().into_iter().find(|r| r.status == RunStatus::Failed).expect("a failed run");
     let ck = runs.join(&failed.id).join("checkpoint/state.json");
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck).unwrap()).unwrap();
     assert!(state["step"].as_u64().unwrap() >= 1);
@@ -342,11 +345,11 @@ fn bad_input_gets_a_clear_error() {
 #[test]
 fn runs_left_running_become_interrupted() {
     let cat = catalog(10);
-    let row = lathe::engine::data::runs::RunRow { id: "r1".into(), status: "running".into(), method: "lora".into(), model: "m".into(), view: "v".into(), ..Default::default() };
+    let row = lathe::engine::data::runs::RunRow { id: "r1".into(), status: RunStatus::Running, method: "lora".into(), model: "m".into(), view: "v".into(), ..Default::default() };
     cat.create_run(&row).unwrap();
     assert_eq!(cat.mark_interrupted().unwrap(), 1);
     let r = cat.run("r1").unwrap();
-    assert_eq!(r.status, "interrupted");
+    assert_eq!(r.status, RunStatus::Interrupted);
     assert!(r.message.unwrap().contains("--resume r1"));
 }
 
@@ -533,7 +536,7 @@ fn full_training_gradients_match_finite_differences() {
     let model = load("tiny-llama", &Trainable::Full);
     let codec = TextCodec::load(&fixture("tiny-llama")).unwrap();
     let units: Vec<_> = [alpaca("Count the letters.", "abcd", "4")].iter().map(|e| codec.encode(e).unwrap()).collect();
-    let (_, grads) = trainer::loss_and_grads(&model, &units, 1, false, None).unwrap();
+    let (_, grads) = step::loss_and_grads(&model, &units, 1, false, None).unwrap();
     let eps = 1e-2f32;
     for want in ["model.layers.0.input_layernorm.weight", "model.norm.weight", "model.layers.1.mlp.gate_proj.weight", "model.embed_tokens.weight"] {
         let k = model.trainable.iter().position(|(n, _)| n == want).unwrap();
@@ -545,7 +548,7 @@ fn full_training_gradients_match_finite_differences() {
             let mut v = orig.clone();
             v[i] += delta;
             var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
-            trainer::loss_and_grads(&model, &units, 1, false, None).unwrap().0
+            step::loss_and_grads(&model, &units, 1, false, None).unwrap().0
         };
         let fd = ((at(eps) - at(-eps)) / (2.0 * eps as f64)) as f32;
         var.set(&Tensor::from_vec(orig, var.shape(), &Device::Cpu).unwrap()).unwrap();

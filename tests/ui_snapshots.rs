@@ -272,7 +272,7 @@ fn run_rows() -> Vec<lathe::engine::data::runs::RunRow> {
     use lathe::engine::data::runs::RunRow;
     let r = |id: &str, status: &str, method: &str, eval: Option<f64>| RunRow {
         id: id.into(),
-        status: status.into(),
+        status: lathe::engine::types::RunStatus::parse(status),
         method: method.into(),
         model: "/ws/models/lathe-demo-base".into(),
         view: "instruct".into(),
@@ -295,7 +295,7 @@ fn run_rows() -> Vec<lathe::engine::data::runs::RunRow> {
 #[test]
 fn training_loss_and_runs_panes_with_a_run() {
     let mut a = training_app();
-    a.update(Action::Runs(Ok(run_rows())));
+    a.update(Action::Runs { request: a.requests.runs, result: Ok(run_rows()) });
     // The grid: Training in its narrow cell, the chart and the runs beside it.
     insta::assert_snapshot!("grid_with_a_run_200x50", render(&mut a, 200, 50));
     for pane in [PaneId::Training, PaneId::Loss, PaneId::Runs] {
@@ -349,7 +349,7 @@ fn new_run_form_with_a_check() {
 
 /// A conversation: two answers with their figures, one streaming, and turns the context left out.
 fn chat_app() -> App {
-    use lathe::engine::infer::llama::{Stats, StopReason};
+    use lathe::engine::types::{Stats, StopReason};
     use lathe::engine::infer::worker::ChatEvent;
     let mut a = app();
     a.update(Action::Focus(PaneId::Chat));
@@ -436,7 +436,7 @@ fn models_pane_with_a_library() {
     for (w, h) in [(80, 24), (200, 50)] {
         let mut a = app();
         a.update(Action::Focus(PaneId::Models));
-        a.update(Action::Models(Ok(list.clone())));
+        a.update(Action::Models { request: a.requests.models, result: Ok(list.clone()) });
         a.update(Action::ScrollDown);
         if w == 200 {
             a.update(Action::ToggleZoom);
@@ -450,4 +450,41 @@ fn chat_settings_panel() {
     let mut a = chat_app();
     a.update(Action::ChatSettings);
     insta::assert_snapshot!("chat_settings_80x24", render(&mut a, 80, 24));
+}
+
+/// A key remapped in the config is the key every hint names: the Runs pane's key line, its empty
+/// state's pointer to the Training pane, and the Chat pane's empty state.
+#[test]
+fn remapped_keys_show_in_the_hints() {
+    let overrides: BTreeMap<String, BTreeMap<String, String>> = toml::from_str(
+        r#"
+        [runs]
+        "enter" = "none"
+        "o" = "open_run"
+        "f5" = "none"
+        "ctrl+g" = "refresh_runs"
+        [training]
+        "d" = "none"
+        "x" = "start_demo"
+        [chat]
+        "ctrl+o" = "none"
+        "f2" = "load_model"
+        "#,
+    )
+    .unwrap();
+    let (km, problems) = Keymap::load(&overrides);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut a = App::new(km, Theme::default_theme(), PathBuf::from("/home/me/.local/share/lathe"));
+    a.update(Action::Focus(PaneId::Runs));
+    a.update(Action::Runs { request: a.requests.runs, result: Ok(run_rows()) });
+    let runs = render(&mut a, 80, 24);
+    assert!(runs.contains("o open") && runs.contains("Ctrl-G reload") && !runs.contains("Enter open"), "{runs}");
+    insta::assert_snapshot!("runs_remapped_80x24", runs);
+    a.update(Action::Runs { request: a.requests.runs, result: Ok(vec![]) });
+    let empty = render(&mut a, 80, 24);
+    assert!(empty.contains("x trains the demo"), "{empty}");
+    a.update(Action::Focus(PaneId::Chat));
+    let chat = render(&mut a, 80, 24);
+    assert!(chat.contains("F2 opens a .gguf") && !chat.contains("Ctrl-O"), "{chat}");
+    insta::assert_snapshot!("chat_remapped_80x24", chat);
 }

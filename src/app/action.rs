@@ -177,7 +177,8 @@ pub enum Action {
     OpenChat,
     /// Writes the conversation as Markdown and JSON into the workspace's chats/ folder.
     ExportChat,
-    ChatList(Result<Vec<crate::engine::data::chats::ChatSummary>, String>),
+    /// The saved conversations, answering list request `request`.
+    ChatList { request: u64, result: Result<Vec<crate::engine::data::chats::ChatSummary>, String> },
     ChatOpened(Result<crate::engine::data::chats::ChatRecord, String>),
     /// A message from an engine for the status bar.
     Info(String),
@@ -190,7 +191,7 @@ pub enum Action {
     ExportModel,
     RefreshModels,
     /// The model library, scanned by the engine.
-    Models(Result<Vec<crate::engine::infer::library::ModelEntry>, String>),
+    Models { request: u64, result: Result<Vec<crate::engine::infer::library::ModelEntry>, String> },
     /// Completions found by the engine.
     PathCompletions(Vec<String>),
     // Input that is not a binding.
@@ -206,8 +207,9 @@ pub enum Action {
     Train(crate::engine::train::trainer::TrainEvent),
     Chat(crate::engine::infer::worker::ChatEvent),
     /// A training job ended: the run id and how, or why it failed.
-    TrainDone(Result<(String, String), String>),
-    Runs(Result<Vec<crate::engine::data::runs::RunRow>, String>),
+    TrainDone(Result<(String, crate::engine::types::RunStatus), String>),
+    /// The recorded runs, answering list request `request` (an older answer is dropped).
+    Runs { request: u64, result: Result<Vec<crate::engine::data::runs::RunRow>, String> },
     /// Metrics of a recorded run, for its detail view (`overlay` false) or the chart overlay.
     RunMetrics { id: String, overlay: bool, metrics: Vec<crate::engine::data::runs::MetricRow> },
     /// The engine's check of the new-run form.
@@ -363,24 +365,22 @@ pub enum Command {
     StartStress { threads: usize, seconds: Option<u64> },
     CancelJob(JobId),
     CancelAllJobs,
-    /// Records a job's start or end in the catalog.
-    RecordJob(crate::engine::jobs::JobInfo),
     CompletePath(String),
     ImportDataset { path: String, replace: bool },
     ExportResult { sql: String, path: String },
     RefreshDatasets,
     PreviewViews,
-    StartTraining(Box<crate::engine::train::trainer::RunSpec>),
+    StartTraining(Box<crate::engine::train::spec::RunSpec>),
     StartDemo,
     ResumeRun(String),
     PauseTraining(bool),
-    CheckTraining(Box<crate::engine::train::trainer::RunSpec>),
-    RefreshRuns,
+    CheckTraining(Box<crate::engine::train::spec::RunSpec>),
+    RefreshRuns { request: u64 },
     LoadRunMetrics { id: String, overlay: bool },
     LoadChatModel(String),
-    Generate { id: u64, messages: Vec<crate::engine::data::views::Message>, sampling: crate::engine::infer::llama::Sampling },
+    Generate { id: u64, messages: Vec<crate::engine::types::Message>, sampling: crate::engine::types::Sampling },
     StopGeneration,
-    RefreshModels,
+    RefreshModels { request: u64 },
     ExportModel { dir: String, out: String },
     ExportRun { id: String, out: String },
     /// Puts text on the terminal's clipboard with OSC 52.
@@ -389,8 +389,8 @@ pub enum Command {
     LoadCompareModel(String),
     /// The comparison closed: the second model is freed and the first gets every thread back.
     CloseCompare,
-    GenerateCompare { id: u64, messages: Vec<crate::engine::data::views::Message>, sampling: crate::engine::infer::llama::Sampling },
-    ListChats,
+    GenerateCompare { id: u64, messages: Vec<crate::engine::types::Message>, sampling: crate::engine::types::Sampling },
+    ListChats { request: u64 },
     LoadChat(String),
     ExportChat { record: crate::engine::data::chats::ChatRecord, dir: String },
 }

@@ -2,9 +2,41 @@
 
 use std::path::PathBuf;
 
-use crate::engine::data::views::Message;
-use crate::engine::infer::llama::{Sampling, Stats, StopReason};
+use super::action::Action;
+use super::keymap::{Keymap, Mode};
 use crate::engine::infer::worker::ChatEvent;
+use crate::engine::types::{Message, Sampling, Stats, StopReason};
+
+/// Why a message cannot be sent (or an answer asked again) now. The text stays in the box; the
+/// reducer words the reason with the live keymap.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotSent {
+    Empty,
+    Streaming,
+    Loading(PathBuf),
+    NoModel,
+    NothingToRegenerate,
+}
+
+impl NotSent {
+    pub fn sentence(&self, km: &Keymap) -> String {
+        match self {
+            NotSent::Empty => "Nothing to send: type a message first.".into(),
+            NotSent::Streaming => streaming_sentence(km),
+            NotSent::Loading(p) => format!("{} is still loading.", p.display()),
+            NotSent::NoModel => format!(
+                "No model is loaded: press {} to open a GGUF file (or start with `lathe chat --model FILE`).",
+                km.hint(Mode::Chat, &Action::LoadModel)
+            ),
+            NotSent::NothingToRegenerate => "Nothing to regenerate yet: send a message first.".into(),
+        }
+    }
+}
+
+/// "An answer is still streaming; Esc stops it.", with the key the keymap binds.
+pub fn streaming_sentence(km: &Keymap) -> String {
+    format!("An answer is still streaming; {} stops it.", km.hint(Mode::Chat, &Action::StopGeneration))
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatModel {
@@ -140,9 +172,9 @@ impl ChatState {
     }
 
     /// Sends `text` as the user's next message; Err says why not (the text stays in the box).
-    pub fn send(&mut self, text: &str) -> Result<ChatCommand, String> {
+    pub fn send(&mut self, text: &str) -> Result<ChatCommand, NotSent> {
         if text.trim().is_empty() {
-            return Err("Nothing to send: type a message first.".into());
+            return Err(NotSent::Empty);
         }
         self.check_ready()?;
         if let Some(i) = self.editing.take() {
@@ -171,10 +203,10 @@ impl ChatState {
     }
 
     /// Asks again for the last answer (it is replaced).
-    pub fn regenerate(&mut self) -> Result<ChatCommand, String> {
+    pub fn regenerate(&mut self) -> Result<ChatCommand, NotSent> {
         self.check_ready()?;
         if !drop_last_answer(&mut self.turns) {
-            return Err("Nothing to regenerate yet: send a message first.".into());
+            return Err(NotSent::NothingToRegenerate);
         }
         Ok(self.start_answer())
     }
@@ -250,14 +282,14 @@ impl ChatState {
         self.streaming.is_some() || self.compare.as_ref().is_some_and(|s| s.streaming.is_some())
     }
 
-    fn check_ready(&self) -> Result<(), String> {
+    fn check_ready(&self) -> Result<(), NotSent> {
         if self.any_streaming() {
-            return Err("An answer is still streaming; Esc stops it.".into());
+            return Err(NotSent::Streaming);
         }
         match &self.model {
             ChatModel::Ready { .. } => Ok(()),
-            ChatModel::Loading(p) => Err(format!("{} is still loading.", p.display())),
-            _ => Err("No model is loaded: press Ctrl-O to open a GGUF file (or start with `lathe chat --model FILE`).".into()),
+            ChatModel::Loading(p) => Err(NotSent::Loading(p.clone())),
+            _ => Err(NotSent::NoModel),
         }
     }
 
@@ -436,12 +468,12 @@ mod tests {
     #[test]
     fn a_message_streams_into_an_answer() {
         let mut c = ChatState::default();
-        assert!(c.send("hi").unwrap_err().contains("No model is loaded"));
+        assert_eq!(c.send("hi").unwrap_err(), NotSent::NoModel);
         let mut c2 = ready();
         assert!(c2.send("  ").is_err());
         let ChatCommand::Generate { id, messages, .. } = c2.send("hi").unwrap();
         assert_eq!(messages.len(), 1);
-        assert!(c2.send("again").unwrap_err().contains("still streaming"));
+        assert_eq!(c2.send("again").unwrap_err(), NotSent::Streaming);
         c2.on_event(ChatEvent::Token { id, text: "Hel".into() });
         c2.on_event(ChatEvent::Token { id: id + 7, text: "stale".into() });
         c2.on_event(ChatEvent::Token { id, text: "lo".into() });

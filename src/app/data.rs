@@ -10,7 +10,6 @@ use super::action::{Action, Command};
 use crate::engine::data::paging::Shape;
 use crate::engine::data::worker::{DataEvent, TableSchema, ViewPreviews, PAGE};
 
-const EDITOR_HINT: &str = "SELECT * FROM instruct LIMIT 10   (F5 or Ctrl-R runs)";
 
 /// Pages kept in memory; farther ones are dropped and fetched again when needed.
 pub const MAX_PAGES: usize = 5;
@@ -79,10 +78,8 @@ pub struct DataState {
 
 impl Default for DataState {
     fn default() -> Self {
-        let mut editor = TextArea::default();
-        editor.set_placeholder_text(EDITOR_HINT);
         DataState {
-            editor,
+            editor: TextArea::default(),
             focus: DataFocus::Editor,
             history: Vec::new(),
             history_pos: None,
@@ -103,7 +100,6 @@ impl DataState {
 
     fn set_editor(&mut self, text: &str) {
         let mut ed = TextArea::new(text.lines().map(str::to_string).collect());
-        ed.set_placeholder_text(EDITOR_HINT);
         ed.move_cursor(tui_textarea::CursorMove::Bottom);
         ed.move_cursor(tui_textarea::CursorMove::End);
         self.editor = ed;

@@ -31,6 +31,11 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Modes whose focus is a text input: plain characters are typed there, not obeyed.
+    pub fn is_text_input(self) -> bool {
+        matches!(self, Mode::Chat | Mode::Sql | Mode::Prompt | Mode::Form)
+    }
+
     pub const ALL: [Mode; 14] = [
         Mode::Global,
         Mode::Training,
@@ -242,6 +247,9 @@ impl fmt::Display for KeySpec {
 #[derive(Debug, Clone)]
 pub struct Keymap {
     modes: BTreeMap<Mode, BTreeMap<KeySpec, Action>>,
+    /// Where each key was listed: the shipped file's order, then the user's. A hint names an
+    /// action's first-listed key (Esc, not q, closes a viewer).
+    listed: BTreeMap<(Mode, KeySpec), usize>,
 }
 
 impl Keymap {
@@ -250,7 +258,8 @@ impl Keymap {
     pub fn load(overrides: &BTreeMap<String, BTreeMap<String, String>>) -> (Keymap, Vec<String>) {
         let shipped: BTreeMap<String, BTreeMap<String, String>> =
             toml::from_str(SHIPPED_KEYMAP).expect("shipped keymap parses");
-        let mut km = Keymap { modes: BTreeMap::new() };
+        let mut km = Keymap { modes: BTreeMap::new(), listed: BTreeMap::new() };
+        km.listed = listing_order(SHIPPED_KEYMAP).into_iter().enumerate().map(|(i, k)| (k, i)).collect();
         let errs = km.apply(&shipped);
         assert!(errs.is_empty(), "shipped keymap: {errs:?}");
         let problems = km
@@ -281,6 +290,8 @@ impl Keymap {
                     map.remove(&spec);
                 } else if let Some(a) = Action::parse_binding(action) {
                     map.insert(spec, a);
+                    let next = self.listed.len();
+                    self.listed.entry((mode, spec)).or_insert(next);
                 } else {
                     errs.push(format!("{key:?} = {action:?} names no action"));
                 }
@@ -331,16 +342,45 @@ impl Keymap {
             .collect()
     }
 
-    /// The key to show for an action in hints: a plain key when there is one, and never a plain
-    /// character while a text input has focus (it would be typed, not obeyed).
+    /// The key the status bar and the confirm dialog show for an action: a plain key when there
+    /// is one, and never a plain character while a text input has focus (it would be typed).
     pub fn key_for(&self, mode: Mode, action: &Action, text_input: bool) -> Option<String> {
-        self.modes
-            .get(&mode)?
-            .iter()
-            .filter(|(k, a)| *a == action && !(text_input && k.is_text()))
-            .min_by_key(|(k, _)| (k.ctrl || k.alt || k.shift, **k))
-            .map(|(k, _)| k.to_string())
+        self.bound(mode, action, text_input).min_by_key(|k| (k.ctrl || k.alt || k.shift, **k)).map(|k| k.to_string())
     }
+
+    /// Every key of an action in a mode, as hints name them: plain keys first, each group in the
+    /// order the keymap lists them, and no plain character where the mode is a text input.
+    pub fn keys_for(&self, mode: Mode, action: &Action) -> Vec<String> {
+        let mut keys: Vec<&KeySpec> = self.bound(mode, action, mode.is_text_input()).collect();
+        keys.sort_by_key(|k| (k.ctrl || k.alt || k.shift, self.listed.get(&(mode, **k)).copied().unwrap_or(usize::MAX), **k));
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    /// The key a hint on screen names for an action in a mode; a binding removed in the config
+    /// reads "(unbound)", so a hint never names a key that does nothing.
+    pub fn hint(&self, mode: Mode, action: &Action) -> String {
+        self.keys_for(mode, action).into_iter().next().unwrap_or_else(|| "(unbound)".into())
+    }
+
+    fn bound<'a>(&'a self, mode: Mode, action: &'a Action, text_input: bool) -> impl Iterator<Item = &'a KeySpec> {
+        self.modes.get(&mode).into_iter().flatten().filter(move |(k, a)| *a == action && !(text_input && k.is_text())).map(|(k, _)| k)
+    }
+}
+
+/// The (mode, key) of each binding in a keymap file, in the order the file lists them.
+fn listing_order(text: &str) -> Vec<(Mode, KeySpec)> {
+    let mut mode = None;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            mode = Mode::from_name(name);
+        } else if let (Some(m), Some(rest)) = (mode, line.strip_prefix('"')) {
+            if let Some(spec) = rest.find("\" =").and_then(|end| KeySpec::parse(&rest[..end]).ok()) {
+                out.push((m, spec));
+            }
+        }
+    }
+    out
 }
 
 fn action_order(a: &Action) -> (u8, usize) {
@@ -394,6 +434,25 @@ pub fn key_press(ev: &KeyEvent) -> KeyPress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hints_name_the_first_listed_key() {
+        let (km, _) = Keymap::load(&BTreeMap::new());
+        assert_eq!(km.hint(Mode::Viewer, &Action::Close), "Esc");
+        assert_eq!(km.hint(Mode::Help, &Action::Close), "Esc");
+        assert_eq!(km.hint(Mode::Loss, &Action::ZoomIn), "+");
+        assert_eq!(km.keys_for(Mode::Sql, &Action::RunQuery), ["F5", "Ctrl-R", "Ctrl-Enter"]);
+        // A text input never names a plain character for its own keys.
+        assert_eq!(km.keys_for(Mode::Chat, &Action::Newline), ["Alt-Enter", "Ctrl-J"]);
+        let mut o: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        o.entry("viewer".into()).or_default().insert("esc".into(), "none".into());
+        o.entry("viewer".into()).or_default().insert("x".into(), "close".into());
+        let (km, problems) = Keymap::load(&o);
+        assert!(problems.is_empty());
+        assert_eq!(km.hint(Mode::Viewer, &Action::Close), "Enter");
+        assert_eq!(km.keys_for(Mode::Viewer, &Action::Close), ["Enter", "q", "x"]);
+        assert_eq!(km.hint(Mode::Viewer, &Action::Top), "(unbound)");
+    }
+
     use super::*;
     use crate::app::action::PaneId;
 

@@ -1,9 +1,10 @@
-//! The TUI runtime: terminal setup and restore, the event loop, actions, the reducer and the
-//! keymap. This is the only place where the UI and the engines meet.
+//! The workstation: terminal setup and restore, the event loop, actions, the reducer and the
+//! keymap. `effects` is where it meets the service.
 
 pub mod action;
 pub mod chat;
 pub mod data;
+pub mod effects;
 pub mod keymap;
 pub mod runtime;
 pub mod state;

@@ -9,11 +9,14 @@ use crate::engine::infer::worker::ChatEvent;
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
-use super::train::{compare_lines, detail_lines, split_metrics, ChartView, LiveRun, RunsState, TrainForm};
+use super::train::{ChartView, LiveRun, RunsState, TrainForm};
+use crate::engine::data::runs::split_metrics;
+use crate::present::{compare_lines, detail_lines};
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
 use crate::engine::sysmon::SysSample;
+use crate::engine::types::RunStatus;
 use crate::ui::theme::Theme;
 
 /// How many readings the sparklines keep.
@@ -55,10 +58,9 @@ pub struct Prompt {
     pub completions: Vec<String>,
 }
 
+/// An empty chat box (its placeholder, which names keys, is set where it is drawn).
 fn new_chat_input() -> TextArea<'static> {
-    let mut t = TextArea::default();
-    t.set_placeholder_text("Type a message (Enter sends, Alt-Enter for a new line)");
-    t
+    TextArea::default()
 }
 
 fn chat_command(c: super::chat::ChatCommand) -> Command {
@@ -120,6 +122,23 @@ impl SysState {
     }
 }
 
+/// The newest request id of each list (runs, models, saved conversations). Lists are answered on
+/// threads of their own, so an older answer can arrive after a newer one: it is dropped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requests {
+    last: u64,
+    pub runs: u64,
+    pub models: u64,
+    pub chats: u64,
+}
+
+impl Requests {
+    fn next(&mut self) -> u64 {
+        self.last += 1;
+        self.last
+    }
+}
+
 pub struct App {
     pub focus: PaneId,
     pub zoomed: bool,
@@ -150,6 +169,8 @@ pub struct App {
     pub form: Option<TrainForm>,
     pub chart: ChartView,
     pub runs: RunsState,
+    /// The newest request of each list the app asks the service for.
+    pub requests: Requests,
     pub should_quit: bool,
     /// Something changed since the last frame.
     pub dirty: bool,
@@ -190,9 +211,26 @@ impl App {
             form: None,
             chart: ChartView::default(),
             runs: RunsState::default(),
+            requests: Requests::default(),
             should_quit: false,
             dirty: true,
         }
+    }
+
+    /// Asks for the runs list; only the answer to the newest request is taken.
+    fn refresh_runs(&mut self) -> Command {
+        self.requests.runs = self.requests.next();
+        Command::RefreshRuns { request: self.requests.runs }
+    }
+
+    fn refresh_models(&mut self) -> Command {
+        self.requests.models = self.requests.next();
+        Command::RefreshModels { request: self.requests.models }
+    }
+
+    fn list_chats(&mut self) -> Command {
+        self.requests.chats = self.requests.next();
+        Command::ListChats { request: self.requests.chats }
     }
 
     /// The workspace's layout (paths only; nothing is opened).
@@ -229,7 +267,7 @@ impl App {
 
     /// A text box has the keyboard: plain characters are typing.
     pub fn text_input_focused(&self) -> bool {
-        matches!(self.mode(), Mode::Chat | Mode::Sql | Mode::Prompt | Mode::Form)
+        self.mode().is_text_input()
     }
 
     pub fn running_jobs(&self) -> impl Iterator<Item = &JobInfo> {
@@ -395,10 +433,10 @@ impl App {
                     _ => self.focus,
                 };
                 if self.focus == PaneId::Runs {
-                    out.push(Command::RefreshRuns);
+                    out.push(self.refresh_runs());
                 }
                 if self.focus == PaneId::Models {
-                    out.push(Command::RefreshModels);
+                    out.push(self.refresh_models());
                 }
             }
             Action::ToggleZoom => self.zoomed = !self.zoomed,
@@ -521,7 +559,13 @@ impl App {
                                         self.notify(Level::Info, format!("{} is still loading, so only the first model answers this message.", p.display()))
                                     }
                                     Some(super::chat::ChatModel::Failed(_)) => {
-                                        self.notify(Level::Info, "The second model did not load, so only the first answers; Ctrl-K closes the comparison.")
+                                        self.notify(
+                                            Level::Info,
+                                            format!(
+                                                "The second model did not load, so only the first answers; {} closes the comparison.",
+                                                self.keymap.hint(Mode::Chat, &Action::Compare)
+                                            ),
+                                        )
                                     }
                                     _ => {}
                                 },
@@ -530,7 +574,7 @@ impl App {
                             out.extend(self.chat.record().map(Command::SaveChat));
                         }
                         // The text stays in the box.
-                        Err(e) => self.notify(Level::Info, e),
+                        Err(e) => self.notify(Level::Info, e.sentence(&self.keymap)),
                     }
                 }
             }
@@ -571,13 +615,13 @@ impl App {
                         out.push(Command::GenerateCompare { id, messages, sampling });
                     }
                 }
-                Err(e) => self.notify(Level::Info, e),
+                Err(e) => self.notify(Level::Info, e.sentence(&self.keymap)),
             },
             Action::LoadModel => {
                 self.prompt = Some(Prompt::new(PromptKind::Model, ""));
                 self.overlay = Some(Overlay::Prompt);
             }
-            Action::RefreshModels => out.push(Command::RefreshModels),
+            Action::RefreshModels => out.push(self.refresh_models()),
             Action::CopyAnswer => match self.chat.turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
                 Some(t) => {
                     let n = t.text.chars().count();
@@ -587,15 +631,17 @@ impl App {
                 None => self.notify(Level::Info, "No answer to copy yet."),
             },
             Action::ExportRun => match self.runs.rows().get(self.runs.selected).cloned() {
-                Some(r) if r.artifacts.is_some() && r.status != "running" => {
-                    let out_path = self.ws().models_dir().join(format!("run-{}-f16.gguf", r.id));
+                Some(r) if r.artifacts.is_some() && r.status != RunStatus::Running => {
+                    let out_path = crate::service::export_path(&self.ws(), &crate::service::run_export_name(&r.id), crate::engine::export::gguf::Quant::F16);
                     self.notify(Level::Info, format!("Exporting run {} to {} (a job; it joins the Models pane when done).", r.id, out_path.display()));
                     out.push(Command::ExportRun { id: r.id.clone(), out: out_path.display().to_string() });
                 }
                 Some(r) => self.notify(Level::Info, format!("Run {} has nothing to export yet: finish or resume it first.", r.id)),
                 None => self.notify(Level::Info, "No run selected."),
             },
-            Action::Models(list) => {
+            // An answer that a newer request has overtaken.
+            Action::Models { request, .. } if request != self.requests.models => {}
+            Action::Models { result: list, .. } => {
                 let n = list.as_ref().map(|l| l.len()).unwrap_or(0);
                 self.models_selected = self.models_selected.min(n.saturating_sub(1));
                 self.models = Some(list);
@@ -612,11 +658,14 @@ impl App {
                     }
                     Some(e) if action == Action::ChatWithModel => self.notify(
                         Level::Info,
-                        format!("{} is a Hugging Face folder: press e to export it as GGUF, then chat with the export.", e.name),
+                        format!(
+                            "{} is a Hugging Face folder: press {} to export it as GGUF, then chat with the export.",
+                            e.name,
+                            self.keymap.hint(Mode::Models, &Action::ExportModel)
+                        ),
                     ),
                     Some(e) if e.format == "hf" => {
-                        let stem = e.name.replace('/', "-");
-                        let out_path = self.ws().models_dir().join(format!("{stem}-f16.gguf"));
+                        let out_path = crate::service::export_path(&self.ws(), &e.name, crate::engine::export::gguf::Quant::F16);
                         self.notify(Level::Info, format!("Exporting {} to {} (a job; the list refreshes when it is done).", e.name, out_path.display()));
                         out.push(Command::ExportModel { dir: e.path.display().to_string(), out: out_path.display().to_string() });
                     }
@@ -634,13 +683,14 @@ impl App {
             }
             Action::NewChat => {
                 if self.chat.any_streaming() {
-                    self.notify(Level::Info, "An answer is still streaming; Esc stops it.");
+                    self.notify(Level::Info, super::chat::streaming_sentence(&self.keymap));
                 } else {
                     self.chat.clear();
                 }
             }
-            Action::OpenChats => out.push(Command::ListChats),
-            Action::ChatList(Ok(list)) => {
+            Action::OpenChats => out.push(self.list_chats()),
+            Action::ChatList { request, .. } if request != self.requests.chats => {}
+            Action::ChatList { result: Ok(list), .. } => {
                 if list.is_empty() {
                     self.notify(Level::Info, "No saved conversations yet: each one is saved as its answers arrive.");
                 } else {
@@ -649,14 +699,14 @@ impl App {
                     self.overlay = Some(Overlay::Chats);
                 }
             }
-            Action::ChatList(Err(e)) | Action::ChatOpened(Err(e)) | Action::Failure(e) => self.notify(Level::Error, e),
+            Action::ChatList { result: Err(e), .. } | Action::ChatOpened(Err(e)) | Action::Failure(e) => self.notify(Level::Error, e),
             Action::Info(m) => self.notify(Level::Info, m),
             Action::OpenChat => {
                 let picked = self.chat.list.as_ref().and_then(|l| l.get(self.chat.list_selected)).map(|c| c.id.clone());
                 self.overlay = None;
                 self.chat.list = None;
                 if self.chat.any_streaming() {
-                    self.notify(Level::Info, "An answer is still streaming; Esc stops it.");
+                    self.notify(Level::Info, super::chat::streaming_sentence(&self.keymap));
                 } else if let Some(id) = picked {
                     out.push(Command::LoadChat(id));
                 }
@@ -774,25 +824,19 @@ impl App {
                         r.job = Some(*id);
                     }
                 }
-                // Starts and ends go to lathe.jobs; progress ticks do not.
-                let id = match &ev {
-                    crate::engine::jobs::JobEvent::Started { id, .. } | crate::engine::jobs::JobEvent::Finished { id, .. } => Some(*id),
-                    _ => None,
-                };
-                if let Some(j) = id.and_then(|id| self.jobs.iter().find(|j| j.id == id)) {
-                    out.push(Command::RecordJob(j.clone()));
-                }
                 if let crate::engine::jobs::JobEvent::Finished { id, status } = &ev {
                     let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.title.clone());
                     let title = title.unwrap_or_default();
                     let job = self.jobs.iter().find(|j| j.id == *id).cloned();
                     let kind = job.as_ref().map(|j| j.kind);
                     match status {
-                        JobStatus::Failed(msg) if kind == Some(JobKind::Import) && msg.contains("already exists") => {
+                        // A run's end is told by its TrainDone, in the run's words.
+                        _ if kind == Some(JobKind::Train) => {}
+                        JobStatus::Exists(_) if kind == Some(JobKind::Import) => {
                             // Ask before overwriting; the path is remembered from the prompt.
                             self.overlay = Some(Overlay::ConfirmReplace);
                         }
-                        JobStatus::Failed(msg) => self.notify(Level::Error, format!("{title} failed: {msg}")),
+                        JobStatus::Failed(msg) | JobStatus::Exists(msg) => self.notify(Level::Error, format!("{title} failed: {msg}")),
                         JobStatus::Cancelled => self.notify(Level::Info, format!("{title} cancelled")),
                         JobStatus::Done if matches!(kind, Some(JobKind::Import | JobKind::Export)) => {
                             let msg = job.map(|j| j.message).unwrap_or_default();
@@ -812,7 +856,7 @@ impl App {
                     if !seeded.is_empty() {
                         self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
                     }
-                    out.push(Command::RefreshRuns);
+                    out.push(self.refresh_runs());
                 }
                 DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
                 DataEvent::Unavailable(msg) => {
@@ -841,7 +885,7 @@ impl App {
             | Action::RefreshRuns
             | Action::Train(_)
             | Action::TrainDone(_)
-            | Action::Runs(_)
+            | Action::Runs { .. }
             | Action::RunMetrics { .. }
             | Action::FormChecked(_) => out.extend(self.update_training(action)),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
@@ -853,7 +897,8 @@ impl App {
 impl App {
     fn training_busy(&mut self) -> bool {
         if self.live.as_ref().is_some_and(|r| r.is_active()) {
-            self.notify(Level::Info, "A run is training; pause (p) or cancel (c) it first.");
+            let (pause, cancel) = (self.keymap.hint(Mode::Training, &Action::PauseRun), self.keymap.hint(Mode::Training, &Action::CancelRun));
+            self.notify(Level::Info, format!("A run is training; pause ({pause}) or cancel ({cancel}) it first."));
             return true;
         }
         false
@@ -868,8 +913,8 @@ impl App {
                 Vec::new()
             }
             Ok((model, view, config)) => {
-                let spec = crate::engine::train::trainer::RunSpec { model: model.clone().into(), view: view.clone(), config };
-                self.live = Some(LiveRun { status: "starting".into(), model, view, ..Default::default() });
+                let spec = crate::engine::train::spec::RunSpec { model: model.clone().into(), view: view.clone(), config };
+                self.live = Some(LiveRun { status: RunStatus::Starting, model, view, ..Default::default() });
                 self.chart.overlay = None;
                 self.form = None;
                 self.overlay = None;
@@ -892,7 +937,7 @@ impl App {
                     return out;
                 }
                 self.live = Some(LiveRun {
-                    status: "starting".into(),
+                    status: RunStatus::Starting,
                     model: "demo (built from scratch)".into(),
                     view: crate::engine::train::demo::DEMO_VIEW.into(),
                     ..Default::default()
@@ -919,7 +964,7 @@ impl App {
                     match f.spec() {
                         Ok((model, view, config)) => {
                             f.check = Some(Ok(vec!["Checking…".into()]));
-                            let spec = crate::engine::train::trainer::RunSpec { model: model.into(), view, config };
+                            let spec = crate::engine::train::spec::RunSpec { model: model.into(), view, config };
                             out.push(Command::CheckTraining(Box::new(spec)));
                         }
                         Err(e) => f.check = Some(Err(e)),
@@ -932,7 +977,7 @@ impl App {
                 }
             }
             Action::PauseRun => match &self.live {
-                Some(r) if r.is_active() => out.push(Command::PauseTraining(r.status != "paused")),
+                Some(r) if r.is_active() => out.push(Command::PauseTraining(r.status != RunStatus::Paused)),
                 _ => self.notify(Level::Info, "No run is training."),
             },
             Action::CancelRun => match self.live.as_ref().filter(|r| r.is_active()).and_then(|r| r.job) {
@@ -940,19 +985,18 @@ impl App {
                 None => self.notify(Level::Info, "No run is training."),
             },
             Action::ResumeRun => {
-                let resumable = |s: &str| matches!(s, "interrupted" | "cancelled" | "failed");
                 let target = if self.focus == PaneId::Runs {
-                    self.runs.selected_row().filter(|r| resumable(&r.status)).map(|r| r.id.clone())
+                    self.runs.selected_row().filter(|r| r.status.is_resumable()).map(|r| r.id.clone())
                 } else {
                     self.live
                         .as_ref()
-                        .filter(|r| resumable(&r.status))
+                        .filter(|r| r.status.is_resumable())
                         .map(|r| r.id.clone())
-                        .or_else(|| self.runs.rows().iter().find(|r| r.status == "interrupted").map(|r| r.id.clone()))
+                        .or_else(|| self.runs.rows().iter().find(|r| r.status == RunStatus::Interrupted).map(|r| r.id.clone()))
                 };
                 match target {
                     Some(id) if !self.training_busy() => {
-                        self.live = Some(LiveRun { id: id.clone(), status: "starting".into(), ..Default::default() });
+                        self.live = Some(LiveRun { id: id.clone(), status: RunStatus::Starting, ..Default::default() });
                         out.push(Command::ResumeRun(id));
                     }
                     Some(_) => {}
@@ -962,7 +1006,7 @@ impl App {
             Action::Train(ev) => {
                 // A new run belongs in the Runs list as soon as it exists.
                 if matches!(ev, crate::engine::train::trainer::TrainEvent::Started { .. }) {
-                    out.push(Command::RefreshRuns);
+                    out.push(self.refresh_runs());
                 }
                 if let Some(r) = &mut self.live {
                     r.apply(&ev);
@@ -973,9 +1017,9 @@ impl App {
                     Ok((id, status)) => {
                         let text = match self.live.as_mut() {
                             Some(r) => {
-                                r.status = status.clone();
+                                r.status = status;
                                 let acc = r.accuracy.map(|(c, t)| format!(", exact match {c}/{t}")).unwrap_or_default();
-                                format!("Run {id} {}{acc}.", status.replace('_', " "))
+                                format!("Run {id} {}{acc}.", status.words())
                             }
                             None => format!("Run {id} {status}."),
                         };
@@ -983,13 +1027,13 @@ impl App {
                     }
                     Err(msg) => {
                         if let Some(r) = self.live.as_mut() {
-                            r.status = "failed".into();
+                            r.status = RunStatus::Failed;
                             r.message = Some(msg.clone());
                         }
                         self.notify(Level::Error, msg);
                     }
                 }
-                out.push(Command::RefreshRuns);
+                out.push(self.refresh_runs());
             }
             Action::ToggleSmooth => self.chart.smooth = !self.chart.smooth,
             Action::ToggleLogScale => self.chart.log = !self.chart.log,
@@ -1008,7 +1052,7 @@ impl App {
                         self.chart.overlay = None;
                         if ids.is_empty() {
                             self.notify(Level::Info, "No other run to overlay yet.");
-                            out.push(Command::RefreshRuns);
+                            out.push(self.refresh_runs());
                         }
                     }
                 }
@@ -1042,11 +1086,19 @@ impl App {
                         self.runs.detail_scroll = 0;
                         self.overlay = Some(Overlay::RunDetail);
                     }
-                    _ => self.notify(Level::Info, "Mark a run with m, select another, then press c to compare."),
+                    _ => self.notify(
+                        Level::Info,
+                        format!(
+                            "Mark a run with {}, select another, then press {} to compare.",
+                            self.keymap.hint(Mode::Runs, &Action::MarkRun),
+                            self.keymap.hint(Mode::Runs, &Action::CompareRuns)
+                        ),
+                    ),
                 }
             }
-            Action::RefreshRuns => out.push(Command::RefreshRuns),
-            Action::Runs(list) => {
+            Action::RefreshRuns => out.push(self.refresh_runs()),
+            Action::Runs { request, .. } if request != self.requests.runs => {}
+            Action::Runs { result: list, .. } => {
                 if let Err(e) = &list {
                     self.notify(Level::Error, e.clone());
                 }
@@ -1252,8 +1304,8 @@ mod tests {
         assert!(a.chat.compare.is_none());
     }
 
-    fn answer_stats() -> crate::engine::infer::llama::Stats {
-        crate::engine::infer::llama::Stats {
+    fn answer_stats() -> crate::engine::types::Stats {
+        crate::engine::types::Stats {
             prompt_tokens: 3,
             reused_tokens: 0,
             prompt_secs: 0.1,
@@ -1262,7 +1314,7 @@ mod tests {
             generation_secs: 0.1,
             context_used: 4,
             context_size: 64,
-            stop: crate::engine::infer::llama::StopReason::EndOfTurn,
+            stop: crate::engine::types::StopReason::EndOfTurn,
         }
     }
 
@@ -1341,7 +1393,7 @@ mod tests {
         use crate::engine::infer::library::ModelEntry;
         let mut a = app();
         let cmds = a.update(Action::Focus(PaneId::Models));
-        assert_eq!(cmds, vec![Command::RefreshModels]);
+        assert_eq!(cmds, vec![Command::RefreshModels { request: a.requests.models }]);
         let entry = |name: &str, format: &str| ModelEntry {
             name: name.into(),
             path: format!("/m/{name}").into(),
@@ -1355,7 +1407,7 @@ mod tests {
             ram_needed: 1,
             problem: None,
         };
-        a.update(Action::Models(Ok(vec![entry("folder", "hf"), entry("m.gguf", "gguf")])));
+        a.update(Action::Models { request: a.requests.models, result: Ok(vec![entry("folder", "hf"), entry("m.gguf", "gguf")]) });
         let cmds = a.update(Action::ExportModel);
         assert!(matches!(cmds.as_slice(), [Command::ExportModel { .. }]), "{cmds:?}");
         assert!(a.update(Action::ChatWithModel).is_empty());
@@ -1425,7 +1477,7 @@ mod tests {
         a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Import, title: "import people.csv".into() }));
         a.update(Action::Job(JobEvent::Finished {
             id: 4,
-            status: JobStatus::Failed("A dataset named people already exists; pass --replace".into()),
+            status: JobStatus::Exists("A dataset named people already exists; pass --replace".into()),
         }));
         assert_eq!(a.overlay, Some(Overlay::ConfirmReplace));
         assert_eq!(
@@ -1469,14 +1521,27 @@ mod tests {
     }
 
     #[test]
+    fn an_older_runs_answer_does_not_overwrite_a_newer_one() {
+        use crate::engine::data::runs::RunRow;
+        let mut a = app();
+        let [Command::RefreshRuns { request: first }] = a.update(Action::Focus(PaneId::Runs))[..] else { panic!() };
+        let [Command::RefreshRuns { request: second }] = a.update(Action::RefreshRuns)[..] else { panic!() };
+        assert!(second > first);
+        let row = |id: &str| RunRow { id: id.into(), ..Default::default() };
+        a.update(Action::Runs { request: second, result: Ok(vec![row("new-1"), row("new-2")]) });
+        // The first request's answer arrives late: it is dropped.
+        a.update(Action::Runs { request: first, result: Ok(vec![row("old")]) });
+        assert_eq!(a.runs.rows().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["new-1", "new-2"]);
+    }
+
+    #[test]
     fn job_events_fold_into_the_status_list() {
         let mut a = app();
-        let rec = a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "export".into() }));
-        assert!(matches!(&rec[..], [Command::RecordJob(j)] if j.id == 7 && j.status == JobStatus::Running));
+        // The service records jobs in lathe.jobs; the reducer only shows them.
+        assert!(a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "export".into() })).is_empty());
         assert!(a.update(Action::Job(JobEvent::Progress { id: 7, fraction: Some(0.25), message: "q8_0".into() })).is_empty());
         assert_eq!(a.running_jobs().next().unwrap().fraction, Some(0.25));
-        let rec = a.update(Action::Job(JobEvent::Finished { id: 7, status: JobStatus::Failed("disk full".into()) }));
-        assert!(matches!(&rec[..], [Command::RecordJob(j)] if j.status == JobStatus::Failed("disk full".into())));
+        assert!(a.update(Action::Job(JobEvent::Finished { id: 7, status: JobStatus::Failed("disk full".into()) })).is_empty());
         assert_eq!(a.running_jobs().count(), 0);
         let n = a.notices.last().unwrap();
         assert_eq!((n.level, n.text.as_str()), (Level::Error, "export failed: disk full"));

@@ -17,7 +17,9 @@ pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
 /// Restores the terminal when dropped.
 pub struct TerminalGuard {
-    pub terminal: Term,
+    /// Dropped by hand: ratatui's own Drop shows a hidden cursor and, when that write fails (the
+    /// terminal hung up), reports it with eprintln!, which panics on a dead stderr.
+    pub terminal: std::mem::ManuallyDrop<Term>,
 }
 
 impl TerminalGuard {
@@ -31,13 +33,18 @@ impl TerminalGuard {
             return Err(e);
         }
         let terminal = Terminal::new(CrosstermBackend::new(out)).inspect_err(|_| restore())?;
-        Ok(TerminalGuard { terminal })
+        Ok(TerminalGuard { terminal: std::mem::ManuallyDrop::new(terminal) })
     }
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
+        if self.terminal.show_cursor().is_ok() {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.terminal) }
+        }
+        // Otherwise the terminal is gone: its Terminal is left to the process's exit.
     }
 }
 

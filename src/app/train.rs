@@ -1,8 +1,10 @@
 //! What the Training, Loss and Runs panes show, and the pure updates that keep it: the live run
 //! (from the trainer's events), the start form, the chart's view settings, and the runs list.
 
-use crate::engine::data::runs::{MetricRow, RunRow};
-use crate::engine::train::trainer::{TrainConfig, TrainEvent};
+use crate::engine::data::runs::{Curve, RunRow};
+use crate::engine::train::spec::TrainConfig;
+use crate::engine::train::trainer::TrainEvent;
+use crate::engine::types::RunStatus;
 
 /// The run this session is training (or trained last).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -12,7 +14,7 @@ pub struct LiveRun {
     pub view: String,
     pub method: String,
     /// starting, running, paused, completed, stopped early, cancelled, failed
-    pub status: String,
+    pub status: RunStatus,
     pub total: usize,
     pub step: usize,
     pub epoch: f64,
@@ -42,7 +44,7 @@ impl LiveRun {
     }
 
     pub fn is_active(&self) -> bool {
-        matches!(self.status.as_str(), "starting" | "running" | "paused")
+        self.status.is_active()
     }
 
     /// Applies one trainer event.
@@ -59,7 +61,7 @@ impl LiveRun {
                 self.eval_examples = *eval_examples;
                 self.trainable_params = *trainable_params;
                 self.total_params = *total_params;
-                self.status = "running".into();
+                self.status = RunStatus::Running;
                 self.train_points.retain(|p| p.0 <= *start_step as f64);
                 self.eval_points.retain(|p| p.0 <= *start_step as f64);
             }
@@ -85,7 +87,7 @@ impl LiveRun {
                 self.best_eval = Some(*best);
                 self.eval_points.push((*step as f64, *loss));
             }
-            TrainEvent::Paused(p) => self.status = if *p { "paused".into() } else { "running".into() },
+            TrainEvent::Paused(p) => self.status = if *p { RunStatus::Paused } else { RunStatus::Running },
             TrainEvent::Accuracy { correct, total } => self.accuracy = Some((*correct, *total)),
             TrainEvent::Note(n) => self.message = Some(n.clone()),
             TrainEvent::Checkpoint { step } => self.message = Some(format!("checkpoint saved at step {step}")),
@@ -172,9 +174,6 @@ impl TrainForm {
     }
 }
 
-/// (step, loss) points.
-pub type Curve = Vec<(f64, f64)>;
-
 /// The Loss chart's view settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChartView {
@@ -221,12 +220,6 @@ pub fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub fn split_metrics(m: &[MetricRow]) -> (Curve, Curve) {
-    let t = m.iter().filter(|r| r.kind == "train").map(|r| (r.step as f64, r.loss)).collect();
-    let e = m.iter().filter(|r| r.kind == "eval").map(|r| (r.step as f64, r.loss)).collect();
-    (t, e)
-}
-
 /// The Runs pane's list and what is open in it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunsState {
@@ -258,81 +251,6 @@ impl RunsState {
     }
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
-}
-
-/// The lines of a run's detail overlay.
-pub fn detail_lines(r: &RunRow, metrics: &[MetricRow]) -> Vec<String> {
-    let mut out = vec![
-        format!("status      {}", r.status),
-        format!("method      {}", r.method),
-        format!("model       {}", r.model),
-        format!("weights     hash {}", r.model_hash.as_deref().unwrap_or("-")),
-        format!("view        {}  ({} train / {} eval rows)", r.view, r.train_examples.unwrap_or(0), r.eval_examples.unwrap_or(0)),
-        format!("view SQL    {}", r.view_sql.as_deref().unwrap_or("-")),
-        format!("steps       {}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0)),
-        format!("train loss  {}   eval loss {}   best eval {}", opt(r.train_loss), opt(r.eval_loss), opt(r.best_eval_loss)),
-    ];
-    if let Some(a) = r.exact_match {
-        out.push(format!("exact match {:.1}%", a * 100.0));
-    }
-    out.push(format!("speed       {} tok/s", r.tokens_per_s.map(|t| format!("{t:.0}")).unwrap_or("-".into())));
-    out.push(format!("started     {}   took {:.0} s", r.created_at, r.duration_s.unwrap_or(0.0)));
-    out.push(format!("artifacts   {}", r.artifacts.as_deref().unwrap_or("-")));
-    if let Some(m) = &r.message {
-        out.push(format!("note        {m}"));
-    }
-    let (t, e) = split_metrics(metrics);
-    if !t.is_empty() {
-        out.push(format!("loss        {}", crate::units::sparkline(&t.iter().map(|p| p.1).collect::<Vec<_>>(), 50)));
-    }
-    for (s, l) in e {
-        out.push(format!("eval @ {s:>5}: {l:.4}"));
-    }
-    out.push(String::new());
-    out.push("parameters:".into());
-    if let Some(p) = r.params.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()) {
-        if let Some(o) = p.as_object() {
-            for (k, v) in o {
-                out.push(format!("  {k:<20} {v}"));
-            }
-        }
-    }
-    out
-}
-
-/// The lines of a two-run comparison.
-pub fn compare_lines(a: &RunRow, b: &RunRow) -> Vec<String> {
-    let mut out = vec![format!("{:<16} {:<26} {:<26}", "", a.id, b.id)];
-    let rows: Vec<(&str, String, String)> = vec![
-        ("status", a.status.clone(), b.status.clone()),
-        ("method", a.method.clone(), b.method.clone()),
-        ("view", a.view.clone(), b.view.clone()),
-        ("steps", format!("{}/{}", a.step.unwrap_or(0), a.total_steps.unwrap_or(0)), format!("{}/{}", b.step.unwrap_or(0), b.total_steps.unwrap_or(0))),
-        ("train loss", opt(a.train_loss), opt(b.train_loss)),
-        ("best eval loss", opt(a.best_eval_loss), opt(b.best_eval_loss)),
-        ("exact match", a.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into()), b.exact_match.map(|x| format!("{:.1}%", x * 100.0)).unwrap_or("-".into())),
-        ("tokens/s", opt(a.tokens_per_s), opt(b.tokens_per_s)),
-    ];
-    for (k, x, y) in rows {
-        out.push(format!("{k:<16} {x:<26} {y:<26}"));
-    }
-    let pa: serde_json::Value = serde_json::from_str(a.params.as_deref().unwrap_or("{}")).unwrap_or_default();
-    let pb: serde_json::Value = serde_json::from_str(b.params.as_deref().unwrap_or("{}")).unwrap_or_default();
-    if let (Some(oa), Some(ob)) = (pa.as_object(), pb.as_object()) {
-        out.push(String::new());
-        out.push("parameters that differ:".into());
-        for (k, va) in oa {
-            let vb = ob.get(k).cloned().unwrap_or_default();
-            if *va != vb {
-                out.push(format!("{k:<16} {:<26} {:<26}", va.to_string(), vb.to_string()));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +262,7 @@ mod tests {
 
     #[test]
     fn live_run_follows_events() {
-        let mut r = LiveRun { status: "starting".into(), ..Default::default() };
+        let mut r = LiveRun { status: RunStatus::Starting, ..Default::default() };
         r.apply(&step(1, 4.0));
         r.apply(&step(2, 2.0));
         assert_eq!(r.loss, Some(2.0));
@@ -353,7 +271,7 @@ mod tests {
         r.apply(&TrainEvent::Eval { step: 2, loss: 2.5, best: 2.5 });
         assert_eq!(r.eval_points, vec![(2.0, 2.5)]);
         r.apply(&TrainEvent::Paused(true));
-        assert_eq!(r.status, "paused");
+        assert_eq!(r.status, RunStatus::Paused);
         assert!(r.is_active());
     }
 

@@ -9,9 +9,10 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 
 use crate::engine::data::Catalog;
-use crate::engine::data::views::Message;
+use crate::engine::types::Message;
 use crate::engine::export::gguf::{self, Quant};
-use crate::engine::infer::llama::{Gguf, Options, Sampling};
+use crate::engine::infer::llama::{Gguf, Options};
+use crate::engine::types::Sampling;
 use crate::engine::workspace::Workspace;
 use crate::units::bytes;
 
@@ -95,16 +96,6 @@ pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
-/// A parameter count the way model cards say it: 1.10B, 494M.
-pub fn params(n: u64) -> String {
-    match n {
-        0 => "-".into(),
-        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
-        n => format!("{:.1}K", n as f64 / 1e3),
-    }
-}
-
 pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
     let cat = Catalog::open_workspace(ws)?;
     match what {
@@ -155,7 +146,7 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
                     e.source,
                     e.format,
                     e.architecture,
-                    params(e.params),
+                    crate::present::params(e.params),
                     e.quantization,
                     e.context_length,
                     bytes(e.file_size),

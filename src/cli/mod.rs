@@ -1,10 +1,6 @@
-//! Headless subcommands, one file each. They call engines, never the UI (except `bench ui`, which
-//! measures it).
+//! Headless subcommands, one file each. They call engines, never the UI (the benchmarks, which
+//! drive the UI, live in `bench/`).
 
-pub mod bench;
-pub mod bench_chat;
-pub mod bench_data;
-pub mod bench_train;
 pub mod chat;
 pub mod data;
 pub mod sysinfo;

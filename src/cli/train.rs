@@ -11,8 +11,11 @@ use clap::{Args, Subcommand};
 use crate::engine::data::views::Split;
 use crate::engine::data::Catalog;
 use crate::engine::train::demo;
-use crate::engine::train::trainer::{self, Control, RunSpec, TrainConfig, TrainEvent};
+use crate::engine::train::spec::{RunSpec, TrainConfig};
+use crate::engine::jobs::JobEvent;
+use crate::engine::train::trainer::{self, TrainEvent};
 use crate::engine::workspace::Workspace;
+use crate::service::{Event, Service, Settings, TrainWhat};
 use crate::units::{bytes, duration};
 
 #[derive(Debug, Args)]
@@ -164,7 +167,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 /// Ctrl-C (and SIGTERM) cancel the run cleanly: the last checkpoint is kept.
-fn cancel_on_signals(control: &Control) {
+fn catch_interrupts() {
     // SAFETY: the handler only stores to an atomic; ignoring SIGXFSZ turns a file-size limit
     // into a write error that training reports (keeping its last checkpoint) instead of a kill.
     unsafe {
@@ -172,61 +175,43 @@ fn cancel_on_signals(control: &Control) {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
     }
-    let cancel = control.cancel.clone();
-    std::thread::spawn(move || loop {
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            cancel.store(true, Ordering::Relaxed);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    });
 }
 
+/// One training event as `lathe train` prints it.
+fn event_line(ev: &TrainEvent) -> String {
+    match ev {
+        TrainEvent::Started { run_id, model, view, method, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, lengths } => format!(
+            "run {run_id}: {method} on {model}, view {view}\n  {train_examples} train / {eval_examples} eval examples; tokens per example: median {}, p95 {}, max {} ({} truncated)\n  {} of {} parameters train; steps {start_step}..{total_steps}",
+            lengths.median, lengths.p95, lengths.max, lengths.truncated, trainable_params, total_params
+        ),
+        TrainEvent::Step(m) => {
+            let eta = if m.step > 0 { m.elapsed_s / m.step as f64 * (m.total - m.step) as f64 } else { 0.0 };
+            format!(
+                "step {:>5}/{}  epoch {:.2}  loss {:.4}  lr {:.2e}  grad-norm {:.3}  {:.0} tok/s  rss {}  elapsed {}  eta {}",
+                m.step, m.total, m.epoch, m.loss, m.lr, m.grad_norm, m.tokens_per_s, bytes(m.rss_bytes), duration(m.elapsed_s), duration(eta)
+            )
+        }
+        TrainEvent::Eval { step, loss, best } => format!("eval  step {step}: loss {loss:.4} (best {best:.4})"),
+        TrainEvent::Checkpoint { step } => format!("checkpoint at step {step}"),
+        TrainEvent::Paused(p) => (if *p { "paused" } else { "resumed" }).to_string(),
+        TrainEvent::Accuracy { correct, total } => {
+            format!("exact match on eval: {correct}/{total} = {:.1}%", 100.0 * *correct as f64 / (*total).max(1) as f64)
+        }
+        TrainEvent::Note(n) => n.clone(),
+    }
+}
+
+/// `lathe train`: the run is a job of the service (recorded in `lathe.jobs` like one started in
+/// the workstation); its events are printed as they come.
 pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
-    let control = Control::default();
-    let mut out = std::io::stdout().lock();
+    let (tx, events) = std::sync::mpsc::channel::<Event>();
+    let service = Service::start(Some(ws), Settings::default(), move |ev| {
+        let _ = tx.send(ev);
+    });
+    let cat = service.wait_catalog(Duration::from_secs(60))?;
     let json = args.json;
-    let tty = std::io::stderr().is_terminal() && !json;
-    let mut on = |ev: TrainEvent| {
-        if json {
-            let _ = writeln!(out, "{}", serde_json::to_string(&ev).unwrap_or_default());
-            let _ = out.flush();
-            return;
-        }
-        let line = match &ev {
-            TrainEvent::Started { run_id, model, view, method, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, lengths } => format!(
-                "run {run_id}: {method} on {model}, view {view}\n  {train_examples} train / {eval_examples} eval examples; tokens per example: median {}, p95 {}, max {} ({} truncated)\n  {} of {} parameters train; steps {start_step}..{total_steps}",
-                lengths.median, lengths.p95, lengths.max, lengths.truncated, trainable_params, total_params
-            ),
-            TrainEvent::Step(m) => {
-                let eta = if m.step > 0 { m.elapsed_s / m.step as f64 * (m.total - m.step) as f64 } else { 0.0 };
-                format!(
-                    "step {:>5}/{}  epoch {:.2}  loss {:.4}  lr {:.2e}  grad-norm {:.3}  {:.0} tok/s  rss {}  elapsed {}  eta {}",
-                    m.step, m.total, m.epoch, m.loss, m.lr, m.grad_norm, m.tokens_per_s, bytes(m.rss_bytes), duration(m.elapsed_s), duration(eta)
-                )
-            }
-            TrainEvent::Eval { step, loss, best } => format!("eval  step {step}: loss {loss:.4} (best {best:.4})"),
-            TrainEvent::Checkpoint { step } => format!("checkpoint at step {step}"),
-            TrainEvent::Paused(p) => (if *p { "paused" } else { "resumed" }).to_string(),
-            TrainEvent::Accuracy { correct, total } => {
-                format!("exact match on eval: {correct}/{total} = {:.1}%", 100.0 * *correct as f64 / (*total).max(1) as f64)
-            }
-            TrainEvent::Note(n) => n.clone(),
-        };
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-        if tty {
-            if let TrainEvent::Step(m) = &ev {
-                let w = 30;
-                let done = (m.step * w / m.total.max(1)).min(w);
-                eprint!("\r[{}{}] {}/{}\r", "#".repeat(done), "-".repeat(w - done), m.step, m.total);
-            }
-        }
-    };
-    cancel_on_signals(&control);
-    let outcome = if let Some(id) = &args.resume {
-        trainer::resume(&cat, &ws.runs_dir(), id, &control, &mut on)
+    let what = if let Some(id) = &args.resume {
+        TrainWhat::Resume(id.clone())
     } else {
         let mut spec = if args.demo {
             demo::demo_spec(&cat, &ws.models_dir()).map_err(|e| anyhow!(e))?
@@ -244,9 +229,7 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
             print!("{}", toml::to_string(&spec.config)?);
             return Ok(());
         }
-        let p = trainer::preview(&cat, &spec, 2).map_err(|e| anyhow!(e))?;
-        let mcfg = crate::engine::train::config::ModelConfig::load(&spec.model)?;
-        let need = trainer::memory_estimate(&mcfg, &spec.config);
+        let p = crate::service::plan(&cat, &spec)?;
         if !json {
             println!("preview ({} train, {} eval examples; trained tokens in [brackets]):", p.train_examples, p.eval_examples);
             for e in &p.examples {
@@ -254,23 +237,62 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
             }
             println!(
                 "token lengths: min {} median {} p95 {} max {}; {} of {} longer than max_len {}",
-                p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, p.lengths.count, spec.config.max_len
+                p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, p.lengths.count, p.max_len
             );
-            println!("memory estimate: {} (available {})", bytes(need), bytes(trainer::available_memory()));
+            println!("memory estimate: {} (available {})", bytes(p.memory_needed), bytes(p.memory_available));
         }
         if args.dry_run {
             return Ok(());
         }
-        trainer::start(&cat, &ws.runs_dir(), spec, &control, &mut on)
+        TrainWhat::Spec(Box::new(spec))
     };
+    drop(cat);
+    catch_interrupts();
+    let mut service = service;
+    let job = service.train(what).ok_or_else(|| anyhow!("training needs a workspace"))?;
+    let mut out = std::io::stdout().lock();
+    let tty = std::io::stderr().is_terminal() && !json;
+    let (mut outcome, mut cancelling) = (None, false);
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
+            cancelling = true;
+            service.cancel_job(job);
+        }
+        let ev = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match ev {
+            Event::Train(ev) if json => {
+                writeln!(out, "{}", serde_json::to_string(&ev).unwrap_or_default())?;
+                out.flush()?;
+            }
+            Event::Train(ev) => {
+                writeln!(out, "{}", event_line(&ev))?;
+                out.flush()?;
+                if let (true, TrainEvent::Step(m)) = (tty, &ev) {
+                    let w = 30;
+                    let done = (m.step * w / m.total.max(1)).min(w);
+                    eprint!("\r[{}{}] {}/{}\r", "#".repeat(done), "-".repeat(w - done), m.step, m.total);
+                }
+            }
+            Event::TrainDone(r) => outcome = Some(r),
+            // The job has ended and its record is queued for lathe.jobs.
+            Event::Job(JobEvent::Finished { id, .. }) if id == job => break,
+            _ => {}
+        }
+    }
+    // Closing the service writes the job's record before the process ends.
+    drop(service);
     if tty {
         eprintln!();
     }
-    let o = outcome.map_err(|e| anyhow!(e))?;
+    let o = outcome.ok_or_else(|| anyhow!("the run ended without a result; see logs/lathe.log"))?.map_err(|e| anyhow!(e))?;
     println!(
         "run {} {} after {} steps; {}: {}",
         o.run_id,
-        o.ending.status().replace('_', " "),
+        o.ending.status().words(),
         o.steps,
         if o.ending == trainer::Ending::Cancelled { "checkpoint" } else { "saved" },
         o.artifact.display()
@@ -319,13 +341,13 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
             }
             // The same lines as the Runs pane's detail view.
             writeln!(out, "run {}", r.id)?;
-            for line in crate::app::train::detail_lines(&r, &m) {
+            for line in crate::present::detail_lines(&r, &m) {
                 writeln!(out, "  {line}")?;
             }
         }
         RunsCmd::Compare { a, b } => {
             let (ra, rb) = (cat.run(&a)?, cat.run(&b)?);
-            for line in crate::app::train::compare_lines(&ra, &rb) {
+            for line in crate::present::compare_lines(&ra, &rb) {
                 writeln!(out, "{line}")?;
             }
         }
@@ -363,7 +385,7 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
             .map(|c| crate::engine::train::text::Encoded { ids: c.to_vec(), train: vec![true; c.len()] })
             .collect();
         let n: usize = units.iter().map(|u| u.ids.len() - 1).sum();
-        let l = trainer::mean_loss(&model, &units, 4, pad)?;
+        let l = crate::engine::train::step::mean_loss(&model, &units, 4, pad)?;
         (l, format!("text {}", path.display()), n)
     } else {
         let view = args.view.clone().unwrap_or_default();
@@ -382,7 +404,7 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
             }
         }
         let n: usize = units.iter().map(|u| u.trained_tokens()).sum();
-        let l = trainer::mean_loss(&model, &units, 4, pad)?;
+        let l = crate::engine::train::step::mean_loss(&model, &units, 4, pad)?;
         (l, format!("view {view} ({} split, {} examples)", args.split, units.len()), n)
     };
     if args.json {

@@ -8,4 +8,5 @@ pub mod infer;
 pub mod jobs;
 pub mod sysmon;
 pub mod train;
+pub mod types;
 pub mod workspace;

@@ -8,18 +8,21 @@ use ratatui::Frame;
 
 use super::theme::Theme;
 use super::widgets::{empty_state, pane_block, EmptyState};
+use crate::app::action::Action;
 use crate::app::chat::{ChatModel, ChatState};
+use crate::app::keymap::{Keymap, Mode};
 use crate::app::state::App;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let theme = app.theme();
+    let key = |a: Action| app.keymap.hint(Mode::Chat, &a);
     let block = pane_block(theme, "Chat", focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
     let input_h = (app.chat_input.lines().len() as u16 + 2).clamp(3, (inner.height / 2).max(3));
     let [head, transcript, input] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(input_h)]).areas(inner);
-    f.render_widget(Paragraph::new(header(&app.chat, theme)), head);
+    f.render_widget(Paragraph::new(header(&app.chat, theme, &app.keymap)), head);
     match &app.chat.model {
         ChatModel::Ready { .. } if app.chat.compare.is_some() => {
             let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).spacing(1).areas(transcript);
@@ -27,7 +30,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             bottom(f, left, lines, app.chat.scroll);
             if let (Some(side), Some(view)) = (&app.chat.compare, app.chat.compare_view()) {
                 let [head_b, body_b] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(right);
-                f.render_widget(Paragraph::new(header(&view, theme)), head_b);
+                f.render_widget(Paragraph::new(header(&view, theme, &app.keymap)), head_b);
                 match &side.model {
                     ChatModel::Ready { .. } => bottom(f, body_b, transcript_lines(&view, theme, body_b.width.max(1) as usize), app.chat.scroll),
                     ChatModel::Loading(p) => f.render_widget(Paragraph::new(Line::styled(format!("loading {}", p.display()), theme.muted())), body_b),
@@ -47,7 +50,13 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             &EmptyState {
                 headline: "Ready",
                 what: "Type a message below; the answer streams here with its tokens per second.",
-                how: "Enter sends · Esc stops an answer · Ctrl-R asks again · Ctrl-O opens another model",
+                how: &format!(
+                    "{} sends · {} stops an answer · {} asks again · {} opens another model",
+                    key(Action::Send),
+                    key(Action::StopGeneration),
+                    key(Action::Regenerate),
+                    key(Action::LoadModel)
+                ),
             },
         ),
         ChatModel::Loading(p) => {
@@ -58,7 +67,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             f,
             transcript,
             theme,
-            &EmptyState { headline: "The model did not load", what: e, how: "Ctrl-O opens another GGUF file." },
+            &EmptyState { headline: "The model did not load", what: e, how: &format!("{} opens another GGUF file.", key(Action::LoadModel)) },
         ),
         ChatModel::None => empty_state(
             f,
@@ -67,7 +76,10 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             &EmptyState {
                 headline: "No model loaded",
                 what: "Chat with a GGUF model through llama.cpp: answers stream with tokens per second and context use.",
-                how: "Ctrl-O opens a .gguf file; `lathe export RUN` makes one from a training run; `lathe chat --model FILE` starts here.",
+                how: &format!(
+                    "{} opens a .gguf file; `lathe export RUN` makes one from a training run; `lathe chat --model FILE` starts here.",
+                    key(Action::LoadModel)
+                ),
             },
         ),
     }
@@ -80,6 +92,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             .title(Span::styled(" message ", theme.muted())),
     );
     ta.set_style(theme.text());
+    ta.set_placeholder_text(format!("Type a message ({} sends, {} for a new line)", key(Action::Send), key(Action::Newline)));
     ta.set_placeholder_style(theme.muted());
     ta.set_cursor_line_style(ratatui::style::Style::default());
     if focused {
@@ -97,7 +110,7 @@ fn bottom(f: &mut Frame, area: Rect, lines: Vec<Line<'static>>, scroll: u16) {
     f.render_widget(Paragraph::new(lines[top..].to_vec()), area);
 }
 
-fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
+fn header<'a>(c: &ChatState, theme: &Theme, keymap: &Keymap) -> Line<'a> {
     match &c.model {
         ChatModel::Ready { path, architecture, context_size, has_template } => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -108,11 +121,11 @@ fn header<'a>(c: &ChatState, theme: &Theme) -> Line<'a> {
                 spans.push(Span::styled("  plain prompt format (no template)", theme.muted()));
             }
             if c.streaming.is_some() {
-                spans.push(Span::styled("  ● answering (Esc stops)", theme.warn()));
+                spans.push(Span::styled(format!("  ● answering ({} stops)", keymap.hint(Mode::Chat, &Action::StopGeneration)), theme.warn()));
             }
             if let Some(i) = c.editing {
                 let n = c.turns[..i].iter().filter(|t| t.role == "user").count() + 1;
-                spans.push(Span::styled(format!("  editing your message {n}: Enter resends it and replaces what followed"), theme.warn()));
+                spans.push(Span::styled(format!("  editing your message {n}: {} resends it and replaces what followed", keymap.hint(Mode::Chat, &Action::Send)), theme.warn()));
             }
             Line::from(spans)
         }
@@ -127,7 +140,9 @@ pub fn saved_list(f: &mut Frame, area: Rect, app: &App) {
     let Some(list) = &app.chat.list else { return };
     let r = super::widgets::centered(area, area.width.saturating_sub(8).min(110), (list.len() as u16 + 4).min(area.height.saturating_sub(2)));
     f.render_widget(Clear, r);
-    let block = pane_block(theme, "Saved conversations (Enter reopens, Esc closes)", true);
+    let key = |a: Action| app.keymap.hint(Mode::ChatList, &a);
+    let title = format!("Saved conversations ({} reopens, {} closes)", key(Action::OpenChat), key(Action::Close));
+    let block = pane_block(theme, &title, true);
     let inner = block.inner(r);
     f.render_widget(block, r);
     let rows: Vec<Row> = list

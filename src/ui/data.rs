@@ -9,7 +9,9 @@ use ratatui::Frame;
 
 use super::theme::Theme;
 use super::widgets::{centered, empty_state, pane_block, EmptyState};
+use crate::app::action::Action;
 use crate::app::data::{DataFocus, ResultState};
+use crate::app::keymap::Mode;
 use crate::app::state::App;
 
 const MAX_COL: usize = 40;
@@ -45,9 +47,23 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     match &app.data.result {
         Some(r) if r.shape.is_some() => draw_grid(f, grid, r, theme, focused && app.data.focus == DataFocus::Grid),
         _ if app.data.result.is_none() => {
+            let km = &app.keymap;
+            let key = |a: Action| km.hint(Mode::Sql, &a);
+            let run = match run_keys(app) {
+                (one, Some(other)) => format!("{one} (or {other})"),
+                (one, None) => one,
+            };
             let lines = vec![
-                Line::styled("Write SQL above and press F5 (or Ctrl-R) to run it.", theme.muted()),
-                Line::styled("F6 moves between the editor and the results; Ctrl-P / Ctrl-N recall past queries.", theme.muted()),
+                Line::styled(format!("Write SQL above and press {run} to run it."), theme.muted()),
+                Line::styled(
+                    format!(
+                        "{} moves between the editor and the results; {} / {} recall past queries.",
+                        key(Action::SwitchDataFocus),
+                        key(Action::HistoryPrev),
+                        key(Action::HistoryNext)
+                    ),
+                    theme.muted(),
+                ),
                 Line::styled("Datasets are tables; lathe's own tables are in the lathe schema (lathe.query_history, lathe.views).", theme.muted()),
             ];
             f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), grid);
@@ -79,6 +95,12 @@ fn draw_schema(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     f.render_widget(Paragraph::new(lines).block(block), area);
 }
 
+/// The first two keys that run a query, as the keymap binds them.
+fn run_keys(app: &App) -> (String, Option<String>) {
+    let mut keys = app.keymap.keys_for(Mode::Sql, &Action::RunQuery).into_iter();
+    (keys.next().unwrap_or_else(|| "(unbound)".into()), keys.next())
+}
+
 fn draw_editor(f: &mut Frame, area: Rect, app: &App, theme: &Theme, active: bool) {
     let mut ed = app.data.editor.clone();
     ed.set_block(
@@ -88,6 +110,12 @@ fn draw_editor(f: &mut Frame, area: Rect, app: &App, theme: &Theme, active: bool
             .title(Span::styled(" SQL ", if active { theme.title(true) } else { theme.muted() })),
     );
     ed.set_style(theme.text());
+    // The example query's hint names the keys the keymap binds (drawn here, so it follows a remap).
+    let run = match run_keys(app) {
+        (one, Some(other)) => format!("{one} or {other}"),
+        (one, None) => one,
+    };
+    ed.set_placeholder_text(format!("SELECT * FROM instruct LIMIT 10   ({run} runs)"));
     ed.set_placeholder_style(theme.muted());
     ed.set_cursor_line_style(ratatui::style::Style::default());
     ed.set_cursor_style(if active { theme.selection() } else { theme.text() });
@@ -100,8 +128,8 @@ fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             format!("completions: {}", app.data.completions.join("  ")),
             theme.muted(),
         ),
-        None => Line::styled("Ctrl-Space completes keywords, tables and columns", theme.muted()),
-        Some(r) if r.running => Line::styled("running… (Esc cancels)", theme.warn()),
+        None => Line::styled(format!("{} completes keywords, tables and columns", app.keymap.hint(Mode::Sql, &Action::Complete)), theme.muted()),
+        Some(r) if r.running => Line::styled(format!("running… ({} cancels)", app.keymap.hint(Mode::Sql, &Action::CancelQuery)), theme.warn()),
         Some(r) if r.error.is_some() && r.shape.is_none() => {
             Line::styled(r.error.clone().unwrap_or_default(), theme.error())
         }
@@ -217,7 +245,8 @@ pub fn row_viewer(f: &mut Frame, area: Rect, app: &App) {
             lines.push(Line::styled(format!("  {l}"), theme.text()));
         }
     }
-    scroll_overlay(f, area, app, &format!("Row {} (Esc closes)", r.row + 1), lines);
+    let close = app.keymap.hint(Mode::Viewer, &Action::Close);
+    scroll_overlay(f, area, app, &format!("Row {} ({close} closes)", r.row + 1), lines);
 }
 
 /// The path prompt of import and export, with the completions found so far.
@@ -225,16 +254,17 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
     use crate::app::state::PromptKind;
     let theme = app.theme();
     let Some(p) = &app.prompt else { return };
+    let (tab, enter) = (app.keymap.hint(Mode::Prompt, &Action::Complete), app.keymap.hint(Mode::Prompt, &Action::Confirm));
     let title = match p.kind {
-        PromptKind::Import => "Import a file, glob or folder (Tab completes, Enter imports)",
-        PromptKind::Export => "Export the result to .csv, .parquet or .jsonl (Tab completes, Enter writes)",
-        PromptKind::CompareModel => "A second model to answer beside the first: a GGUF file, ollama:MODEL or openai:MODEL@URL (Enter loads)",
-        PromptKind::Model => "Open a GGUF file or a library name, or ollama:MODEL[@HOST:PORT] or openai:MODEL@http(s)://HOST:PORT/v1 (Enter loads)",
+        PromptKind::Import => format!("Import a file, glob or folder ({tab} completes, {enter} imports)"),
+        PromptKind::Export => format!("Export the result to .csv, .parquet or .jsonl ({tab} completes, {enter} writes)"),
+        PromptKind::CompareModel => format!("A second model to answer beside the first: a GGUF file, ollama:MODEL or openai:MODEL@URL ({enter} loads)"),
+        PromptKind::Model => format!("Open a GGUF file or a library name, or ollama:MODEL[@HOST:PORT] or openai:MODEL@http(s)://HOST:PORT/v1 ({enter} loads)"),
     };
     let shown = p.completions.len().min(8) as u16;
     let rect = centered(area, area.width.saturating_sub(4).clamp(30, 100), 3 + shown + u16::from(shown > 0) + 1);
     f.render_widget(Clear, rect);
-    let block = pane_block(theme, title, true).style(theme.overlay());
+    let block = pane_block(theme, &title, true).style(theme.overlay());
     let inner = block.inner(rect);
     f.render_widget(block, rect);
     let [input, list] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
@@ -297,7 +327,8 @@ pub fn views_preview(f: &mut Frame, area: Rect, app: &App) {
             }
         }
     }
-    scroll_overlay(f, area, app, "Training-set views (↑↓ scroll, Esc closes)", lines);
+    let close = app.keymap.hint(Mode::Viewer, &Action::Close);
+    scroll_overlay(f, area, app, &format!("Training-set views (↑↓ scroll, {close} closes)"), lines);
 }
 
 /// A near-full-size box of wrapped text that scrolls with the viewer keys.

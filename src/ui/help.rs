@@ -44,10 +44,11 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, scroll: u16) {
     let visible = rect.height.saturating_sub(2);
     let max_scroll = (content.len() as u16).saturating_sub(visible);
     let scroll = scroll.min(max_scroll);
-    let title = if max_scroll > 0 { "Keys (↑↓ to scroll, Esc to close)" } else { "Keys (Esc to close)" };
+    let close = app.keymap.hint(Mode::Help, &crate::app::action::Action::Close);
+    let title = if max_scroll > 0 { format!("Keys (↑↓ to scroll, {close} to close)") } else { format!("Keys ({close} to close)") };
     f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(content).scroll((scroll, 0)).style(theme.overlay()).block(pane_block(theme, title, true)),
+        Paragraph::new(content).scroll((scroll, 0)).style(theme.overlay()).block(pane_block(theme, &title, true)),
         rect,
     );
 }

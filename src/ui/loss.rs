@@ -9,6 +9,8 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 use ratatui::Frame;
 
 use super::widgets::{empty_state, pane_block, EmptyState};
+use crate::app::action::Action;
+use crate::app::keymap::Mode;
 use crate::app::state::App;
 use crate::app::train::smooth;
 
@@ -38,6 +40,16 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         None => (Vec::new(), Vec::new()),
     };
     if train.is_empty() && c.overlay.is_none() {
+        let key = |m: Mode, a: Action| app.keymap.hint(m, &a);
+        let how = format!(
+            "Start a run in the Training pane ({}: the demo). Here: {} smoothing, {} log scale, {} and {} zoom, {} overlay a run.",
+            key(Mode::Training, Action::StartDemo),
+            key(Mode::Loss, Action::ToggleSmooth),
+            key(Mode::Loss, Action::ToggleLogScale),
+            key(Mode::Loss, Action::ZoomIn),
+            key(Mode::Loss, Action::ZoomOut),
+            key(Mode::Loss, Action::OverlayRun)
+        );
         empty_state(
             f,
             inner,
@@ -45,7 +57,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             &EmptyState {
                 headline: "No loss to chart yet",
                 what: "Train and eval loss are charted here step by step while a run trains; another recorded run can be drawn beside it.",
-                how: "Start a run in the Training pane (d: the demo). Here: s smoothing, l log scale, + and - zoom, o overlay a run.",
+                how: &how,
             },
         );
         return;
@@ -65,7 +77,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     ];
     let ys: Vec<f64> = sets.iter().flatten().map(|p| p.1).collect();
     if ys.is_empty() {
-        f.render_widget(Paragraph::new(Line::styled("No points in this window; press - to zoom out.", theme.muted())), inner);
+        let out = app.keymap.hint(Mode::Loss, &Action::ZoomOut);
+        f.render_widget(Paragraph::new(Line::styled(format!("No points in this window; press {out} to zoom out."), theme.muted())), inner);
         return;
     }
     let lo = ys.iter().cloned().fold(f64::INFINITY, f64::min);

@@ -7,7 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
-use super::widgets::{empty_state, pane_block, EmptyState};
+use super::widgets::{empty_state, key_hints, pane_block, EmptyState};
+use crate::app::action::Action;
+use crate::app::keymap::Mode;
 use crate::app::state::App;
 use crate::units::bytes;
 
@@ -23,10 +25,14 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         }
         Some(Err(e)) => return f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())), inner),
         Some(Ok(l)) if l.is_empty() => {
+            let how = format!(
+                "`lathe models add PATH` adds a file or folder; `lathe export RUN` writes a trained run as GGUF; {} scans again.",
+                app.keymap.hint(Mode::Models, &Action::RefreshModels)
+            );
             let e = EmptyState {
                 headline: "No models found",
                 what: "GGUF files and Hugging Face folders in the workspace's models/, the Hugging Face cache (~/.cache/huggingface/hub) and Ollama (~/.ollama/models) appear here.",
-                how: "`lathe models add PATH` adds a file or folder; `lathe export RUN` writes a trained run as GGUF; F5 scans again.",
+                how: &how,
             };
             return empty_state(f, inner, theme, &e);
         }
@@ -40,7 +46,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             let mut cells = vec![
                 Cell::from(Span::styled(e.name.clone(), style)),
                 Cell::from(e.architecture.clone()),
-                Cell::from(crate::cli::chat::params(e.params)),
+                Cell::from(crate::present::params(e.params)),
                 Cell::from(e.quantization.clone()),
                 Cell::from(bytes(e.file_size)),
                 Cell::from(bytes(e.ram_needed)),
@@ -85,5 +91,6 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         };
         f.render_widget(Paragraph::new(vec![Line::styled(e.name.clone(), theme.accent()), second]), detail);
     }
-    f.render_widget(Paragraph::new(Line::styled("Enter chat  e export as GGUF  F5 scan again", theme.muted())), keys);
+    let hints = key_hints(&app.keymap, Mode::Models, &[(Action::ChatWithModel, "chat"), (Action::ExportModel, "export as GGUF"), (Action::RefreshModels, "scan again")]);
+    f.render_widget(Paragraph::new(Line::styled(hints, theme.muted())), keys);
 }

@@ -6,8 +6,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
-use super::widgets::{duration, empty_state, pane_block, scroll_overlay, EmptyState};
+use super::widgets::{duration, empty_state, key_hints, pane_block, scroll_overlay, EmptyState};
+use crate::app::action::Action;
+use crate::app::keymap::Mode;
 use crate::app::state::App;
+use crate::engine::types::RunStatus;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let theme = app.theme();
@@ -21,6 +24,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             return;
         }
         _ if rows.is_empty() => {
+            let key = |a: Action| app.keymap.hint(Mode::Training, &a);
+            let how = format!("Start one in the Training pane: {} trains the demo model, {} a run on your model.", key(Action::StartDemo), key(Action::NewRun));
             empty_state(
                 f,
                 inner,
@@ -28,7 +33,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                 &EmptyState {
                     headline: "No runs recorded",
                     what: "Every training run is kept here with its parameters, per-step metrics, eval results and artifacts (also in lathe.runs and lathe.metrics for SQL).",
-                    how: "Start one in the Training pane: d trains the demo model, n a run on your model.",
+                    how: &how,
                 },
             );
             return;
@@ -40,16 +45,16 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         .iter()
         .map(|r| {
             let mark = if app.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
-            let status_style = match r.status.as_str() {
-                "completed" | "stopped_early" => theme.ok(),
-                "running" | "paused" => theme.accent(),
-                "failed" => theme.error(),
-                _ => theme.warn(),
+            let status_style = match r.status {
+                RunStatus::Completed | RunStatus::StoppedEarly => theme.ok(),
+                RunStatus::Running | RunStatus::Paused => theme.accent(),
+                RunStatus::Failed => theme.error(),
+                RunStatus::Starting | RunStatus::Cancelled | RunStatus::Interrupted => theme.warn(),
             };
             let model = std::path::Path::new(&r.model).file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
             Row::new(vec![
                 Cell::from(format!("{mark}{}", r.id)),
-                Cell::from(Span::styled(r.status.replace('_', " "), status_style)),
+                Cell::from(Span::styled(r.status.words(), status_style)),
                 Cell::from(r.method.clone()),
                 Cell::from(format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))),
                 Cell::from(f4(r.best_eval_loss)),
@@ -82,7 +87,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                 let mark = if app.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
                 Row::new(vec![
                     Cell::from(format!("{mark}{}", r.id)),
-                    Cell::from(r.status.replace('_', " ")),
+                    Cell::from(r.status.words()),
                     Cell::from(format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))),
                     Cell::from(f4(r.best_eval_loss)),
                     Cell::from(r.exact_match.map(|a| format!("{:.1}%", a * 100.0)).unwrap_or_else(|| "-".into())),
@@ -99,7 +104,21 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let [list, keys] = ratatui::layout::Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
     f.render_stateful_widget(table, list, &mut state);
     f.render_widget(
-        Paragraph::new(Line::styled("Enter open  m mark  c compare  r resume  e export GGUF  F5 reload", theme.muted())),
+        Paragraph::new(Line::styled(
+            key_hints(
+                &app.keymap,
+                Mode::Runs,
+                &[
+                    (Action::OpenRun, "open"),
+                    (Action::MarkRun, "mark"),
+                    (Action::CompareRuns, "compare"),
+                    (Action::ResumeRun, "resume"),
+                    (Action::ExportRun, "export GGUF"),
+                    (Action::RefreshRuns, "reload"),
+                ],
+            ),
+            theme.muted(),
+        )),
         keys,
     );
 }
@@ -108,5 +127,6 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
 pub fn detail(f: &mut Frame, area: Rect, app: &App) {
     let Some((title, lines)) = &app.runs.detail else { return };
     let lines: Vec<Line> = lines.iter().map(|l| Line::styled(l.clone(), app.theme().text())).collect();
-    scroll_overlay(f, area, app.theme(), &format!("{title} (↑↓ scroll, Esc closes)"), lines, app.runs.detail_scroll);
+    let close = app.keymap.hint(Mode::Viewer, &Action::Close);
+    scroll_overlay(f, area, app.theme(), &format!("{title} (↑↓ scroll, {close} closes)"), lines, app.runs.detail_scroll);
 }

@@ -9,15 +9,18 @@ use ratatui::Frame;
 
 use super::theme::Theme;
 use super::widgets::{bytes, centered, duration, empty_state, pane_block, thousands, EmptyState};
+use crate::app::action::{Action, PaneId};
+use crate::app::keymap::Mode;
 use crate::app::state::App;
 use crate::app::train::LiveRun;
+use crate::engine::types::RunStatus;
 
-fn status_style(theme: &Theme, status: &str) -> ratatui::style::Style {
+fn status_style(theme: &Theme, status: RunStatus) -> ratatui::style::Style {
     match status {
-        "running" | "starting" => theme.accent(),
-        "completed" | "stopped_early" => theme.ok(),
-        "paused" | "cancelled" | "interrupted" => theme.warn(),
-        _ => theme.error(),
+        RunStatus::Running | RunStatus::Starting => theme.accent(),
+        RunStatus::Completed | RunStatus::StoppedEarly => theme.ok(),
+        RunStatus::Paused | RunStatus::Cancelled | RunStatus::Interrupted => theme.warn(),
+        RunStatus::Failed => theme.error(),
     }
 }
 
@@ -63,7 +66,7 @@ fn run_lines<'a>(theme: &Theme, r: &LiveRun, width: u16) -> Vec<Line<'a>> {
         Line::from(vec![
             Span::styled(if r.id.is_empty() { "new run".to_string() } else { format!("run {}", r.id) }, theme.accent()),
             Span::raw("  "),
-            Span::styled(r.status.replace('_', " "), status_style(theme, &r.status)),
+            Span::styled(r.status.words(), status_style(theme, r.status)),
             Span::styled(if r.method.is_empty() { String::new() } else { format!("  {}", r.method) }, theme.text()),
         ]),
         Line::from(vec![Span::styled("model     ", theme.muted()), Span::styled(r.model.clone(), theme.text())]),
@@ -108,7 +111,7 @@ fn run_lines<'a>(theme: &Theme, r: &LiveRun, width: u16) -> Vec<Line<'a>> {
     lines
 }
 
-fn keys_line<'a>(theme: &Theme, keys: &[(&str, &str)]) -> Line<'a> {
+fn keys_line<'a>(theme: &Theme, keys: &[(String, &str)]) -> Line<'a> {
     let mut spans = Vec::new();
     for (i, (k, what)) in keys.iter().enumerate() {
         if i > 0 {
@@ -125,7 +128,14 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let block = pane_block(theme, "Training", focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
+    let key = |m: Mode, a: Action| app.keymap.hint(m, &a);
     let Some(r) = &app.live else {
+        let how = format!(
+            "{} trains the demo model from scratch (a few minutes on a laptop CPU); {} starts a run on your model and view; {} resumes an interrupted run.",
+            key(Mode::Training, Action::StartDemo),
+            key(Mode::Training, Action::NewRun),
+            key(Mode::Training, Action::ResumeRun)
+        );
         empty_state(
             f,
             inner,
@@ -133,21 +143,30 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             &EmptyState {
                 headline: "No run in this session",
                 what: "A run shows here while it trains: step, epoch, loss, eval loss, learning rate, gradient norm, tokens per second, memory and time left.",
-                how: "d trains the demo model from scratch (a few minutes on a laptop CPU); n starts a run on your model and view; r resumes an interrupted run.",
+                how: &how,
             },
         );
         return;
     };
     let mut lines = run_lines(theme, r, inner.width);
-    let keys: &[(&str, &str)] = if r.is_active() {
-        &[("p", if r.status == "paused" { "resume" } else { "pause" }), ("c", "cancel"), ("2", "loss chart")]
+    let keys: Vec<(String, &str)> = if r.is_active() {
+        vec![
+            (key(Mode::Training, Action::PauseRun), if r.status == RunStatus::Paused { "resume" } else { "pause" }),
+            (key(Mode::Training, Action::CancelRun), "cancel"),
+            (key(Mode::Global, Action::Focus(PaneId::Loss)), "loss chart"),
+        ]
     } else {
-        &[("d", "demo"), ("n", "new run"), ("r", "resume"), ("6", "runs")]
+        vec![
+            (key(Mode::Training, Action::StartDemo), "demo"),
+            (key(Mode::Training, Action::NewRun), "new run"),
+            (key(Mode::Training, Action::ResumeRun), "resume"),
+            (key(Mode::Global, Action::Focus(PaneId::Runs)), "runs"),
+        ]
     };
     let room = inner.height as usize;
     if lines.len() < room {
         lines.resize(room - 1, Line::raw(""));
-        lines.push(keys_line(theme, keys));
+        lines.push(keys_line(theme, &keys));
     }
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), inner);
 }
@@ -155,16 +174,21 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
 /// The new-run form.
 pub fn form(f: &mut Frame, area: Rect, app: &App) {
     let Some(form) = &app.form else { return };
-    form_overlay(f, area, app, form, "New run", "F5 checks memory and shows the tokens the model will train on.", &[("Enter", "start"), ("F5", "check"), ("Tab/↑↓", "field"), ("Esc", "close")]);
+    let key = |a: Action| app.keymap.hint(Mode::Form, &a);
+    let idle = format!("{} checks memory and shows the tokens the model will train on.", key(Action::CheckForm));
+    let keys = [(key(Action::Confirm), "start"), (key(Action::CheckForm), "check"), (format!("{}/↑↓", key(Action::ScrollDown)), "field"), (key(Action::Close), "close")];
+    form_overlay(f, area, app, form, "New run", &idle, &keys);
 }
 
 /// The chat settings panel (Ctrl-P in the Chat pane).
 pub fn chat_settings(f: &mut Frame, area: Rect, app: &App) {
     let Some(form) = &app.chat_form else { return };
-    form_overlay(f, area, app, form, "Chat settings", "These apply to the next answers of this conversation.", &[("Enter", "apply"), ("↑↓", "field"), ("Esc", "close")]);
+    let key = |a: Action| app.keymap.hint(Mode::Form, &a);
+    let keys = [(key(Action::Confirm), "apply"), ("↑↓".to_string(), "field"), (key(Action::Close), "close")];
+    form_overlay(f, area, app, form, "Chat settings", "These apply to the next answers of this conversation.", &keys);
 }
 
-fn form_overlay(f: &mut Frame, area: Rect, app: &App, form: &crate::app::train::TrainForm, title: &str, idle: &str, keys: &[(&str, &str)]) {
+fn form_overlay(f: &mut Frame, area: Rect, app: &App, form: &crate::app::train::TrainForm, title: &str, idle: &str, keys: &[(String, &str)]) {
     let theme = app.theme();
     let rect = centered(area, area.width.saturating_sub(4).clamp(40, 110), area.height.saturating_sub(2).max(10));
     f.render_widget(Clear, rect);

@@ -6,7 +6,15 @@ use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::theme::Theme;
+use crate::app::action::Action;
+use crate::app::keymap::{Keymap, Mode};
 pub use crate::units::{bytes, duration};
+
+/// "Enter chat  e export": each action's key as the live keymap binds it in `mode`, then what it
+/// does. Every key named on screen comes from here or from `Keymap::hint`, so a remapped key shows.
+pub fn key_hints(km: &Keymap, mode: Mode, hints: &[(Action, &str)]) -> String {
+    hints.iter().map(|(a, what)| format!("{} {what}", km.hint(mode, a))).collect::<Vec<_>>().join("  ")
+}
 
 pub fn pane_block<'a>(theme: &Theme, title: &'a str, focused: bool) -> Block<'a> {
     Block::default()

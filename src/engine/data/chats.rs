@@ -5,7 +5,7 @@ use duckdb::params;
 use serde::{Deserialize, Serialize};
 
 use super::{Catalog, DataError};
-use crate::engine::infer::llama::{Sampling, Stats};
+use crate::engine::types::{Sampling, Stats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedTurn {
@@ -174,7 +174,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::infer::llama::StopReason;
+    use crate::engine::types::StopReason;
 
     #[test]
     fn conversations_round_trip_and_export() {

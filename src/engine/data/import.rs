@@ -227,7 +227,7 @@ impl Catalog {
             )));
         }
         if self.dataset_exists(&name)? && !opts.replace {
-            return Err(DataError::User(format!(
+            return Err(DataError::Exists(format!(
                 "A dataset named {name} already exists; pass --replace to overwrite it or --name to pick another name."
             )));
         }

@@ -27,6 +27,10 @@ pub enum DataError {
     /// A sentence for the user that says what to do.
     #[error("{0}")]
     User(String),
+    /// What would be created exists already (a dataset, a view): a sentence that says how to
+    /// replace it. Front ends may ask before replacing.
+    #[error("{0}")]
+    Exists(String),
     #[error("{0}")]
     Db(String),
     #[error("{0}")]

@@ -5,11 +5,12 @@ use duckdb::params;
 use serde::Serialize;
 
 use super::{Catalog, DataError};
+use crate::engine::types::RunStatus;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunRow {
     pub id: String,
-    pub status: String,
+    pub status: RunStatus,
     pub method: String,
     pub model: String,
     pub model_hash: Option<String>,
@@ -54,7 +55,7 @@ const COLS: &str = "id, status, method, model, model_hash, view, view_sql, rows_
 fn row(r: &duckdb::Row) -> duckdb::Result<RunRow> {
     Ok(RunRow {
         id: r.get(0)?,
-        status: r.get(1)?,
+        status: RunStatus::parse(&r.get::<_, String>(1)?),
         method: r.get(2)?,
         model: r.get(3)?,
         model_hash: r.get(4)?,
@@ -101,15 +102,15 @@ impl Catalog {
             "INSERT INTO lathe.runs (id, status, method, model, model_hash, view, view_sql, rows_hash, train_examples, \
              eval_examples, params, total_steps, artifacts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
-                r.id, r.status, r.method, r.model, r.model_hash, r.view, r.view_sql, r.rows_hash, r.train_examples,
+                r.id, r.status.name(), r.method, r.model, r.model_hash, r.view, r.view_sql, r.rows_hash, r.train_examples,
                 r.eval_examples, r.params, r.total_steps, r.artifacts
             ],
         )?;
         Ok(())
     }
 
-    pub fn set_run_status(&self, id: &str, status: &str, message: Option<&str>) -> Result<(), DataError> {
-        self.conn.execute("UPDATE lathe.runs SET status = ?, message = coalesce(?, message) WHERE id = ?", params![status, message, id])?;
+    pub fn set_run_status(&self, id: &str, status: RunStatus, message: Option<&str>) -> Result<(), DataError> {
+        self.conn.execute("UPDATE lathe.runs SET status = ?, message = coalesce(?, message) WHERE id = ?", params![status.name(), message, id])?;
         Ok(())
     }
 
@@ -135,11 +136,11 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn finish_run(&self, id: &str, status: &str, message: Option<&str>, exact_match: Option<f64>) -> Result<(), DataError> {
+    pub fn finish_run(&self, id: &str, status: RunStatus, message: Option<&str>, exact_match: Option<f64>) -> Result<(), DataError> {
         self.conn.execute(
             "UPDATE lathe.runs SET status = ?, message = coalesce(?, message), exact_match = coalesce(?, exact_match), \
              finished_at = current_timestamp WHERE id = ?",
-            params![status, message, exact_match, id],
+            params![status.name(), message, exact_match, id],
         )?;
         Ok(())
     }
@@ -205,3 +206,14 @@ impl Catalog {
         Ok(n)
     }
 }
+
+/// Points of a loss curve: (step, loss).
+pub type Curve = Vec<(f64, f64)>;
+
+/// A run's metric rows as (step, loss) curves: training, then evaluation.
+pub fn split_metrics(m: &[MetricRow]) -> (Curve, Curve) {
+    let t = m.iter().filter(|r| r.kind == "train").map(|r| (r.step as f64, r.loss)).collect();
+    let e = m.iter().filter(|r| r.kind == "eval").map(|r| (r.step as f64, r.loss)).collect();
+    (t, e)
+}
+

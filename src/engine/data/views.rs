@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Catalog, DataError};
+use crate::engine::types::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,12 +52,6 @@ impl ViewFormat {
             ViewFormat::Text => &["text"],
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
 }
 
 /// One training example, as the view's format defines it.
@@ -110,7 +105,7 @@ impl Catalog {
         let sql = sql.trim().trim_end_matches(';').trim().to_string();
         let exists: i64 = self.conn.query_row("SELECT count(*) FROM lathe.views WHERE name = ?", [name], |r| r.get(0))?;
         if exists > 0 && !replace {
-            return Err(DataError::User(format!("A view named {name} already exists; pass --replace to redefine it.")));
+            return Err(DataError::Exists(format!("A view named {name} already exists; pass --replace to redefine it.")));
         }
         self.check_columns(&sql, format)?;
         self.conn.execute("DELETE FROM lathe.views WHERE name = ?", [name])?;

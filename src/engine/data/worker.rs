@@ -117,7 +117,7 @@ fn record_job(cat: &Catalog, session: &str, j: &JobInfo) -> Result<(), DataError
         JobStatus::Running => ("running", None),
         JobStatus::Done => ("done", None),
         JobStatus::Cancelled => ("cancelled", None),
-        JobStatus::Failed(m) => ("failed", Some(m.clone())),
+        JobStatus::Failed(m) | JobStatus::Exists(m) => ("failed", Some(m.clone())),
     };
     if j.status == JobStatus::Running {
         cat.conn.execute(
@@ -266,6 +266,12 @@ impl DataWorker {
                 thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// A sender of requests that outlives a borrow of the worker (the job recorder's). The worker
+    /// ends only when every sender is gone: drop it before the worker.
+    pub fn requests(&self) -> Option<mpsc::Sender<DataRequest>> {
+        self.tx.clone()
     }
 
     pub fn send(&self, req: DataRequest) {

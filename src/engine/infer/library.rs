@@ -8,6 +8,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::train::config::ModelConfig;
+use crate::units::bytes;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {
@@ -105,7 +106,7 @@ fn entry(name: String, path: PathBuf, source: &str, format: &str) -> ModelEntry 
 pub fn gguf_entry(path: &Path, name: String, source: &str) -> ModelEntry {
     let mut e = entry(name, path.to_path_buf(), source, "gguf");
     e.file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    if let Err(problem) = super::llama::check_file(path) {
+    if let Err(problem) = check_file(path) {
         e.problem = Some(problem);
         return e;
     }
@@ -397,3 +398,41 @@ pub fn scan(roots: &Roots) -> Vec<ModelEntry> {
     out.retain(|e| seen.insert(std::fs::canonicalize(&e.path).unwrap_or_else(|_| e.path.clone())));
     out
 }
+/// Reads the GGUF header and checks the file holds every tensor it lists: a clear message for a
+/// file that is not GGUF or was cut short, before llama.cpp sees it.
+pub fn check_file(path: &Path) -> Result<String, String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("Cannot open {} ({e}); check the path.", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut magic = [0u8; 4];
+    use std::io::Read;
+    if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+        return Err(format!("{} is not a GGUF file; point at a .gguf model (or export one with `lathe export`).", path.display()));
+    }
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(f))
+        .map_err(|e| format!("{} is a damaged GGUF file ({e}); download or export it again.", path.display()))?;
+    let end = content
+        .tensor_infos
+        .values()
+        .map(|t| {
+            let elems = t.shape.elem_count();
+            t.offset + (elems / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64
+        })
+        .max()
+        .unwrap_or(0);
+    if content.tensor_data_offset + end > len {
+        return Err(format!(
+            "{} is truncated ({} of the {} it needs); download or export it again.",
+            path.display(),
+            bytes(len),
+            bytes(content.tensor_data_offset + end)
+        ));
+    }
+    let arch = match content.metadata.get("general.architecture") {
+        Some(candle_core::quantized::gguf_file::Value::String(s)) => s.clone(),
+        _ => return Err(format!("{} has no general.architecture; it is not a model llama.cpp can run.", path.display())),
+    };
+    Ok(arch)
+}
+

@@ -18,7 +18,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::engine::data::views::{Example, Message};
+use crate::engine::data::views::Example;
+use crate::engine::types::{Message, Sampling, Stats, StopReason};
 use crate::engine::train::text::{chat_prompt, render_template, PLAIN_TEMPLATE};
 use crate::units::bytes;
 
@@ -59,71 +60,6 @@ pub fn default_threads() -> i32 {
     physical.clamp(1, allowed) as i32
 }
 
-/// Sampling settings for one answer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Sampling {
-    /// 0 samples greedily.
-    pub temperature: f32,
-    pub top_k: i32,
-    pub top_p: f32,
-    pub min_p: f32,
-    pub repeat_penalty: f32,
-    pub repeat_last_n: i32,
-    pub seed: u32,
-    pub max_tokens: usize,
-    pub stop: Vec<String>,
-}
-
-impl Default for Sampling {
-    fn default() -> Self {
-        Sampling {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.1,
-            repeat_last_n: 64,
-            seed: 0,
-            max_tokens: 512,
-            stop: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum StopReason {
-    /// The model ended its turn.
-    EndOfTurn,
-    MaxTokens,
-    StopString,
-    Cancelled,
-    ContextFull,
-}
-
-/// Figures for one answer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Stats {
-    pub prompt_tokens: usize,
-    /// Prompt tokens the KV cache already held.
-    pub reused_tokens: usize,
-    pub prompt_secs: f64,
-    pub first_token_secs: f64,
-    pub generated_tokens: usize,
-    pub generation_secs: f64,
-    pub context_used: usize,
-    pub context_size: usize,
-    pub stop: StopReason,
-}
-
-impl Stats {
-    pub fn prompt_tokens_per_s(&self) -> f64 {
-        (self.prompt_tokens - self.reused_tokens) as f64 / self.prompt_secs.max(1e-9)
-    }
-    pub fn tokens_per_s(&self) -> f64 {
-        self.generated_tokens as f64 / self.generation_secs.max(1e-9)
-    }
-}
-
 /// A loaded GGUF model.
 pub struct Gguf {
     pub model: LlamaModel,
@@ -135,44 +71,6 @@ pub struct Gguf {
     eos: String,
 }
 
-/// Reads the GGUF header and checks the file holds every tensor it lists: a clear message for a
-/// file that is not GGUF or was cut short, before llama.cpp sees it.
-pub fn check_file(path: &Path) -> Result<String, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("Cannot open {} ({e}); check the path.", path.display()))?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut magic = [0u8; 4];
-    use std::io::Read;
-    if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-        return Err(format!("{} is not a GGUF file; point at a .gguf model (or export one with `lathe export`).", path.display()));
-    }
-    use std::io::Seek;
-    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let content = candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(f))
-        .map_err(|e| format!("{} is a damaged GGUF file ({e}); download or export it again.", path.display()))?;
-    let end = content
-        .tensor_infos
-        .values()
-        .map(|t| {
-            let elems = t.shape.elem_count();
-            t.offset + (elems / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64
-        })
-        .max()
-        .unwrap_or(0);
-    if content.tensor_data_offset + end > len {
-        return Err(format!(
-            "{} is truncated ({} of the {} it needs); download or export it again.",
-            path.display(),
-            bytes(len),
-            bytes(content.tensor_data_offset + end)
-        ));
-    }
-    let arch = match content.metadata.get("general.architecture") {
-        Some(candle_core::quantized::gguf_file::Value::String(s)) => s.clone(),
-        _ => return Err(format!("{} has no general.architecture; it is not a model llama.cpp can run.", path.display())),
-    };
-    Ok(arch)
-}
-
 impl Gguf {
     pub fn load(path: &Path) -> Result<Gguf, String> {
         // The library's description of the file: its problem if it has one, else what it needs.
@@ -181,7 +79,7 @@ impl Gguf {
             return Err(problem);
         }
         let (arch, need) = (entry.architecture, entry.ram_needed);
-        let free = crate::engine::train::trainer::available_memory();
+        let free = crate::engine::sysmon::available_memory();
         if need > free {
             return Err(format!(
                 "{} needs about {} of memory and {} is free; close other programs or use a smaller quantization.",

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::llama::{Sampling, Stats, StopReason};
-use crate::engine::data::views::Message;
+use crate::engine::types::{Message, Sampling, Stats, StopReason};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Remote {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::llama::{Gguf, Options, Sampling, Stats};
-use crate::engine::data::views::Message;
+use super::llama::{Gguf, Options};
+use crate::engine::types::{Message, Sampling, Stats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChatEvent {

@@ -40,6 +40,8 @@ pub enum JobStatus {
     Done,
     Cancelled,
     Failed(String),
+    /// Did nothing: what it would create exists already (a front end may ask, then replace).
+    Exists(String),
 }
 
 impl JobStatus {
@@ -124,6 +126,8 @@ pub enum JobError {
     Cancelled,
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    Exists(String),
 }
 
 /// Starts jobs on their own threads and cancels them by id.
@@ -158,6 +162,7 @@ impl Jobs {
                     Ok(Ok(())) => JobStatus::Done,
                     Ok(Err(JobError::Cancelled)) => JobStatus::Cancelled,
                     Ok(Err(JobError::Failed(msg))) => JobStatus::Failed(msg),
+                    Ok(Err(JobError::Exists(msg))) => JobStatus::Exists(msg),
                     Err(_) => JobStatus::Failed("the job crashed; see logs/lathe.log".into()),
                 };
                 tracing::info!(job = id, ?status, "job finished");

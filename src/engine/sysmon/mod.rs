@@ -212,6 +212,42 @@ impl Drop for SysMonitor {
     }
 }
 
+// Cheap probes of this process and the machine, read straight from /proc where the hot paths
+// (a training step, a model load, a benchmark) need one figure without a sysinfo refresh.
+
+/// A `kB` field of a /proc file (`MemAvailable:` of /proc/meminfo, `VmRSS:` of a status file), in bytes.
+fn proc_kb_field(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix(key))?;
+    Some(line.split_whitespace().next()?.parse::<u64>().ok()? * 1024)
+}
+
+/// Memory the system can give now (MemAvailable); `u64::MAX` where it cannot be read.
+pub fn available_memory() -> u64 {
+    proc_kb_field("/proc/meminfo", "MemAvailable:").unwrap_or(u64::MAX)
+}
+
+/// This process's resident memory in bytes (0 where it cannot be read).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// This process's peak resident memory (VmHWM) in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    proc_kb_field("/proc/self/status", "VmHWM:").unwrap_or(0)
+}
+
+/// Another process's resident memory (VmRSS) in bytes; an error once it has gone.
+pub fn rss_of(pid: u32) -> std::io::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    std::fs::metadata(&path)?;
+    Ok(proc_kb_field(&path, "VmRSS:").unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, PreTokenizerWrapper, 
 use super::config::ModelConfig;
 use super::model::{Model, RandomInit, Trainable};
 use super::rng::Rng;
-use super::trainer::{RunSpec, TrainConfig};
+use super::spec::{RunSpec, TrainConfig};
 use super::weights::save_atomic;
 use crate::engine::data::views::{Example, Split};
 use crate::engine::data::Catalog;

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 
 use super::config::{Family, ModelConfig};
-use super::ops::{Attention, Dropout, FrozenMatmul, LoraMatmul, RmsNormOp, SwiGlu};
+use super::base::BaseWeight;
+use super::ops::{Attention, Dropout, LoraMatmul, RmsNormOp, SwiGlu};
 use super::rng::Rng;
 
 pub type Result<T> = candle_core::Result<T>;
@@ -46,49 +47,6 @@ impl LoraSpec {
     }
     pub fn scale(&self) -> f64 {
         self.alpha / self.r as f64
-    }
-}
-
-/// The frozen storage of a projection's weight, (out, in). QLoRA adds a quantized variant whose
-/// forward dequantizes; nothing else in the model changes.
-#[derive(Debug, Clone)]
-pub enum BaseWeight {
-    Dense(Tensor),
-}
-
-impl BaseWeight {
-    fn forward(&self, x2: &Tensor) -> Result<Tensor> {
-        match self {
-            // A trainable weight (full fine-tuning) goes through candle's matmul, whose backward
-            // gives both gradients.
-            BaseWeight::Dense(w) if w.is_variable() || !x2.track_op() => x2.matmul(&w.t()?),
-            // A frozen one through `FrozenMatmul`: candle's matmul backward would also compute
-            // the weight's gradient (as much work as the forward, and an out x in tensor per
-            // layer held until backward ends) only to throw it away.
-            BaseWeight::Dense(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
-        }
-    }
-    /// x·Wᵀ on untracked tensors (inside lathe's ops).
-    pub fn apply(&self, x2: &Tensor) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) => x2.matmul(&w.t()?),
-        }
-    }
-    /// g·W: the gradient a frozen projection passes back to its input.
-    pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) => g.matmul(w),
-        }
-    }
-    fn frozen(&self) -> bool {
-        match self {
-            BaseWeight::Dense(w) => !w.is_variable(),
-        }
-    }
-    pub fn dense(&self) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) => Ok(w.clone()),
-        }
     }
 }
 

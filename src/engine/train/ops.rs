@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, Device, Layout, Shape, Tensor, D};
 
-use super::model::BaseWeight;
+use super::base::BaseWeight;
 use super::rng::Rng;
 
 type Result<T> = candle_core::Result<T>;
@@ -18,30 +18,6 @@ fn input(s: &CpuStorage, l: &Layout, op: &str) -> Result<Tensor> {
 
 fn output(t: &Tensor) -> Result<(CpuStorage, Shape)> {
     Ok((CpuStorage::F32(t.flatten_all()?.to_vec1::<f32>()?), t.shape().clone()))
-}
-
-/// y = x·Wᵀ with W constant: the backward returns only dL/dx = g·W.
-pub struct FrozenMatmul {
-    pub w: BaseWeight,
-}
-
-impl candle_core::CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul needs a contiguous input".into()))?;
-        let x = storage.as_slice::<f32>()?[start..end].to_vec();
-        let x = Tensor::from_vec(x, layout.shape(), &Device::Cpu)?;
-        output(&self.w.apply(&x)?)
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(self.w.apply_t(grad)?))
-    }
 }
 
 /// Causal softmax over the last dimension of attention scores (b, h, t, t): row i keeps columns

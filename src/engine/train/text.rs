@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use crate::engine::data::views::{Example, Message};
+use crate::engine::data::views::Example;
+use crate::engine::types::Message;
 
 pub struct TextCodec {
     pub tok: Tokenizer,

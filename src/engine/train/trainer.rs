@@ -1,123 +1,30 @@
-//! The training loop: a view's examples through the model's template and tokenizer, micro-batches
-//! with gradient accumulation, AdamW with warmup + cosine, clipping, eval and early stopping,
-//! atomic checkpoints that resume bit for bit, pause / cancel, and the run recorded in the
-//! catalog (`lathe.runs`, `lathe.metrics`) with its artifacts under runs/<id>/.
+//! The run: start or resume, the loop over epochs and steps (AdamW with warmup + cosine, clipping,
+//! eval and early stopping, pause / cancel), its events, and the run recorded in the catalog
+//! (`lathe.runs`, `lathe.metrics`) with its artifacts under runs/<id>/. Configuration, data
+//! preparation, the step, checkpoints and the memory estimate have files of their own beside it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{find_checkpoint, load_checkpoint, save_checkpoint, LoopState, Paths};
 use super::config::ModelConfig;
-use super::model::{Ctx, LoraSpec, Model, Trainable};
+use super::memory::{keep_freed_memory, memory_estimate};
+use super::model::{Model, Trainable};
 use super::optim::{clip, schedule, AdamW};
+use super::prepare::{prepare, Prepared};
 use super::rng::Rng;
-use super::text::{length_stats, Encoded, LengthStats, TextCodec};
-use super::weights::{load_all, save_atomic, SafetensorsSource};
+use super::spec::{trainable_of, RunSpec};
+use super::step::{exact_match, make_batch, mean_loss, micro_step, Batch};
+use super::text::{LengthStats, TextCodec};
+use super::weights::{model_hash, SafetensorsSource};
 use crate::engine::data::runs::{MetricRow, RunRow};
-use crate::engine::data::views::{Example, Split};
 use crate::engine::data::Catalog;
-
-/// Everything that shapes a run. Read from `--config train.toml`, then flags on top.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// "lora" or "full".
-    pub method: String,
-    pub lora_r: usize,
-    pub lora_alpha: f64,
-    pub lora_dropout: f64,
-    /// Empty: q, k, v, o and the MLP projections.
-    pub lora_targets: Vec<String>,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_ratio: f64,
-    pub min_lr_ratio: f64,
-    pub max_grad_norm: f64,
-    pub micro_batch: usize,
-    pub grad_accum: usize,
-    pub max_len: usize,
-    pub packing: bool,
-    pub epochs: f64,
-    /// Overrides `epochs` when set.
-    pub max_steps: Option<usize>,
-    /// Eval on the view's eval split every N optimizer steps (0: only at the end).
-    pub eval_every: usize,
-    /// At most this many eval examples per eval.
-    pub eval_max: usize,
-    /// Stop after this many evals without a better eval loss.
-    pub patience: Option<usize>,
-    pub checkpoint_every: usize,
-    pub seed: u64,
-    /// Training threads (0: every core).
-    pub threads: usize,
-    pub grad_checkpointing: bool,
-    /// Score exact-match accuracy on this many eval examples at the end (0: off).
-    pub exact_match: usize,
-    pub max_new_tokens: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            method: "lora".into(),
-            lora_r: 8,
-            lora_alpha: 16.0,
-            lora_dropout: 0.05,
-            lora_targets: Vec::new(),
-            lr: 2e-4,
-            weight_decay: 0.01,
-            warmup_ratio: 0.03,
-            min_lr_ratio: 0.0,
-            max_grad_norm: 1.0,
-            micro_batch: 2,
-            grad_accum: 8,
-            max_len: 512,
-            packing: false,
-            epochs: 1.0,
-            max_steps: None,
-            eval_every: 50,
-            eval_max: 200,
-            patience: None,
-            checkpoint_every: 50,
-            seed: 42,
-            threads: 0,
-            grad_checkpointing: false,
-            exact_match: 0,
-            max_new_tokens: 32,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn check(&self) -> Result<(), String> {
-        if self.method != "lora" && self.method != "full" {
-            return Err(format!("method {:?} is unknown; use lora or full.", self.method));
-        }
-        if self.micro_batch == 0 || self.grad_accum == 0 || self.max_len < 2 {
-            return Err("micro_batch and grad_accum must be at least 1 and max_len at least 2.".into());
-        }
-        if self.method == "lora" && self.lora_r == 0 {
-            return Err("lora_r must be at least 1.".into());
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err("lr must be a positive number.".into());
-        }
-        if !(0.0..1.0).contains(&self.lora_dropout) {
-            return Err("lora_dropout must be in [0, 1).".into());
-        }
-        Ok(())
-    }
-
-    pub fn from_toml(path: &Path) -> Result<TrainConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{} is not a valid training config: {}", path.display(), e.message()))
-    }
-}
+use crate::engine::types::RunStatus;
 
 /// Shared switches a UI or signal handler flips while a run trains.
 #[derive(Debug, Clone, Default)]
@@ -162,7 +69,7 @@ pub enum TrainEvent {
     Note(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
     Completed,
@@ -171,16 +78,16 @@ pub enum Ending {
 }
 
 impl Ending {
-    pub fn status(self) -> &'static str {
+    pub fn status(self) -> RunStatus {
         match self {
-            Ending::Completed => "completed",
-            Ending::StoppedEarly => "stopped_early",
-            Ending::Cancelled => "cancelled",
+            Ending::Completed => RunStatus::Completed,
+            Ending::StoppedEarly => RunStatus::StoppedEarly,
+            Ending::Cancelled => RunStatus::Cancelled,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub run_id: String,
     pub ending: Ending,
@@ -191,380 +98,9 @@ pub struct Outcome {
     pub artifact: PathBuf,
 }
 
-/// What was asked for: a model folder, a view and a config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub model: PathBuf,
-    pub view: String,
-    pub config: TrainConfig,
-}
-
-/// Where a run resumes from (saved as state.json in the checkpoint).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoopState {
-    /// Optimizer steps done.
-    pub step: usize,
-    pub epoch: usize,
-    /// Position in this epoch's order, in units.
-    pub cursor: usize,
-    pub best_eval: Option<f64>,
-    pub bad_evals: usize,
-    pub elapsed_s: f64,
-    pub losses: Vec<f64>,
-    pub adam_t: u64,
-}
-
 const PURPOSE_SHUFFLE: u64 = 1;
 const PURPOSE_DROPOUT: u64 = 2;
 const PURPOSE_LORA: u64 = 3;
-
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
-}
-
-/// FNV-1a, 64 bit: a stable hash for run records.
-pub fn fnv(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// A hash of a model's weights: every byte of files up to 256 MB; for larger files the size and
-/// 64 KB read from every 64 MB (a sampled fingerprint, so a 2 GB model is hashed in milliseconds
-/// without reading it all).
-pub fn model_hash(dir: &Path) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut h = FNV0;
-    for f in super::weights::weight_files(dir).unwrap_or_default() {
-        let Ok(mut file) = std::fs::File::open(&f) else { continue };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        h = fnv(&len.to_le_bytes(), h);
-        let (step, chunk) = if len <= 256 << 20 { (len.max(1), len as usize) } else { (64 << 20, 64 << 10) };
-        let mut buf = vec![0u8; chunk];
-        let mut off = 0u64;
-        while off < len {
-            let n = chunk.min((len - off) as usize);
-            if file.seek(SeekFrom::Start(off)).is_err() || file.read_exact(&mut buf[..n]).is_err() {
-                break;
-            }
-            h = fnv(&buf[..n], h);
-            off += step;
-        }
-    }
-    format!("{h:016x}")
-}
-
-/// Units of training: one example each, or packed sequences.
-struct Prepared {
-    codec: TextCodec,
-    cfg: ModelConfig,
-    train: Vec<Encoded>,
-    eval: Vec<Encoded>,
-    eval_examples: Vec<Example>,
-    lengths: LengthStats,
-    rows_hash: String,
-    view_sql: String,
-}
-
-fn truncate(mut e: Encoded, max_len: usize) -> Option<Encoded> {
-    e.ids.truncate(max_len);
-    e.train.truncate(max_len);
-    if e.trained_tokens() == 0 {
-        None
-    } else {
-        Some(e)
-    }
-}
-
-fn pack(units: Vec<Encoded>, max_len: usize) -> Vec<Encoded> {
-    let mut out = Vec::new();
-    let mut cur = Encoded { ids: Vec::new(), train: Vec::new() };
-    for u in units {
-        if !cur.ids.is_empty() && cur.ids.len() + u.ids.len() > max_len {
-            out.push(std::mem::replace(&mut cur, Encoded { ids: Vec::new(), train: Vec::new() }));
-        }
-        cur.ids.extend(u.ids);
-        cur.train.extend(u.train);
-    }
-    if !cur.ids.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-fn prepare(catalog: &Catalog, spec: &RunSpec) -> Result<Prepared, String> {
-    let cfg = ModelConfig::load(&spec.model).map_err(|e| e.to_string())?;
-    let codec = TextCodec::load(&spec.model)?;
-    if codec.vocab_size() > cfg.vocab_size {
-        return Err(format!(
-            "The tokenizer in {} has {} tokens but config.json says vocab_size {}; the folder mixes two models.",
-            spec.model.display(),
-            codec.vocab_size(),
-            cfg.vocab_size
-        ));
-    }
-    let info = catalog.view_info(&spec.view).map_err(|e| e.to_string())?;
-    let train_ex = catalog.examples(&spec.view, Split::Train, None).map_err(|e| e.to_string())?;
-    if train_ex.is_empty() {
-        return Err(format!(
-            "View {} has no rows in its train split; check its SQL with `lathe data view show {}`.",
-            spec.view, spec.view
-        ));
-    }
-    let eval_ex = catalog.examples(&spec.view, Split::Eval, Some(spec.config.eval_max.max(spec.config.exact_match))).map_err(|e| e.to_string())?;
-    let mut h = FNV0;
-    let mut lengths = Vec::with_capacity(train_ex.len());
-    let mut train = Vec::with_capacity(train_ex.len());
-    for ex in &train_ex {
-        h = fnv(serde_json::to_string(ex).unwrap_or_default().as_bytes(), h);
-        let enc = codec.encode(ex)?;
-        lengths.push(enc.ids.len());
-        if let Some(e) = truncate(enc, spec.config.max_len) {
-            train.push(e);
-        }
-    }
-    let stats = length_stats(&lengths, spec.config.max_len);
-    if train.is_empty() {
-        return Err(format!(
-            "Every example of view {} loses its whole answer at max_len {} (shortest is {} tokens); raise --max-len.",
-            spec.view, spec.config.max_len, stats.min
-        ));
-    }
-    let mut eval = Vec::new();
-    for ex in eval_ex.iter().take(spec.config.eval_max) {
-        if let Some(e) = truncate(codec.encode(ex)?, spec.config.max_len) {
-            eval.push(e);
-        }
-    }
-    if spec.config.packing {
-        train = pack(train, spec.config.max_len);
-    }
-    Ok(Prepared { codec, cfg, train, eval, eval_examples: eval_ex, lengths: stats, rows_hash: format!("{h:016x}"), view_sql: info.sql })
-}
-
-/// A few examples as tokens with their loss mask, and the length distribution: what a user sees
-/// before starting.
-pub struct Preview {
-    pub examples: Vec<String>,
-    pub lengths: LengthStats,
-    pub train_examples: usize,
-    pub eval_examples: usize,
-}
-
-pub fn preview(catalog: &Catalog, spec: &RunSpec, n: usize) -> Result<Preview, String> {
-    let p = prepare(catalog, spec)?;
-    let examples = p.train.iter().take(n).map(|e| super::text::render_mask(&p.codec, e)).collect();
-    Ok(Preview { examples, lengths: p.lengths, train_examples: p.train.len(), eval_examples: p.eval.len() })
-}
-
-struct Batch {
-    ids: Tensor,
-    targets: Tensor,
-    weights: Tensor,
-    tokens: usize,
-    trained: f64,
-}
-
-fn make_batch(units: &[&Encoded], pad: u32, device: &Device) -> candle_core::Result<Batch> {
-    let t = units.iter().map(|u| u.ids.len() - 1).max().unwrap_or(1).max(1);
-    let b = units.len();
-    let mut ids = vec![pad; b * t];
-    let mut tg = vec![pad; b * t];
-    let mut w = vec![0f32; b * t];
-    let mut tokens = 0;
-    for (r, u) in units.iter().enumerate() {
-        let n = u.ids.len() - 1;
-        tokens += n;
-        for j in 0..n {
-            ids[r * t + j] = u.ids[j];
-            tg[r * t + j] = u.ids[j + 1];
-            w[r * t + j] = if u.train[j + 1] { 1.0 } else { 0.0 };
-        }
-    }
-    let trained = w.iter().map(|&x| x as f64).sum();
-    Ok(Batch {
-        ids: Tensor::from_vec(ids, (b, t), device)?,
-        targets: Tensor::from_vec(tg, (b, t), device)?,
-        weights: Tensor::from_vec(w, (b, t), device)?,
-        tokens,
-        trained,
-    })
-}
-
-/// Sum over tokens of -log p(target), weighted by the loss mask.
-fn loss_sum(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
-    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let picked = lsm.gather(&targets.unsqueeze(2)?.contiguous()?, 2)?.squeeze(2)?;
-    (picked * weights)?.sum_all()?.neg()
-}
-
-fn block_ctx(train: bool, base: Rng, i: usize) -> Ctx {
-    Ctx { train, rng: Rng::derive(base.0, 7, i as u64) }
-}
-
-/// Forward and backward of one micro-batch; adds d(loss_sum / norm)/dθ into `acc`. Returns the
-/// unnormalised loss sum.
-fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool, train: bool, acc: &mut [Option<Tensor>]) -> candle_core::Result<f64> {
-    let vars = &model.trainable;
-    let (_, t) = b.ids.dims2()?;
-    let tabs = model.rope_tables(t)?;
-    let mut add = |grads: &candle_core::backprop::GradStore| -> candle_core::Result<()> {
-        for (i, (_, v)) in vars.iter().enumerate() {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                acc[i] = Some(match acc[i].take() {
-                    Some(a) => (a + g)?,
-                    None => g.clone(),
-                });
-            }
-        }
-        Ok(())
-    };
-    let n = model.blocks.len();
-    let mut head_ctx = block_ctx(train, rng, n);
-    if !gc {
-        let mut x = model.embed(&b.ids)?;
-        for i in 0..n {
-            x = model.block(i, &x, &tabs, &mut block_ctx(train, rng, i))?;
-        }
-        let logits = model.head(&x, &mut head_ctx)?;
-        let ls = loss_sum(&logits, &b.targets, &b.weights)?;
-        let value = ls.to_scalar::<f32>()? as f64;
-        let grads = (ls / norm)?.backward()?;
-        add(&grads)?;
-        return Ok(value);
-    }
-    // Gradient checkpointing: keep only each block's input, recompute the block in backward.
-    let x0 = model.embed(&b.ids)?;
-    let mut inputs: Vec<Tensor> = vec![x0.detach()];
-    for i in 0..n {
-        let y = model.block(i, &inputs[i], &tabs, &mut block_ctx(train, rng, i))?.detach();
-        inputs.push(y);
-    }
-    let h = Var::from_tensor(&inputs[n])?;
-    let logits = model.head(h.as_tensor(), &mut head_ctx)?;
-    let ls = loss_sum(&logits, &b.targets, &b.weights)?;
-    let value = ls.to_scalar::<f32>()? as f64;
-    let grads = (ls / norm)?.backward()?;
-    add(&grads)?;
-    let mut g = grads.get(h.as_tensor()).cloned();
-    drop(grads);
-    drop(logits);
-    for i in (0..n).rev() {
-        let Some(gy) = g.take() else { break };
-        let xi = Var::from_tensor(&inputs[i])?;
-        let y = model.block(i, xi.as_tensor(), &tabs, &mut block_ctx(train, rng, i))?;
-        let grads = (y * &gy)?.sum_all()?.backward()?;
-        add(&grads)?;
-        g = grads.get(xi.as_tensor()).cloned();
-        inputs.truncate(i + 1);
-    }
-    if let Some(gx) = g {
-        if x0.track_op() {
-            let grads = (x0 * gx)?.sum_all()?.backward()?;
-            add(&grads)?;
-        }
-    }
-    Ok(value)
-}
-
-/// Mean token loss over `units` (no dropout).
-pub fn mean_loss(model: &Model, units: &[Encoded], micro: usize, pad: u32) -> candle_core::Result<f64> {
-    let mut sum = 0.0;
-    let mut count = 0.0;
-    for chunk in units.chunks(micro.max(1)) {
-        let refs: Vec<&Encoded> = chunk.iter().filter(|u| u.ids.len() >= 2).collect();
-        if refs.is_empty() {
-            continue;
-        }
-        let b = make_batch(&refs, pad, &model.device)?;
-        let logits = model.forward(&b.ids, &mut Ctx::eval())?;
-        sum += loss_sum(&logits.detach(), &b.targets, &b.weights)?.to_scalar::<f32>()? as f64;
-        count += b.trained;
-    }
-    Ok(if count > 0.0 { sum / count } else { f64::NAN })
-}
-
-/// Greedy exact-match accuracy on examples with a checkable answer.
-pub fn exact_match(model: &Model, codec: &TextCodec, examples: &[Example], max_new: usize) -> Result<(usize, usize), String> {
-    let stop = codec.stop_ids();
-    let mut correct = 0;
-    let mut total = 0;
-    for ex in examples {
-        let (prompt, answer) = codec.prompt_and_answer(ex)?;
-        if answer.is_empty() || prompt.is_empty() {
-            continue;
-        }
-        let out = model.greedy(&prompt, max_new, &stop).map_err(|e| e.to_string())?;
-        total += 1;
-        if codec.decode(&out).trim() == answer.trim() {
-            correct += 1;
-        }
-    }
-    Ok((correct, total))
-}
-
-fn trainable_of(cfg: &TrainConfig, mcfg: &ModelConfig) -> Trainable {
-    if cfg.method == "full" {
-        Trainable::Full
-    } else {
-        Trainable::Lora(LoraSpec {
-            r: cfg.lora_r,
-            alpha: cfg.lora_alpha,
-            dropout: cfg.lora_dropout,
-            targets: if cfg.lora_targets.is_empty() { LoraSpec::default_targets(mcfg.family) } else { cfg.lora_targets.clone() },
-        })
-    }
-}
-
-/// Memory a configuration needs, in bytes (f32 weights, optimizer state, activations, logits).
-pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
-    let h = mcfg.hidden_size as u64;
-    let i = mcfg.intermediate_size as u64;
-    let l = mcfg.num_layers as u64;
-    let v = mcfg.vocab_size as u64;
-    let kv = (mcfg.num_kv_heads * mcfg.head_dim) as u64;
-    let per_layer = 2 * h * h + 2 * h * kv + 3 * h * i;
-    let heads_out = if mcfg.tie_word_embeddings { 0 } else { v * h };
-    let base = per_layer * l + v * h + heads_out;
-    let trainable = if cfg.method == "full" {
-        base
-    } else {
-        let r = cfg.lora_r as u64;
-        let n_t = if cfg.lora_targets.is_empty() { 7 } else { cfg.lora_targets.len() as u64 };
-        l * n_t * r * (h + i.max(h))
-    };
-    let tokens = (cfg.micro_batch * cfg.max_len) as u64;
-    let heads = mcfg.num_heads as u64;
-    // Per block, what the graph keeps for the backward (lathe's fused ops keep their inputs and
-    // outputs only): about 9 hidden-wide, 4 KV-wide and 3 MLP-wide tensors per token; and, one
-    // block at a time, the attention backward's four score-sized tensors (calibrated with
-    // `lathe bench train`).
-    let act_layer = tokens * (9 * h + 4 * kv + 3 * i);
-    let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 4;
-    let act = scores + if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
-    let logits = tokens * v * 4;
-    4 * (base + 3 * trainable + act + logits) + 200 * (1 << 20)
-}
-
-/// Memory the system can give now (available RAM).
-pub fn available_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(u64::MAX)
-}
 
 fn new_run_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -575,25 +111,12 @@ fn new_run_id() -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{tag:04x}", s / 3600, s / 60 % 60, s % 60)
 }
 
-pub struct Paths {
-    pub root: PathBuf,
-}
-
-impl Paths {
-    pub fn checkpoint(&self) -> PathBuf {
-        self.root.join("checkpoint")
-    }
-    pub fn spec(&self) -> PathBuf {
-        self.root.join("run.json")
-    }
-}
-
 /// Starts a new run. `on` sees every event; the catalog gets the run row and metrics.
 pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Control, on: &mut dyn FnMut(TrainEvent)) -> Result<Outcome, String> {
     spec.config.check()?;
     let prep = prepare(catalog, &spec)?;
     let need = memory_estimate(&prep.cfg, &spec.config);
-    let avail = available_memory();
+    let avail = crate::engine::sysmon::available_memory();
     if need > avail {
         return Err(format!(
             "This configuration needs about {} but {} is available; lower --max-len or --micro-batch, use LoRA, or turn on --grad-checkpointing.",
@@ -609,7 +132,7 @@ pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Contro
         .map_err(|e| format!("cannot write {}: {e}", paths.spec().display()))?;
     let row = RunRow {
         id: id.clone(),
-        status: "running".into(),
+        status: RunStatus::Running,
         method: spec.config.method.clone(),
         model: spec.model.display().to_string(),
         model_hash: Some(model_hash(&spec.model)),
@@ -629,7 +152,7 @@ pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Contro
 /// Continues run `id` from its last checkpoint (or from the start when it has none yet).
 pub fn resume(catalog: &Catalog, runs_dir: &Path, id: &str, control: &Control, on: &mut dyn FnMut(TrainEvent)) -> Result<Outcome, String> {
     let row = catalog.run(id).map_err(|e| e.to_string())?;
-    if row.status == "completed" || row.status == "stopped_early" {
+    if row.status.is_finished() {
         return Err(format!("Run {id} already finished ({}); start a new run to train further.", row.status));
     }
     let paths = Paths { root: runs_dir.join(id) };
@@ -641,17 +164,8 @@ pub fn resume(catalog: &Catalog, runs_dir: &Path, id: &str, control: &Control, o
         on(TrainEvent::Note(format!("The rows of view {} changed since run {id} started; resuming on the new rows.", spec.view)));
     }
     let ck = find_checkpoint(&paths);
-    catalog.set_run_status(id, "running", None).map_err(|e| e.to_string())?;
+    catalog.set_run_status(id, RunStatus::Running, None).map_err(|e| e.to_string())?;
     run_loop(catalog, id, &paths, &spec, prep, ck, control, on)
-}
-
-fn find_checkpoint(paths: &Paths) -> Option<PathBuf> {
-    let main = paths.checkpoint();
-    if main.join("state.json").exists() {
-        return Some(main);
-    }
-    let old = paths.root.join("checkpoint.old");
-    old.join("state.json").exists().then_some(old)
 }
 
 fn load_model(spec: &RunSpec, cfg: &ModelConfig, device: &Device) -> Result<Model, String> {
@@ -659,41 +173,6 @@ fn load_model(spec: &RunSpec, cfg: &ModelConfig, device: &Device) -> Result<Mode
     let mut src = SafetensorsSource::open(&spec.model, device)?;
     let mut rng = Rng::derive(spec.config.seed, PURPOSE_LORA, 0);
     Model::build(cfg, &mut src, &trainable, &mut rng, device)
-}
-
-fn save_checkpoint(paths: &Paths, model: &Model, opt: &AdamW, state: &LoopState) -> Result<(), String> {
-    let weights: BTreeMap<String, Tensor> = model.trainable.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
-    super::export::write_dir_atomic(&paths.checkpoint(), |tmp| {
-        save_atomic(&weights, &tmp.join("trainable.safetensors"), None)?;
-        save_atomic(&opt.state(&model.trainable), &tmp.join("optimizer.safetensors"), None)?;
-        let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
-        write_synced(&tmp.join("state.json"), json.as_bytes())
-    })
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    r.map_err(|e| format!("cannot write {} ({e}); free some disk space and try again.", path.display()))
-}
-
-fn load_checkpoint(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<LoopState, String> {
-    let state: LoopState = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("state.json")).map_err(|e| format!("cannot read the checkpoint: {e}"))?,
-    )
-    .map_err(|e| format!("the checkpoint's state.json is damaged ({e})"))?;
-    let weights = load_all(&dir.join("trainable.safetensors"), &model.device)?;
-    for (name, var) in &model.trainable {
-        let t = weights.get(name).ok_or_else(|| format!("the checkpoint lacks {name}"))?;
-        var.set(t).map_err(|e| e.to_string())?;
-    }
-    let st = load_all(&dir.join("optimizer.safetensors"), &model.device)?;
-    opt.restore(&model.trainable, &st, state.adam_t)?;
-    Ok(state)
 }
 
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, String> {
@@ -742,7 +221,7 @@ fn run_loop(
             let _ = catalog.finish_run(id, o.ending.status(), msg.as_deref(), o.exact_match);
         }
         Err(e) => {
-            let _ = catalog.finish_run(id, "failed", Some(e), None);
+            let _ = catalog.finish_run(id, RunStatus::Failed, Some(e), None);
         }
     }
     result
@@ -799,17 +278,17 @@ fn run_inner(
     let started = Instant::now();
     let base_elapsed = st.elapsed_s;
     let mut ending = Ending::Completed;
-    let mut peak_rss = rss_bytes();
+    let mut peak_rss = crate::engine::sysmon::rss_bytes();
     let mut last_eval: Option<f64> = None;
     while st.step < total {
         // Pause and cancel are seen between optimizer steps.
         if control.pause.load(Ordering::Relaxed) {
             on(TrainEvent::Paused(true));
-            catalog.set_run_status(id, "paused", None).map_err(|e| e.to_string())?;
+            catalog.set_run_status(id, RunStatus::Paused, None).map_err(|e| e.to_string())?;
             while control.pause.load(Ordering::Relaxed) && !control.cancel.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            catalog.set_run_status(id, "running", None).map_err(|e| e.to_string())?;
+            catalog.set_run_status(id, RunStatus::Running, None).map_err(|e| e.to_string())?;
             on(TrainEvent::Paused(false));
         }
         if control.cancel.load(Ordering::Relaxed) {
@@ -869,7 +348,7 @@ fn run_inner(
         st.losses.push(loss);
         let dt = t0.elapsed().as_secs_f64();
         st.elapsed_s = base_elapsed + started.elapsed().as_secs_f64();
-        let rss = rss_bytes();
+        let rss = crate::engine::sysmon::rss_bytes();
         peak_rss = peak_rss.max(rss);
         let epoch = st.epoch as f64 + st.cursor as f64 / units as f64;
         let m = StepMetrics {
@@ -974,28 +453,3 @@ pub fn load_for_eval(model_dir: &Path, adapter: Option<&Path>) -> Result<(Model,
     Ok((model, codec))
 }
 
-/// The masked mean loss of `units` as one batch and its gradients for every trainable variable,
-/// in `model.trainable` order; `dropout_seed` Some turns dropout on. For gradient checks and for
-/// comparing gradient checkpointing with the plain backward.
-pub fn loss_and_grads(model: &Model, units: &[Encoded], pad: u32, checkpointing: bool, dropout_seed: Option<u64>) -> Result<(f64, Vec<Option<Tensor>>), String> {
-    let refs: Vec<&Encoded> = units.iter().collect();
-    let b = make_batch(&refs, pad, &model.device).map_err(|e| e.to_string())?;
-    let mut acc = vec![None; model.trainable.len()];
-    let norm = b.trained.max(1.0);
-    let rng = Rng::new(dropout_seed.unwrap_or(0));
-    let s = micro_step(model, &b, norm, rng, checkpointing, dropout_seed.is_some(), &mut acc)
-    .map_err(|e| e.to_string())?;
-    Ok((s / norm, acc))
-}
-
-/// Training allocates and frees the same large buffers every step. glibc serves large blocks
-/// with fresh mmaps (above its adaptive mmap threshold) and trims freed heap, so every step pays
-/// page faults to zero the same memory again; keeping freed memory in the heap lets the next step
-/// reuse it (`lathe bench train`: +26% tokens/s at TinyLlama shapes, same peak RSS).
-pub fn keep_freed_memory() {
-    // SAFETY: mallopt only tunes the allocator; called before the training allocations.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}

@@ -137,3 +137,39 @@ pub fn load_all(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>
     }
     Ok(out)
 }
+
+/// FNV-1a, 64 bit: a stable hash for run records.
+pub fn fnv(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+/// FNV-1a's offset basis: the starting value of a hash.
+pub const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A hash of a model's weights: every byte of files up to 256 MB; for larger files the size and
+/// 64 KB read from every 64 MB (a sampled fingerprint, so a 2 GB model is hashed in milliseconds
+/// without reading it all).
+pub fn model_hash(dir: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut h = FNV0;
+    for f in super::weights::weight_files(dir).unwrap_or_default() {
+        let Ok(mut file) = std::fs::File::open(&f) else { continue };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        h = fnv(&len.to_le_bytes(), h);
+        let (step, chunk) = if len <= 256 << 20 { (len.max(1), len as usize) } else { (64 << 20, 64 << 10) };
+        let mut buf = vec![0u8; chunk];
+        let mut off = 0u64;
+        while off < len {
+            let n = chunk.min((len - off) as usize);
+            if file.seek(SeekFrom::Start(off)).is_err() || file.read_exact(&mut buf[..n]).is_err() {
+                break;
+            }
+            h = fnv(&buf[..n], h);
+            off += step;
+        }
+    }
+    format!("{h:016x}")
+}

@@ -15,7 +15,8 @@ use anyhow::{anyhow, Context};
 use candle_core::{DType, Device};
 
 use crate::engine::export::gguf::{export, Quant};
-use crate::engine::infer::llama::{Gguf, Options, Sampling};
+use crate::engine::infer::llama::{Gguf, Options};
+use crate::engine::types::Sampling;
 use crate::engine::train::model::{Model, Trainable};
 use crate::engine::train::rng::Rng;
 use crate::units::bytes;
@@ -37,13 +38,13 @@ fn base_folder(dir: &Path) -> anyhow::Result<PathBuf> {
     tok.save(tmp.join("tokenizer.json"), false).map_err(|e| anyhow!("{e}"))?;
     let tcfg = serde_json::json!({"bos_token": "<s>", "eos_token": "<|end|>", "add_bos_token": false, "tokenizer_class": "PreTrainedTokenizerFast"});
     std::fs::write(tmp.join("tokenizer_config.json"), tcfg.to_string())?;
-    let cfg = super::bench_train::tinyllama(22);
+    let cfg = super::train::tinyllama(22);
     let json = serde_json::json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 2048,
         "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
         "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
         "hidden_act": "silu", "torch_dtype": "float16"});
     std::fs::write(tmp.join("config.json"), json.to_string())?;
-    let model = Model::build(&cfg, &mut super::bench_train::FastInit(Rng::new(7)), &Trainable::None, &mut Rng::new(0), &Device::Cpu)
+    let model = Model::build(&cfg, &mut super::train::FastInit(Rng::new(7)), &Trainable::None, &mut Rng::new(0), &Device::Cpu)
         .map_err(|e| anyhow!(e))?;
     let mut tensors = model.merged_tensors()?;
     drop(model);
@@ -249,12 +250,12 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
         }
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", &runs.to_string()];
-        let ours = super::bench_train::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
+        let ours = super::train::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
         let theirs = if have_peer {
             let o = Command::new("python3")
                 .args([script.display().to_string(), "--model".into(), file.display().to_string(), "--threads".into(), threads.to_string(), "--prompt".into(), prompt.to_string(), "--gen".into(), gen.to_string(), "--runs".into(), runs.to_string()])
                 .output()?;
-            Some(super::bench_train::json_result(&o, "the llama.cpp peer")?)
+            Some(super::train::json_result(&o, "the llama.cpp peer")?)
         } else {
             None
         };

@@ -1,5 +1,11 @@
 //! `lathe bench ui`: lathe's own start-up, idle cost, frame render time and key latency while a
 //! job keeps every core busy. Each figure is printed beside its target; nothing here is asserted.
+//! The other benchmarks (`bench chat`, `bench data`, `bench train`) are its submodules. Benchmarks
+//! are a front end of their own: they drive the workstation (`app`) as a user would.
+
+pub mod chat;
+pub mod data;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -16,7 +22,8 @@ use ratatui::Terminal;
 
 use crate::app::action::{Action, PaneId};
 use crate::app::keymap::Keymap;
-use crate::app::runtime::{self, Engines, LoopOptions};
+use crate::app::effects::start_service;
+use crate::app::runtime::{self, LoopOptions};
 use crate::app::state::App;
 use crate::engine::sysmon::Sampler;
 use crate::ui::theme::Theme;
@@ -228,17 +235,6 @@ fn proc_ticks(pid: u32) -> io::Result<u64> {
     Ok(utime + stime)
 }
 
-fn proc_rss(pid: u32) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok(kb * 1024)
-}
-
 /// Runs the workstation idle for `secs` and returns (CPU %, RSS bytes, exited cleanly on SIGTERM).
 fn idle(exe: &Path, ws: &Path, secs: u64) -> anyhow::Result<(f64, u64, bool)> {
     let child = PtyChild::spawn(exe, &[], &bench_env(ws), 200, 50)?;
@@ -251,7 +247,7 @@ fn idle(exe: &Path, ws: &Path, secs: u64) -> anyhow::Result<(f64, u64, bool)> {
     std::thread::sleep(Duration::from_secs(secs.max(1)));
     let t1 = proc_ticks(pid)?;
     let wall = start.elapsed().as_secs_f64();
-    let rss = proc_rss(pid)?;
+    let rss = crate::engine::sysmon::rss_of(pid)?;
     // SAFETY: pid is our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let (status, _, _) = child.wait()?;
@@ -295,7 +291,7 @@ fn key_latency_under_load(ws: &Path) -> anyhow::Result<Vec<f64>> {
         let mut app = bench_app(ws);
         app.update(Action::Focus(PaneId::Chat));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut engines = Engines::start(tx.clone(), None);
+        let mut service = start_service(tx.clone(), None, Default::default());
         tx.send(Action::StartStress { threads: cores(), seconds: None })?;
         let (key_tx, key_rx) = futures::channel::mpsc::unbounded::<io::Result<Event>>();
         let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -327,8 +323,8 @@ fn key_latency_under_load(ws: &Path) -> anyhow::Result<Vec<f64>> {
         });
         let mut term = Terminal::new(TestBackend::new(200, 50))?;
         let opts = LoopOptions { max_fps: 60, exit_after_first_frame: false, on_frame: Some(on_frame) };
-        runtime::run(&mut term, &mut app, &mut engines, key_rx, rx, opts).await?;
-        engines.jobs.cancel_all();
+        runtime::run(&mut term, &mut app, &mut service, key_rx, rx, opts).await?;
+        service.cancel_all_jobs();
         let _ = typist.join();
         let v = lat.lock().unwrap().clone();
         anyhow::ensure!(v.len() == KEYS, "only {} of {KEYS} keys reached the screen", v.len());

@@ -12,7 +12,6 @@ use crate::engine::train::model::{LoraSpec, Model, Trainable, WeightSource};
 use crate::engine::train::optim::{clip, AdamW};
 use crate::engine::train::rng::Rng;
 use crate::engine::train::text::Encoded;
-use crate::engine::train::trainer;
 use crate::units::bytes;
 
 const PEER: &str = include_str!("../../benches/peer_lora_step.py");
@@ -53,18 +52,10 @@ impl WeightSource for FastInit {
     }
 }
 
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 /// Measures one configuration and prints {"tokens_per_s", "peak_rss"}.
 pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Result<()> {
     // As the trainer does.
-    crate::engine::train::trainer::keep_freed_memory();
+    crate::engine::train::memory::keep_freed_memory();
     let cfg = tinyllama(layers);
     let spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.05, targets: vec!["q_proj".into(), "v_proj".into()] };
     let model = Model::build(&cfg, &mut FastInit(Rng::new(1)), &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu).map_err(|e| anyhow!(e))?;
@@ -73,7 +64,7 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
     let ids: Vec<u32> = (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect();
     let unit = Encoded { train: vec![true; ids.len()], ids };
     let mut step = |i: u64| -> anyhow::Result<()> {
-        let (_, grads) = trainer::loss_and_grads(&model, std::slice::from_ref(&unit), 0, gc, Some(i)).map_err(|e| anyhow!(e))?;
+        let (_, grads) = crate::engine::train::step::loss_and_grads(&model, std::slice::from_ref(&unit), 0, gc, Some(i)).map_err(|e| anyhow!(e))?;
         let mut grads: Vec<Tensor> = grads.into_iter().map(|g| g.expect("every adapter has a gradient")).collect();
         clip(&mut grads, 1.0)?;
         opt.step(&model.trainable, &grads, 2e-4)?;
@@ -85,7 +76,7 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
         step(i as u64 + 1)?;
     }
     let dt = t.elapsed().as_secs_f64();
-    println!("{}", serde_json::json!({"tokens_per_s": (seq * steps) as f64 / dt, "peak_rss": peak_rss()}));
+    println!("{}", serde_json::json!({"tokens_per_s": (seq * steps) as f64 / dt, "peak_rss": crate::engine::sysmon::peak_rss_bytes()}));
     Ok(())
 }
 
@@ -153,15 +144,15 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
         }
     }
     println!("targets: tokens/s ratio >= 1.00x (lathe / torch); peak RSS ratio <= 1.00x");
-    let cfg = crate::engine::train::trainer::TrainConfig {
+    let cfg = crate::engine::train::spec::TrainConfig {
         lora_r: 8,
         lora_targets: vec!["q_proj".into(), "v_proj".into()],
         micro_batch: 1,
         max_len: seq,
         ..Default::default()
     };
-    let est = trainer::memory_estimate(&tinyllama(layers), &cfg);
-    let est_gc = trainer::memory_estimate(&tinyllama(layers), &crate::engine::train::trainer::TrainConfig { grad_checkpointing: true, ..cfg });
+    let est = crate::engine::train::memory::memory_estimate(&tinyllama(layers), &cfg);
+    let est_gc = crate::engine::train::memory::memory_estimate(&tinyllama(layers), &crate::engine::train::spec::TrainConfig { grad_checkpointing: true, ..cfg });
     println!("(the new-run form's memory estimate for these settings: {} plain, {} with checkpointing)", bytes(est), bytes(est_gc));
     let _ = std::fs::remove_file(&script);
     Ok(())

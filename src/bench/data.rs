@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::bench::median;
+use super::median;
 use crate::app::data::DataState;
 use crate::app::action::{Action, Command as AppCommand};
 use crate::engine::data::worker::{DataEvent, DataRequest, DataWorker};
@@ -16,14 +16,6 @@ use crate::engine::data::Catalog;
 use crate::engine::workspace::Workspace;
 
 const QUERY: &str = "SELECT task, count(*) AS n, avg(x) AS mean_x, max(length(s)) AS longest FROM '{file}' GROUP BY task ORDER BY task";
-
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()))
-        .unwrap_or(0)
-        * 1024
-}
 
 fn peer_available() -> bool {
     Command::new("python3").args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success())
@@ -156,7 +148,7 @@ fn grid_memory(ws: &Workspace, pq: &Path) -> anyhow::Result<()> {
     data.apply(&ev);
     let total = data.result.as_ref().and_then(|r| r.total).unwrap_or(0);
     anyhow::ensure!(total > 0, "the grid query failed: {ev:?}");
-    let base = rss();
+    let base = crate::engine::sysmon::rss_bytes();
     let mut peak = base;
     let jumps = 1000u64;
     let t = Instant::now();
@@ -168,7 +160,7 @@ fn grid_memory(ws: &Workspace, pq: &Path) -> anyhow::Result<()> {
             let e = wait(&|e| matches!(e, DataEvent::QueryPage { .. } | DataEvent::QueryFailed { .. }))?;
             data.apply(&e);
         }
-        peak = peak.max(rss());
+        peak = peak.max(crate::engine::sysmon::rss_bytes());
     }
     let pages = data.result.as_ref().map(|r| r.pages.len()).unwrap_or(0);
     println!(

@@ -1,0 +1,354 @@
+//! The service: the one API of a workspace, called alike by the workstation (`app/`), the CLI and
+//! (next) the HTTP server. It is the only owner of the workspace's resources: the catalog (the data
+//! worker, this process's single DuckDB writer), jobs (each recorded in `lathe.jobs`, whoever
+//! started it), the chat sides and their thread policy, the conversation saver, training control,
+//! model lookup and listing, run checks and export naming. Calls return at once with a value or
+//! an id; long work reports `Event`s (plain serde data) to the subscriber given at start. Nothing
+//! here blocks its caller on the catalog: work that needs it waits for it on its own thread.
+
+mod chat;
+mod event;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+pub use event::{Event, ServiceError, TrainPlan};
+pub use train::{plan, TrainWhat};
+
+use crate::engine::data::chats::ChatRecord;
+use crate::engine::data::import::complete_path;
+use crate::engine::data::worker::{DataRequest, DataWorker};
+use crate::engine::data::{Catalog, DataError, ExportSource, ImportOptions};
+use crate::engine::export::gguf::{self, Quant};
+use crate::engine::infer::llama::Options as LoadOptions;
+use crate::engine::jobs::{self, JobError, JobEvent, JobId, JobInfo, JobKind, Jobs};
+use crate::engine::sysmon::SysMonitor;
+use crate::engine::types::{Message, Sampling};
+use crate::engine::workspace::Workspace;
+
+/// Where events go: the subscriber's callback, called from the service's threads.
+pub type Emit = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Waits on the caller's thread (never a UI's) for a connection to the catalog, up to the limit.
+pub(crate) type CatalogWaiter = Box<dyn FnOnce(Duration) -> Result<Catalog, DataError> + Send>;
+
+/// How a service starts.
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// How often the system monitor samples (None: no monitor; the CLI has no use for it).
+    pub sample_interval: Option<Duration>,
+    /// How chat models are loaded (context, threads, batch).
+    pub chat: LoadOptions,
+}
+
+pub struct Service {
+    // Jobs first: their sink holds a way to the data worker, which must be gone before the worker
+    // is dropped (it joins its thread once every sender is gone).
+    jobs: Jobs,
+    recorder: Arc<Mutex<Option<mpsc::Sender<DataRequest>>>>,
+    ws: Option<Workspace>,
+    emit: Emit,
+    chat: chat::ChatSides,
+    training: train::Training,
+    _sysmon: Option<SysMonitor>,
+    data: Option<DataWorker>,
+}
+
+impl Service {
+    /// Opens the workspace (the catalog opens on the data worker's thread) and starts the engines.
+    /// Without a workspace (tests, benchmarks) only jobs and chat run.
+    pub fn start(ws: Option<&Workspace>, opts: Settings, emit: impl Fn(Event) + Send + Sync + 'static) -> Service {
+        let emit: Emit = Arc::new(emit);
+        let data = ws.map(|ws| {
+            let emit = emit.clone();
+            DataWorker::spawn(ws.clone(), move |ev| emit(Event::Data(ev)))
+        });
+        let recorder = Arc::new(Mutex::new(data.as_ref().and_then(|d| d.requests())));
+        let jobs = Jobs::new(job_sink(recorder.clone(), emit.clone()));
+        let sysmon = ws.zip(opts.sample_interval).map(|(ws, every)| {
+            let emit = emit.clone();
+            SysMonitor::spawn(ws.root.clone(), every, move |s| {
+                emit(Event::Sys(s));
+                true
+            })
+        });
+        let mut chat = chat::ChatSides::start(&emit);
+        chat.options = opts.chat;
+        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), _sysmon: sysmon, data }
+    }
+
+    pub fn workspace(&self) -> Option<&Workspace> {
+        self.ws.as_ref()
+    }
+
+    /// A connection to the catalog for a headless caller (the CLI), once it is open: blocks up to
+    /// `max`. Never call it from a UI thread.
+    pub fn wait_catalog(&self, max: Duration) -> Result<Catalog, ServiceError> {
+        let wait = self.catalog().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
+        wait(max).map_err(ServiceError::from)
+    }
+
+    /// A waiter for a catalog connection, for work on its own thread; None without a workspace.
+    fn catalog(&self) -> Option<CatalogWaiter> {
+        self.data.as_ref().map(|d| Box::new(d.catalog_waiter()) as CatalogWaiter)
+    }
+
+    /// Runs `work` on a thread of its own with a catalog connection, or reports why there is none.
+    fn with_catalog(&self, work: impl FnOnce(Catalog) + Send + 'static) {
+        let Some(wait) = self.catalog() else { return };
+        let emit = self.emit.clone();
+        std::thread::spawn(move || match wait(Duration::from_secs(60)) {
+            Ok(cat) => work(cat),
+            Err(e) => emit(Event::Failure(e.to_string())),
+        });
+    }
+
+    fn send_data(&self, req: DataRequest) {
+        if let Some(d) = &self.data {
+            d.send(req);
+        }
+    }
+
+    // Data: queries on the data worker, imports and exports as jobs.
+
+    pub fn query(&self, id: u64, sql: String) {
+        self.send_data(DataRequest::Query { id, sql });
+    }
+    pub fn page(&self, id: u64, sql: String, offset: u64) {
+        self.send_data(DataRequest::Page { id, sql, offset });
+    }
+    pub fn cancel_query(&self) {
+        if let Some(d) = &self.data {
+            d.cancel();
+        }
+    }
+    pub fn refresh_datasets(&self) {
+        self.send_data(DataRequest::ListDatasets);
+    }
+    pub fn preview_views(&self) {
+        self.send_data(DataRequest::PreviewViews);
+    }
+
+    /// Completions of a typed path (a listing can be slow: a big folder, a network mount).
+    pub fn complete_path(&self, typed: String) {
+        let emit = self.emit.clone();
+        std::thread::spawn(move || emit(Event::PathCompletions(complete_path(&typed, 200))));
+    }
+
+    /// Imports a file, glob or folder as a dataset in a job. A name that exists fails the job
+    /// with `JobStatus::Exists` unless `replace`.
+    pub fn import(&mut self, path: String, replace: bool) -> Option<JobId> {
+        let wait = self.catalog()?;
+        let title = format!("import {}", file_name(&path));
+        Some(self.jobs.spawn(JobKind::Import, title, move |ctx| {
+            let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
+            ctx.progress(None, format!("reading {path}"));
+            let d = cat.import(Path::new(&path), &ImportOptions { name: None, replace }).map_err(|e| match e {
+                DataError::Exists(m) => JobError::Exists(m),
+                e => JobError::Failed(e.to_string()),
+            })?;
+            ctx.progress(Some(1.0), format!("Imported {}: {} rows, {} columns.", d.name, d.rows, d.columns));
+            Ok(())
+        }))
+    }
+
+    /// Writes a query's result to .csv, .parquet or .jsonl in a job.
+    pub fn export_result(&mut self, sql: String, path: String) -> Option<JobId> {
+        let wait = self.catalog()?;
+        Some(self.jobs.spawn(JobKind::Export, format!("export {}", file_name(&path)), move |ctx| {
+            let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
+            let rows = cat.export(&ExportSource::Query(sql), Path::new(&path)).map_err(|e| JobError::Failed(e.to_string()))?;
+            ctx.progress(Some(1.0), format!("Wrote {rows} rows to {path}."));
+            Ok(())
+        }))
+    }
+
+    // Jobs.
+
+    /// Keeps `threads` cores busy (`lathe bench ui` checks the UI stays responsive beside it).
+    pub fn stress(&mut self, threads: usize, seconds: Option<u64>) -> JobId {
+        self.jobs.spawn(JobKind::Stress, format!("{threads} busy threads"), move |ctx| jobs::stress(ctx, threads, seconds.map(Duration::from_secs)))
+    }
+    pub fn cancel_job(&self, id: JobId) {
+        // A paused run must wake to see its cancel.
+        self.training.set_paused(false);
+        self.jobs.cancel(id);
+    }
+    pub fn cancel_all_jobs(&self) {
+        self.training.set_paused(false);
+        self.jobs.cancel_all();
+    }
+    pub fn running_jobs(&self) -> usize {
+        self.jobs.running()
+    }
+
+    // Training.
+
+    /// Starts a run (a spec, the demo, a resume) in a job; None without a workspace.
+    pub fn train(&mut self, what: TrainWhat) -> Option<JobId> {
+        let (ws, wait) = (self.ws.clone()?, self.catalog()?);
+        Some(self.training.spawn(&mut self.jobs, ws, wait, self.emit.clone(), what))
+    }
+    pub fn pause_training(&self, paused: bool) {
+        self.training.set_paused(paused);
+    }
+    /// Checks a run before it starts, off the caller's thread (`Event::TrainChecked`).
+    pub fn check_training(&self, spec: crate::engine::train::spec::RunSpec) {
+        let emit = self.emit.clone();
+        self.with_catalog(move |cat| emit(Event::TrainChecked(plan(&cat, &spec))));
+    }
+
+    // Runs.
+
+    pub fn list_runs(&self, request: u64) {
+        let emit = self.emit.clone();
+        self.with_catalog(move |cat| emit(Event::Runs { request, result: cat.runs().map_err(ServiceError::from) }));
+    }
+    pub fn run_metrics(&self, id: String, overlay: bool) {
+        let emit = self.emit.clone();
+        self.with_catalog(move |cat| match cat.metrics(&id) {
+            Ok(metrics) => emit(Event::RunMetrics { id, overlay, metrics }),
+            Err(e) => emit(Event::Failure(e.to_string())),
+        });
+    }
+
+    // Models: the library and GGUF exports.
+
+    /// Scans the model library (the workspace's models/, added paths, the Hugging Face cache,
+    /// Ollama's store and server). Without the catalog yet (at start), added paths are left out:
+    /// the next listing has them.
+    pub fn list_models(&self, request: u64) {
+        let Some(ws) = self.ws.clone() else { return };
+        let wait = self.catalog();
+        let emit = self.emit.clone();
+        std::thread::spawn(move || {
+            let added = wait.and_then(|w| w(Duration::ZERO).ok()).map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
+            let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
+            let mut list = crate::engine::infer::library::scan(&roots);
+            list.extend(crate::engine::infer::library::ollama_server());
+            emit(Event::Models { request, result: Ok(list) });
+        });
+    }
+
+    /// Exports a recorded run (its base with the adapter merged) as GGUF f16, in a job.
+    pub fn export_run(&mut self, id: String, out: PathBuf) -> Option<JobId> {
+        let wait = self.catalog()?;
+        Some(self.export_job(format!("export run {id}"), out, move || {
+            let cat = wait(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            cat.run(&id).map_err(|e| e.to_string())?.weights()
+        }))
+    }
+
+    /// Exports a Hugging Face folder as GGUF f16, in a job.
+    pub fn export_model(&mut self, dir: PathBuf, out: PathBuf) -> JobId {
+        let title = format!("export {}", file_name(&out.display().to_string()));
+        self.export_job(title, out, move || Ok((dir, None)))
+    }
+
+    fn export_job(&mut self, title: String, out: PathBuf, weights: impl FnOnce() -> Result<(PathBuf, Option<PathBuf>), String> + Send + 'static) -> JobId {
+        let emit = self.emit.clone();
+        self.jobs.spawn(JobKind::Export, title, move |ctx| {
+            let (model, adapter) = weights().map_err(JobError::Failed)?;
+            let e = gguf::export(&model, adapter.as_deref(), &out, Quant::F16, &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
+            ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
+            emit(Event::ModelsChanged);
+            Ok(())
+        })
+    }
+
+    // Chat: side 0 is the conversation's model, side 1 the one compared with it.
+
+    pub fn load_model(&mut self, side: usize, name: String) {
+        let (busy, ws, wait) = (self.training.busy(), self.ws.clone(), self.catalog());
+        self.chat.load(side, name, busy, ws, wait, &self.emit);
+    }
+    pub fn generate(&mut self, side: usize, id: u64, messages: Vec<Message>, sampling: Sampling) {
+        let busy = self.training.busy();
+        self.chat.generate(side, id, messages, sampling, busy);
+    }
+    pub fn stop_generation(&self) {
+        self.chat.stop();
+    }
+    pub fn close_compare(&mut self) {
+        let busy = self.training.busy();
+        self.chat.close_compare(busy);
+    }
+    /// Saves a conversation (in the order asked for, off the caller's thread).
+    pub fn save_chat(&mut self, record: ChatRecord) {
+        let wait = self.catalog();
+        self.chat.save(record, wait, &self.emit);
+    }
+    pub fn list_chats(&self, request: u64) {
+        let emit = self.emit.clone();
+        self.with_catalog(move |cat| emit(Event::Chats { request, result: cat.chats().map_err(ServiceError::from) }));
+    }
+    pub fn open_chat(&self, id: String) {
+        let emit = self.emit.clone();
+        self.with_catalog(move |cat| emit(Event::ChatOpened(cat.chat(&id).map_err(ServiceError::from))));
+    }
+    /// Writes a conversation as Markdown and JSON into `dir`.
+    pub fn export_chat(&self, record: ChatRecord, dir: PathBuf) {
+        let emit = self.emit.clone();
+        std::thread::spawn(move || {
+            emit(match crate::engine::data::chats::write_exports(&record, &dir) {
+                Ok((md, _)) => Event::Info(format!("Wrote {} and its .json beside it.", md.display())),
+                Err(e) => Event::Failure(e),
+            })
+        });
+    }
+
+    /// At exit: every conversation save asked for lands, running jobs are asked to stop, and the
+    /// job records queued so far reach the catalog.
+    pub fn shutdown(mut self) {
+        self.chat.finish_saves();
+        self.jobs.cancel_all();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // Job threads may outlive the service; they must not keep the data worker's channel open.
+        *self.recorder.lock().unwrap() = None;
+    }
+}
+
+/// The jobs' sink: each event to the subscriber, and each start and end to `lathe.jobs` (in the
+/// data worker's order, so a record queued before the service closes is written).
+fn job_sink(recorder: Arc<Mutex<Option<mpsc::Sender<DataRequest>>>>, emit: Emit) -> jobs::Sink {
+    let known: Mutex<Vec<JobInfo>> = Mutex::new(Vec::new());
+    Arc::new(move |ev: JobEvent| {
+        let mut known = known.lock().unwrap();
+        JobInfo::apply(&mut known, &ev);
+        let ended = match &ev {
+            JobEvent::Started { id, .. } => Some((*id, false)),
+            JobEvent::Finished { id, .. } => Some((*id, true)),
+            JobEvent::Progress { .. } => None,
+        };
+        if let Some((id, finished)) = ended {
+            if let (Some(j), Some(tx)) = (known.iter().find(|j| j.id == id), recorder.lock().unwrap().as_ref()) {
+                let _ = tx.send(DataRequest::RecordJob(j.clone()));
+            }
+            if finished {
+                known.retain(|j| j.id != id);
+            }
+        }
+        drop(known);
+        emit(Event::Job(ev));
+    })
+}
+
+/// The name a GGUF export gets in the workspace's models/ folder: `NAME-QUANT.gguf`.
+pub fn export_path(ws: &Workspace, name: &str, quant: Quant) -> PathBuf {
+    ws.models_dir().join(format!("{}-{}.gguf", name.replace('/', "-"), quant.name()))
+}
+
+/// The export name of a recorded run.
+pub fn run_export_name(id: &str) -> String {
+    format!("run-{id}")
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+}
