@@ -221,8 +221,9 @@ pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
                 service.save_chat(r);
             }
         }
-        service.shutdown();
+        // The shell gets its screen back first; closing the service (saves, the catalog) follows.
         drop(guard);
+        service.shutdown();
         tracing::info!("workstation closed");
         result.map_err(anyhow::Error::from)
     })
