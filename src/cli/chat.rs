@@ -125,9 +125,7 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
             }
         }
         ModelsCmd::List { json } => {
-            let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), cat.model_paths()?);
-            let mut list = crate::engine::infer::library::scan(&roots);
-            list.extend(crate::engine::infer::library::ollama_server());
+            let list = crate::service::models::list(ws, Some(&cat));
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
                 return Ok(());
@@ -242,13 +240,13 @@ fn resolve_source(ws: &Workspace, source: &str) -> anyhow::Result<(PathBuf, Opti
     let cat = Catalog::open_workspace(ws)?;
     let r = cat.run(source).map_err(|_| anyhow!("{source:?} is neither a model folder nor a run id; `lathe runs list` shows the runs."))?;
     let (model, adapter) = r.weights().map_err(anyhow::Error::msg)?;
-    Ok((model, adapter, format!("run-{source}")))
+    Ok((model, adapter, crate::service::run_export_name(source)))
 }
 
 pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
     let quant = Quant::parse(&args.quant).map_err(anyhow::Error::msg)?;
     let (model, adapter, name) = resolve_source(ws, &args.source)?;
-    let out = args.out.unwrap_or_else(|| ws.models_dir().join(format!("{name}-{}.gguf", quant.name())));
+    let out = args.out.unwrap_or_else(|| crate::service::export_path(ws, &name, quant));
     let t = std::time::Instant::now();
     let e = gguf::export(&model, adapter.as_deref(), &out, quant, &mut |phase| eprintln!("lathe: {phase}")).map_err(anyhow::Error::msg)?;
     println!(
@@ -264,13 +262,13 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A GGUF path, or a name in the workspace's models/ folder (with or without .gguf).
+/// A GGUF path or server spec as it is, or a name looked up in the model library.
 pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
-    if crate::engine::infer::remote::parse_spec(name).is_some() || Path::new(name).is_file() {
+    if crate::service::models::is_direct(name) {
         return Ok(PathBuf::from(name));
     }
-    let added = Catalog::open_workspace(ws).and_then(|c| c.model_paths()).unwrap_or_default();
-    crate::engine::infer::library::resolve_name(&ws.models_dir(), added, name).map_err(anyhow::Error::msg)
+    let cat = Catalog::open_workspace(ws).ok();
+    Ok(crate::service::models::resolve(ws, cat.as_ref(), name)?)
 }
 
 pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {

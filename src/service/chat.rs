@@ -2,7 +2,6 @@
 //! the model compared with it, their thread policy, and the saver that writes conversations in
 //! the order they were asked for, on a thread of its own.
 
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -60,20 +59,19 @@ impl ChatSides {
         let opts = Options { threads: self.side_threads(training), ..self.options.clone() };
         self.threads_now[side] = opts.threads;
         let worker = self.workers[side].clone();
-        let plain = Path::new(&name).is_file() || crate::engine::infer::remote::parse_spec(&name).is_some();
-        let Some(ws) = ws.filter(|_| !plain) else {
+        let Some(ws) = ws.filter(|_| !super::models::is_direct(&name)) else {
             worker.load(name.into(), opts);
             return;
         };
         let emit = emit.clone();
         std::thread::spawn(move || {
-            let added = catalog.and_then(|wait| wait(Duration::from_secs(10)).ok()).map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
-            match crate::engine::infer::library::resolve_name(&ws.models_dir(), added, &name) {
+            let cat = catalog.and_then(|wait| wait(Duration::from_secs(10)).ok());
+            match super::models::resolve(&ws, cat.as_ref(), &name) {
                 Ok(found) => worker.load(found, opts),
                 Err(e) => {
                     // As with a file that fails to load, the side is left without a model.
                     worker.unload();
-                    emit(Event::Chat { side, event: ChatEvent::LoadFailed(e) });
+                    emit(Event::Chat { side, event: ChatEvent::LoadFailed(e.to_string()) });
                 }
             }
         });

@@ -8,6 +8,7 @@
 
 mod chat;
 mod event;
+pub mod models;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 pub use event::{Event, ServiceError, TrainPlan};
+pub use models::{export_path, run_export_name};
 pub use train::{plan, TrainWhat};
 
 use crate::engine::data::chats::ChatRecord;
@@ -224,11 +226,8 @@ impl Service {
         let wait = self.catalog();
         let emit = self.emit.clone();
         std::thread::spawn(move || {
-            let added = wait.and_then(|w| w(Duration::ZERO).ok()).map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
-            let roots = crate::engine::infer::library::Roots::standard(&ws.models_dir(), added);
-            let mut list = crate::engine::infer::library::scan(&roots);
-            list.extend(crate::engine::infer::library::ollama_server());
-            emit(Event::Models { request, result: Ok(list) });
+            let cat = wait.and_then(|w| w(Duration::ZERO).ok());
+            emit(Event::Models { request, result: Ok(models::list(&ws, cat.as_ref())) });
         });
     }
 
@@ -337,16 +336,6 @@ fn job_sink(recorder: Arc<Mutex<Option<mpsc::Sender<DataRequest>>>>, emit: Emit)
         drop(known);
         emit(Event::Job(ev));
     })
-}
-
-/// The name a GGUF export gets in the workspace's models/ folder: `NAME-QUANT.gguf`.
-pub fn export_path(ws: &Workspace, name: &str, quant: Quant) -> PathBuf {
-    ws.models_dir().join(format!("{}-{}.gguf", name.replace('/', "-"), quant.name()))
-}
-
-/// The export name of a recorded run.
-pub fn run_export_name(id: &str) -> String {
-    format!("run-{id}")
 }
 
 fn file_name(path: &str) -> String {
