@@ -7,7 +7,8 @@ use clap::Parser;
 
 use lathe::app::keymap::Keymap;
 use lathe::app::runtime::{self, Launch};
-use lathe::app::state::{App, Level};
+use lathe::app::shell::Level;
+use lathe::app::state::App;
 use lathe::cli::{BenchCmd, Cli, Cmd};
 use lathe::config::{Config, Flags};
 use lathe::engine::workspace::Workspace;

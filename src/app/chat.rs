@@ -93,6 +93,8 @@ pub struct ChatState {
     /// The saved conversations, while their list is open, and the selected one.
     pub list: Option<Vec<crate::engine::data::chats::ChatSummary>>,
     pub list_selected: usize,
+    /// The newest listing of saved conversations asked for; an older answer is dropped.
+    pub list_request: u64,
 }
 
 impl Default for ChatState {
@@ -112,6 +114,7 @@ impl Default for ChatState {
             editing: None,
             list: None,
             list_selected: 0,
+            list_request: 0,
         }
     }
 }
@@ -276,6 +279,12 @@ impl ChatState {
             list: None,
             ..self.clone()
         })
+    }
+
+    /// Asks the service for the saved conversations.
+    pub fn list_chats(&mut self) -> super::action::Command {
+        self.list_request += 1;
+        super::action::Command::ListChats { request: self.list_request }
     }
 
     pub fn any_streaming(&self) -> bool {

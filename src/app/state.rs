@@ -9,6 +9,8 @@ use crate::engine::infer::worker::ChatEvent;
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
+use super::models::{ModelsPane, Picked};
+use super::shell::{Ctx, Level, Notice, Overlay, Prompt, PromptKind};
 use super::train::{ChartView, LiveRun, RunsState, TrainForm};
 use crate::engine::data::runs::split_metrics;
 use crate::present::{compare_lines, detail_lines};
@@ -19,44 +21,15 @@ use crate::engine::sysmon::SysSample;
 use crate::engine::types::RunStatus;
 use crate::ui::theme::Theme;
 
+/// The context a pane's update gets: the shell's fields, borrowed apart from the panes.
+macro_rules! cx {
+    ($app:ident) => {
+        Ctx { keymap: &$app.keymap, workspace: &$app.workspace, notices: &mut $app.notices, focus: &mut $app.focus, overlay: &mut $app.overlay }
+    };
+}
+
 /// How many readings the sparklines keep.
 pub const HISTORY: usize = 120;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overlay {
-    Help { scroll: u16 },
-    ConfirmQuit,
-    /// The Data pane's selected row in full.
-    Row,
-    /// A path is asked for; the prompt's state is `App::prompt`.
-    Prompt,
-    /// An import would overwrite a dataset: asks first.
-    ConfirmReplace,
-    /// The training-set views with examples (the text is in `DataState::views_preview`).
-    Views,
-    /// The new-run form.
-    TrainForm,
-    /// A run's details, or two runs compared (text in `RunsState::detail`).
-    RunDetail,
-    /// The saved conversations.
-    Chats,
-    /// The conversation's system prompt and sampling parameters.
-    ChatSettings,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptKind {
-    Import,
-    Export,
-    Model,
-    CompareModel,
-}
-
-pub struct Prompt {
-    pub kind: PromptKind,
-    pub input: TextArea<'static>,
-    pub completions: Vec<String>,
-}
 
 /// An empty chat box (its placeholder, which names keys, is set where it is drawn).
 fn new_chat_input() -> TextArea<'static> {
@@ -67,31 +40,6 @@ fn chat_command(c: super::chat::ChatCommand) -> Command {
     match c {
         super::chat::ChatCommand::Generate { id, messages, sampling } => Command::Generate { id, messages, sampling },
     }
-}
-
-impl Prompt {
-    fn new(kind: PromptKind, text: &str) -> Prompt {
-        let mut input = TextArea::default();
-        input.insert_str(text);
-        Prompt { kind, input, completions: Vec::new() }
-    }
-
-    pub fn text(&self) -> String {
-        self.input.lines().join("")
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub level: Level,
-    pub text: String,
 }
 
 /// The System pane's data: the newest reading and short histories for sparklines.
@@ -122,23 +70,6 @@ impl SysState {
     }
 }
 
-/// The newest request id of each list (runs, models, saved conversations). Lists are answered on
-/// threads of their own, so an older answer can arrive after a newer one: it is dropped.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Requests {
-    last: u64,
-    pub runs: u64,
-    pub models: u64,
-    pub chats: u64,
-}
-
-impl Requests {
-    fn next(&mut self) -> u64 {
-        self.last += 1;
-        self.last
-    }
-}
-
 pub struct App {
     pub focus: PaneId,
     pub zoomed: bool,
@@ -160,17 +91,13 @@ pub struct App {
     pub chat: super::chat::ChatState,
     /// The chat settings panel while it is open.
     pub chat_form: Option<super::train::TrainForm>,
-    /// The model library once scanned; Err says why it could not be.
-    pub models: Option<Result<Vec<crate::engine::infer::library::ModelEntry>, String>>,
-    pub models_selected: usize,
+    pub models: ModelsPane,
     pub notices: Vec<Notice>,
     /// The run this session trains or trained last.
     pub live: Option<LiveRun>,
     pub form: Option<TrainForm>,
     pub chart: ChartView,
     pub runs: RunsState,
-    /// The newest request of each list the app asks the service for.
-    pub requests: Requests,
     pub should_quit: bool,
     /// Something changed since the last frame.
     pub dirty: bool,
@@ -204,33 +131,15 @@ impl App {
             chat_input: new_chat_input(),
             chat: Default::default(),
             chat_form: None,
-            models: None,
-            models_selected: 0,
+            models: ModelsPane::default(),
             notices: Vec::new(),
             live: None,
             form: None,
             chart: ChartView::default(),
             runs: RunsState::default(),
-            requests: Requests::default(),
             should_quit: false,
             dirty: true,
         }
-    }
-
-    /// Asks for the runs list; only the answer to the newest request is taken.
-    fn refresh_runs(&mut self) -> Command {
-        self.requests.runs = self.requests.next();
-        Command::RefreshRuns { request: self.requests.runs }
-    }
-
-    fn refresh_models(&mut self) -> Command {
-        self.requests.models = self.requests.next();
-        Command::RefreshModels { request: self.requests.models }
-    }
-
-    fn list_chats(&mut self) -> Command {
-        self.requests.chats = self.requests.next();
-        Command::ListChats { request: self.requests.chats }
     }
 
     /// The workspace's layout (paths only; nothing is opened).
@@ -433,10 +342,10 @@ impl App {
                     _ => self.focus,
                 };
                 if self.focus == PaneId::Runs {
-                    out.push(self.refresh_runs());
+                    out.push(self.runs.refresh());
                 }
                 if self.focus == PaneId::Models {
-                    out.push(self.refresh_models());
+                    out.push(self.models.refresh());
                 }
             }
             Action::ToggleZoom => self.zoomed = !self.zoomed,
@@ -511,17 +420,7 @@ impl App {
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom
                 if self.mode() == Mode::Models =>
             {
-                let n = self.models.as_ref().and_then(|m| m.as_ref().ok()).map(|l| l.len()).unwrap_or(0) as i64;
-                let cur = self.models_selected as i64;
-                let next = match action {
-                    Action::ScrollUp => cur - 1,
-                    Action::ScrollDown => cur + 1,
-                    Action::PageUp => cur - 10,
-                    Action::PageDown => cur + 10,
-                    Action::Top => 0,
-                    _ => n - 1,
-                };
-                self.models_selected = next.clamp(0, (n - 1).max(0)) as usize;
+                self.models.update(action, &mut cx!(self), &mut out);
             }
             Action::ScrollUp | Action::ScrollDown if self.mode() == Mode::ChatList => {
                 let n = self.chat.list.as_ref().map(|l| l.len()).unwrap_or(0);
@@ -621,7 +520,6 @@ impl App {
                 self.prompt = Some(Prompt::new(PromptKind::Model, ""));
                 self.overlay = Some(Overlay::Prompt);
             }
-            Action::RefreshModels => out.push(self.refresh_models()),
             Action::CopyAnswer => match self.chat.turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
                 Some(t) => {
                     let n = t.text.chars().count();
@@ -639,37 +537,9 @@ impl App {
                 Some(r) => self.notify(Level::Info, format!("Run {} has nothing to export yet: finish or resume it first.", r.id)),
                 None => self.notify(Level::Info, "No run selected."),
             },
-            // An answer that a newer request has overtaken.
-            Action::Models { request, .. } if request != self.requests.models => {}
-            Action::Models { result: list, .. } => {
-                let n = list.as_ref().map(|l| l.len()).unwrap_or(0);
-                self.models_selected = self.models_selected.min(n.saturating_sub(1));
-                self.models = Some(list);
-            }
-            Action::ChatWithModel | Action::ExportModel => {
-                let picked = self.models.as_ref().and_then(|m| m.as_ref().ok()).and_then(|l| l.get(self.models_selected)).cloned();
-                match picked {
-                    None => self.notify(Level::Info, "No model selected."),
-                    Some(e) if e.problem.is_some() => self.notify(Level::Error, e.problem.clone().unwrap_or_default()),
-                    Some(e) if action == Action::ChatWithModel && (e.format == "gguf" || e.format == "remote") => {
-                        self.chat.model = super::chat::ChatModel::Loading(e.path.clone());
-                        self.focus = PaneId::Chat;
-                        out.push(Command::LoadChatModel(e.path.display().to_string()));
-                    }
-                    Some(e) if action == Action::ChatWithModel => self.notify(
-                        Level::Info,
-                        format!(
-                            "{} is a Hugging Face folder: press {} to export it as GGUF, then chat with the export.",
-                            e.name,
-                            self.keymap.hint(Mode::Models, &Action::ExportModel)
-                        ),
-                    ),
-                    Some(e) if e.format == "hf" => {
-                        let out_path = crate::service::export_path(&self.ws(), &e.name, crate::engine::export::gguf::Quant::F16);
-                        self.notify(Level::Info, format!("Exporting {} to {} (a job; the list refreshes when it is done).", e.name, out_path.display()));
-                        out.push(Command::ExportModel { dir: e.path.display().to_string(), out: out_path.display().to_string() });
-                    }
-                    Some(e) => self.notify(Level::Info, format!("{} is already GGUF: Enter chats with it.", e.name)),
+            Action::RefreshModels | Action::Models { .. } | Action::ChatWithModel | Action::ExportModel => {
+                if let Picked::Chat(path) = self.models.update(action, &mut cx!(self), &mut out) {
+                    self.chat.model = super::chat::ChatModel::Loading(path);
                 }
             }
             Action::Chat(ev) => {
@@ -688,8 +558,8 @@ impl App {
                     self.chat.clear();
                 }
             }
-            Action::OpenChats => out.push(self.list_chats()),
-            Action::ChatList { request, .. } if request != self.requests.chats => {}
+            Action::OpenChats => out.push(self.chat.list_chats()),
+            Action::ChatList { request, .. } if request != self.chat.list_request => {}
             Action::ChatList { result: Ok(list), .. } => {
                 if list.is_empty() {
                     self.notify(Level::Info, "No saved conversations yet: each one is saved as its answers arrive.");
@@ -856,7 +726,7 @@ impl App {
                     if !seeded.is_empty() {
                         self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
                     }
-                    out.push(self.refresh_runs());
+                    out.push(self.runs.refresh());
                 }
                 DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
                 DataEvent::Unavailable(msg) => {
@@ -1006,7 +876,7 @@ impl App {
             Action::Train(ev) => {
                 // A new run belongs in the Runs list as soon as it exists.
                 if matches!(ev, crate::engine::train::trainer::TrainEvent::Started { .. }) {
-                    out.push(self.refresh_runs());
+                    out.push(self.runs.refresh());
                 }
                 if let Some(r) = &mut self.live {
                     r.apply(&ev);
@@ -1033,7 +903,7 @@ impl App {
                         self.notify(Level::Error, msg);
                     }
                 }
-                out.push(self.refresh_runs());
+                out.push(self.runs.refresh());
             }
             Action::ToggleSmooth => self.chart.smooth = !self.chart.smooth,
             Action::ToggleLogScale => self.chart.log = !self.chart.log,
@@ -1052,7 +922,7 @@ impl App {
                         self.chart.overlay = None;
                         if ids.is_empty() {
                             self.notify(Level::Info, "No other run to overlay yet.");
-                            out.push(self.refresh_runs());
+                            out.push(self.runs.refresh());
                         }
                     }
                 }
@@ -1096,8 +966,8 @@ impl App {
                     ),
                 }
             }
-            Action::RefreshRuns => out.push(self.refresh_runs()),
-            Action::Runs { request, .. } if request != self.requests.runs => {}
+            Action::RefreshRuns => out.push(self.runs.refresh()),
+            Action::Runs { request, .. } if request != self.runs.request => {}
             Action::Runs { result: list, .. } => {
                 if let Err(e) = &list {
                     self.notify(Level::Error, e.clone());
@@ -1393,7 +1263,7 @@ mod tests {
         use crate::engine::infer::library::ModelEntry;
         let mut a = app();
         let cmds = a.update(Action::Focus(PaneId::Models));
-        assert_eq!(cmds, vec![Command::RefreshModels { request: a.requests.models }]);
+        assert_eq!(cmds, vec![Command::RefreshModels { request: a.models.request }]);
         let entry = |name: &str, format: &str| ModelEntry {
             name: name.into(),
             path: format!("/m/{name}").into(),
@@ -1407,13 +1277,13 @@ mod tests {
             ram_needed: 1,
             problem: None,
         };
-        a.update(Action::Models { request: a.requests.models, result: Ok(vec![entry("folder", "hf"), entry("m.gguf", "gguf")]) });
+        a.update(Action::Models { request: a.models.request, result: Ok(vec![entry("folder", "hf"), entry("m.gguf", "gguf")]) });
         let cmds = a.update(Action::ExportModel);
         assert!(matches!(cmds.as_slice(), [Command::ExportModel { .. }]), "{cmds:?}");
         assert!(a.update(Action::ChatWithModel).is_empty());
         a.update(Action::ScrollDown);
         a.update(Action::ScrollDown);
-        assert_eq!(a.models_selected, 1);
+        assert_eq!(a.models.selected, 1);
         assert_eq!(a.update(Action::ChatWithModel), vec![Command::LoadChatModel("/m/m.gguf".into())]);
         assert_eq!(a.focus, PaneId::Chat);
     }

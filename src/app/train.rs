@@ -230,9 +230,18 @@ pub struct RunsState {
     /// Text of the open detail or comparison overlay.
     pub detail: Option<(String, Vec<String>)>,
     pub detail_scroll: u16,
+    /// The newest listing asked for: an older answer (listings run on threads of their own) is
+    /// dropped.
+    pub request: u64,
 }
 
 impl RunsState {
+    /// Asks the service for the runs again.
+    pub fn refresh(&mut self) -> super::action::Command {
+        self.request += 1;
+        super::action::Command::RefreshRuns { request: self.request }
+    }
+
     pub fn rows(&self) -> &[RunRow] {
         match &self.list {
             Some(Ok(v)) => v,

@@ -251,7 +251,7 @@ pub fn row_viewer(f: &mut Frame, area: Rect, app: &App) {
 
 /// The path prompt of import and export, with the completions found so far.
 pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
-    use crate::app::state::PromptKind;
+    use crate::app::shell::PromptKind;
     let theme = app.theme();
     let Some(p) = &app.prompt else { return };
     let (tab, enter) = (app.keymap.hint(Mode::Prompt, &Action::Complete), app.keymap.hint(Mode::Prompt, &Action::Confirm));

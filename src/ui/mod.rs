@@ -19,7 +19,8 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::app::action::PaneId;
-use crate::app::state::{App, Overlay};
+use crate::app::shell::Overlay;
+use crate::app::state::App;
 
 /// Below this the layout cannot show a pane sensibly; we ask for a bigger window instead.
 pub const MIN_WIDTH: u16 = 60;

@@ -18,7 +18,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let block = pane_block(theme, "Models", focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let list = match &app.models {
+    let list = match &app.models.list {
         None => {
             let e = EmptyState { headline: "Looking for models", what: "Scanning models/, added paths, the Hugging Face cache and Ollama.", how: "" };
             return empty_state(f, inner, theme, &e);
@@ -82,9 +82,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     };
     let table = Table::new(rows, widths).header(Row::new(header).style(theme.muted())).row_highlight_style(theme.selection()).column_spacing(1);
     let [top, detail, keys] = Layout::vertical([Constraint::Min(1), Constraint::Length(2), Constraint::Length(1)]).areas(inner);
-    let mut state = TableState::default().with_selected(Some(app.models_selected));
+    let mut state = TableState::default().with_selected(Some(app.models.selected));
     f.render_stateful_widget(table, top, &mut state);
-    if let Some(e) = list.get(app.models_selected) {
+    if let Some(e) = list.get(app.models.selected) {
         let second = match &e.problem {
             Some(p) => Line::styled(p.clone(), theme.error()),
             None => Line::styled(format!("{} · {}", e.source, e.path.display()), theme.muted()),

@@ -7,7 +7,8 @@ use ratatui::Frame;
 
 use crate::app::action::Action;
 use crate::app::keymap::Mode;
-use crate::app::state::{App, Level};
+use crate::app::shell::Level;
+use crate::app::state::App;
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
