@@ -295,7 +295,7 @@ fn run_rows() -> Vec<lathe::engine::data::runs::RunRow> {
 #[test]
 fn training_loss_and_runs_panes_with_a_run() {
     let mut a = training_app();
-    a.update(Action::Runs { request: a.runs.request, result: Ok(run_rows()) });
+    a.update(Action::Runs { request: a.training.runs.request, result: Ok(run_rows()) });
     // The grid: Training in its narrow cell, the chart and the runs beside it.
     insta::assert_snapshot!("grid_with_a_run_200x50", render(&mut a, 200, 50));
     for pane in [PaneId::Training, PaneId::Loss, PaneId::Runs] {
@@ -476,11 +476,11 @@ fn remapped_keys_show_in_the_hints() {
     assert!(problems.is_empty(), "{problems:?}");
     let mut a = App::new(km, Theme::default_theme(), PathBuf::from("/home/me/.local/share/lathe"));
     a.update(Action::Focus(PaneId::Runs));
-    a.update(Action::Runs { request: a.runs.request, result: Ok(run_rows()) });
+    a.update(Action::Runs { request: a.training.runs.request, result: Ok(run_rows()) });
     let runs = render(&mut a, 80, 24);
     assert!(runs.contains("o open") && runs.contains("Ctrl-G reload") && !runs.contains("Enter open"), "{runs}");
     insta::assert_snapshot!("runs_remapped_80x24", runs);
-    a.update(Action::Runs { request: a.runs.request, result: Ok(vec![]) });
+    a.update(Action::Runs { request: a.training.runs.request, result: Ok(vec![]) });
     let empty = render(&mut a, 80, 24);
     assert!(empty.contains("x trains the demo"), "{empty}");
     a.update(Action::Focus(PaneId::Chat));

@@ -12,3 +12,4 @@ pub mod shell;
 pub mod state;
 pub mod terminal;
 pub mod train;
+pub mod training;

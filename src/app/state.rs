@@ -11,9 +11,7 @@ use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
 use super::models::{ModelsPane, Picked};
 use super::shell::{Ctx, Level, Notice, Overlay, Prompt, PromptKind};
-use super::train::{ChartView, LiveRun, RunsState, TrainForm};
-use crate::engine::data::runs::split_metrics;
-use crate::present::{compare_lines, detail_lines};
+use super::training::TrainingPanes;
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
@@ -93,11 +91,8 @@ pub struct App {
     pub chat_form: Option<super::train::TrainForm>,
     pub models: ModelsPane,
     pub notices: Vec<Notice>,
-    /// The run this session trains or trained last.
-    pub live: Option<LiveRun>,
-    pub form: Option<TrainForm>,
-    pub chart: ChartView,
-    pub runs: RunsState,
+    /// The Training, Loss and Runs panes.
+    pub training: TrainingPanes,
     pub should_quit: bool,
     /// Something changed since the last frame.
     pub dirty: bool,
@@ -133,10 +128,7 @@ impl App {
             chat_form: None,
             models: ModelsPane::default(),
             notices: Vec::new(),
-            live: None,
-            form: None,
-            chart: ChartView::default(),
-            runs: RunsState::default(),
+            training: TrainingPanes::default(),
             should_quit: false,
             dirty: true,
         }
@@ -267,7 +259,7 @@ impl App {
                         self.should_quit = true;
                     }
                     Some(Overlay::Prompt) => out.extend(self.submit_prompt()),
-                    Some(Overlay::TrainForm) => out.extend(self.submit_form()),
+                    Some(Overlay::TrainForm) => out.extend(self.training.submit_form(&mut cx!(self))),
                     Some(Overlay::ChatSettings) => {
                         if let Some(form) = &mut self.chat_form {
                             match super::chat::apply_settings(form, &self.chat.sampling) {
@@ -342,7 +334,7 @@ impl App {
                     _ => self.focus,
                 };
                 if self.focus == PaneId::Runs {
-                    out.push(self.runs.refresh());
+                    out.push(self.training.runs.refresh());
                 }
                 if self.focus == PaneId::Models {
                     out.push(self.models.refresh());
@@ -374,7 +366,7 @@ impl App {
                 out.extend(self.data.move_selection(&action, page));
             }
             Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::TrainForm | Overlay::ChatSettings)) => {
-                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.form };
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.training.form };
                 if let Some(f) = form {
                     let n = f.fields.len();
                     f.selected = if action == Action::ScrollUp { (f.selected + n - 1) % n } else { (f.selected + 1) % n };
@@ -383,7 +375,7 @@ impl App {
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
                 if self.overlay == Some(Overlay::RunDetail) =>
             {
-                let s = &mut self.runs.detail_scroll;
+                let s = &mut self.training.runs.detail_scroll;
                 *s = match action {
                     Action::ScrollUp => s.saturating_sub(1),
                     Action::PageUp => s.saturating_sub(10),
@@ -395,12 +387,12 @@ impl App {
                 if self.mode() == Mode::Runs =>
             {
                 match action {
-                    Action::ScrollUp => self.runs.move_by(-1),
-                    Action::ScrollDown => self.runs.move_by(1),
-                    Action::PageUp => self.runs.move_by(-10),
-                    Action::PageDown => self.runs.move_by(10),
-                    Action::Top => self.runs.move_by(-(1 << 30)),
-                    _ => self.runs.move_by(1 << 30),
+                    Action::ScrollUp => self.training.runs.move_by(-1),
+                    Action::ScrollDown => self.training.runs.move_by(1),
+                    Action::PageUp => self.training.runs.move_by(-10),
+                    Action::PageDown => self.training.runs.move_by(10),
+                    Action::Top => self.training.runs.move_by(-(1 << 30)),
+                    _ => self.training.runs.move_by(1 << 30),
                 }
             }
             Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::Row | Overlay::Views)) => {
@@ -528,7 +520,7 @@ impl App {
                 }
                 None => self.notify(Level::Info, "No answer to copy yet."),
             },
-            Action::ExportRun => match self.runs.rows().get(self.runs.selected).cloned() {
+            Action::ExportRun => match self.training.runs.rows().get(self.training.runs.selected).cloned() {
                 Some(r) if r.artifacts.is_some() && r.status != RunStatus::Running => {
                     let out_path = crate::service::export_path(&self.ws(), &crate::service::run_export_name(&r.id), crate::engine::export::gguf::Quant::F16);
                     self.notify(Level::Info, format!("Exporting run {} to {} (a job; it joins the Models pane when done).", r.id, out_path.display()));
@@ -615,7 +607,7 @@ impl App {
                 self.data.recall(k.key == TextKey::Up);
             }
             Action::Text(k) if self.mode() == Mode::Form => {
-                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.form };
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.training.form };
                 if let Some(f) = form {
                     match k.key {
                         TextKey::Char(c) if !k.ctrl && !k.alt => f.current().push(c),
@@ -630,7 +622,7 @@ impl App {
                 }
             }
             Action::Paste(s) if self.mode() == Mode::Form => {
-                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.form };
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.training.form };
                 if let Some(f) = form {
                     f.current().push_str(s.trim());
                     f.check = None;
@@ -690,7 +682,7 @@ impl App {
             Action::Job(ev) => {
                 JobInfo::apply(&mut self.jobs, &ev);
                 if let crate::engine::jobs::JobEvent::Started { id, kind: JobKind::Train, .. } = &ev {
-                    if let Some(r) = self.live.as_mut() {
+                    if let Some(r) = self.training.live.as_mut() {
                         r.job = Some(*id);
                     }
                 }
@@ -726,7 +718,7 @@ impl App {
                     if !seeded.is_empty() {
                         self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
                     }
-                    out.push(self.runs.refresh());
+                    out.push(self.training.runs.refresh());
                 }
                 DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
                 DataEvent::Unavailable(msg) => {
@@ -757,230 +749,13 @@ impl App {
             | Action::TrainDone(_)
             | Action::Runs { .. }
             | Action::RunMetrics { .. }
-            | Action::FormChecked(_) => out.extend(self.update_training(action)),
+            | Action::FormChecked(_) => out.extend(self.training.update(action, &mut cx!(self))),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
         }
         out
     }
 }
 
-impl App {
-    fn training_busy(&mut self) -> bool {
-        if self.live.as_ref().is_some_and(|r| r.is_active()) {
-            let (pause, cancel) = (self.keymap.hint(Mode::Training, &Action::PauseRun), self.keymap.hint(Mode::Training, &Action::CancelRun));
-            self.notify(Level::Info, format!("A run is training; pause ({pause}) or cancel ({cancel}) it first."));
-            return true;
-        }
-        false
-    }
-
-    fn submit_form(&mut self) -> Vec<Command> {
-        let busy = self.live.as_ref().is_some_and(|r| r.is_active());
-        let Some(form) = &mut self.form else { return Vec::new() };
-        match form.spec() {
-            Ok(_) if busy => {
-                form.check = Some(Err("A run is training; pause or cancel it before starting another.".into()));
-                Vec::new()
-            }
-            Ok((model, view, config)) => {
-                let spec = crate::engine::train::spec::RunSpec { model: model.clone().into(), view: view.clone(), config };
-                self.live = Some(LiveRun { status: RunStatus::Starting, model, view, ..Default::default() });
-                self.chart.overlay = None;
-                self.form = None;
-                self.overlay = None;
-                self.focus = PaneId::Training;
-                vec![Command::StartTraining(Box::new(spec))]
-            }
-            Err(e) => {
-                form.check = Some(Err(e));
-                Vec::new()
-            }
-        }
-    }
-
-    /// The Training, Loss and Runs panes' actions.
-    fn update_training(&mut self, action: Action) -> Vec<Command> {
-        let mut out = Vec::new();
-        match action {
-            Action::StartDemo => {
-                if self.training_busy() {
-                    return out;
-                }
-                self.live = Some(LiveRun {
-                    status: RunStatus::Starting,
-                    model: "demo (built from scratch)".into(),
-                    view: crate::engine::train::demo::DEMO_VIEW.into(),
-                    ..Default::default()
-                });
-                self.chart.overlay = None;
-                out.push(Command::StartDemo);
-            }
-            Action::NewRun => {
-                // The last model used (this form's, else the newest run's); no file system look-up
-                // on the UI thread.
-                let model = match &self.form {
-                    Some(f) => f.fields[super::train::F_MODEL].value.clone(),
-                    None => self.runs.rows().first().map(|r| r.model.clone()).unwrap_or_default(),
-                };
-                self.form = Some(TrainForm::new(&model, crate::engine::train::demo::DEMO_VIEW));
-                self.overlay = Some(Overlay::TrainForm);
-                // With a model already filled in, the estimate and preview come without asking.
-                if !model.is_empty() {
-                    out.extend(self.update_training(Action::CheckForm));
-                }
-            }
-            Action::CheckForm => {
-                if let Some(f) = &mut self.form {
-                    match f.spec() {
-                        Ok((model, view, config)) => {
-                            f.check = Some(Ok(vec!["Checking…".into()]));
-                            let spec = crate::engine::train::spec::RunSpec { model: model.into(), view, config };
-                            out.push(Command::CheckTraining(Box::new(spec)));
-                        }
-                        Err(e) => f.check = Some(Err(e)),
-                    }
-                }
-            }
-            Action::FormChecked(r) => {
-                if let Some(f) = &mut self.form {
-                    f.check = Some(r);
-                }
-            }
-            Action::PauseRun => match &self.live {
-                Some(r) if r.is_active() => out.push(Command::PauseTraining(r.status != RunStatus::Paused)),
-                _ => self.notify(Level::Info, "No run is training."),
-            },
-            Action::CancelRun => match self.live.as_ref().filter(|r| r.is_active()).and_then(|r| r.job) {
-                Some(job) => out.push(Command::CancelJob(job)),
-                None => self.notify(Level::Info, "No run is training."),
-            },
-            Action::ResumeRun => {
-                let target = if self.focus == PaneId::Runs {
-                    self.runs.selected_row().filter(|r| r.status.is_resumable()).map(|r| r.id.clone())
-                } else {
-                    self.live
-                        .as_ref()
-                        .filter(|r| r.status.is_resumable())
-                        .map(|r| r.id.clone())
-                        .or_else(|| self.runs.rows().iter().find(|r| r.status == RunStatus::Interrupted).map(|r| r.id.clone()))
-                };
-                match target {
-                    Some(id) if !self.training_busy() => {
-                        self.live = Some(LiveRun { id: id.clone(), status: RunStatus::Starting, ..Default::default() });
-                        out.push(Command::ResumeRun(id));
-                    }
-                    Some(_) => {}
-                    None => self.notify(Level::Info, "No interrupted or cancelled run to resume (the Runs pane lists them)."),
-                }
-            }
-            Action::Train(ev) => {
-                // A new run belongs in the Runs list as soon as it exists.
-                if matches!(ev, crate::engine::train::trainer::TrainEvent::Started { .. }) {
-                    out.push(self.runs.refresh());
-                }
-                if let Some(r) = &mut self.live {
-                    r.apply(&ev);
-                }
-            }
-            Action::TrainDone(res) => {
-                match res {
-                    Ok((id, status)) => {
-                        let text = match self.live.as_mut() {
-                            Some(r) => {
-                                r.status = status;
-                                let acc = r.accuracy.map(|(c, t)| format!(", exact match {c}/{t}")).unwrap_or_default();
-                                format!("Run {id} {}{acc}.", status.words())
-                            }
-                            None => format!("Run {id} {status}."),
-                        };
-                        self.notify(Level::Info, text);
-                    }
-                    Err(msg) => {
-                        if let Some(r) = self.live.as_mut() {
-                            r.status = RunStatus::Failed;
-                            r.message = Some(msg.clone());
-                        }
-                        self.notify(Level::Error, msg);
-                    }
-                }
-                out.push(self.runs.refresh());
-            }
-            Action::ToggleSmooth => self.chart.smooth = !self.chart.smooth,
-            Action::ToggleLogScale => self.chart.log = !self.chart.log,
-            Action::ZoomIn => self.chart.zoom_in(),
-            Action::ZoomOut => self.chart.zoom_out(),
-            Action::OverlayRun => {
-                let live = self.live.as_ref().map(|r| r.id.clone()).unwrap_or_default();
-                let ids: Vec<String> = self.runs.rows().iter().map(|r| r.id.clone()).filter(|id| *id != live).collect();
-                let next = match &self.chart.overlay {
-                    Some((cur, _, _)) => ids.iter().position(|i| i == cur).and_then(|p| ids.get(p + 1)).cloned(),
-                    None => ids.first().cloned(),
-                };
-                match next {
-                    Some(id) => out.push(Command::LoadRunMetrics { id, overlay: true }),
-                    None => {
-                        self.chart.overlay = None;
-                        if ids.is_empty() {
-                            self.notify(Level::Info, "No other run to overlay yet.");
-                            out.push(self.runs.refresh());
-                        }
-                    }
-                }
-            }
-            Action::RunMetrics { id, overlay, metrics } => {
-                if overlay {
-                    let (t, e) = split_metrics(&metrics);
-                    self.chart.overlay = Some((id, t, e));
-                } else if let Some(row) = self.runs.rows().iter().find(|r| r.id == id).cloned() {
-                    self.runs.detail = Some((format!("Run {id}"), detail_lines(&row, &metrics)));
-                    self.runs.detail_scroll = 0;
-                    self.overlay = Some(Overlay::RunDetail);
-                }
-            }
-            Action::OpenRun => {
-                if let Some(r) = self.runs.selected_row() {
-                    out.push(Command::LoadRunMetrics { id: r.id.clone(), overlay: false });
-                }
-            }
-            Action::MarkRun => {
-                if let Some(r) = self.runs.selected_row() {
-                    let id = r.id.clone();
-                    self.runs.marked = if self.runs.marked.as_deref() == Some(id.as_str()) { None } else { Some(id) };
-                }
-            }
-            Action::CompareRuns => {
-                let a = self.runs.marked.as_ref().and_then(|m| self.runs.rows().iter().find(|r| &r.id == m)).cloned();
-                match (a, self.runs.selected_row().cloned()) {
-                    (Some(a), Some(b)) if a.id != b.id => {
-                        self.runs.detail = Some((format!("{} vs {}", a.id, b.id), compare_lines(&a, &b)));
-                        self.runs.detail_scroll = 0;
-                        self.overlay = Some(Overlay::RunDetail);
-                    }
-                    _ => self.notify(
-                        Level::Info,
-                        format!(
-                            "Mark a run with {}, select another, then press {} to compare.",
-                            self.keymap.hint(Mode::Runs, &Action::MarkRun),
-                            self.keymap.hint(Mode::Runs, &Action::CompareRuns)
-                        ),
-                    ),
-                }
-            }
-            Action::RefreshRuns => out.push(self.runs.refresh()),
-            Action::Runs { request, .. } if request != self.runs.request => {}
-            Action::Runs { result: list, .. } => {
-                if let Err(e) = &list {
-                    self.notify(Level::Error, e.clone());
-                }
-                self.runs.list = Some(list);
-                let n = self.runs.rows().len();
-                self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
-            }
-            _ => {}
-        }
-        out
-    }
-}
 
 
 fn textarea_input(k: KeyPress) -> Input {
@@ -1401,7 +1176,7 @@ mod tests {
         a.update(Action::Runs { request: second, result: Ok(vec![row("new-1"), row("new-2")]) });
         // The first request's answer arrives late: it is dropped.
         a.update(Action::Runs { request: first, result: Ok(vec![row("old")]) });
-        assert_eq!(a.runs.rows().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["new-1", "new-2"]);
+        assert_eq!(a.training.runs.rows().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["new-1", "new-2"]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ fn window(points: &[(f64, f64)], from: f64, log: bool) -> Vec<(f64, f64)> {
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let theme = app.theme();
-    let c = &app.chart;
+    let c = &app.training.chart;
     let title = format!(
         "Loss  smooth {}  log {}  last {}{}",
         if c.smooth { "on" } else { "off" },
@@ -35,7 +35,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let block = pane_block(theme, &title, focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let (train, eval) = match &app.live {
+    let (train, eval) = match &app.training.live {
         Some(r) => (r.train_points.clone(), r.eval_points.clone()),
         None => (Vec::new(), Vec::new()),
     };

@@ -17,8 +17,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let block = pane_block(theme, "Runs", focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let rows = app.runs.rows();
-    match &app.runs.list {
+    let rows = app.training.runs.rows();
+    match &app.training.runs.list {
         Some(Err(e)) => {
             f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())), inner);
             return;
@@ -44,7 +44,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let body: Vec<Row> = rows
         .iter()
         .map(|r| {
-            let mark = if app.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
+            let mark = if app.training.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
             let status_style = match r.status {
                 RunStatus::Completed | RunStatus::StoppedEarly => theme.ok(),
                 RunStatus::Running | RunStatus::Paused => theme.accent(),
@@ -84,7 +84,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         let rows: Vec<Row> = rows
             .iter()
             .map(|r| {
-                let mark = if app.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
+                let mark = if app.training.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
                 Row::new(vec![
                     Cell::from(format!("{mark}{}", r.id)),
                     Cell::from(r.status.words()),
@@ -100,7 +100,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         (body, header)
     };
     let table = Table::new(body, widths).header(header).row_highlight_style(theme.selection()).column_spacing(1);
-    let mut state = TableState::default().with_selected(Some(app.runs.selected));
+    let mut state = TableState::default().with_selected(Some(app.training.runs.selected));
     let [list, keys] = ratatui::layout::Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
     f.render_stateful_widget(table, list, &mut state);
     f.render_widget(
@@ -125,8 +125,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
 
 /// A run's details, or two runs compared.
 pub fn detail(f: &mut Frame, area: Rect, app: &App) {
-    let Some((title, lines)) = &app.runs.detail else { return };
+    let Some((title, lines)) = &app.training.runs.detail else { return };
     let lines: Vec<Line> = lines.iter().map(|l| Line::styled(l.clone(), app.theme().text())).collect();
     let close = app.keymap.hint(Mode::Viewer, &Action::Close);
-    scroll_overlay(f, area, app.theme(), &format!("{title} (↑↓ scroll, {close} closes)"), lines, app.runs.detail_scroll);
+    scroll_overlay(f, area, app.theme(), &format!("{title} (↑↓ scroll, {close} closes)"), lines, app.training.runs.detail_scroll);
 }

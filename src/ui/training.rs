@@ -129,7 +129,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let key = |m: Mode, a: Action| app.keymap.hint(m, &a);
-    let Some(r) = &app.live else {
+    let Some(r) = &app.training.live else {
         let how = format!(
             "{} trains the demo model from scratch (a few minutes on a laptop CPU); {} starts a run on your model and view; {} resumes an interrupted run.",
             key(Mode::Training, Action::StartDemo),
@@ -173,7 +173,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
 
 /// The new-run form.
 pub fn form(f: &mut Frame, area: Rect, app: &App) {
-    let Some(form) = &app.form else { return };
+    let Some(form) = &app.training.form else { return };
     let key = |a: Action| app.keymap.hint(Mode::Form, &a);
     let idle = format!("{} checks memory and shows the tokens the model will train on.", key(Action::CheckForm));
     let keys = [(key(Action::Confirm), "start"), (key(Action::CheckForm), "check"), (format!("{}/↑↓", key(Action::ScrollDown)), "field"), (key(Action::Close), "close")];

@@ -1,0 +1,239 @@
+//! The Training, Loss and Runs panes: the run this session trains, the new-run form, the loss
+//! chart's view and the recorded runs, and the pure update of each (no clock, no I/O: commands
+//! go out, events come back as actions).
+
+use super::action::{Action, Command, PaneId};
+use super::keymap::Mode;
+use super::shell::{Ctx, Level, Overlay};
+use super::train::{ChartView, LiveRun, RunsState, TrainForm};
+use crate::engine::data::runs::split_metrics;
+use crate::engine::types::RunStatus;
+use crate::present::{compare_lines, detail_lines};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingPanes {
+    /// The run this session trains or trained last.
+    pub live: Option<LiveRun>,
+    pub form: Option<TrainForm>,
+    pub chart: ChartView,
+    pub runs: RunsState,
+}
+
+impl TrainingPanes {
+    fn busy(&self, cx: &mut Ctx) -> bool {
+        if self.live.as_ref().is_some_and(|r| r.is_active()) {
+            let (pause, cancel) = (cx.keymap.hint(Mode::Training, &Action::PauseRun), cx.keymap.hint(Mode::Training, &Action::CancelRun));
+            cx.notify(Level::Info, format!("A run is training; pause ({pause}) or cancel ({cancel}) it first."));
+            return true;
+        }
+        false
+    }
+
+    /// Starts the run the form describes (Enter in the form), unless one is training.
+    pub fn submit_form(&mut self, cx: &mut Ctx) -> Vec<Command> {
+        let busy = self.live.as_ref().is_some_and(|r| r.is_active());
+        let Some(form) = &mut self.form else { return Vec::new() };
+        match form.spec() {
+            Ok(_) if busy => {
+                form.check = Some(Err("A run is training; pause or cancel it before starting another.".into()));
+                Vec::new()
+            }
+            Ok((model, view, config)) => {
+                let spec = crate::engine::train::spec::RunSpec { model: model.clone().into(), view: view.clone(), config };
+                self.live = Some(LiveRun { status: RunStatus::Starting, model, view, ..Default::default() });
+                self.chart.overlay = None;
+                self.form = None;
+                *cx.overlay = None;
+                *cx.focus = PaneId::Training;
+                vec![Command::StartTraining(Box::new(spec))]
+            }
+            Err(e) => {
+                form.check = Some(Err(e));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The Training, Loss and Runs panes' actions.
+    pub fn update(&mut self, action: Action, cx: &mut Ctx) -> Vec<Command> {
+        let mut out = Vec::new();
+        match action {
+            Action::StartDemo => {
+                if self.busy(cx) {
+                    return out;
+                }
+                self.live = Some(LiveRun {
+                    status: RunStatus::Starting,
+                    model: "demo (built from scratch)".into(),
+                    view: crate::engine::train::demo::DEMO_VIEW.into(),
+                    ..Default::default()
+                });
+                self.chart.overlay = None;
+                out.push(Command::StartDemo);
+            }
+            Action::NewRun => {
+                // The last model used (this form's, else the newest run's); no file system look-up
+                // on the UI thread.
+                let model = match &self.form {
+                    Some(f) => f.fields[super::train::F_MODEL].value.clone(),
+                    None => self.runs.rows().first().map(|r| r.model.clone()).unwrap_or_default(),
+                };
+                self.form = Some(TrainForm::new(&model, crate::engine::train::demo::DEMO_VIEW));
+                *cx.overlay = Some(Overlay::TrainForm);
+                // With a model already filled in, the estimate and preview come without asking.
+                if !model.is_empty() {
+                    out.extend(self.update(Action::CheckForm, cx));
+                }
+            }
+            Action::CheckForm => {
+                if let Some(f) = &mut self.form {
+                    match f.spec() {
+                        Ok((model, view, config)) => {
+                            f.check = Some(Ok(vec!["Checking…".into()]));
+                            let spec = crate::engine::train::spec::RunSpec { model: model.into(), view, config };
+                            out.push(Command::CheckTraining(Box::new(spec)));
+                        }
+                        Err(e) => f.check = Some(Err(e)),
+                    }
+                }
+            }
+            Action::FormChecked(r) => {
+                if let Some(f) = &mut self.form {
+                    f.check = Some(r);
+                }
+            }
+            Action::PauseRun => match &self.live {
+                Some(r) if r.is_active() => out.push(Command::PauseTraining(r.status != RunStatus::Paused)),
+                _ => cx.notify(Level::Info, "No run is training."),
+            },
+            Action::CancelRun => match self.live.as_ref().filter(|r| r.is_active()).and_then(|r| r.job) {
+                Some(job) => out.push(Command::CancelJob(job)),
+                None => cx.notify(Level::Info, "No run is training."),
+            },
+            Action::ResumeRun => {
+                let target = if *cx.focus == PaneId::Runs {
+                    self.runs.selected_row().filter(|r| r.status.is_resumable()).map(|r| r.id.clone())
+                } else {
+                    self.live
+                        .as_ref()
+                        .filter(|r| r.status.is_resumable())
+                        .map(|r| r.id.clone())
+                        .or_else(|| self.runs.rows().iter().find(|r| r.status == RunStatus::Interrupted).map(|r| r.id.clone()))
+                };
+                match target {
+                    Some(id) if !self.busy(cx) => {
+                        self.live = Some(LiveRun { id: id.clone(), status: RunStatus::Starting, ..Default::default() });
+                        out.push(Command::ResumeRun(id));
+                    }
+                    Some(_) => {}
+                    None => cx.notify(Level::Info, "No interrupted or cancelled run to resume (the Runs pane lists them)."),
+                }
+            }
+            Action::Train(ev) => {
+                // A new run belongs in the Runs list as soon as it exists.
+                if matches!(ev, crate::engine::train::trainer::TrainEvent::Started { .. }) {
+                    out.push(self.runs.refresh());
+                }
+                if let Some(r) = &mut self.live {
+                    r.apply(&ev);
+                }
+            }
+            Action::TrainDone(res) => {
+                match res {
+                    Ok((id, status)) => {
+                        let text = match self.live.as_mut() {
+                            Some(r) => {
+                                r.status = status;
+                                let acc = r.accuracy.map(|(c, t)| format!(", exact match {c}/{t}")).unwrap_or_default();
+                                format!("Run {id} {}{acc}.", status.words())
+                            }
+                            None => format!("Run {id} {status}."),
+                        };
+                        cx.notify(Level::Info, text);
+                    }
+                    Err(msg) => {
+                        if let Some(r) = self.live.as_mut() {
+                            r.status = RunStatus::Failed;
+                            r.message = Some(msg.clone());
+                        }
+                        cx.notify(Level::Error, msg);
+                    }
+                }
+                out.push(self.runs.refresh());
+            }
+            Action::ToggleSmooth => self.chart.smooth = !self.chart.smooth,
+            Action::ToggleLogScale => self.chart.log = !self.chart.log,
+            Action::ZoomIn => self.chart.zoom_in(),
+            Action::ZoomOut => self.chart.zoom_out(),
+            Action::OverlayRun => {
+                let live = self.live.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                let ids: Vec<String> = self.runs.rows().iter().map(|r| r.id.clone()).filter(|id| *id != live).collect();
+                let next = match &self.chart.overlay {
+                    Some((cur, _, _)) => ids.iter().position(|i| i == cur).and_then(|p| ids.get(p + 1)).cloned(),
+                    None => ids.first().cloned(),
+                };
+                match next {
+                    Some(id) => out.push(Command::LoadRunMetrics { id, overlay: true }),
+                    None => {
+                        self.chart.overlay = None;
+                        if ids.is_empty() {
+                            cx.notify(Level::Info, "No other run to overlay yet.");
+                            out.push(self.runs.refresh());
+                        }
+                    }
+                }
+            }
+            Action::RunMetrics { id, overlay, metrics } => {
+                if overlay {
+                    let (t, e) = split_metrics(&metrics);
+                    self.chart.overlay = Some((id, t, e));
+                } else if let Some(row) = self.runs.rows().iter().find(|r| r.id == id).cloned() {
+                    self.runs.detail = Some((format!("Run {id}"), detail_lines(&row, &metrics)));
+                    self.runs.detail_scroll = 0;
+                    *cx.overlay = Some(Overlay::RunDetail);
+                }
+            }
+            Action::OpenRun => {
+                if let Some(r) = self.runs.selected_row() {
+                    out.push(Command::LoadRunMetrics { id: r.id.clone(), overlay: false });
+                }
+            }
+            Action::MarkRun => {
+                if let Some(r) = self.runs.selected_row() {
+                    let id = r.id.clone();
+                    self.runs.marked = if self.runs.marked.as_deref() == Some(id.as_str()) { None } else { Some(id) };
+                }
+            }
+            Action::CompareRuns => {
+                let a = self.runs.marked.as_ref().and_then(|m| self.runs.rows().iter().find(|r| &r.id == m)).cloned();
+                match (a, self.runs.selected_row().cloned()) {
+                    (Some(a), Some(b)) if a.id != b.id => {
+                        self.runs.detail = Some((format!("{} vs {}", a.id, b.id), compare_lines(&a, &b)));
+                        self.runs.detail_scroll = 0;
+                        *cx.overlay = Some(Overlay::RunDetail);
+                    }
+                    _ => cx.notify(
+                        Level::Info,
+                        format!(
+                            "Mark a run with {}, select another, then press {} to compare.",
+                            cx.keymap.hint(Mode::Runs, &Action::MarkRun),
+                            cx.keymap.hint(Mode::Runs, &Action::CompareRuns)
+                        ),
+                    ),
+                }
+            }
+            Action::RefreshRuns => out.push(self.runs.refresh()),
+            Action::Runs { request, .. } if request != self.runs.request => {}
+            Action::Runs { result: list, .. } => {
+                if let Err(e) = &list {
+                    cx.notify(Level::Error, e.clone());
+                }
+                self.runs.list = Some(list);
+                let n = self.runs.rows().len();
+                self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
+            }
+            _ => {}
+        }
+        out
+    }
+}
