@@ -35,7 +35,7 @@ fn keys_reach_the_screen_while_every_core_is_busy() {
         let frames: Arc<Mutex<Vec<(usize, bool)>>> = Arc::default();
         let frames2 = frames.clone();
         let on_frame = Box::new(move |app: &App| {
-            let shown = app.chat_input.lines()[0].chars().count();
+            let shown = app.chat.input.lines()[0].chars().count();
             let busy = app.running_jobs().any(|j| j.kind == JobKind::Stress && j.status == JobStatus::Running && !j.message.is_empty());
             frames2.lock().unwrap().push((shown, busy));
         });
@@ -68,7 +68,7 @@ fn keys_reach_the_screen_while_every_core_is_busy() {
         typist.join().unwrap();
 
         let expected: String = (0..KEYS).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        assert_eq!(app.chat_input.lines()[0], expected, "keys lost or reordered");
+        assert_eq!(app.chat.input.lines()[0], expected, "keys lost or reordered");
         let frames = frames.lock().unwrap();
         let full = frames.iter().find(|(n, _)| *n == KEYS).expect("a frame showed every key");
         assert!(full.1, "the stress job was not running when the last key was drawn");
@@ -92,7 +92,7 @@ fn a_key_alone_wakes_the_loop() {
         let mut service = start_service(_tx.clone(), None, Default::default());
         let shown: Arc<Mutex<Vec<usize>>> = Arc::default();
         let shown2 = shown.clone();
-        let on_frame = Box::new(move |app: &App| shown2.lock().unwrap().push(app.chat_input.lines()[0].len()));
+        let on_frame = Box::new(move |app: &App| shown2.lock().unwrap().push(app.chat.input.lines()[0].len()));
         let (keys, key_rx) = futures::channel::mpsc::unbounded::<io::Result<Event>>();
         let shown3 = shown.clone();
         let typist = std::thread::spawn(move || {
@@ -117,6 +117,6 @@ fn a_key_alone_wakes_the_loop() {
             .expect("every key was handled without another event to wake the loop")
             .unwrap();
         typist.join().unwrap();
-        assert_eq!(app.chat_input.lines()[0], "abc");
+        assert_eq!(app.chat.input.lines()[0], "abc");
     });
 }

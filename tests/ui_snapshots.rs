@@ -371,7 +371,7 @@ fn chat_app() -> App {
         stop: StopReason::EndOfTurn,
     };
     let say = |a: &mut App, text: &str| {
-        a.chat_input = Default::default();
+        a.chat.input = Default::default();
         a.update(Action::Paste(text.into()));
         a.update(Action::Send);
         a.chat.streaming.unwrap()

@@ -95,6 +95,10 @@ pub struct ChatState {
     pub list_selected: usize,
     /// The newest listing of saved conversations asked for; an older answer is dropped.
     pub list_request: u64,
+    /// The message box.
+    pub input: tui_textarea::TextArea<'static>,
+    /// The conversation's settings panel (system prompt, sampling) while it is open.
+    pub form: Option<super::train::TrainForm>,
 }
 
 impl Default for ChatState {
@@ -115,6 +119,8 @@ impl Default for ChatState {
             list: None,
             list_selected: 0,
             list_request: 0,
+            input: Default::default(),
+            form: None,
         }
     }
 }

@@ -29,11 +29,6 @@ macro_rules! cx {
 /// How many readings the sparklines keep.
 pub const HISTORY: usize = 120;
 
-/// An empty chat box (its placeholder, which names keys, is set where it is drawn).
-fn new_chat_input() -> TextArea<'static> {
-    TextArea::default()
-}
-
 fn chat_command(c: super::chat::ChatCommand) -> Command {
     match c {
         super::chat::ChatCommand::Generate { id, messages, sampling } => Command::Generate { id, messages, sampling },
@@ -85,10 +80,7 @@ pub struct App {
     pub prompt: Option<Prompt>,
     /// The path of the import waiting for a yes/no on replacing a dataset.
     pub replace_target: Option<String>,
-    pub chat_input: TextArea<'static>,
     pub chat: super::chat::ChatState,
-    /// The chat settings panel while it is open.
-    pub chat_form: Option<super::train::TrainForm>,
     pub models: ModelsPane,
     pub notices: Vec<Notice>,
     /// The Training, Loss and Runs panes.
@@ -123,9 +115,7 @@ impl App {
             data: DataState::default(),
             prompt: None,
             replace_target: None,
-            chat_input: new_chat_input(),
             chat: Default::default(),
-            chat_form: None,
             models: ModelsPane::default(),
             notices: Vec::new(),
             training: TrainingPanes::default(),
@@ -218,7 +208,7 @@ impl App {
     /// The text box that has the keyboard, if any.
     fn focused_text(&mut self) -> Option<&mut TextArea<'static>> {
         match self.mode() {
-            Mode::Chat => Some(&mut self.chat_input),
+            Mode::Chat => Some(&mut self.chat.input),
             Mode::Sql => Some(&mut self.data.editor),
             Mode::Prompt => self.prompt.as_mut().map(|p| &mut p.input),
             _ => None,
@@ -261,12 +251,12 @@ impl App {
                     Some(Overlay::Prompt) => out.extend(self.submit_prompt()),
                     Some(Overlay::TrainForm) => out.extend(self.training.submit_form(&mut cx!(self))),
                     Some(Overlay::ChatSettings) => {
-                        if let Some(form) = &mut self.chat_form {
+                        if let Some(form) = &mut self.chat.form {
                             match super::chat::apply_settings(form, &self.chat.sampling) {
                                 Ok((system, sampling)) => {
                                     self.chat.system = system;
                                     self.chat.sampling = sampling;
-                                    self.chat_form = None;
+                                    self.chat.form = None;
                                 }
                                 Err(e) => form.check = Some(Err(e)),
                             }
@@ -279,7 +269,7 @@ impl App {
                     }
                     _ => {}
                 }
-                if self.overlay == Some(Overlay::ChatSettings) && self.chat_form.is_some() {
+                if self.overlay == Some(Overlay::ChatSettings) && self.chat.form.is_some() {
                     // The panel stays open when a value is wrong.
                 } else if self.overlay == Some(Overlay::TrainForm) {
                     // The form stays open when it has a problem to show.
@@ -351,7 +341,7 @@ impl App {
                 if self.overlay.is_some() {
                     self.overlay = None;
                     self.prompt = None;
-                    self.chat_form = None;
+                    self.chat.form = None;
                 } else if let Some((i, _)) = self.current_notice() {
                     self.notices.remove(i);
                 } else if self.zoomed {
@@ -366,7 +356,7 @@ impl App {
                 out.extend(self.data.move_selection(&action, page));
             }
             Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::TrainForm | Overlay::ChatSettings)) => {
-                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.training.form };
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat.form } else { &mut self.training.form };
                 if let Some(f) = form {
                     let n = f.fields.len();
                     f.selected = if action == Action::ScrollUp { (f.selected + n - 1) % n } else { (f.selected + 1) % n };
@@ -438,10 +428,10 @@ impl App {
             }
             Action::Send => {
                 if self.mode() == Mode::Chat {
-                    let text = self.chat_input.lines().join("\n");
+                    let text = self.chat.input.lines().join("\n");
                     match self.chat.send(&text) {
                         Ok(cmd) => {
-                            self.chat_input = new_chat_input();
+                            self.chat.input = TextArea::default();
                             out.push(chat_command(cmd));
                             match self.chat.send_compare(&text) {
                                 Some(super::chat::ChatCommand::Generate { id, messages, sampling }) => out.push(Command::GenerateCompare { id, messages, sampling }),
@@ -470,7 +460,7 @@ impl App {
                 }
             }
             Action::ChatSettings => {
-                self.chat_form = Some(super::chat::settings_form(&self.chat.system, &self.chat.sampling));
+                self.chat.form = Some(super::chat::settings_form(&self.chat.system, &self.chat.sampling));
                 self.overlay = Some(Overlay::ChatSettings);
             }
             Action::Compare => {
@@ -592,22 +582,22 @@ impl App {
                 if self.mode() == Mode::Chat
                     && !k.ctrl
                     && !k.alt
-                    && ((k.key == TextKey::Up && (self.chat.editing.is_some() || self.chat_input.is_empty()) && self.chat_input.cursor().0 == 0)
-                        || (k.key == TextKey::Down && self.chat.editing.is_some() && self.chat_input.cursor().0 + 1 >= self.chat_input.lines().len())) =>
+                    && ((k.key == TextKey::Up && (self.chat.editing.is_some() || self.chat.input.is_empty()) && self.chat.input.cursor().0 == 0)
+                        || (k.key == TextKey::Down && self.chat.editing.is_some() && self.chat.input.cursor().0 + 1 >= self.chat.input.lines().len())) =>
             {
                 // Up in an empty box (or while editing) steps back through your messages to edit
                 // and resend one; Down steps forward, past the newest back to an empty box.
                 let text = self.chat.step_edit(k.key == TextKey::Up);
-                self.chat_input = new_chat_input();
+                self.chat.input = TextArea::default();
                 if let Some(t) = text {
-                    self.chat_input.insert_str(t);
+                    self.chat.input.insert_str(t);
                 }
             }
             Action::Text(k) if self.mode() == Mode::Sql && self.at_editor_edge(&k) => {
                 self.data.recall(k.key == TextKey::Up);
             }
             Action::Text(k) if self.mode() == Mode::Form => {
-                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.training.form };
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat.form } else { &mut self.training.form };
                 if let Some(f) = form {
                     match k.key {
                         TextKey::Char(c) if !k.ctrl && !k.alt => f.current().push(c),
@@ -622,7 +612,7 @@ impl App {
                 }
             }
             Action::Paste(s) if self.mode() == Mode::Form => {
-                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat_form } else { &mut self.training.form };
+                let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat.form } else { &mut self.training.form };
                 if let Some(f) = form {
                     f.current().push_str(s.trim());
                     f.check = None;
@@ -859,14 +849,14 @@ mod tests {
     fn typing_goes_to_the_chat_box_only_when_it_has_focus() {
         let mut a = app();
         a.update(typed('x'));
-        assert!(a.chat_input.is_empty());
+        assert!(a.chat.input.is_empty());
         a.update(Action::Focus(PaneId::Chat));
         for c in "hi".chars() {
             a.update(typed(c));
         }
         a.update(Action::Newline);
         a.update(Action::Paste("a\r\nb".into()));
-        assert_eq!(a.chat_input.lines(), ["hi", "a", "b"]);
+        assert_eq!(a.chat.input.lines(), ["hi", "a", "b"]);
     }
 
     #[test]
@@ -982,7 +972,7 @@ mod tests {
         a.update(Action::Confirm);
         // A bad number keeps the panel open and says which field.
         assert_eq!(a.overlay, Some(Overlay::ChatSettings));
-        assert!(matches!(&a.chat_form.as_ref().unwrap().check, Some(Err(e)) if e.contains("temperature")));
+        assert!(matches!(&a.chat.form.as_ref().unwrap().check, Some(Err(e)) if e.contains("temperature")));
         a.update(typed_key(TextKey::Backspace));
         a.update(Action::Paste("0".into()));
         a.update(Action::Confirm);
@@ -1004,9 +994,9 @@ mod tests {
         }
         assert_eq!(a.chat.turns.len(), 4);
         a.update(typed_key(TextKey::Up));
-        assert_eq!(a.chat_input.lines(), ["second"]);
+        assert_eq!(a.chat.input.lines(), ["second"]);
         a.update(typed_key(TextKey::Up));
-        assert_eq!((a.chat_input.lines(), a.chat.editing), (&["first".to_string()][..], Some(0)));
+        assert_eq!((a.chat.input.lines(), a.chat.editing), (&["first".to_string()][..], Some(0)));
         a.update(typed_key(TextKey::Down));
         a.update(typed_key(TextKey::Up));
         a.update(Action::Paste(" again".into()));
@@ -1072,7 +1062,7 @@ mod tests {
         a.update(typed('y'));
         a.update(Action::Send);
         assert!(a.notices.last().unwrap().text.contains("No model is loaded"));
-        assert_eq!(a.chat_input.lines(), ["y"]);
+        assert_eq!(a.chat.input.lines(), ["y"]);
         // Esc with nothing streaming moves on; while an answer streams it stops it.
         a.update(Action::StopGeneration);
         assert_eq!(a.focus, PaneId::System);
@@ -1085,7 +1075,7 @@ mod tests {
         }));
         let cmds = a.update(Action::Send);
         assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::SaveChat(_)]), "{cmds:?}");
-        assert!(a.chat_input.is_empty());
+        assert!(a.chat.input.is_empty());
         assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
         assert_eq!(a.focus, PaneId::Chat);
     }

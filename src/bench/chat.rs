@@ -103,7 +103,7 @@ pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize)
         app.update(crate::app::action::Action::Resize(120, 40));
         app.update(crate::app::action::Action::Focus(crate::app::action::PaneId::Chat));
         app.chat.model = crate::app::chat::ChatModel::Ready { path: model.into(), architecture: "llama".into(), context_size: 512, has_template: true };
-        app.chat_input.insert_str("benchmark");
+        app.chat.input.insert_str("benchmark");
         app.update(crate::app::action::Action::Send);
         let id = app.chat.streaming.unwrap_or(0);
         let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40))?;

@@ -298,7 +298,7 @@ fn key_latency_under_load(ws: &Path) -> anyhow::Result<Vec<f64>> {
         let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
         let (sent2, lat2) = (sent.clone(), lat.clone());
         let on_frame = Box::new(move |app: &App| {
-            let shown = app.chat_input.lines().first().map(|l| l.chars().count()).unwrap_or(0);
+            let shown = app.chat.input.lines().first().map(|l| l.chars().count()).unwrap_or(0);
             let sent = sent2.lock().unwrap();
             let mut lat = lat2.lock().unwrap();
             let now = Instant::now();

@@ -19,7 +19,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let block = pane_block(theme, "Chat", focused);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let input_h = (app.chat_input.lines().len() as u16 + 2).clamp(3, (inner.height / 2).max(3));
+    let input_h = (app.chat.input.lines().len() as u16 + 2).clamp(3, (inner.height / 2).max(3));
     let [head, transcript, input] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(input_h)]).areas(inner);
     f.render_widget(Paragraph::new(header(&app.chat, theme, &app.keymap)), head);
@@ -84,7 +84,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         ),
     }
     // The widget carries its own style; a clone per frame is cheap next to drawing.
-    let mut ta = app.chat_input.clone();
+    let mut ta = app.chat.input.clone();
     ta.set_block(
         Block::default()
             .borders(Borders::TOP)

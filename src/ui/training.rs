@@ -182,7 +182,7 @@ pub fn form(f: &mut Frame, area: Rect, app: &App) {
 
 /// The chat settings panel (Ctrl-P in the Chat pane).
 pub fn chat_settings(f: &mut Frame, area: Rect, app: &App) {
-    let Some(form) = &app.chat_form else { return };
+    let Some(form) = &app.chat.form else { return };
     let key = |a: Action| app.keymap.hint(Mode::Form, &a);
     let keys = [(key(Action::Confirm), "apply"), ("↑↓".to_string(), "field"), (key(Action::Close), "close")];
     form_overlay(f, area, app, form, "Chat settings", "These apply to the next answers of this conversation.", &keys);
