@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod chat;
+pub mod chat_update;
 pub mod data;
 pub mod effects;
 pub mod keymap;

@@ -71,13 +71,17 @@ pub struct Notice {
 }
 
 /// What a pane's update may use or change outside its own state: the keymap (for hints), the
-/// workspace's paths, the notices, the focus and the overlay.
+/// workspace's paths, the notices, the focus, the overlay and the prompt.
 pub struct Ctx<'a> {
     pub keymap: &'a Keymap,
     pub workspace: &'a Path,
+    /// The terminal's height in rows (a page of scrolling).
+    pub height: u16,
     pub notices: &'a mut Vec<Notice>,
     pub focus: &'a mut PaneId,
     pub overlay: &'a mut Option<Overlay>,
+    /// The path prompt, while one is asked for.
+    pub prompt: &'a mut Option<Prompt>,
 }
 
 impl Ctx<'_> {

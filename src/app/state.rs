@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use tui_textarea::{Input, Key, TextArea};
 
-use crate::engine::infer::worker::ChatEvent;
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
@@ -22,18 +21,20 @@ use crate::ui::theme::Theme;
 /// The context a pane's update gets: the shell's fields, borrowed apart from the panes.
 macro_rules! cx {
     ($app:ident) => {
-        Ctx { keymap: &$app.keymap, workspace: &$app.workspace, notices: &mut $app.notices, focus: &mut $app.focus, overlay: &mut $app.overlay }
+        Ctx {
+            keymap: &$app.keymap,
+            workspace: &$app.workspace,
+            height: $app.size.1,
+            notices: &mut $app.notices,
+            focus: &mut $app.focus,
+            overlay: &mut $app.overlay,
+            prompt: &mut $app.prompt,
+        }
     };
 }
 
 /// How many readings the sparklines keep.
 pub const HISTORY: usize = 120;
-
-fn chat_command(c: super::chat::ChatCommand) -> Command {
-    match c {
-        super::chat::ChatCommand::Generate { id, messages, sampling } => Command::Generate { id, messages, sampling },
-    }
-}
 
 /// The System pane's data: the newest reading and short histories for sparklines.
 #[derive(Debug, Clone, Default)]
@@ -250,18 +251,7 @@ impl App {
                     }
                     Some(Overlay::Prompt) => out.extend(self.submit_prompt()),
                     Some(Overlay::TrainForm) => out.extend(self.training.submit_form(&mut cx!(self))),
-                    Some(Overlay::ChatSettings) => {
-                        if let Some(form) = &mut self.chat.form {
-                            match super::chat::apply_settings(form, &self.chat.sampling) {
-                                Ok((system, sampling)) => {
-                                    self.chat.system = system;
-                                    self.chat.sampling = sampling;
-                                    self.chat.form = None;
-                                }
-                                Err(e) => form.check = Some(Err(e)),
-                            }
-                        }
-                    }
+                    Some(Overlay::ChatSettings) => self.chat.apply_form(),
                     Some(Overlay::ConfirmReplace) => {
                         if let Some(path) = self.replace_target.take() {
                             out.push(Command::ImportDataset { path, replace: true });
@@ -389,25 +379,13 @@ impl App {
                 let s = &mut self.data.viewer_scroll;
                 *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { s.saturating_add(1) };
             }
-            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown if self.mode() == Mode::Chat => {
-                let page = self.size.1.saturating_sub(10).max(1);
-                let s = &mut self.chat.scroll;
-                *s = match action {
-                    Action::ScrollUp => s.saturating_add(1),
-                    Action::PageUp => s.saturating_add(page),
-                    Action::PageDown => s.saturating_sub(page),
-                    _ => s.saturating_sub(1),
-                };
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown if matches!(self.mode(), Mode::Chat | Mode::ChatList) => {
+                self.chat.update(action, &mut cx!(self), &mut out);
             }
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom
                 if self.mode() == Mode::Models =>
             {
                 self.models.update(action, &mut cx!(self), &mut out);
-            }
-            Action::ScrollUp | Action::ScrollDown if self.mode() == Mode::ChatList => {
-                let n = self.chat.list.as_ref().map(|l| l.len()).unwrap_or(0);
-                let s = &mut self.chat.list_selected;
-                *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { (*s + 1).min(n.saturating_sub(1)) };
             }
             Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
@@ -426,62 +404,21 @@ impl App {
                 let name = self.theme().name.clone();
                 self.notify(Level::Info, format!("Theme: {name} (set it for good with --theme or theme = in config.toml)"));
             }
-            Action::Send => {
-                if self.mode() == Mode::Chat {
-                    let text = self.chat.input.lines().join("\n");
-                    match self.chat.send(&text) {
-                        Ok(cmd) => {
-                            self.chat.input = TextArea::default();
-                            out.push(chat_command(cmd));
-                            match self.chat.send_compare(&text) {
-                                Some(super::chat::ChatCommand::Generate { id, messages, sampling }) => out.push(Command::GenerateCompare { id, messages, sampling }),
-                                None => match self.chat.compare.as_ref().map(|c| &c.model) {
-                                    Some(super::chat::ChatModel::Loading(p)) => {
-                                        self.notify(Level::Info, format!("{} is still loading, so only the first model answers this message.", p.display()))
-                                    }
-                                    Some(super::chat::ChatModel::Failed(_)) => {
-                                        self.notify(
-                                            Level::Info,
-                                            format!(
-                                                "The second model did not load, so only the first answers; {} closes the comparison.",
-                                                self.keymap.hint(Mode::Chat, &Action::Compare)
-                                            ),
-                                        )
-                                    }
-                                    _ => {}
-                                },
-                            }
-                            // The message is saved now, not only with its answer.
-                            out.extend(self.chat.record().map(Command::SaveChat));
-                        }
-                        // The text stays in the box.
-                        Err(e) => self.notify(Level::Info, e.sentence(&self.keymap)),
-                    }
-                }
-            }
-            Action::ChatSettings => {
-                self.chat.form = Some(super::chat::settings_form(&self.chat.system, &self.chat.sampling));
-                self.overlay = Some(Overlay::ChatSettings);
-            }
-            Action::Compare => {
-                if self.chat.compare.take().is_some() {
-                    out.push(Command::CloseCompare);
-                    self.notify(Level::Info, "Comparison closed.");
-                } else {
-                    self.prompt = Some(Prompt::new(PromptKind::CompareModel, ""));
-                    self.overlay = Some(Overlay::Prompt);
-                }
-            }
-            Action::ChatCompare(ev) => {
-                let ends = matches!(&ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. }
-                    if self.chat.compare.as_ref().is_some_and(|c| c.streaming == Some(*id)));
-                if let Some(e) = self.chat.on_compare_event(ev) {
-                    self.notify(Level::Error, format!("Second model: {e}"));
-                }
-                if ends {
-                    out.extend(self.chat.record().map(Command::SaveChat));
-                }
-            }
+            Action::Send if self.mode() != Mode::Chat => {}
+            Action::Send
+            | Action::Regenerate
+            | Action::ChatSettings
+            | Action::Compare
+            | Action::LoadModel
+            | Action::CopyAnswer
+            | Action::Chat(_)
+            | Action::ChatCompare(_)
+            | Action::NewChat
+            | Action::OpenChats
+            | Action::ChatList { .. }
+            | Action::ChatOpened(_)
+            | Action::OpenChat
+            | Action::ExportChat => self.chat.update(action, &mut cx!(self), &mut out),
             Action::StopGeneration => {
                 if self.chat.any_streaming() {
                     out.push(Command::StopGeneration);
@@ -489,27 +426,6 @@ impl App {
                     out.extend(self.update(Action::FocusNext));
                 }
             }
-            Action::Regenerate => match self.chat.regenerate() {
-                Ok(cmd) => {
-                    out.push(chat_command(cmd));
-                    if let Some(super::chat::ChatCommand::Generate { id, messages, sampling }) = self.chat.regenerate_compare() {
-                        out.push(Command::GenerateCompare { id, messages, sampling });
-                    }
-                }
-                Err(e) => self.notify(Level::Info, e.sentence(&self.keymap)),
-            },
-            Action::LoadModel => {
-                self.prompt = Some(Prompt::new(PromptKind::Model, ""));
-                self.overlay = Some(Overlay::Prompt);
-            }
-            Action::CopyAnswer => match self.chat.turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
-                Some(t) => {
-                    let n = t.text.chars().count();
-                    out.push(Command::CopyToClipboard(t.text.clone()));
-                    self.notify(Level::Info, format!("Copied the last answer ({n} characters) to the clipboard."));
-                }
-                None => self.notify(Level::Info, "No answer to copy yet."),
-            },
             Action::ExportRun => match self.training.runs.rows().get(self.training.runs.selected).cloned() {
                 Some(r) if r.artifacts.is_some() && r.status != RunStatus::Running => {
                     let out_path = crate::service::export_path(&self.ws(), &crate::service::run_export_name(&r.id), crate::engine::export::gguf::Quant::F16);
@@ -521,77 +437,18 @@ impl App {
             },
             Action::RefreshModels | Action::Models { .. } | Action::ChatWithModel | Action::ExportModel => {
                 if let Picked::Chat(path) = self.models.update(action, &mut cx!(self), &mut out) {
-                    self.chat.model = super::chat::ChatModel::Loading(path);
+                    self.chat.open_model(path);
                 }
             }
-            Action::Chat(ev) => {
-                let ends = matches!(&ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. } if Some(*id) == self.chat.streaming);
-                if let Some(e) = self.chat.on_event(ev) {
-                    self.notify(Level::Error, e);
-                }
-                if ends {
-                    out.extend(self.chat.record().map(Command::SaveChat));
-                }
-            }
-            Action::NewChat => {
-                if self.chat.any_streaming() {
-                    self.notify(Level::Info, super::chat::streaming_sentence(&self.keymap));
-                } else {
-                    self.chat.clear();
-                }
-            }
-            Action::OpenChats => out.push(self.chat.list_chats()),
-            Action::ChatList { request, .. } if request != self.chat.list_request => {}
-            Action::ChatList { result: Ok(list), .. } => {
-                if list.is_empty() {
-                    self.notify(Level::Info, "No saved conversations yet: each one is saved as its answers arrive.");
-                } else {
-                    self.chat.list = Some(list);
-                    self.chat.list_selected = 0;
-                    self.overlay = Some(Overlay::Chats);
-                }
-            }
-            Action::ChatList { result: Err(e), .. } | Action::ChatOpened(Err(e)) | Action::Failure(e) => self.notify(Level::Error, e),
+            Action::Failure(e) => self.notify(Level::Error, e),
             Action::Info(m) => self.notify(Level::Info, m),
-            Action::OpenChat => {
-                let picked = self.chat.list.as_ref().and_then(|l| l.get(self.chat.list_selected)).map(|c| c.id.clone());
-                self.overlay = None;
-                self.chat.list = None;
-                if self.chat.any_streaming() {
-                    self.notify(Level::Info, super::chat::streaming_sentence(&self.keymap));
-                } else if let Some(id) = picked {
-                    out.push(Command::LoadChat(id));
-                }
-            }
-            Action::ChatOpened(Ok(r)) => {
-                let note = format!("Reopened \"{}\" ({} messages; saved with {}).", r.title, r.turns.len(), r.model);
-                self.chat.reopen(r);
-                self.focus = PaneId::Chat;
-                self.notify(Level::Info, note);
-            }
-            Action::ExportChat => match self.chat.record() {
-                Some(record) => out.push(Command::ExportChat { record, dir: self.ws().chats_dir().display().to_string() }),
-                None => self.notify(Level::Info, "Nothing to export yet: send a message first."),
-            },
             Action::Newline => {
                 if let Some(t) = self.focused_text() {
                     t.insert_newline();
                 }
             }
-            Action::Text(k)
-                if self.mode() == Mode::Chat
-                    && !k.ctrl
-                    && !k.alt
-                    && ((k.key == TextKey::Up && (self.chat.editing.is_some() || self.chat.input.is_empty()) && self.chat.input.cursor().0 == 0)
-                        || (k.key == TextKey::Down && self.chat.editing.is_some() && self.chat.input.cursor().0 + 1 >= self.chat.input.lines().len())) =>
-            {
-                // Up in an empty box (or while editing) steps back through your messages to edit
-                // and resend one; Down steps forward, past the newest back to an empty box.
-                let text = self.chat.step_edit(k.key == TextKey::Up);
-                self.chat.input = TextArea::default();
-                if let Some(t) = text {
-                    self.chat.input.insert_str(t);
-                }
+            Action::Text(k) if self.mode() == Mode::Chat && !k.ctrl && !k.alt && self.chat.steps_edit(&k.key) => {
+                self.chat.update(Action::Text(k), &mut cx!(self), &mut out);
             }
             Action::Text(k) if self.mode() == Mode::Sql && self.at_editor_edge(&k) => {
                 self.data.recall(k.key == TextKey::Up);
@@ -771,6 +628,7 @@ fn textarea_input(k: KeyPress) -> Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::infer::worker::ChatEvent;
     use crate::engine::jobs::{JobEvent, JobKind};
     use std::collections::BTreeMap;
 
@@ -1010,7 +868,6 @@ mod tests {
 
     #[test]
     fn the_last_answer_goes_to_the_clipboard() {
-        use crate::engine::infer::worker::ChatEvent;
         let mut a = app();
         a.update(Action::Focus(PaneId::Chat));
         a.update(Action::CopyAnswer);
