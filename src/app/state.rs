@@ -15,7 +15,6 @@ use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
 use crate::engine::sysmon::SysSample;
-use crate::engine::types::RunStatus;
 use crate::ui::theme::Theme;
 
 /// The context a pane's update gets: the shell's fields, borrowed apart from the panes.
@@ -123,11 +122,6 @@ impl App {
             should_quit: false,
             dirty: true,
         }
-    }
-
-    /// The workspace's layout (paths only; nothing is opened).
-    fn ws(&self) -> crate::engine::workspace::Workspace {
-        crate::engine::workspace::Workspace { root: self.workspace.clone() }
     }
 
     pub fn theme(&self) -> &Theme {
@@ -426,15 +420,6 @@ impl App {
                     out.extend(self.update(Action::FocusNext));
                 }
             }
-            Action::ExportRun => match self.training.runs.rows().get(self.training.runs.selected).cloned() {
-                Some(r) if r.artifacts.is_some() && r.status != RunStatus::Running => {
-                    let out_path = crate::service::export_path(&self.ws(), &crate::service::run_export_name(&r.id), crate::engine::export::gguf::Quant::F16);
-                    self.notify(Level::Info, format!("Exporting run {} to {} (a job; it joins the Models pane when done).", r.id, out_path.display()));
-                    out.push(Command::ExportRun { id: r.id.clone(), out: out_path.display().to_string() });
-                }
-                Some(r) => self.notify(Level::Info, format!("Run {} has nothing to export yet: finish or resume it first.", r.id)),
-                None => self.notify(Level::Info, "No run selected."),
-            },
             Action::RefreshModels | Action::Models { .. } | Action::ChatWithModel | Action::ExportModel => {
                 if let Picked::Chat(path) = self.models.update(action, &mut cx!(self), &mut out) {
                     self.chat.open_model(path);
@@ -596,7 +581,8 @@ impl App {
             | Action::TrainDone(_)
             | Action::Runs { .. }
             | Action::RunMetrics { .. }
-            | Action::FormChecked(_) => out.extend(self.training.update(action, &mut cx!(self))),
+            | Action::FormChecked(_)
+            | Action::ExportRun => out.extend(self.training.update(action, &mut cx!(self))),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
         }
         out

@@ -232,7 +232,16 @@ impl TrainingPanes {
                 let n = self.runs.rows().len();
                 self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
             }
-            _ => {}
+            Action::ExportRun => match self.runs.rows().get(self.runs.selected).cloned() {
+                Some(r) if r.artifacts.is_some() && r.status != RunStatus::Running => {
+                    let out_path = crate::service::export_path(&cx.ws(), &crate::service::run_export_name(&r.id), crate::engine::export::gguf::Quant::F16);
+                    cx.notify(Level::Info, format!("Exporting run {} to {} (a job; it joins the Models pane when done).", r.id, out_path.display()));
+                    out.push(Command::ExportRun { id: r.id.clone(), out: out_path.display().to_string() });
+                }
+                Some(r) => cx.notify(Level::Info, format!("Run {} has nothing to export yet: finish or resume it first.", r.id)),
+                None => cx.notify(Level::Info, "No run selected."),
+            },
+            other => debug_assert!(false, "the Training panes got {other:?}"),
         }
         out
     }
