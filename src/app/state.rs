@@ -349,25 +349,12 @@ impl App {
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
                 if self.overlay == Some(Overlay::RunDetail) =>
             {
-                let s = &mut self.training.runs.detail_scroll;
-                *s = match action {
-                    Action::ScrollUp => s.saturating_sub(1),
-                    Action::PageUp => s.saturating_sub(10),
-                    Action::PageDown => s.saturating_add(10),
-                    _ => s.saturating_add(1),
-                };
+                out.extend(self.training.update(action, &mut cx!(self)));
             }
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom
                 if self.mode() == Mode::Runs =>
             {
-                match action {
-                    Action::ScrollUp => self.training.runs.move_by(-1),
-                    Action::ScrollDown => self.training.runs.move_by(1),
-                    Action::PageUp => self.training.runs.move_by(-10),
-                    Action::PageDown => self.training.runs.move_by(10),
-                    Action::Top => self.training.runs.move_by(-(1 << 30)),
-                    _ => self.training.runs.move_by(1 << 30),
-                }
+                out.extend(self.training.update(action, &mut cx!(self)));
             }
             Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::Row | Overlay::Views)) => {
                 let s = &mut self.data.viewer_scroll;

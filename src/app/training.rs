@@ -241,6 +241,28 @@ impl TrainingPanes {
                 Some(r) => cx.notify(Level::Info, format!("Run {} has nothing to export yet: finish or resume it first.", r.id)),
                 None => cx.notify(Level::Info, "No run selected."),
             },
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
+                if *cx.overlay == Some(Overlay::RunDetail) =>
+            {
+                let s = &mut self.runs.detail_scroll;
+                *s = match action {
+                    Action::ScrollUp => s.saturating_sub(1),
+                    Action::PageUp => s.saturating_sub(10),
+                    Action::PageDown => s.saturating_add(10),
+                    _ => s.saturating_add(1),
+                };
+            }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom =>
+            {
+                match action {
+                    Action::ScrollUp => self.runs.move_by(-1),
+                    Action::ScrollDown => self.runs.move_by(1),
+                    Action::PageUp => self.runs.move_by(-10),
+                    Action::PageDown => self.runs.move_by(10),
+                    Action::Top => self.runs.move_by(-(1 << 30)),
+                    _ => self.runs.move_by(1 << 30),
+                }
+            }
             other => debug_assert!(false, "the Training panes got {other:?}"),
         }
         out
