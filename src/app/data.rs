@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tui_textarea::TextArea;
 
-use super::action::{Action, Command};
+use super::action::{Action, Command, KeyPress, PaneId, TextKey};
+use super::shell::{Ctx, Level, Overlay, Prompt, PromptKind};
 use crate::engine::data::paging::Shape;
 use crate::engine::data::worker::{DataEvent, TableSchema, ViewPreviews, PAGE};
 
@@ -270,6 +271,87 @@ impl DataState {
                 r.pending.clear();
             }
             _ => {}
+        }
+    }
+}
+
+impl DataState {
+    /// The Data pane's actions: queries, history, the grid, the row and views viewers, and the
+    /// import and export prompts.
+    pub fn update(&mut self, action: Action, cx: &mut Ctx, out: &mut Vec<Command>) {
+        match action {
+            Action::OpenImport => {
+                if *cx.focus == PaneId::Data {
+                    *cx.prompt = Some(Prompt::new(PromptKind::Import, ""));
+                    *cx.overlay = Some(Overlay::Prompt);
+                }
+            }
+            Action::OpenExport => {
+                if self.result.as_ref().is_some_and(|r| r.shape.is_some() && !r.running) {
+                    *cx.prompt = Some(Prompt::new(PromptKind::Export, "result.csv"));
+                    *cx.overlay = Some(Overlay::Prompt);
+                } else {
+                    cx.notify(Level::Info, "Run a query first: its result is what gets exported.");
+                }
+            }
+            Action::RunQuery => {
+                if *cx.focus == PaneId::Data {
+                    match self.run() {
+                        Ok(cmd) => out.push(cmd),
+                        Err(msg) => cx.notify(Level::Info, msg),
+                    }
+                }
+            }
+            Action::SwitchDataFocus => {
+                self.focus = match self.focus {
+                    DataFocus::Editor => DataFocus::Grid,
+                    DataFocus::Grid => DataFocus::Editor,
+                }
+            }
+            Action::PreviewViews => {
+                self.viewer_scroll = 0;
+                self.views_preview = None;
+                *cx.overlay = Some(Overlay::Views);
+                out.push(Command::PreviewViews);
+            }
+            Action::HistoryPrev => self.recall(true),
+            Action::HistoryNext => self.recall(false),
+            Action::ViewRow => {
+                if self.result.as_ref().is_some_and(|r| r.row_cells(r.row).is_some()) {
+                    self.viewer_scroll = 0;
+                    *cx.overlay = Some(Overlay::Row);
+                }
+            }
+            Action::ScrollUp | Action::ScrollDown if cx.overlay.is_some() => {
+                let s = &mut self.viewer_scroll;
+                *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { s.saturating_add(1) };
+            }
+            // The row and views viewers scroll a line at a time.
+            Action::PageUp | Action::PageDown | Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom if cx.overlay.is_some() => {}
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::ScrollLeft
+            | Action::ScrollRight | Action::Top | Action::Bottom
+                if cx.overlay.is_none() =>
+            {
+                let page = cx.height.saturating_sub(10).max(1) as u64;
+                out.extend(self.move_selection(&action, page));
+            }
+            Action::Text(k) => {
+                self.recall(k.key == TextKey::Up);
+            }
+            other => debug_assert!(false, "the Data pane got {other:?}"),
+        }
+    }
+
+    /// Up on the editor's first line or Down on its last recalls history, as in a shell.
+    pub fn steps_history(&self, k: &KeyPress) -> bool {
+        if k.ctrl || k.alt || k.shift {
+            return false;
+        }
+        let (row, _) = self.editor.cursor();
+        match k.key {
+            TextKey::Up => row == 0,
+            TextKey::Down => row + 1 >= self.editor.lines().len() && self.history_pos.is_some(),
+            _ => false,
         }
     }
 }

@@ -160,19 +160,6 @@ impl App {
         self.jobs.iter().filter(|j| j.status == JobStatus::Running)
     }
 
-    /// Up on the editor's first line or Down on its last recalls history, as in a shell.
-    fn at_editor_edge(&self, k: &KeyPress) -> bool {
-        if k.ctrl || k.alt || k.shift {
-            return false;
-        }
-        let (row, _) = self.data.editor.cursor();
-        match k.key {
-            TextKey::Up => row == 0,
-            TextKey::Down => row + 1 >= self.data.editor.lines().len() && self.data.history_pos.is_some(),
-            _ => false,
-        }
-    }
-
     fn submit_prompt(&mut self) -> Vec<Command> {
         let Some(p) = self.prompt.take() else { return vec![] };
         let path = p.text().trim().to_string();
@@ -267,20 +254,6 @@ impl App {
                     self.replace_target = None;
                 }
             }
-            Action::OpenImport => {
-                if self.focus == PaneId::Data {
-                    self.prompt = Some(Prompt::new(PromptKind::Import, ""));
-                    self.overlay = Some(Overlay::Prompt);
-                }
-            }
-            Action::OpenExport => {
-                if self.data.result.as_ref().is_some_and(|r| r.shape.is_some() && !r.running) {
-                    self.prompt = Some(Prompt::new(PromptKind::Export, "result.csv"));
-                    self.overlay = Some(Overlay::Prompt);
-                } else {
-                    self.notify(Level::Info, "Run a query first: its result is what gets exported.");
-                }
-            }
             Action::Complete => {
                 if let Some(p) = &self.prompt {
                     out.push(Command::CompletePath(p.text()));
@@ -334,10 +307,9 @@ impl App {
             }
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::ScrollLeft
             | Action::ScrollRight | Action::Top | Action::Bottom
-                if self.mode() == Mode::Grid =>
+                if self.mode() == Mode::Grid || matches!(self.overlay, Some(Overlay::Row | Overlay::Views)) =>
             {
-                let page = self.size.1.saturating_sub(10).max(1) as u64;
-                out.extend(self.data.move_selection(&action, page));
+                self.data.update(action, &mut cx!(self), &mut out);
             }
             Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::TrainForm | Overlay::ChatSettings)) => {
                 let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat.form } else { &mut self.training.form };
@@ -355,10 +327,6 @@ impl App {
                 if self.mode() == Mode::Runs =>
             {
                 out.extend(self.training.update(action, &mut cx!(self)));
-            }
-            Action::ScrollUp | Action::ScrollDown if matches!(self.overlay, Some(Overlay::Row | Overlay::Views)) => {
-                let s = &mut self.data.viewer_scroll;
-                *s = if action == Action::ScrollUp { s.saturating_sub(1) } else { s.saturating_add(1) };
             }
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown if matches!(self.mode(), Mode::Chat | Mode::ChatList) => {
                 self.chat.update(action, &mut cx!(self), &mut out);
@@ -422,8 +390,8 @@ impl App {
             Action::Text(k) if self.mode() == Mode::Chat && !k.ctrl && !k.alt && self.chat.steps_edit(&k.key) => {
                 self.chat.update(Action::Text(k), &mut cx!(self), &mut out);
             }
-            Action::Text(k) if self.mode() == Mode::Sql && self.at_editor_edge(&k) => {
-                self.data.recall(k.key == TextKey::Up);
+            Action::Text(k) if self.mode() == Mode::Sql && self.data.steps_history(&k) => {
+                self.data.update(Action::Text(k), &mut cx!(self), &mut out);
             }
             Action::Text(k) if self.mode() == Mode::Form => {
                 let form = if self.overlay == Some(Overlay::ChatSettings) { &mut self.chat.form } else { &mut self.training.form };
@@ -459,14 +427,14 @@ impl App {
                     t.insert_str(s.replace("\r\n", "\n").replace('\r', "\n"));
                 }
             }
-            Action::RunQuery => {
-                if self.focus == PaneId::Data {
-                    match self.data.run() {
-                        Ok(cmd) => out.push(cmd),
-                        Err(msg) => self.notify(Level::Info, msg),
-                    }
-                }
-            }
+            Action::OpenImport
+            | Action::OpenExport
+            | Action::RunQuery
+            | Action::SwitchDataFocus
+            | Action::PreviewViews
+            | Action::HistoryPrev
+            | Action::HistoryNext
+            | Action::ViewRow => self.data.update(action, &mut cx!(self), &mut out),
             Action::CancelQuery => {
                 if self.data.running() {
                     out.push(Command::CancelQuery);
@@ -474,26 +442,6 @@ impl App {
                     self.data.focus = DataFocus::Editor;
                 } else if let Some((i, _)) = self.current_notice() {
                     self.notices.remove(i);
-                }
-            }
-            Action::SwitchDataFocus => {
-                self.data.focus = match self.data.focus {
-                    DataFocus::Editor => DataFocus::Grid,
-                    DataFocus::Grid => DataFocus::Editor,
-                }
-            }
-            Action::PreviewViews => {
-                self.data.viewer_scroll = 0;
-                self.data.views_preview = None;
-                self.overlay = Some(Overlay::Views);
-                out.push(Command::PreviewViews);
-            }
-            Action::HistoryPrev => self.data.recall(true),
-            Action::HistoryNext => self.data.recall(false),
-            Action::ViewRow => {
-                if self.data.result.as_ref().is_some_and(|r| r.row_cells(r.row).is_some()) {
-                    self.data.viewer_scroll = 0;
-                    self.overlay = Some(Overlay::Row);
                 }
             }
             Action::Resize(w, h) => self.size = (w, h),
