@@ -11,6 +11,7 @@ pub mod models;
 pub mod runtime;
 pub mod shell;
 pub mod state;
+pub mod system;
 pub mod terminal;
 pub mod train;
 pub mod training;

@@ -10,11 +10,11 @@ use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
 use super::models::{ModelsPane, Picked};
 use super::shell::{Ctx, Level, Notice, Overlay, Prompt, PromptKind};
+use super::system::SysState;
 use super::training::TrainingPanes;
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
-use crate::engine::sysmon::SysSample;
 use crate::ui::theme::Theme;
 
 /// The context a pane's update gets: the shell's fields, borrowed apart from the panes.
@@ -30,37 +30,6 @@ macro_rules! cx {
             prompt: &mut $app.prompt,
         }
     };
-}
-
-/// How many readings the sparklines keep.
-pub const HISTORY: usize = 120;
-
-/// The System pane's data: the newest reading and short histories for sparklines.
-#[derive(Debug, Clone, Default)]
-pub struct SysState {
-    pub latest: Option<SysSample>,
-    pub cpu: Vec<u64>,
-    pub mem: Vec<u64>,
-    pub per_core: Vec<Vec<u64>>,
-}
-
-impl SysState {
-    fn push(&mut self, s: SysSample) {
-        fn keep(v: &mut Vec<u64>, x: u64) {
-            if v.len() == HISTORY {
-                v.remove(0);
-            }
-            v.push(x);
-        }
-        keep(&mut self.cpu, s.cpu_total.round() as u64);
-        let mem_pct = (s.mem_used * 100).checked_div(s.mem_total).unwrap_or(0);
-        keep(&mut self.mem, mem_pct);
-        self.per_core.resize_with(s.cpu_per_core.len(), Vec::new);
-        for (h, c) in self.per_core.iter_mut().zip(&s.cpu_per_core) {
-            keep(h, c.round() as u64);
-        }
-        self.latest = Some(s);
-    }
 }
 
 pub struct App {

@@ -1,6 +1,8 @@
 //! The workstation reducer's unit tests: keys and events in, state and commands out.
 
 use super::*;
+use crate::app::system::HISTORY;
+use crate::engine::sysmon::SysSample;
 use crate::engine::infer::worker::ChatEvent;
 use crate::engine::jobs::{JobEvent, JobKind};
 use std::collections::BTreeMap;
