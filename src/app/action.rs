@@ -193,7 +193,7 @@ pub enum Action {
     /// The model library, scanned by the engine.
     Models { request: u64, result: Result<Vec<crate::engine::infer::library::ModelEntry>, String> },
     /// Completions found by the engine.
-    PathCompletions(Vec<String>),
+    PathCompletions { typed: String, list: Vec<String> },
     // Input that is not a binding.
     Text(KeyPress),
     Paste(String),

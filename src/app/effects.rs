@@ -87,7 +87,7 @@ pub fn action(ev: Event) -> Action {
         Event::ModelsChanged => Action::RefreshModels,
         Event::Chats { request, result } => Action::ChatList { request, result: result.map_err(|e| e.to_string()) },
         Event::ChatOpened(r) => Action::ChatOpened(r.map_err(|e| e.to_string())),
-        Event::PathCompletions(list) => Action::PathCompletions(list),
+        Event::PathCompletions { typed, list } => Action::PathCompletions { typed, list },
         Event::Info(m) => Action::Info(m),
         Event::Failure(m) => Action::Failure(m),
     }

@@ -230,9 +230,9 @@ impl App {
                     self.data.complete();
                 }
             }
-            Action::PathCompletions(list) => {
-                if let Some(p) = &mut self.prompt {
-                    let typed = p.text();
+            // Completions of what the prompt held when they were asked for; stale once it changed.
+            Action::PathCompletions { typed, list } => {
+                if let Some(p) = self.prompt.as_mut().filter(|p| p.text() == typed) {
                     let grow = crate::engine::data::import::common_prefix(&list).filter(|c| c.len() > typed.len());
                     if let Some(longer) = grow {
                         *p = Prompt { completions: list, ..Prompt::new(p.kind, &longer) };

@@ -332,9 +332,13 @@ fn import_prompt_completes_submits_and_asks_before_replacing() {
     assert_eq!(a.mode(), Mode::Prompt);
     a.update(Action::Paste("/data/pe".into()));
     assert_eq!(a.update(Action::Complete), vec![Command::CompletePath("/data/pe".into())]);
-    a.update(Action::PathCompletions(vec!["/data/people.csv".into(), "/data/people2.csv".into()]));
+    let list = vec!["/data/people.csv".into(), "/data/people2.csv".into()];
+    a.update(Action::PathCompletions { typed: "/data/pe".into(), list: list.clone() });
     assert_eq!(a.prompt.as_ref().unwrap().text(), "/data/people");
-    a.update(Action::PathCompletions(vec!["/data/people.csv".into()]));
+    // An answer for text the prompt no longer holds is dropped.
+    a.update(Action::PathCompletions { typed: "/data/pe".into(), list: vec!["/data/pets.csv".into()] });
+    assert_eq!(a.prompt.as_ref().unwrap().completions, list);
+    a.update(Action::PathCompletions { typed: "/data/people".into(), list: vec!["/data/people.csv".into()] });
     assert_eq!(
         a.update(Action::Confirm),
         vec![Command::ImportDataset { path: "/data/people.csv".into(), replace: false }]

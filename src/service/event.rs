@@ -84,7 +84,8 @@ pub enum Event {
     ModelsChanged,
     Chats { request: u64, result: Result<Vec<ChatSummary>, ServiceError> },
     ChatOpened(Result<ChatRecord, ServiceError>),
-    PathCompletions(Vec<String>),
+    /// Completions of `typed` (the request: a client drops them once its text has changed).
+    PathCompletions { typed: String, list: Vec<String> },
     Info(String),
     Failure(String),
 }

@@ -136,7 +136,10 @@ impl Service {
     /// Completions of a typed path (a listing can be slow: a big folder, a network mount).
     pub fn complete_path(&self, typed: String) {
         let emit = self.emit.clone();
-        std::thread::spawn(move || emit(Event::PathCompletions(complete_path(&typed, 200))));
+        std::thread::spawn(move || {
+            let list = complete_path(&typed, 200);
+            emit(Event::PathCompletions { typed, list })
+        });
     }
 
     /// Imports a file, glob or folder as a dataset in a job. A name that exists fails the job
