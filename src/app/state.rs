@@ -207,7 +207,8 @@ impl App {
                             out.push(Command::ImportDataset { path, replace: true });
                         }
                     }
-                    _ => {}
+                    // Enter in a viewer or the help closes it (below); with nothing open it does nothing.
+                    Some(Overlay::Help { .. } | Overlay::Row | Overlay::Views | Overlay::RunDetail | Overlay::Chats) | None => {}
                 }
                 if self.overlay == Some(Overlay::ChatSettings) && self.chat.form.is_some() {
                     // The panel stays open when a value is wrong.
@@ -441,7 +442,8 @@ impl App {
                             self.notify(Level::Info, msg);
                             out.push(Command::RefreshDatasets);
                         }
-                        _ => {}
+                        // A stress job's end needs no notice.
+                        JobStatus::Done | JobStatus::Running => {}
                     }
                     // Finished jobs leave the status bar; their results live in the catalog.
                     self.jobs.retain(|j| j.status == JobStatus::Running);
@@ -462,7 +464,14 @@ impl App {
                     self.datasets = Some(Err(msg));
                 }
                 DataEvent::Failed(msg) => self.notify(Level::Error, msg),
-                _ => {}
+                // The Data pane folded these in above.
+                DataEvent::Schema(_)
+                | DataEvent::History(_)
+                | DataEvent::QueryShape { .. }
+                | DataEvent::QueryCount { .. }
+                | DataEvent::QueryPage { .. }
+                | DataEvent::QueryFailed { .. }
+                | DataEvent::ViewPreview(_) => {}
                 }
             }
             Action::StartStress { threads, seconds } => out.push(Command::StartStress { threads, seconds }),
