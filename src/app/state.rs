@@ -146,7 +146,7 @@ impl App {
                 vec![Command::LoadCompareModel(path)]
             }
             PromptKind::Model => {
-                self.chat.model = super::chat::ChatModel::Loading(path.clone().into());
+                self.chat.open_model(path.clone().into());
                 vec![Command::LoadChatModel(path)]
             }
             PromptKind::Export => match &self.data.result {

@@ -81,10 +81,6 @@ impl Service {
         Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), _sysmon: sysmon, data }
     }
 
-    pub fn workspace(&self) -> Option<&Workspace> {
-        self.ws.as_ref()
-    }
-
     /// A connection to the catalog for a headless caller (the CLI), once it is open: blocks up to
     /// `max`. Never call it from a UI thread.
     pub fn wait_catalog(&self, max: Duration) -> Result<Catalog, ServiceError> {
@@ -184,9 +180,6 @@ impl Service {
     pub fn cancel_all_jobs(&self) {
         self.training.set_paused(false);
         self.jobs.cancel_all();
-    }
-    pub fn running_jobs(&self) -> usize {
-        self.jobs.running()
     }
 
     // Training.
