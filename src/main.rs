@@ -57,8 +57,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Models { what }) => lathe::cli::chat::models(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
         Some(Cmd::Chat(args)) if args.prompt.is_none() => {
-            let path = lathe::cli::chat::resolve_model(&ws, &args.model)?;
-            workstation(config, ws, Some((path, args)))
+            let model = lathe::cli::chat::resolve_model(&ws, &args.model)?;
+            workstation(config, ws, Some((model, args)))
         }
         Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
         Some(Cmd::Merge { model, adapter, out }) => {
@@ -88,7 +88,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 
 /// Opens the workstation; with `chat_model`, on the Chat pane with that model loading.
 /// The flags of `lathe chat` (system prompt, sampling, context, threads) apply to that conversation.
-fn workstation(config: Config, ws: Workspace, chat_model: Option<(std::path::PathBuf, lathe::cli::chat::ChatArgs)>) -> anyhow::Result<()> {
+fn workstation(config: Config, ws: Workspace, chat_model: Option<(lathe::engine::types::ModelRef, lathe::cli::chat::ChatArgs)>) -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the workstation needs a terminal on stdout; run it in one, or use a subcommand (see lathe --help)"
@@ -105,13 +105,13 @@ fn workstation(config: Config, ws: Workspace, chat_model: Option<(std::path::Pat
     // The model library is scanned in the background from the start (the Models pane shows it).
     let mut initial = app.update(lathe::app::action::Action::RefreshModels);
     let mut chat_options = lathe::engine::infer::llama::Options::default();
-    if let Some((path, args)) = chat_model {
+    if let Some((model, args)) = chat_model {
         app.focus = lathe::app::action::PaneId::Chat;
-        app.chat.model = lathe::app::chat::ChatModel::Loading(path.clone());
+        app.chat.open_model(model.to_string());
         app.chat.sampling = args.sampling();
         app.chat.system = args.system.clone();
         chat_options = args.options();
-        initial.push(lathe::app::action::Command::LoadChatModel(path.display().to_string()));
+        initial.push(lathe::app::action::Command::LoadChatModel { side: 0, name: model.to_string() });
     }
     runtime::run_terminal(Launch {
         app,

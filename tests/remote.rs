@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use lathe::engine::types::Message;
 use lathe::engine::types::Sampling;
-use lathe::engine::infer::remote::{parse_spec, Remote};
+use lathe::engine::infer::remote::Remote;
 
 fn respond<S: Read + Write>(s: S) {
     let mut r = BufReader::new(s);
@@ -132,23 +132,23 @@ fn ask(r: &Remote) -> Result<(String, String, usize), String> {
 #[test]
 fn ollama_and_openai_servers_stream_answers() {
     let addr = server();
-    let ollama = parse_spec(&format!("ollama:tiny@{addr}")).unwrap().unwrap();
+    let ollama = Remote::parse(&format!("ollama:tiny@{addr}")).unwrap().unwrap();
     ollama.check().unwrap();
     assert_eq!(ollama.models().unwrap()[0].details, "llama 1M Q8_0");
     let (text, streamed, n) = ask(&ollama).unwrap();
     assert_eq!((text.as_str(), streamed.as_str(), n), ("Hello ✓", "Hello ✓", 2));
-    let missing = parse_spec(&format!("ollama:nope@{addr}")).unwrap().unwrap();
+    let missing = Remote::parse(&format!("ollama:nope@{addr}")).unwrap().unwrap();
     assert!(missing.check().unwrap_err().contains("no model \"nope\""));
 
-    let openai = parse_spec(&format!("openai:m1@http://{addr}/v1")).unwrap().unwrap();
+    let openai = Remote::parse(&format!("openai:m1@http://{addr}/v1")).unwrap().unwrap();
     openai.check().unwrap();
     let (text, _, n) = ask(&openai).unwrap();
     assert_eq!((text.as_str(), n), ("Good day", 2));
 
-    let bad = parse_spec(&format!("openai:m1@http://{addr}/bad/v1")).unwrap().unwrap();
+    let bad = Remote::parse(&format!("openai:m1@http://{addr}/bad/v1")).unwrap().unwrap();
     let e = ask(&bad).unwrap_err();
     assert!(e.contains("503") && e.contains("model overloaded"), "{e}");
-    let dropped = parse_spec(&format!("openai:m1@http://{addr}/drop/v1")).unwrap().unwrap();
+    let dropped = Remote::parse(&format!("openai:m1@http://{addr}/drop/v1")).unwrap().unwrap();
     let e = ask(&dropped).unwrap_err();
     assert!(e.contains("closed the stream before the answer ended"), "{e}");
 }
@@ -156,7 +156,7 @@ fn ollama_and_openai_servers_stream_answers() {
 #[test]
 fn a_server_that_is_not_running_gets_a_clear_message() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let r = parse_spec(&format!("ollama:tiny@127.0.0.1:{port}")).unwrap().unwrap();
+    let r = Remote::parse(&format!("ollama:tiny@127.0.0.1:{port}")).unwrap().unwrap();
     let e = r.check().unwrap_err();
     assert!(e.contains("Ollama is not running") && e.contains("ollama serve"), "{e}");
     let e = ask(&r).unwrap_err();
@@ -196,12 +196,12 @@ fn https_servers_are_checked_against_trusted_certificates() {
     let addr = tls_server();
     // This process trusts the system's certificates only, so the test CA's server is refused, with
     // what to do about it.
-    let r = parse_spec(&format!("openai:m1@https://{addr}/v1")).unwrap().unwrap();
+    let r = Remote::parse(&format!("openai:m1@https://{addr}/v1")).unwrap().unwrap();
     let e = ask(&r).unwrap_err();
     assert!(e.contains("does not trust") && e.contains("SSL_CERT_FILE"), "{e}");
     // A plain-http client pointed at the TLS port, and a TLS client at a plain port, fail clearly.
     let plain = server();
-    let e = ask(&parse_spec(&format!("openai:m1@https://{plain}/v1")).unwrap().unwrap()).unwrap_err();
+    let e = ask(&Remote::parse(&format!("openai:m1@https://{plain}/v1")).unwrap().unwrap()).unwrap_err();
     assert!(e.contains("does not speak TLS") && e.contains("http://"), "{e}");
 
     // With SSL_CERT_FILE naming the CA, the CLI streams from both kinds of server over https.
@@ -242,7 +242,7 @@ fn a_server_that_never_answers_tls_is_given_up_on() {
         std::thread::sleep(std::time::Duration::from_secs(30));
         drop(held);
     });
-    let r = parse_spec(&format!("openai:m1@https://127.0.0.1:{port}/v1")).unwrap().unwrap();
+    let r = Remote::parse(&format!("openai:m1@https://127.0.0.1:{port}/v1")).unwrap().unwrap();
     // The handshake's own timeout ends it (the answer's is 120 s).
     let e = ask(&r).unwrap_err();
     assert!(e.contains("did not answer TLS within 10 s"), "{e}");

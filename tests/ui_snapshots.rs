@@ -353,12 +353,12 @@ fn chat_app() -> App {
     use lathe::engine::infer::worker::ChatEvent;
     let mut a = app();
     a.update(Action::Focus(PaneId::Chat));
-    a.update(Action::Chat(ChatEvent::Loaded {
-        path: "/models/run-demo-q8_0.gguf".into(),
+    a.update(Action::Chat { side: 0, event: ChatEvent::Loaded {
+        model: lathe::engine::types::ModelRef::File("/models/run-demo-q8_0.gguf".into()),
         architecture: "llama".into(),
         context_size: 256,
         has_template: true,
-    }));
+    } });
     let stats = |n: usize, reused: usize| Stats {
         prompt_tokens: 20 + reused,
         reused_tokens: reused,
@@ -374,15 +374,15 @@ fn chat_app() -> App {
         a.chat.input = Default::default();
         a.update(Action::Paste(text.into()));
         a.update(Action::Send);
-        a.chat.streaming.unwrap()
+        a.chat.main().streaming.unwrap()
     };
     let id = say(&mut a, "Add the two numbers.\n\n10 + 38");
-    a.update(Action::Chat(ChatEvent::Started { id, dropped: 0 }));
-    a.update(Action::Chat(ChatEvent::Token { id, text: "48".into() }));
-    a.update(Action::Chat(ChatEvent::Done { id, stats: stats(2, 0) }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Started { id, dropped: 0 } });
+    a.update(Action::Chat { side: 0, event: ChatEvent::Token { id, text: "48".into() } });
+    a.update(Action::Chat { side: 0, event: ChatEvent::Done { id, stats: stats(2, 0) } });
     let id = say(&mut a, "Reverse the letters of the word.\n\ncakev. Then explain in a long sentence that has to wrap across the width of the pane.");
-    a.update(Action::Chat(ChatEvent::Started { id, dropped: 2 }));
-    a.update(Action::Chat(ChatEvent::Token { id, text: "vekac, because reading".into() }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Started { id, dropped: 2 } });
+    a.update(Action::Chat { side: 0, event: ChatEvent::Token { id, text: "vekac, because reading".into() } });
     a
 }
 
@@ -403,7 +403,7 @@ fn chat_pane_comparing_two_models() {
         a.update(Action::Compare);
         a.update(Action::Paste("/models/base-q8_0.gguf".into()));
         a.update(Action::Confirm);
-        a.update(Action::ChatCompare(ChatEvent::Loaded { path: "/models/base-q8_0.gguf".into(), architecture: "llama".into(), context_size: 256, has_template: true }));
+        a.update(Action::Chat { side: 1, event: ChatEvent::Loaded { model: lathe::engine::types::ModelRef::File("/models/base-q8_0.gguf".into()), architecture: "llama".into(), context_size: 256, has_template: true } });
         if w == 200 {
             a.update(Action::ToggleZoom);
         }

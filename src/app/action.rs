@@ -167,8 +167,6 @@ pub enum Action {
     Compare,
     /// The conversation's system prompt and sampling parameters.
     ChatSettings,
-    /// An event of the second model's engine.
-    ChatCompare(crate::engine::infer::worker::ChatEvent),
     /// Starts a new conversation (the current one is saved already).
     NewChat,
     /// Lists the saved conversations.
@@ -205,7 +203,8 @@ pub enum Action {
     Job(JobEvent),
     Data(DataEvent),
     Train(crate::engine::train::trainer::TrainEvent),
-    Chat(crate::engine::infer::worker::ChatEvent),
+    /// An event of a chat side's engine (0: the conversation's model, 1: the compared one).
+    Chat { side: usize, event: crate::engine::infer::worker::ChatEvent },
     /// A training job ended: the run id and how, or why it failed.
     TrainDone(Result<(String, crate::engine::types::RunStatus), String>),
     /// The recorded runs, answering list request `request` (an older answer is dropped).
@@ -377,8 +376,9 @@ pub enum Command {
     CheckTraining(Box<crate::engine::train::spec::RunSpec>),
     RefreshRuns { request: u64 },
     LoadRunMetrics { id: String, overlay: bool },
-    LoadChatModel(String),
-    Generate { id: u64, messages: Vec<crate::engine::types::Message>, sampling: crate::engine::types::Sampling },
+    /// Loads a model on a chat side by name: a path, a library name or a server spec.
+    LoadChatModel { side: usize, name: String },
+    Generate { side: usize, id: u64, messages: Vec<crate::engine::types::Message>, sampling: crate::engine::types::Sampling },
     StopGeneration,
     RefreshModels { request: u64 },
     ExportModel { dir: String, out: String },
@@ -386,10 +386,8 @@ pub enum Command {
     /// Puts text on the terminal's clipboard with OSC 52.
     CopyToClipboard(String),
     SaveChat(crate::engine::data::chats::ChatRecord),
-    LoadCompareModel(String),
     /// The comparison closed: the second model is freed and the first gets every thread back.
     CloseCompare,
-    GenerateCompare { id: u64, messages: Vec<crate::engine::types::Message>, sampling: crate::engine::types::Sampling },
     ListChats { request: u64 },
     LoadChat(String),
     ExportChat { record: crate::engine::data::chats::ChatRecord, dir: String },

@@ -1,11 +1,11 @@
-//! The Chat pane's state: the loaded model, the conversation, the answer being streamed.
+//! The Chat pane's state: its sides (the conversation's model, and the model compared with it),
+//! each side's turns and the answer it streams, the system prompt and sampling, the saved
+//! conversations list and the message box.
 
-use std::path::PathBuf;
-
-use super::action::Action;
+use super::action::{Action, Command};
 use super::keymap::{Keymap, Mode};
 use crate::engine::infer::worker::ChatEvent;
-use crate::engine::types::{Message, Sampling, Stats, StopReason};
+use crate::engine::types::{Message, ModelRef, Sampling, Stats, StopReason};
 
 /// Why a message cannot be sent (or an answer asked again) now. The text stays in the box; the
 /// reducer words the reason with the live keymap.
@@ -13,7 +13,7 @@ use crate::engine::types::{Message, Sampling, Stats, StopReason};
 pub enum NotSent {
     Empty,
     Streaming,
-    Loading(PathBuf),
+    Loading(String),
     NoModel,
     NothingToRegenerate,
 }
@@ -23,7 +23,7 @@ impl NotSent {
         match self {
             NotSent::Empty => "Nothing to send: type a message first.".into(),
             NotSent::Streaming => streaming_sentence(km),
-            NotSent::Loading(p) => format!("{} is still loading.", p.display()),
+            NotSent::Loading(name) => format!("{name} is still loading."),
             NotSent::NoModel => format!(
                 "No model is loaded: press {} to open a GGUF file (or start with `lathe chat --model FILE`).",
                 km.hint(Mode::Chat, &Action::LoadModel)
@@ -38,12 +38,25 @@ pub fn streaming_sentence(km: &Keymap) -> String {
     format!("An answer is still streaming; {} stops it.", km.hint(Mode::Chat, &Action::StopGeneration))
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum ChatModel {
+    #[default]
     None,
-    Loading(PathBuf),
-    Ready { path: PathBuf, architecture: String, context_size: usize, has_template: bool },
+    /// Asked for by this name (a path, a library name or a server spec); the service resolves it.
+    Loading(String),
+    Ready { model: ModelRef, architecture: String, context_size: usize, has_template: bool },
     Failed(String),
+}
+
+impl ChatModel {
+    /// The model's reference as saved with a conversation (empty when none is loaded).
+    fn name(&self) -> String {
+        match self {
+            ChatModel::Ready { model, .. } => model.to_string(),
+            ChatModel::Loading(name) => name.clone(),
+            ChatModel::None | ChatModel::Failed(_) => String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,34 +73,90 @@ impl Turn {
     }
 }
 
-/// The second model of a side-by-side comparison: the same conversation, its own answers.
-#[derive(Debug, Clone)]
+/// One model answering the conversation: side 0 is the conversation's model, side 1 the model
+/// compared with it. Each side holds its own turns (the same messages, its own answers).
+#[derive(Debug, Clone, Default)]
 pub struct Side {
     pub model: ChatModel,
     pub turns: Vec<Turn>,
+    /// The id of the answer being streamed.
     pub streaming: Option<u64>,
     pub context_used: usize,
+    /// Turns at the start of the conversation that the last answer's context left out.
+    pub dropped: usize,
+    /// The turns as last wrapped for the screen (filled while drawing).
+    pub wrapped: std::cell::RefCell<super::wrap::WrapCache>,
+}
+
+impl Side {
+    pub fn ready(&self) -> bool {
+        matches!(self.model, ChatModel::Ready { .. })
+    }
+
+    /// Ready for the next message: loaded, and not answering.
+    fn free(&self) -> bool {
+        self.ready() && self.streaming.is_none()
+    }
+
+    /// An engine event; returns an error message worth a notice, if any.
+    fn on_event(&mut self, ev: ChatEvent) -> Option<String> {
+        match ev {
+            ChatEvent::Loaded { model, architecture, context_size, has_template } => {
+                self.model = ChatModel::Ready { model, architecture, context_size, has_template };
+                self.context_used = 0;
+                None
+            }
+            ChatEvent::LoadFailed(e) => {
+                self.model = ChatModel::Failed(e.clone());
+                Some(e)
+            }
+            ChatEvent::Started { id, dropped } if Some(id) == self.streaming => {
+                self.dropped = dropped;
+                None
+            }
+            ChatEvent::Token { id, text } if Some(id) == self.streaming => {
+                if let Some(t) = self.turns.last_mut() {
+                    t.text.push_str(&text);
+                }
+                None
+            }
+            ChatEvent::Done { id, stats } if Some(id) == self.streaming => {
+                self.streaming = None;
+                self.context_used = stats.context_used;
+                if let Some(t) = self.turns.last_mut() {
+                    if stats.stop == StopReason::ContextFull {
+                        t.error = Some("the context is full: the answer was cut here".into());
+                    }
+                    t.stats = Some(stats);
+                }
+                None
+            }
+            ChatEvent::Failed { id, error } if Some(id) == self.streaming => {
+                self.streaming = None;
+                if let Some(t) = self.turns.last_mut() {
+                    t.error = Some(error.clone());
+                }
+                Some(error)
+            }
+            // Events of an answer that is no longer current.
+            ChatEvent::Started { .. } | ChatEvent::Token { .. } | ChatEvent::Done { .. } | ChatEvent::Failed { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ChatState {
-    /// With a second model open, each message goes to both and the answers stream side by side.
-    pub compare: Option<Side>,
-    pub model: ChatModel,
-    pub turns: Vec<Turn>,
+    /// Side 0 always; side 1 while a comparison is open (each message then goes to both and the
+    /// answers stream side by side).
+    pub sides: Vec<Side>,
     pub system: Option<String>,
     pub sampling: Sampling,
-    /// The id of the answer being streamed.
-    pub streaming: Option<u64>,
     next_id: u64,
     /// Lines scrolled up from the bottom of the transcript (0 follows the stream).
     pub scroll: u16,
-    /// Turns at the start of the conversation that the last answer's context left out.
-    pub dropped: usize,
-    pub context_used: usize,
     /// The saved conversation's id (given at its first message).
     pub id: Option<String>,
-    /// The earlier message being edited (an index into `turns`): sending replaces it and
+    /// The earlier message being edited (an index into the turns): sending replaces it and
     /// everything after it.
     pub editing: Option<usize>,
     /// The saved conversations, while their list is open, and the selected one.
@@ -104,16 +173,11 @@ pub struct ChatState {
 impl Default for ChatState {
     fn default() -> Self {
         ChatState {
-            compare: None,
-            model: ChatModel::None,
-            turns: Vec::new(),
+            sides: vec![Side::default()],
             system: None,
             sampling: Sampling::default(),
-            streaming: None,
             next_id: 1,
             scroll: 0,
-            dropped: 0,
-            context_used: 0,
             id: None,
             editing: None,
             list: None,
@@ -169,38 +233,50 @@ pub fn apply_settings(form: &super::train::TrainForm, base: &Sampling) -> Result
     Ok((system, s))
 }
 
-/// What the reducer asks of the chat engine.
-#[derive(Debug)]
-pub enum ChatCommand {
-    Generate { id: u64, messages: Vec<Message>, sampling: Sampling },
-}
-
 impl ChatState {
-    pub fn ready(&self) -> bool {
-        matches!(self.model, ChatModel::Ready { .. })
+    /// The conversation's own model (side 0).
+    pub fn main(&self) -> &Side {
+        &self.sides[0]
     }
 
-    /// Sends `text` as the user's next message; Err says why not (the text stays in the box).
-    pub fn send(&mut self, text: &str) -> Result<ChatCommand, NotSent> {
+    /// The compared model's side, while a comparison is open.
+    pub fn compared(&self) -> Option<&Side> {
+        self.sides.get(1)
+    }
+
+    pub fn ready(&self) -> bool {
+        self.main().ready()
+    }
+
+    /// Sends `text` as the user's next message to every side that can answer now; Err says why
+    /// not (the text stays in the box). Side 0 always answers; a compared side still loading, or
+    /// that failed to load, sits the message out.
+    pub fn send(&mut self, text: &str) -> Result<Vec<Command>, NotSent> {
         if text.trim().is_empty() {
             return Err(NotSent::Empty);
         }
         self.check_ready()?;
         if let Some(i) = self.editing.take() {
-            self.turns.truncate(i);
-            if let Some(side) = &mut self.compare {
+            for side in &mut self.sides {
                 side.turns.truncate(i);
+                side.dropped = 0;
             }
-            self.dropped = 0;
         }
-        self.turns.push(Turn::new("user", text));
-        Ok(self.start_answer())
+        let answering: Vec<usize> = (0..self.sides.len()).filter(|&i| self.sides[i].free()).collect();
+        Ok(answering
+            .into_iter()
+            .map(|i| {
+                self.sides[i].turns.push(Turn::new("user", text));
+                self.start_answer(i)
+            })
+            .collect())
     }
 
     /// Steps to the user message before (`back`) or after the one being edited; returns its text
     /// for the input box, or None when stepping past the newest (the box empties).
     pub fn step_edit(&mut self, back: bool) -> Option<String> {
-        let users: Vec<usize> = self.turns.iter().enumerate().filter(|(_, t)| t.role == "user").map(|(i, _)| i).collect();
+        let turns = &self.sides[0].turns;
+        let users: Vec<usize> = turns.iter().enumerate().filter(|(_, t)| t.role == "user").map(|(i, _)| i).collect();
         let next = match (self.editing, back) {
             (None, true) => users.last().copied(),
             (None, false) => None,
@@ -208,103 +284,71 @@ impl ChatState {
             (Some(cur), false) => users.iter().find(|&&i| i > cur).copied(),
         };
         self.editing = next;
-        next.map(|i| self.turns[i].text.clone())
+        next.map(|i| turns[i].text.clone())
     }
 
-    /// Asks again for the last answer (it is replaced).
-    pub fn regenerate(&mut self) -> Result<ChatCommand, NotSent> {
+    /// Every ready side answers its last message again (its last answer is replaced).
+    pub fn regenerate(&mut self) -> Result<Vec<Command>, NotSent> {
         self.check_ready()?;
-        if !drop_last_answer(&mut self.turns) {
+        if !drop_last_answer(&mut self.sides[0].turns) {
             return Err(NotSent::NothingToRegenerate);
         }
-        Ok(self.start_answer())
+        let mut asks = vec![self.start_answer(0)];
+        for i in 1..self.sides.len() {
+            if self.sides[i].free() && drop_last_answer(&mut self.sides[i].turns) {
+                asks.push(self.start_answer(i));
+            }
+        }
+        Ok(asks)
     }
 
-    /// Opens a second model beside the first, from the conversation so far.
-    pub fn start_compare(&mut self, path: PathBuf) {
+    /// Opens a second side beside the first, from the conversation so far, loading `name`.
+    pub fn open_side(&mut self, name: String) {
+        let first = self.main();
         // The answer still streaming on the first side is not part of the shared history.
-        let done = if self.streaming.is_some() { self.turns.len().saturating_sub(1) } else { self.turns.len() };
-        self.compare = Some(Side { model: ChatModel::Loading(path), turns: self.turns[..done].to_vec(), streaming: None, context_used: 0 });
+        let done = if first.streaming.is_some() { first.turns.len().saturating_sub(1) } else { first.turns.len() };
+        let turns = first.turns[..done].to_vec();
+        self.sides.truncate(1);
+        self.sides.push(Side { model: ChatModel::Loading(name), turns, ..Side::default() });
     }
 
-    /// The second model's answer to the message just sent, when a comparison is open and ready.
-    pub fn send_compare(&mut self, text: &str) -> Option<ChatCommand> {
-        let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
-        side.turns.push(Turn::new("user", text));
-        self.start_compare_answer()
-    }
-
-    /// The second model answers its last message again (its last answer is replaced), when a
-    /// comparison is open and ready: Ctrl-R regenerates both sides.
-    pub fn regenerate_compare(&mut self) -> Option<ChatCommand> {
-        let side = self.compare.as_mut().filter(|s| matches!(s.model, ChatModel::Ready { .. }) && s.streaming.is_none())?;
-        if !drop_last_answer(&mut side.turns) {
-            return None;
-        }
-        self.start_compare_answer()
-    }
-
-    /// Starts the second model's answer to its conversation so far.
-    fn start_compare_answer(&mut self) -> Option<ChatCommand> {
-        let id = self.next_id;
-        let side = self.compare.as_mut()?;
-        self.next_id += 1;
-        let messages = conversation(&self.system, &side.turns);
-        let sampling = self.sampling.clone();
-        side.turns.push(Turn::new("assistant", ""));
-        side.streaming = Some(id);
-        Some(ChatCommand::Generate { id, messages, sampling })
-    }
-
-    /// An event of the second model's engine.
-    pub fn on_compare_event(&mut self, ev: ChatEvent) -> Option<String> {
-        let side = self.compare.as_mut()?;
-        match ev {
-            ChatEvent::Loaded { path, architecture, context_size, has_template } => {
-                side.model = ChatModel::Ready { path, architecture, context_size, has_template };
-                None
-            }
-            ChatEvent::LoadFailed(e) => {
-                side.model = ChatModel::Failed(e.clone());
-                Some(e)
-            }
-            ev => stream_event(&mut side.turns, &mut side.streaming, &mut side.context_used, ev),
+    /// Closes the compared side; false when none was open.
+    pub fn close_side(&mut self) -> bool {
+        self.sides.len() > 1 && {
+            self.sides.truncate(1);
+            true
         }
     }
 
-    /// The second model's side as a conversation of its own, for drawing.
-    pub fn compare_view(&self) -> Option<ChatState> {
-        let side = self.compare.as_ref()?;
-        Some(ChatState {
-            model: side.model.clone(),
-            turns: side.turns.clone(),
-            streaming: side.streaming,
-            context_used: side.context_used,
-            dropped: 0,
-            compare: None,
-            list: None,
-            ..self.clone()
-        })
+    /// A side's engine event; returns an error message worth a notice, if any.
+    pub fn on_event(&mut self, side: usize, ev: ChatEvent) -> Option<String> {
+        self.sides.get_mut(side)?.on_event(ev)
+    }
+
+    /// Whether `ev` ends the answer a side is streaming.
+    pub fn ends_answer(&self, side: usize, ev: &ChatEvent) -> bool {
+        let streaming = self.sides.get(side).and_then(|s| s.streaming);
+        matches!(ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. } if Some(*id) == streaming)
     }
 
     /// Asks the service for the saved conversations.
-    pub fn list_chats(&mut self) -> super::action::Command {
+    pub fn list_chats(&mut self) -> Command {
         self.list_request += 1;
-        super::action::Command::ListChats { request: self.list_request }
+        Command::ListChats { request: self.list_request }
     }
 
     pub fn any_streaming(&self) -> bool {
-        self.streaming.is_some() || self.compare.as_ref().is_some_and(|s| s.streaming.is_some())
+        self.sides.iter().any(|s| s.streaming.is_some())
     }
 
     fn check_ready(&self) -> Result<(), NotSent> {
         if self.any_streaming() {
             return Err(NotSent::Streaming);
         }
-        match &self.model {
+        match &self.main().model {
             ChatModel::Ready { .. } => Ok(()),
-            ChatModel::Loading(p) => Err(NotSent::Loading(p.clone())),
-            _ => Err(NotSent::NoModel),
+            ChatModel::Loading(name) => Err(NotSent::Loading(name.clone())),
+            ChatModel::None | ChatModel::Failed(_) => Err(NotSent::NoModel),
         }
     }
 
@@ -312,12 +356,12 @@ impl ChatState {
     pub fn record(&self) -> Option<crate::engine::data::chats::ChatRecord> {
         use crate::engine::data::chats::{title_of, ChatRecord, ComparedSide};
         let id = self.id.clone()?;
-        let turns = saved_turns(&self.turns);
-        let compare = self.compare.as_ref().filter(|c| c.turns.iter().any(|t| t.role == "assistant")).map(|c| ComparedSide { model: model_name(&c.model), turns: saved_turns(&c.turns) });
+        let turns = saved_turns(&self.main().turns);
+        let compare = self.compared().filter(|c| c.turns.iter().any(|t| t.role == "assistant")).map(|c| ComparedSide { model: c.model.name(), turns: saved_turns(&c.turns) });
         Some(ChatRecord {
             id,
             title: title_of(&turns),
-            model: model_name(&self.model),
+            model: self.main().model.name(),
             system: self.system.clone(),
             turns,
             sampling: self.sampling.clone(),
@@ -330,66 +374,46 @@ impl ChatState {
     /// takes the saved second side's answers, or the conversation without answers when it has none.
     pub fn reopen(&mut self, r: crate::engine::data::chats::ChatRecord) {
         let turns = |v: Vec<crate::engine::data::chats::SavedTurn>| v.into_iter().map(|t| Turn { role: t.role, text: t.text, stats: t.stats, error: None }).collect::<Vec<_>>();
-        self.turns = turns(r.turns);
+        let first = turns(r.turns);
+        let second = match r.compare {
+            Some(c) => turns(c.turns),
+            None => first.iter().filter(|t| t.role == "user").cloned().collect(),
+        };
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            side.turns = if i == 0 { first.clone() } else { second.clone() };
+            side.context_used = 0;
+            side.dropped = 0;
+        }
         self.system = r.system;
         self.sampling = r.sampling;
         self.id = Some(r.id);
-        self.dropped = 0;
         self.scroll = 0;
-        let first_side = self.turns.clone();
-        if let Some(side) = &mut self.compare {
-            side.turns = match r.compare {
-                Some(c) => turns(c.turns),
-                None => first_side.into_iter().filter(|t| t.role == "user").collect(),
-            };
-            side.context_used = 0;
-        }
     }
 
     pub fn clear(&mut self) {
-        self.turns.clear();
-        self.context_used = 0;
-        if let Some(side) = &mut self.compare {
+        for side in &mut self.sides {
             side.turns.clear();
             side.context_used = 0;
+            side.dropped = 0;
         }
         self.id = None;
-        self.dropped = 0;
         self.scroll = 0;
     }
 
-    fn start_answer(&mut self) -> ChatCommand {
+    /// Starts side `i`'s answer to its conversation so far.
+    fn start_answer(&mut self, i: usize) -> Command {
         if self.id.is_none() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             self.id = Some(format!("chat-{}-{:04x}", now.as_secs(), now.subsec_nanos() % 0x10000));
         }
-        let messages = conversation(&self.system, &self.turns);
         let id = self.next_id;
         self.next_id += 1;
-        self.turns.push(Turn::new("assistant", ""));
-        self.streaming = Some(id);
         self.scroll = 0;
-        ChatCommand::Generate { id, messages, sampling: self.sampling.clone() }
-    }
-
-    /// An engine event; returns an error message worth a notice, if any.
-    pub fn on_event(&mut self, ev: ChatEvent) -> Option<String> {
-        match ev {
-            ChatEvent::Loaded { path, architecture, context_size, has_template } => {
-                self.model = ChatModel::Ready { path, architecture, context_size, has_template };
-                self.context_used = 0;
-                None
-            }
-            ChatEvent::LoadFailed(e) => {
-                self.model = ChatModel::Failed(e.clone());
-                Some(e)
-            }
-            ChatEvent::Started { id, dropped } if Some(id) == self.streaming => {
-                self.dropped = dropped;
-                None
-            }
-            ev => stream_event(&mut self.turns, &mut self.streaming, &mut self.context_used, ev),
-        }
+        let side = &mut self.sides[i];
+        let messages = conversation(&self.system, &side.turns);
+        side.turns.push(Turn::new("assistant", ""));
+        side.streaming = Some(id);
+        Command::Generate { side: i, id, messages, sampling: self.sampling.clone() }
     }
 }
 
@@ -416,53 +440,13 @@ fn saved_turns(turns: &[Turn]) -> Vec<crate::engine::data::chats::SavedTurn> {
     turns[..end].iter().map(|t| crate::engine::data::chats::SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect()
 }
 
-fn model_name(m: &ChatModel) -> String {
-    match m {
-        ChatModel::Ready { path, .. } | ChatModel::Loading(path) => path.display().to_string(),
-        _ => String::new(),
-    }
-}
-
-/// An answer's stream event applied to one side's turns: the text grows, the figures or the error
-/// land on the last turn, and the side stops streaming. Returns an error worth a notice.
-fn stream_event(turns: &mut [Turn], streaming: &mut Option<u64>, context_used: &mut usize, ev: ChatEvent) -> Option<String> {
-    match ev {
-        ChatEvent::Token { id, text } if Some(id) == *streaming => {
-            if let Some(t) = turns.last_mut() {
-                t.text.push_str(&text);
-            }
-            None
-        }
-        ChatEvent::Done { id, stats } if Some(id) == *streaming => {
-            *streaming = None;
-            *context_used = stats.context_used;
-            if let Some(t) = turns.last_mut() {
-                if stats.stop == StopReason::ContextFull {
-                    t.error = Some("the context is full: the answer was cut here".into());
-                }
-                t.stats = Some(stats);
-            }
-            None
-        }
-        ChatEvent::Failed { id, error } if Some(id) == *streaming => {
-            *streaming = None;
-            if let Some(t) = turns.last_mut() {
-                t.error = Some(error.clone());
-            }
-            Some(error)
-        }
-        // Events of an answer that is no longer current.
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ready() -> ChatState {
         let mut c = ChatState::default();
-        c.on_event(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 256, has_template: true });
+        c.on_event(0, ChatEvent::Loaded { model: ModelRef::File("m.gguf".into()), architecture: "llama".into(), context_size: 256, has_template: true });
         c
     }
 
@@ -480,29 +464,37 @@ mod tests {
         }
     }
 
+    fn asked(cmds: Vec<Command>) -> (u64, Vec<Message>) {
+        match cmds.as_slice() {
+            [Command::Generate { side: 0, id, messages, .. }] => (*id, messages.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_message_streams_into_an_answer() {
         let mut c = ChatState::default();
         assert_eq!(c.send("hi").unwrap_err(), NotSent::NoModel);
         let mut c2 = ready();
         assert!(c2.send("  ").is_err());
-        let ChatCommand::Generate { id, messages, .. } = c2.send("hi").unwrap();
+        let (id, messages) = asked(c2.send("hi").unwrap());
         assert_eq!(messages.len(), 1);
         assert_eq!(c2.send("again").unwrap_err(), NotSent::Streaming);
-        c2.on_event(ChatEvent::Token { id, text: "Hel".into() });
-        c2.on_event(ChatEvent::Token { id: id + 7, text: "stale".into() });
-        c2.on_event(ChatEvent::Token { id, text: "lo".into() });
-        c2.on_event(ChatEvent::Done { id, stats: stats(StopReason::EndOfTurn) });
-        assert_eq!(c2.turns.last().unwrap().text, "Hello");
-        assert_eq!(c2.context_used, 13);
+        c2.on_event(0, ChatEvent::Token { id, text: "Hel".into() });
+        c2.on_event(0, ChatEvent::Token { id: id + 7, text: "stale".into() });
+        c2.on_event(0, ChatEvent::Token { id, text: "lo".into() });
+        c2.on_event(0, ChatEvent::Done { id, stats: stats(StopReason::EndOfTurn) });
+        assert_eq!(c2.main().turns.last().unwrap().text, "Hello");
+        assert_eq!(c2.main().context_used, 13);
         // A second turn carries the whole conversation; regenerate replaces the last answer.
-        let ChatCommand::Generate { messages, .. } = c2.send("more").unwrap();
+        let (id2, messages) = asked(c2.send("more").unwrap());
         assert_eq!(messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(), ["user", "assistant", "user"]);
-        let id2 = c2.streaming.unwrap();
-        c2.on_event(ChatEvent::Failed { id: id2, error: "boom".into() });
-        assert_eq!(c2.turns.last().unwrap().error.as_deref(), Some("boom"));
-        let ChatCommand::Generate { messages, .. } = c2.regenerate().unwrap();
+        c2.on_event(0, ChatEvent::Failed { id: id2, error: "boom".into() });
+        assert_eq!(c2.main().turns.last().unwrap().error.as_deref(), Some("boom"));
+        let (_, messages) = asked(c2.regenerate().unwrap());
         assert_eq!(messages.len(), 3);
-        assert_eq!(c2.turns.len(), 4);
+        assert_eq!(c2.main().turns.len(), 4);
+        // Events for a side that is not open are dropped.
+        assert_eq!(c2.on_event(1, ChatEvent::LoadFailed("x".into())), None);
     }
 }

@@ -5,18 +5,9 @@
 use tui_textarea::TextArea;
 
 use super::action::{Action, Command, PaneId, TextKey};
-use super::chat::{apply_settings, settings_form, streaming_sentence, ChatCommand, ChatModel, ChatState};
+use super::chat::{apply_settings, settings_form, streaming_sentence, ChatModel, ChatState};
 use super::keymap::Mode;
 use super::shell::{Ctx, Level, Overlay, Prompt, PromptKind};
-use crate::engine::infer::worker::ChatEvent;
-
-fn generate(c: ChatCommand, side: usize) -> Command {
-    let ChatCommand::Generate { id, messages, sampling } = c;
-    match side {
-        0 => Command::Generate { id, messages, sampling },
-        _ => Command::GenerateCompare { id, messages, sampling },
-    }
-}
 
 impl ChatState {
     /// The pane's actions and its sides' events. The app routes here only what is the Chat
@@ -25,10 +16,7 @@ impl ChatState {
         match action {
             Action::Send => self.send_input(cx, out),
             Action::Regenerate => match self.regenerate() {
-                Ok(cmd) => {
-                    out.push(generate(cmd, 0));
-                    out.extend(self.regenerate_compare().map(|c| generate(c, 1)));
-                }
+                Ok(asks) => out.extend(asks),
                 Err(e) => cx.notify(Level::Info, e.sentence(cx.keymap)),
             },
             Action::ChatSettings => {
@@ -36,7 +24,7 @@ impl ChatState {
                 *cx.overlay = Some(Overlay::ChatSettings);
             }
             Action::Compare => {
-                if self.compare.take().is_some() {
+                if self.close_side() {
                     out.push(Command::CloseCompare);
                     cx.notify(Level::Info, "Comparison closed.");
                 } else {
@@ -48,7 +36,7 @@ impl ChatState {
                 *cx.prompt = Some(Prompt::new(PromptKind::Model, ""));
                 *cx.overlay = Some(Overlay::Prompt);
             }
-            Action::CopyAnswer => match self.turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
+            Action::CopyAnswer => match self.main().turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
                 Some(t) => {
                     let n = t.text.chars().count();
                     out.push(Command::CopyToClipboard(t.text.clone()));
@@ -56,20 +44,12 @@ impl ChatState {
                 }
                 None => cx.notify(Level::Info, "No answer to copy yet."),
             },
-            Action::Chat(ev) => {
-                let ends = matches!(&ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. } if Some(*id) == self.streaming);
-                if let Some(e) = self.on_event(ev) {
-                    cx.notify(Level::Error, e);
-                }
-                if ends {
-                    out.extend(self.record().map(Command::SaveChat));
-                }
-            }
-            Action::ChatCompare(ev) => {
-                let ends = matches!(&ev, ChatEvent::Done { id, .. } | ChatEvent::Failed { id, .. }
-                    if self.compare.as_ref().is_some_and(|c| c.streaming == Some(*id)));
-                if let Some(e) = self.on_compare_event(ev) {
-                    cx.notify(Level::Error, format!("Second model: {e}"));
+            Action::Chat { side, event } => {
+                let ends = self.ends_answer(side, &event);
+                match self.on_event(side, event) {
+                    Some(e) if side == 0 => cx.notify(Level::Error, e),
+                    Some(e) => cx.notify(Level::Error, format!("Second model: {e}")),
+                    None => {}
                 }
                 if ends {
                     out.extend(self.record().map(Command::SaveChat));
@@ -168,29 +148,27 @@ impl ChatState {
         }
     }
 
-    /// Opens a model picked elsewhere (the Models pane, the prompt) on side 0.
-    pub fn open_model(&mut self, path: std::path::PathBuf) {
-        self.model = ChatModel::Loading(path);
+    /// Opens a model picked elsewhere (the Models pane, the prompt) on side 0, by name.
+    pub fn open_model(&mut self, name: String) {
+        self.sides[0].model = ChatModel::Loading(name);
     }
 
     fn send_input(&mut self, cx: &mut Ctx, out: &mut Vec<Command>) {
         let text = self.input.lines().join("\n");
         match self.send(&text) {
-            Ok(cmd) => {
+            Ok(asks) => {
                 self.input = TextArea::default();
-                out.push(generate(cmd, 0));
-                match self.send_compare(&text) {
-                    Some(c) => out.push(generate(c, 1)),
-                    None => match self.compare.as_ref().map(|c| &c.model) {
-                        Some(ChatModel::Loading(p)) => {
-                            cx.notify(Level::Info, format!("{} is still loading, so only the first model answers this message.", p.display()))
-                        }
-                        Some(ChatModel::Failed(_)) => {
-                            let close = cx.keymap.hint(Mode::Chat, &Action::Compare);
-                            cx.notify(Level::Info, format!("The second model did not load, so only the first answers; {close} closes the comparison."))
-                        }
-                        _ => {}
-                    },
+                out.extend(asks);
+                // A compared side that sat the message out says why.
+                match self.compared().map(|c| &c.model) {
+                    Some(ChatModel::Loading(name)) => {
+                        cx.notify(Level::Info, format!("{name} is still loading, so only the first model answers this message."))
+                    }
+                    Some(ChatModel::Failed(_)) => {
+                        let close = cx.keymap.hint(Mode::Chat, &Action::Compare);
+                        cx.notify(Level::Info, format!("The second model did not load, so only the first answers; {close} closes the comparison."))
+                    }
+                    Some(ChatModel::Ready { .. } | ChatModel::None) | None => {}
                 }
                 // The message is saved now, not only with its answer.
                 out.extend(self.record().map(Command::SaveChat));

@@ -216,7 +216,7 @@ impl DataState {
             Action::Bottom => r.row = last,
             Action::ScrollLeft => r.col = r.col.saturating_sub(1),
             Action::ScrollRight => r.col = (r.col + 1).min(cols.saturating_sub(1)),
-            _ => {}
+            other => debug_assert!(false, "not a grid movement: {other:?}"),
         }
         let need = r.row / PAGE * PAGE;
         if r.pages.contains_key(&need) || r.pending.contains(&need) || rows == 0 {
@@ -270,7 +270,10 @@ impl DataState {
                 // A failed page fetch leaves what was shown; a failed query shows the error.
                 r.pending.clear();
             }
-            _ => {}
+            // Answers to a query that is no longer shown.
+            DataEvent::QueryShape { .. } | DataEvent::QueryCount { .. } | DataEvent::QueryPage { .. } | DataEvent::QueryFailed { .. } => {}
+            // The shell folds these in (datasets, notices) before the pane sees them.
+            DataEvent::Opened { .. } | DataEvent::Datasets(_) | DataEvent::Unavailable(_) | DataEvent::Failed(_) => {}
         }
     }
 }

@@ -8,7 +8,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::action::{Action, Command};
 use crate::engine::workspace::Workspace;
-use crate::service::{Event, Service, Settings, TrainWhat};
+use crate::engine::export::gguf::Quant;
+use crate::service::{Event, ModelSource, Service, Settings, TrainWhat};
 
 /// Starts the service; its events arrive as actions on `tx`.
 pub fn start_service(tx: UnboundedSender<Action>, ws: Option<&Workspace>, settings: Settings) -> Service {
@@ -51,15 +52,13 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::LoadRunMetrics { id, overlay } => service.run_metrics(id, overlay),
         Command::RefreshModels { request } => service.list_models(request),
         Command::ExportRun { id, out } => {
-            service.export_run(id, PathBuf::from(out));
+            service.export(ModelSource::Run(id), PathBuf::from(out), Quant::F16);
         }
         Command::ExportModel { dir, out } => {
-            service.export_model(PathBuf::from(dir), PathBuf::from(out));
+            service.export(ModelSource::Folder(PathBuf::from(dir)), PathBuf::from(out), Quant::F16);
         }
-        Command::LoadChatModel(name) => service.load_model(0, name),
-        Command::LoadCompareModel(name) => service.load_model(1, name),
-        Command::Generate { id, messages, sampling } => service.generate(0, id, messages, sampling),
-        Command::GenerateCompare { id, messages, sampling } => service.generate(1, id, messages, sampling),
+        Command::LoadChatModel { side, name } => service.load_model(side, name),
+        Command::Generate { side, id, messages, sampling } => service.generate(side, id, messages, sampling),
         Command::StopGeneration => service.stop_generation(),
         Command::CloseCompare => service.close_compare(),
         Command::SaveChat(record) => service.save_chat(record),
@@ -76,15 +75,14 @@ pub fn action(ev: Event) -> Action {
         Event::Data(e) => Action::Data(e),
         Event::Job(e) => Action::Job(e),
         Event::Sys(s) => Action::Sys(s),
-        Event::Chat { side: 0, event } => Action::Chat(event),
-        Event::Chat { event, .. } => Action::ChatCompare(event),
+        Event::Chat { side, event } => Action::Chat { side, event },
         Event::Train(e) => Action::Train(e),
         Event::TrainDone(r) => Action::TrainDone(r.map(|o| (o.run_id, o.ending.status()))),
         Event::TrainChecked(r) => Action::FormChecked(r.map(|p| crate::present::plan_lines(&p)).map_err(|e| e.to_string())),
         Event::Runs { request, result } => Action::Runs { request, result: result.map_err(|e| e.to_string()) },
         Event::RunMetrics { id, overlay, metrics } => Action::RunMetrics { id, overlay, metrics },
         Event::Models { request, result } => Action::Models { request, result: result.map_err(|e| e.to_string()) },
-        Event::ModelsChanged => Action::RefreshModels,
+        Event::Exported(_) => Action::RefreshModels,
         Event::Chats { request, result } => Action::ChatList { request, result: result.map_err(|e| e.to_string()) },
         Event::ChatOpened(r) => Action::ChatOpened(r.map_err(|e| e.to_string())),
         Event::PathCompletions { typed, list } => Action::PathCompletions { typed, list },

@@ -15,3 +15,4 @@ pub mod system;
 pub mod terminal;
 pub mod train;
 pub mod training;
+pub mod wrap;

@@ -1,8 +1,6 @@
 //! The Models pane: the model library as the service last listed it, the selection, and what
 //! Enter (chat with the selected model) and e (export a Hugging Face folder as GGUF) do with it.
 
-use std::path::PathBuf;
-
 use super::action::{Action, Command, PaneId};
 use super::keymap::Mode;
 use super::shell::{Ctx, Level};
@@ -23,8 +21,8 @@ pub struct ModelsPane {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Picked {
     Nothing,
-    /// Chat with this model: the Chat pane loads it.
-    Chat(PathBuf),
+    /// Chat with this model (its path or server spec): the Chat pane loads it.
+    Chat(String),
 }
 
 impl ModelsPane {
@@ -77,8 +75,9 @@ impl ModelsPane {
             Some(e) if e.problem.is_some() => cx.notify(Level::Error, e.problem.clone().unwrap_or_default()),
             Some(e) if chat && (e.format == "gguf" || e.format == "remote") => {
                 *cx.focus = PaneId::Chat;
-                out.push(Command::LoadChatModel(e.path.display().to_string()));
-                return Picked::Chat(e.path);
+                let name = e.path.display().to_string();
+                out.push(Command::LoadChatModel { side: 0, name: name.clone() });
+                return Picked::Chat(name);
             }
             Some(e) if chat => {
                 let msg = format!("{} is a Hugging Face folder: press {} to export it as GGUF, then chat with the export.", e.name, key(Action::ExportModel));

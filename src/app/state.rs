@@ -142,12 +142,12 @@ impl App {
                 vec![Command::ImportDataset { path, replace: false }]
             }
             PromptKind::CompareModel => {
-                self.chat.start_compare(path.clone().into());
-                vec![Command::LoadCompareModel(path)]
+                self.chat.open_side(path.clone());
+                vec![Command::LoadChatModel { side: 1, name: path }]
             }
             PromptKind::Model => {
-                self.chat.open_model(path.clone().into());
-                vec![Command::LoadChatModel(path)]
+                self.chat.open_model(path.clone());
+                vec![Command::LoadChatModel { side: 0, name: path }]
             }
             PromptKind::Export => match &self.data.result {
                 Some(r) => vec![Command::ExportResult { sql: r.sql.clone(), path }],
@@ -330,8 +330,7 @@ impl App {
             | Action::Compare
             | Action::LoadModel
             | Action::CopyAnswer
-            | Action::Chat(_)
-            | Action::ChatCompare(_)
+            | Action::Chat { .. }
             | Action::NewChat
             | Action::OpenChats
             | Action::ChatList { .. }
@@ -346,8 +345,8 @@ impl App {
                 }
             }
             Action::RefreshModels | Action::Models { .. } | Action::ChatWithModel | Action::ExportModel => {
-                if let Picked::Chat(path) = self.models.update(action, &mut cx!(self), &mut out) {
-                    self.chat.open_model(path);
+                if let Picked::Chat(name) = self.models.update(action, &mut cx!(self), &mut out) {
+                    self.chat.open_model(name);
                 }
             }
             Action::Failure(e) => self.notify(Level::Error, e),
@@ -373,7 +372,9 @@ impl App {
                         }
                         TextKey::Down => f.selected = (f.selected + 1) % f.fields.len(),
                         TextKey::Up => f.selected = (f.selected + f.fields.len() - 1) % f.fields.len(),
-                        _ => {}
+                        // A form's fields are one line each, edited at their end.
+                        TextKey::Char(_) | TextKey::Enter | TextKey::Delete | TextKey::Left | TextKey::Right | TextKey::Home | TextKey::End => {}
+                        TextKey::PageUp | TextKey::PageDown | TextKey::Tab | TextKey::Other => {}
                     }
                     f.check = None;
                 }
@@ -452,26 +453,26 @@ impl App {
             Action::Data(ev) => {
                 self.data.apply(&ev);
                 match ev {
-                DataEvent::Opened { seeded } => {
-                    if !seeded.is_empty() {
-                        self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
+                    DataEvent::Opened { seeded } => {
+                        if !seeded.is_empty() {
+                            self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
+                        }
+                        out.push(self.training.runs.refresh());
                     }
-                    out.push(self.training.runs.refresh());
-                }
-                DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
-                DataEvent::Unavailable(msg) => {
-                    self.notify(Level::Error, msg.clone());
-                    self.datasets = Some(Err(msg));
-                }
-                DataEvent::Failed(msg) => self.notify(Level::Error, msg),
-                // The Data pane folded these in above.
-                DataEvent::Schema(_)
-                | DataEvent::History(_)
-                | DataEvent::QueryShape { .. }
-                | DataEvent::QueryCount { .. }
-                | DataEvent::QueryPage { .. }
-                | DataEvent::QueryFailed { .. }
-                | DataEvent::ViewPreview(_) => {}
+                    DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
+                    DataEvent::Unavailable(msg) => {
+                        self.notify(Level::Error, msg.clone());
+                        self.datasets = Some(Err(msg));
+                    }
+                    DataEvent::Failed(msg) => self.notify(Level::Error, msg),
+                    // The Data pane folded these in above.
+                    DataEvent::Schema(_)
+                    | DataEvent::History(_)
+                    | DataEvent::QueryShape { .. }
+                    | DataEvent::QueryCount { .. }
+                    | DataEvent::QueryPage { .. }
+                    | DataEvent::QueryFailed { .. }
+                    | DataEvent::ViewPreview(_) => {}
                 }
             }
             Action::StartStress { threads, seconds } => out.push(Command::StartStress { threads, seconds }),

@@ -96,21 +96,21 @@ fn typing_goes_to_the_chat_box_only_when_it_has_focus() {
 fn a_finished_answer_saves_the_conversation_and_ctrl_n_starts_another() {
     let mut a = app();
     a.update(Action::Focus(PaneId::Chat));
-    a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Loaded { model: crate::engine::types::ModelRef::File("m.gguf".into()), architecture: "llama".into(), context_size: 64, has_template: true } });
     a.update(Action::Paste("hi".into()));
     a.update(Action::Send);
-    let id = a.chat.streaming.unwrap();
-    assert!(a.update(Action::Chat(ChatEvent::Token { id, text: "yo".into() })).is_empty());
+    let id = a.chat.main().streaming.unwrap();
+    assert!(a.update(Action::Chat { side: 0, event: ChatEvent::Token { id, text: "yo".into() } }).is_empty());
     let stats = answer_stats();
-    let cmds = a.update(Action::Chat(ChatEvent::Done { id, stats }));
+    let cmds = a.update(Action::Chat { side: 0, event: ChatEvent::Done { id, stats } });
     let [Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
     assert_eq!((r.title.as_str(), r.turns.len(), r.model.as_str()), ("hi", 2, "m.gguf"));
     let first = r.id.clone();
     a.update(Action::NewChat);
-    assert!(a.chat.turns.is_empty() && a.chat.id.is_none());
+    assert!(a.chat.main().turns.is_empty() && a.chat.id.is_none());
     // Reopening puts it back.
     a.update(Action::ChatOpened(Ok(r.clone())));
-    assert_eq!((a.chat.turns.len(), a.chat.id.clone()), (2, Some(first)));
+    assert_eq!((a.chat.main().turns.len(), a.chat.id.clone()), (2, Some(first)));
     assert!(matches!(a.update(Action::ExportChat).as_slice(), [Command::ExportChat { .. }]));
 }
 
@@ -118,36 +118,36 @@ fn a_finished_answer_saves_the_conversation_and_ctrl_n_starts_another() {
 fn compare_sends_each_message_to_both_models() {
     let mut a = app();
     a.update(Action::Focus(PaneId::Chat));
-    a.update(Action::Chat(ChatEvent::Loaded { path: "a.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Loaded { model: crate::engine::types::ModelRef::File("a.gguf".into()), architecture: "llama".into(), context_size: 64, has_template: true } });
     a.update(Action::Compare);
     assert_eq!(a.overlay, Some(Overlay::Prompt));
     a.update(Action::Paste("b.gguf".into()));
-    assert_eq!(a.update(Action::Confirm), vec![Command::LoadCompareModel("b.gguf".into())]);
+    assert_eq!(a.update(Action::Confirm), vec![Command::LoadChatModel { side: 1, name: "b.gguf".into() }]);
     // A message sent while the second model loads goes to the first only, and says so.
     a.update(Action::Paste("early".into()));
     let cmds = a.update(Action::Send);
     assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::SaveChat(_)]), "{cmds:?}");
     assert!(a.notices.last().is_some_and(|n| n.text.contains("still loading")), "{:?}", a.notices.last().map(|n| &n.text));
-    let early = a.chat.streaming.unwrap();
-    a.update(Action::Chat(ChatEvent::Done { id: early, stats: answer_stats() }));
-    a.update(Action::ChatCompare(ChatEvent::Loaded { path: "b.gguf".into(), architecture: "qwen2".into(), context_size: 64, has_template: true }));
+    let early = a.chat.main().streaming.unwrap();
+    a.update(Action::Chat { side: 0, event: ChatEvent::Done { id: early, stats: answer_stats() } });
+    a.update(Action::Chat { side: 1, event: ChatEvent::Loaded { model: crate::engine::types::ModelRef::File("b.gguf".into()), architecture: "qwen2".into(), context_size: 64, has_template: true } });
     a.update(Action::Paste("hi".into()));
     let cmds = a.update(Action::Send);
     // The message is saved on both sides as it is sent.
-    let [Command::Generate { .. }, Command::GenerateCompare { .. }, Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
+    let [Command::Generate { .. }, Command::Generate { side: 1, .. }, Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
     assert_eq!((r.turns.last().map(|t| t.text.as_str()), r.compare.as_ref().map(|c| c.turns.len())), (Some("hi"), Some(1)));
-    let b_id = a.chat.compare.as_ref().unwrap().streaming.unwrap();
-    a.update(Action::ChatCompare(ChatEvent::Token { id: b_id, text: "B says".into() }));
-    assert_eq!(a.chat.compare.as_ref().unwrap().turns.last().unwrap().text, "B says");
-    assert!(a.chat.turns.last().unwrap().text.is_empty());
+    let b_id = a.chat.sides[1].streaming.unwrap();
+    a.update(Action::Chat { side: 1, event: ChatEvent::Token { id: b_id, text: "B says".into() } });
+    assert_eq!(a.chat.sides[1].turns.last().unwrap().text, "B says");
+    assert!(a.chat.main().turns.last().unwrap().text.is_empty());
     assert_eq!(a.update(Action::StopGeneration), vec![Command::StopGeneration]);
 
     // Both answers end; each end saves the conversation, the second with both sides.
-    let a_id = a.chat.streaming.unwrap();
-    a.update(Action::Chat(ChatEvent::Token { id: a_id, text: "A says".into() }));
-    let cmds = a.update(Action::Chat(ChatEvent::Done { id: a_id, stats: answer_stats() }));
+    let a_id = a.chat.main().streaming.unwrap();
+    a.update(Action::Chat { side: 0, event: ChatEvent::Token { id: a_id, text: "A says".into() } });
+    let cmds = a.update(Action::Chat { side: 0, event: ChatEvent::Done { id: a_id, stats: answer_stats() } });
     assert!(matches!(cmds.as_slice(), [Command::SaveChat(_)]), "{cmds:?}");
-    let cmds = a.update(Action::ChatCompare(ChatEvent::Done { id: b_id, stats: answer_stats() }));
+    let cmds = a.update(Action::Chat { side: 1, event: ChatEvent::Done { id: b_id, stats: answer_stats() } });
     let [Command::SaveChat(r)] = cmds.as_slice() else { panic!("{cmds:?}") };
     let side = r.compare.as_ref().expect("the second side is saved");
     // The first side also holds the exchange from before the second model loaded.
@@ -156,20 +156,20 @@ fn compare_sends_each_message_to_both_models() {
 
     // Ctrl-R asks both models again, each replacing its own last answer.
     let cmds = a.update(Action::Regenerate);
-    assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::GenerateCompare { .. }]), "{cmds:?}");
-    assert_eq!((a.chat.turns.len(), a.chat.compare.as_ref().unwrap().turns.len()), (4, 2));
-    assert!(a.chat.compare.as_ref().unwrap().turns[1].text.is_empty());
+    assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::Generate { side: 1, .. }]), "{cmds:?}");
+    assert_eq!((a.chat.main().turns.len(), a.chat.sides[1].turns.len()), (4, 2));
+    assert!(a.chat.sides[1].turns[1].text.is_empty());
     a.update(Action::StopGeneration);
-    a.update(Action::Chat(ChatEvent::Failed { id: a.chat.streaming.unwrap(), error: "stopped".into() }));
-    let b2 = a.chat.compare.as_ref().unwrap().streaming.unwrap();
-    a.update(Action::ChatCompare(ChatEvent::Failed { id: b2, error: "stopped".into() }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Failed { id: a.chat.main().streaming.unwrap(), error: "stopped".into() } });
+    let b2 = a.chat.sides[1].streaming.unwrap();
+    a.update(Action::Chat { side: 1, event: ChatEvent::Failed { id: b2, error: "stopped".into() } });
 
     // Reopening the saved comparison puts each side's answers back.
     a.update(Action::ChatOpened(Ok(saved)));
-    assert_eq!((a.chat.turns[3].text.as_str(), a.chat.compare.as_ref().unwrap().turns[1].text.as_str()), ("A says", "B says"));
+    assert_eq!((a.chat.main().turns[3].text.as_str(), a.chat.sides[1].turns[1].text.as_str()), ("A says", "B says"));
     // Closing frees the second model.
     assert_eq!(a.update(Action::Compare), vec![Command::CloseCompare]);
-    assert!(a.chat.compare.is_none());
+    assert!(a.chat.sides.len() == 1);
 }
 
 fn answer_stats() -> crate::engine::types::Stats {
@@ -217,15 +217,15 @@ fn the_settings_panel_sets_the_system_prompt_and_sampling() {
 fn up_edits_an_earlier_message_and_resending_replaces_what_followed() {
     let mut a = app();
     a.update(Action::Focus(PaneId::Chat));
-    a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Loaded { model: crate::engine::types::ModelRef::File("m.gguf".into()), architecture: "llama".into(), context_size: 64, has_template: true } });
     let stats = answer_stats();
     for msg in ["first", "second"] {
         a.update(Action::Paste(msg.into()));
         a.update(Action::Send);
-        let id = a.chat.streaming.unwrap();
-        a.update(Action::Chat(ChatEvent::Done { id, stats: stats.clone() }));
+        let id = a.chat.main().streaming.unwrap();
+        a.update(Action::Chat { side: 0, event: ChatEvent::Done { id, stats: stats.clone() } });
     }
-    assert_eq!(a.chat.turns.len(), 4);
+    assert_eq!(a.chat.main().turns.len(), 4);
     a.update(typed_key(TextKey::Up));
     assert_eq!(a.chat.input.lines(), ["second"]);
     a.update(typed_key(TextKey::Up));
@@ -237,7 +237,7 @@ fn up_edits_an_earlier_message_and_resending_replaces_what_followed() {
     let [Command::Generate { messages, .. }, Command::SaveChat(_)] = cmds.as_slice() else { panic!("{cmds:?}") };
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].content, "first again");
-    assert_eq!(a.chat.turns.len(), 2);
+    assert_eq!(a.chat.main().turns.len(), 2);
     assert_eq!(a.chat.editing, None);
 }
 
@@ -247,11 +247,11 @@ fn the_last_answer_goes_to_the_clipboard() {
     a.update(Action::Focus(PaneId::Chat));
     a.update(Action::CopyAnswer);
     assert!(a.notices.last().unwrap().text.contains("No answer"));
-    a.update(Action::Chat(ChatEvent::Loaded { path: "m.gguf".into(), architecture: "llama".into(), context_size: 64, has_template: true }));
+    a.update(Action::Chat { side: 0, event: ChatEvent::Loaded { model: crate::engine::types::ModelRef::File("m.gguf".into()), architecture: "llama".into(), context_size: 64, has_template: true } });
     a.update(Action::Paste("hi".into()));
     a.update(Action::Send);
-    let id = a.chat.streaming.unwrap();
-    a.update(Action::Chat(ChatEvent::Token { id, text: "héllo".into() }));
+    let id = a.chat.main().streaming.unwrap();
+    a.update(Action::Chat { side: 0, event: ChatEvent::Token { id, text: "héllo".into() } });
     assert_eq!(a.update(Action::CopyAnswer), vec![Command::CopyToClipboard("héllo".into())]);
 }
 
@@ -281,7 +281,7 @@ fn enter_on_a_gguf_model_opens_it_in_chat() {
     a.update(Action::ScrollDown);
     a.update(Action::ScrollDown);
     assert_eq!(a.models.selected, 1);
-    assert_eq!(a.update(Action::ChatWithModel), vec![Command::LoadChatModel("/m/m.gguf".into())]);
+    assert_eq!(a.update(Action::ChatWithModel), vec![Command::LoadChatModel { side: 0, name: "/m/m.gguf".into() }]);
     assert_eq!(a.focus, PaneId::Chat);
 }
 
@@ -299,12 +299,12 @@ fn sending_without_a_model_says_so_and_keeps_the_text() {
     a.update(Action::StopGeneration);
     assert_eq!(a.focus, PaneId::System);
     a.update(Action::Focus(PaneId::Chat));
-    a.update(Action::Chat(crate::engine::infer::worker::ChatEvent::Loaded {
-        path: "m.gguf".into(),
+    a.update(Action::Chat { side: 0, event: crate::engine::infer::worker::ChatEvent::Loaded {
+        model: crate::engine::types::ModelRef::File("m.gguf".into()),
         architecture: "llama".into(),
         context_size: 64,
         has_template: false,
-    }));
+    } });
     let cmds = a.update(Action::Send);
     assert!(matches!(cmds.as_slice(), [Command::Generate { .. }, Command::SaveChat(_)]), "{cmds:?}");
     assert!(a.chat.input.is_empty());

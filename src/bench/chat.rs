@@ -102,15 +102,21 @@ pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize)
         );
         app.update(crate::app::action::Action::Resize(120, 40));
         app.update(crate::app::action::Action::Focus(crate::app::action::PaneId::Chat));
-        app.chat.model = crate::app::chat::ChatModel::Ready { path: model.into(), architecture: "llama".into(), context_size: 512, has_template: true };
+        let loaded = crate::engine::infer::worker::ChatEvent::Loaded {
+            model: crate::engine::types::ModelRef::File(model.into()),
+            architecture: "llama".into(),
+            context_size: 512,
+            has_template: true,
+        };
+        app.update(crate::app::action::Action::Chat { side: 0, event: loaded });
         app.chat.input.insert_str("benchmark");
         app.update(crate::app::action::Action::Send);
-        let id = app.chat.streaming.unwrap_or(0);
+        let id = app.chat.main().streaming.unwrap_or(0);
         let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40))?;
         let mut last = Instant::now();
         let (_, st) = s
             .generate(&toks, &sampling, &cancel, &mut |t| {
-                app.update(crate::app::action::Action::Chat(crate::engine::infer::worker::ChatEvent::Token { id, text: t.to_string() }));
+                app.update(crate::app::action::Action::Chat { side: 0, event: crate::engine::infer::worker::ChatEvent::Token { id, text: t.to_string() } });
                 if last.elapsed().as_secs_f64() >= 1.0 / 60.0 {
                     let _ = term.draw(|f| crate::ui::draw(f, &app));
                     last = Instant::now();

@@ -2,15 +2,15 @@
 //! answer from a GGUF model through llama.cpp).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
 
 use crate::engine::data::Catalog;
-use crate::engine::types::Message;
-use crate::engine::export::gguf::{self, Quant};
+use crate::engine::types::{Message, ModelRef, Remote};
+use crate::engine::export::gguf::Quant;
 use crate::engine::infer::llama::{Gguf, Options};
 use crate::engine::types::Sampling;
 use crate::engine::workspace::Workspace;
@@ -227,52 +227,83 @@ impl ChatArgs {
     }
 }
 
-/// A run id or a model folder, as (model folder, adapter folder).
-fn resolve_source(ws: &Workspace, source: &str) -> anyhow::Result<(PathBuf, Option<PathBuf>, String)> {
-    let p = Path::new(source);
-    if p.join("config.json").exists() {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-        return Ok((p.to_path_buf(), None, name));
-    }
-    if p.exists() {
-        bail!("{} is not a Hugging Face model folder (no config.json); give a model folder or a run id.", p.display());
-    }
-    let cat = Catalog::open_workspace(ws)?;
-    let r = cat.run(source).map_err(|_| anyhow!("{source:?} is neither a model folder nor a run id; `lathe runs list` shows the runs."))?;
-    let (model, adapter) = r.weights().map_err(anyhow::Error::msg)?;
-    Ok((model, adapter, crate::service::run_export_name(source)))
-}
-
+/// `lathe export`: a job of the service (recorded in `lathe.jobs` like one started in the
+/// workstation); its phases are printed as they come.
 pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
+    use crate::engine::jobs::{JobEvent, JobStatus};
+    use crate::service::{Event, ModelSource, Service, Settings};
     let quant = Quant::parse(&args.quant).map_err(anyhow::Error::msg)?;
-    let (model, adapter, name) = resolve_source(ws, &args.source)?;
+    let source = ModelSource::parse(&args.source)?;
+    let name = source.name();
     let out = args.out.unwrap_or_else(|| crate::service::export_path(ws, &name, quant));
+    let (tx, events) = std::sync::mpsc::channel::<Event>();
+    let mut service = Service::start(Some(ws), Settings::default(), move |ev| {
+        let _ = tx.send(ev);
+    });
+    service.wait_catalog(std::time::Duration::from_secs(60))?;
     let t = std::time::Instant::now();
-    let e = gguf::export(&model, adapter.as_deref(), &out, quant, &mut |phase| eprintln!("lathe: {phase}")).map_err(anyhow::Error::msg)?;
-    println!(
-        "wrote {} ({}, {} tensors, {}) in {:.1} s\nOllama: ollama create {} -f {}",
-        e.path.display(),
-        quant.name(),
-        e.tensors,
-        bytes(e.bytes),
-        t.elapsed().as_secs_f64(),
-        name,
-        e.modelfile.display()
-    );
-    Ok(())
+    let job = service.export(source, out, quant).ok_or_else(|| anyhow!("exporting a run needs a workspace"))?;
+    let (mut wrote, mut ended) = (None, None);
+    for ev in &events {
+        match ev {
+            Event::Job(JobEvent::Progress { id, message, .. }) if id == job => eprintln!("lathe: {message}"),
+            Event::Exported(e) => wrote = Some(e),
+            Event::Job(JobEvent::Finished { id, status }) if id == job => {
+                ended = Some(status);
+                break;
+            }
+            // The workstation's business (samples, other jobs).
+            _ => {}
+        }
+    }
+    // Closing the service writes the job's record before the process ends.
+    drop(service);
+    match (ended, wrote) {
+        (Some(JobStatus::Done), Some(e)) => {
+            println!(
+                "wrote {} ({}, {} tensors, {}) in {:.1} s\nOllama: ollama create {} -f {}",
+                e.path.display(),
+                quant.name(),
+                e.tensors,
+                bytes(e.bytes),
+                t.elapsed().as_secs_f64(),
+                name,
+                e.modelfile.display()
+            );
+            Ok(())
+        }
+        (Some(JobStatus::Failed(e) | JobStatus::Exists(e)), _) => bail!(e),
+        (Some(JobStatus::Cancelled), _) => bail!("The export was cancelled; nothing was kept."),
+        _ => bail!("The export ended without a result; see logs/lathe.log."),
+    }
 }
 
 /// A GGUF path or server spec as it is, or a name looked up in the model library.
-pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<PathBuf> {
-    if crate::service::models::is_direct(name) {
-        return Ok(PathBuf::from(name));
+pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<ModelRef> {
+    if let Some(found) = crate::service::models::direct(name) {
+        return Ok(found?);
     }
     let cat = Catalog::open_workspace(ws).ok();
     Ok(crate::service::models::resolve(ws, cat.as_ref(), name)?)
 }
 
+/// One answer from a server model, streamed to stdout, its figures to stderr.
+fn chat_remote(remote: &Remote, messages: &[Message], sampling: &Sampling) -> anyhow::Result<()> {
+    let cancel = AtomicBool::new(false);
+    let mut out = std::io::stdout().lock();
+    let (_, st) = remote
+        .generate(messages, sampling, &cancel, &mut |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        })
+        .map_err(anyhow::Error::msg)?;
+    let _ = writeln!(out);
+    eprintln!("lathe: {}: first token {:.2} s, {} tokens at {:.1} tok/s", remote.describe(), st.first_token_secs, st.generated_tokens, st.tokens_per_s());
+    Ok(())
+}
+
 pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
-    let path = resolve_model(ws, &args.model)?;
+    let model = resolve_model(ws, &args.model)?;
     let Some(prompt) = args.prompt.clone() else {
         bail!("--prompt is needed here; without it `lathe chat --model` opens the workstation on the Chat pane.");
     };
@@ -286,19 +317,10 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
     }
     messages.push(Message { role: "user".into(), content: prompt.clone() });
     let cancel = AtomicBool::new(false);
-    if let Some(spec) = crate::engine::infer::remote::parse_spec(&args.model) {
-        let remote = spec.map_err(anyhow::Error::msg)?;
-        let mut out = std::io::stdout().lock();
-        let (_, st) = remote
-            .generate(&messages, &sampling, &cancel, &mut |piece| {
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
-            })
-            .map_err(anyhow::Error::msg)?;
-        let _ = writeln!(out);
-        eprintln!("lathe: {}: first token {:.2} s, {} tokens at {:.1} tok/s", remote.describe(), st.first_token_secs, st.generated_tokens, st.tokens_per_s());
-        return Ok(());
-    }
+    let path = match model {
+        ModelRef::File(path) => path,
+        ModelRef::Server(remote) => return chat_remote(&remote, &messages, &sampling),
+    };
     let t = std::time::Instant::now();
     let g = Gguf::load(&path).map_err(anyhow::Error::msg)?;
     let opts = args.options();

@@ -1,7 +1,76 @@
-//! The shared vocabulary of inference: a chat message, sampling settings, an answer's figures and
-//! why it stopped. Engines, the service and every front end speak it; it imports nothing of lathe.
+//! The shared vocabulary of inference and runs: a model reference (a file or a server), a chat
+//! message, sampling settings, an answer's figures and why it stopped, a run's status. Engines, the
+//! service and every front end speak it; it imports nothing of lathe.
 
 use serde::{Deserialize, Serialize};
+
+/// What a chat side runs: a GGUF file through llama.cpp, or a model on a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModelRef {
+    File(std::path::PathBuf),
+    Server(Remote),
+}
+
+/// A model on an Ollama or OpenAI-compatible server (`engine::infer::remote` talks to it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Remote {
+    /// An Ollama server, e.g. http://localhost:11434, and a model it has.
+    Ollama { base: String, model: String },
+    /// An OpenAI-compatible server's base URL (…/v1), a model, and an API key (never serialized,
+    /// so never saved, streamed or shown).
+    OpenAi {
+        base: String,
+        model: String,
+        #[serde(skip)]
+        api_key: Option<String>,
+    },
+}
+
+impl Remote {
+    /// Reads a model spec: `ollama:MODEL[@HOST:PORT]` or `openai:MODEL@http(s)://HOST[:PORT]/v1`
+    /// (the API key, if any, from $LATHE_API_KEY or $OPENAI_API_KEY). Anything else is not a
+    /// server spec (None); Some(Err) says what a malformed one lacks.
+    pub fn parse(spec: &str) -> Option<Result<Remote, String>> {
+        if let Some(rest) = spec.strip_prefix("ollama:") {
+            let (model, host) = match rest.rsplit_once('@') {
+                Some((m, h)) => (m, h.to_string()),
+                None => (rest, std::env::var("OLLAMA_HOST").unwrap_or_else(|_| "localhost:11434".into())),
+            };
+            let base = if host.starts_with("http") { host.trim_end_matches('/').to_string() } else { format!("http://{host}") };
+            return Some(if model.is_empty() { Err("Name the Ollama model: ollama:NAME (e.g. ollama:qwen2.5:0.5b).".into()) } else { Ok(Remote::Ollama { base, model: model.into() }) });
+        }
+        let rest = spec.strip_prefix("openai:")?;
+        Some(match rest.split_once('@') {
+            Some((m, base)) if !m.is_empty() && !base.is_empty() => {
+                let api_key = std::env::var("LATHE_API_KEY").or_else(|_| std::env::var("OPENAI_API_KEY")).ok();
+                Ok(Remote::OpenAi { base: base.trim_end_matches('/').into(), model: m.into(), api_key })
+            }
+            _ => Err("Give the model and the server: openai:MODEL@http://HOST:PORT/v1 (or https://…).".into()),
+        })
+    }
+}
+
+impl ModelRef {
+    /// The name a header shows: a file's name, a server model's spec.
+    pub fn label(&self) -> String {
+        match self {
+            ModelRef::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string()),
+            ModelRef::Server(_) => self.to_string(),
+        }
+    }
+}
+
+/// The spec a user types for it (`ollama:MODEL@BASE`, `openai:MODEL@BASE`, or the path); it
+/// parses back to the same reference.
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelRef::File(p) => write!(f, "{}", p.display()),
+            ModelRef::Server(Remote::Ollama { base, model }) => write!(f, "ollama:{model}@{base}"),
+            ModelRef::Server(Remote::OpenAi { base, model, .. }) => write!(f, "openai:{model}@{base}"),
+        }
+    }
+}
 
 /// One turn of a conversation (also a training example's turn).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,5 +219,25 @@ impl RunStatus {
 impl std::fmt::Display for RunStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_reference_prints_as_the_spec_it_parses_from() {
+        for spec in ["ollama:qwen2.5:0.5b@http://10.0.0.2:11434", "openai:m1@https://h:8000/v1"] {
+            let r = ModelRef::Server(Remote::parse(spec).unwrap().unwrap());
+            assert_eq!(r.to_string(), spec);
+        }
+        assert_eq!(Remote::parse("ollama:tiny@h:1").unwrap().unwrap(), Remote::Ollama { base: "http://h:1".into(), model: "tiny".into() });
+        assert!(Remote::parse("openai:gpt").unwrap().is_err());
+        assert!(Remote::parse("/models/a.gguf").is_none());
+        assert_eq!(ModelRef::File("/m/a-q8_0.gguf".into()).label(), "a-q8_0.gguf");
+        // The key is never part of the wire form.
+        let key = ModelRef::Server(Remote::OpenAi { base: "http://h/v1".into(), model: "m".into(), api_key: Some("sk-secret".into()) });
+        assert!(!serde_json::to_string(&key).unwrap().contains("sk-secret"));
     }
 }

@@ -6,11 +6,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{CatalogWaiter, Emit, Event};
+use super::{CatalogWaiter, Emit, Event, ServiceError};
 use crate::engine::data::chats::ChatRecord;
 use crate::engine::infer::llama::Options;
 use crate::engine::infer::worker::{ChatEvent, ChatWorker};
-use crate::engine::types::{Message, Sampling};
+use crate::engine::types::{Message, ModelRef, Sampling};
 use crate::engine::workspace::Workspace;
 
 pub(super) struct ChatSides {
@@ -59,22 +59,25 @@ impl ChatSides {
         let opts = Options { threads: self.side_threads(training), ..self.options.clone() };
         self.threads_now[side] = opts.threads;
         let worker = self.workers[side].clone();
-        let Some(ws) = ws.filter(|_| !super::models::is_direct(&name)) else {
-            worker.load(name.into(), opts);
-            return;
-        };
         let emit = emit.clone();
-        std::thread::spawn(move || {
-            let cat = catalog.and_then(|wait| wait(Duration::from_secs(10)).ok());
-            match super::models::resolve(&ws, cat.as_ref(), &name) {
-                Ok(found) => worker.load(found, opts),
-                Err(e) => {
-                    // As with a file that fails to load, the side is left without a model.
-                    worker.unload();
-                    emit(Event::Chat { side, event: ChatEvent::LoadFailed(e.to_string()) });
-                }
+        // As with a file that fails to load, a name that names nothing leaves the side without a model.
+        let load = move |found: Result<ModelRef, ServiceError>| match found {
+            Ok(model) => worker.load(model, opts),
+            Err(e) => {
+                worker.unload();
+                emit(Event::Chat { side, event: ChatEvent::LoadFailed(e.to_string()) });
             }
-        });
+        };
+        match (super::models::direct(&name), ws) {
+            (Some(found), _) => load(found),
+            (None, None) => load(Err(ServiceError::NotFound(format!("No model {name:?}: give a .gguf path or ollama:NAME.")))),
+            (None, Some(ws)) => {
+                std::thread::spawn(move || {
+                    let cat = catalog.and_then(|wait| wait(Duration::from_secs(10)).ok());
+                    load(super::models::resolve(&ws, cat.as_ref(), &name));
+                });
+            }
+        }
     }
 
     /// Gives a side the threads for now, if that changed since it was last told (a new context:

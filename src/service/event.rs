@@ -80,8 +80,8 @@ pub enum Event {
     /// A run's metrics, for its detail view or (`overlay`) the loss chart.
     RunMetrics { id: String, overlay: bool, metrics: Vec<MetricRow> },
     Models { request: u64, result: Result<Vec<ModelEntry>, ServiceError> },
-    /// A model was written (an export): the library has changed.
-    ModelsChanged,
+    /// An export wrote a model (the library has changed).
+    Exported(crate::engine::export::gguf::Exported),
     Chats { request: u64, result: Result<Vec<ChatSummary>, ServiceError> },
     ChatOpened(Result<ChatRecord, ServiceError>),
     /// Completions of `typed` (the request: a client drops them once its text has changed).

@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 pub use event::{Event, ServiceError, TrainPlan};
-pub use models::{export_path, run_export_name};
+pub use models::{export_path, run_export_name, ModelSource};
 pub use train::{plan, TrainWhat};
 
 use crate::engine::data::chats::ChatRecord;
@@ -227,30 +227,31 @@ impl Service {
         });
     }
 
-    /// Exports a recorded run (its base with the adapter merged) as GGUF f16, in a job.
-    pub fn export_run(&mut self, id: String, out: PathBuf) -> Option<JobId> {
-        let wait = self.catalog()?;
-        Some(self.export_job(format!("export run {id}"), out, move || {
-            let cat = wait(Duration::from_secs(60)).map_err(|e| e.to_string())?;
-            cat.run(&id).map_err(|e| e.to_string())?.weights()
-        }))
-    }
-
-    /// Exports a Hugging Face folder as GGUF f16, in a job.
-    pub fn export_model(&mut self, dir: PathBuf, out: PathBuf) -> JobId {
+    /// Exports a run (its base with its adapter merged, or its trained weights) or a Hugging Face
+    /// folder as GGUF, in a job; `Event::Exported` says what was written.
+    pub fn export(&mut self, source: ModelSource, out: PathBuf, quant: Quant) -> Option<JobId> {
         let title = format!("export {}", file_name(&out.display().to_string()));
-        self.export_job(title, out, move || Ok((dir, None)))
-    }
-
-    fn export_job(&mut self, title: String, out: PathBuf, weights: impl FnOnce() -> Result<(PathBuf, Option<PathBuf>), String> + Send + 'static) -> JobId {
+        // A run's weights are looked up in the catalog, in the job.
+        let wait = match &source {
+            ModelSource::Run(_) => Some(self.catalog()?),
+            ModelSource::Folder(_) => None,
+        };
         let emit = self.emit.clone();
-        self.jobs.spawn(JobKind::Export, title, move |ctx| {
-            let (model, adapter) = weights().map_err(JobError::Failed)?;
-            let e = gguf::export(&model, adapter.as_deref(), &out, Quant::F16, &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
+        Some(self.jobs.spawn(JobKind::Export, title, move |ctx| {
+            let (model, adapter) = match (source, wait) {
+                (ModelSource::Run(id), Some(wait)) => {
+                    let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
+                    let run = cat.run(&id).map_err(|_| JobError::Failed(format!("{id:?} is neither a model folder nor a run id; `lathe runs list` shows the runs.")))?;
+                    run.weights().map_err(JobError::Failed)?
+                }
+                (ModelSource::Run(_), None) => return Err(JobError::Failed("Exporting a run needs the workspace's catalog.".into())),
+                (ModelSource::Folder(dir), _) => (dir, None),
+            };
+            let e = gguf::export(&model, adapter.as_deref(), &out, quant, &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
             ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
-            emit(Event::ModelsChanged);
+            emit(Event::Exported(e));
             Ok(())
-        })
+        }))
     }
 
     // Chat: side 0 is the conversation's model, side 1 the one compared with it.

@@ -9,6 +9,7 @@ use super::ServiceError;
 use crate::engine::data::Catalog;
 use crate::engine::export::gguf::Quant;
 use crate::engine::infer::library::{self, ModelEntry, Roots};
+use crate::engine::types::{ModelRef, Remote};
 use crate::engine::workspace::Workspace;
 
 /// Every model the library finds. `cat` gives the added paths (None while the catalog opens:
@@ -20,19 +21,23 @@ pub fn list(ws: &Workspace, cat: Option<&Catalog>) -> Vec<ModelEntry> {
     list
 }
 
-/// A file or server spec as it is; any other name looked up in the library (a file in models/,
+/// A server spec or a file as it is; any other name looked up in the library (a file in models/,
 /// an added path, the Hugging Face cache, the Ollama store by name or name:latest).
-pub fn resolve(ws: &Workspace, cat: Option<&Catalog>, name: &str) -> Result<PathBuf, ServiceError> {
-    if is_direct(name) {
-        return Ok(PathBuf::from(name));
+pub fn resolve(ws: &Workspace, cat: Option<&Catalog>, name: &str) -> Result<ModelRef, ServiceError> {
+    if let Some(found) = direct(name) {
+        return found;
     }
     let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
-    library::resolve_name(&ws.models_dir(), added, name).map_err(ServiceError::NotFound)
+    library::resolve_name(&ws.models_dir(), added, name).map(ModelRef::File).map_err(ServiceError::NotFound)
 }
 
-/// A name that needs no lookup: an existing file, or `ollama:…` / `openai:…`.
-pub fn is_direct(name: &str) -> bool {
-    Path::new(name).is_file() || crate::engine::infer::remote::parse_spec(name).is_some()
+/// A name that needs no lookup (so no catalog): a server spec (`ollama:…`, `openai:…`; Err when
+/// malformed) or an existing file. None: look it up.
+pub fn direct(name: &str) -> Option<Result<ModelRef, ServiceError>> {
+    match Remote::parse(name) {
+        Some(server) => Some(server.map(ModelRef::Server).map_err(ServiceError::Invalid)),
+        None => Path::new(name).is_file().then(|| Ok(ModelRef::File(name.into()))),
+    }
 }
 
 /// The name a GGUF export gets in the workspace's models/ folder: `NAME-QUANT.gguf` (a
@@ -44,4 +49,33 @@ pub fn export_path(ws: &Workspace, name: &str, quant: Quant) -> PathBuf {
 /// The export name of a recorded run.
 pub fn run_export_name(id: &str) -> String {
     format!("run-{id}")
+}
+
+/// What an export reads: a recorded run or a Hugging Face model folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ModelSource {
+    Run(String),
+    Folder(PathBuf),
+}
+
+impl ModelSource {
+    /// A folder with a config.json, or else a run id; Err for a path that is not a model folder.
+    pub fn parse(source: &str) -> Result<ModelSource, ServiceError> {
+        let p = Path::new(source);
+        if p.join("config.json").exists() {
+            return Ok(ModelSource::Folder(p.to_path_buf()));
+        }
+        if p.exists() {
+            return Err(ServiceError::Invalid(format!("{} is not a Hugging Face model folder (no config.json); give a model folder or a run id.", p.display())));
+        }
+        Ok(ModelSource::Run(source.to_string()))
+    }
+
+    /// The export's name: the folder's, or `run-ID`.
+    pub fn name(&self) -> String {
+        match self {
+            ModelSource::Folder(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+            ModelSource::Run(id) => run_export_name(id),
+        }
+    }
 }

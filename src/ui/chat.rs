@@ -9,7 +9,8 @@ use ratatui::Frame;
 use super::theme::Theme;
 use super::widgets::{empty_state, pane_block, EmptyState};
 use crate::app::action::Action;
-use crate::app::chat::{ChatModel, ChatState};
+use crate::app::chat::{ChatModel, ChatState, Side};
+use crate::app::wrap::wrap;
 use crate::app::keymap::{Keymap, Mode};
 use crate::app::state::App;
 
@@ -22,28 +23,24 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let input_h = (app.chat.input.lines().len() as u16 + 2).clamp(3, (inner.height / 2).max(3));
     let [head, transcript, input] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(input_h)]).areas(inner);
-    f.render_widget(Paragraph::new(header(&app.chat, theme, &app.keymap)), head);
-    match &app.chat.model {
-        ChatModel::Ready { .. } if app.chat.compare.is_some() => {
+    let chat = &app.chat;
+    let first = chat.main();
+    f.render_widget(Paragraph::new(header(chat, first, theme, &app.keymap)), head);
+    match (&first.model, chat.compared()) {
+        (ChatModel::Ready { .. }, Some(second)) => {
             let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).spacing(1).areas(transcript);
-            let lines = transcript_lines(&app.chat, theme, left.width.max(1) as usize);
-            bottom(f, left, lines, app.chat.scroll);
-            if let (Some(side), Some(view)) = (&app.chat.compare, app.chat.compare_view()) {
-                let [head_b, body_b] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(right);
-                f.render_widget(Paragraph::new(header(&view, theme, &app.keymap)), head_b);
-                match &side.model {
-                    ChatModel::Ready { .. } => bottom(f, body_b, transcript_lines(&view, theme, body_b.width.max(1) as usize), app.chat.scroll),
-                    ChatModel::Loading(p) => f.render_widget(Paragraph::new(Line::styled(format!("loading {}", p.display()), theme.muted())), body_b),
-                    ChatModel::Failed(e) => f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())).wrap(ratatui::widgets::Wrap { trim: true }), body_b),
-                    ChatModel::None => {}
-                }
+            draw_transcript(f, left, chat, first, theme);
+            let [head_b, body_b] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(right);
+            f.render_widget(Paragraph::new(header(chat, second, theme, &app.keymap)), head_b);
+            match &second.model {
+                ChatModel::Ready { .. } => draw_transcript(f, body_b, chat, second, theme),
+                ChatModel::Loading(name) => f.render_widget(Paragraph::new(Line::styled(format!("loading {name}"), theme.muted())), body_b),
+                ChatModel::Failed(e) => f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())).wrap(ratatui::widgets::Wrap { trim: true }), body_b),
+                ChatModel::None => {}
             }
         }
-        ChatModel::Ready { .. } if !app.chat.turns.is_empty() => {
-            let lines = transcript_lines(&app.chat, theme, transcript.width.max(1) as usize);
-            bottom(f, transcript, lines, app.chat.scroll);
-        }
-        ChatModel::Ready { .. } => empty_state(
+        (ChatModel::Ready { .. }, None) if !first.turns.is_empty() => draw_transcript(f, transcript, chat, first, theme),
+        (ChatModel::Ready { .. }, None) => empty_state(
             f,
             transcript,
             theme,
@@ -59,17 +56,17 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                 ),
             },
         ),
-        ChatModel::Loading(p) => {
-            let what = format!("Loading {} with llama.cpp.", p.display());
+        (ChatModel::Loading(name), _) => {
+            let what = format!("Loading {name}.");
             empty_state(f, transcript, theme, &EmptyState { headline: "Loading", what: &what, how: "" })
         }
-        ChatModel::Failed(e) => empty_state(
+        (ChatModel::Failed(e), _) => empty_state(
             f,
             transcript,
             theme,
             &EmptyState { headline: "The model did not load", what: e, how: &format!("{} opens another GGUF file.", key(Action::LoadModel)) },
         ),
-        ChatModel::None => empty_state(
+        (ChatModel::None, _) => empty_state(
             f,
             transcript,
             theme,
@@ -103,28 +100,27 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     f.render_widget(&ta, input);
 }
 
-/// The last lines that fit, `scroll` lines up from the bottom.
-fn bottom(f: &mut Frame, area: Rect, lines: Vec<Line<'static>>, scroll: u16) {
-    let h = area.height as usize;
-    let top = lines.len().saturating_sub(h).saturating_sub(scroll as usize);
+/// A side's transcript in `area`: the last lines that fit, `chat.scroll` lines up from the bottom.
+fn draw_transcript(f: &mut Frame, area: Rect, chat: &ChatState, side: &Side, theme: &Theme) {
+    let want = area.height as usize + chat.scroll as usize;
+    let lines = transcript_lines(chat, side, theme, area.width.max(1) as usize, want);
+    let top = lines.len().saturating_sub(area.height as usize).saturating_sub(chat.scroll as usize);
     f.render_widget(Paragraph::new(lines[top..].to_vec()), area);
 }
 
-fn header<'a>(c: &ChatState, theme: &Theme, keymap: &Keymap) -> Line<'a> {
-    match &c.model {
-        ChatModel::Ready { path, architecture, context_size, has_template } => {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let context = if *context_size == 0 { String::new() } else { format!("  context {}/{}", c.context_used, context_size) };
-            let name = if *context_size == 0 { path.display().to_string() } else { name };
-            let mut spans = vec![Span::styled(name, theme.accent()), Span::styled(format!("  {architecture}{context}"), theme.muted())];
+fn header<'a>(c: &ChatState, side: &Side, theme: &Theme, keymap: &Keymap) -> Line<'a> {
+    match &side.model {
+        ChatModel::Ready { model, architecture, context_size, has_template } => {
+            let context = if *context_size == 0 { String::new() } else { format!("  context {}/{}", side.context_used, context_size) };
+            let mut spans = vec![Span::styled(model.label(), theme.accent()), Span::styled(format!("  {architecture}{context}"), theme.muted())];
             if !has_template {
                 spans.push(Span::styled("  plain prompt format (no template)", theme.muted()));
             }
-            if c.streaming.is_some() {
+            if side.streaming.is_some() {
                 spans.push(Span::styled(format!("  ● answering ({} stops)", keymap.hint(Mode::Chat, &Action::StopGeneration)), theme.warn()));
             }
             if let Some(i) = c.editing {
-                let n = c.turns[..i].iter().filter(|t| t.role == "user").count() + 1;
+                let n = side.turns[..i.min(side.turns.len())].iter().filter(|t| t.role == "user").count() + 1;
                 spans.push(Span::styled(format!("  editing your message {n}: {} resends it and replaces what followed", keymap.hint(Mode::Chat, &Action::Send)), theme.warn()));
             }
             Line::from(spans)
@@ -161,68 +157,27 @@ pub fn saved_list(f: &mut Frame, area: Rect, app: &App) {
     f.render_stateful_widget(table, inner, &mut state);
 }
 
-/// Word-wraps `text` to `width` terminal columns (display width: wide characters count two,
-/// combining marks none), keeping explicit line breaks.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
-    let width = width.max(2);
-    let mut out = Vec::new();
-    for para in text.split('\n') {
-        let mut line = String::new();
-        let mut len = 0;
-        for word in para.split(' ') {
-            let w = word.width();
-            if len > 0 && len + 1 + w > width {
-                out.push(std::mem::take(&mut line));
-                len = 0;
-            }
-            if len > 0 {
-                line.push(' ');
-                len += 1;
-            }
-            // A word longer than the line is cut.
-            for c in word.chars() {
-                // Control characters from a model's output are shown as nothing.
-                let cw = if c.is_control() { continue } else { c.width().unwrap_or(0) };
-                if len + cw > width {
-                    out.push(std::mem::take(&mut line));
-                    len = 0;
-                }
-                line.push(c);
-                len += cw;
-            }
+/// At least the last `want` lines of a side's transcript at `width` (all of it when it is
+/// shorter). Turns are wrapped through the side's cache, so a frame wraps again only the answer
+/// that grew; lines are built only for the turns that show.
+pub fn transcript_lines(c: &ChatState, side: &Side, theme: &Theme, width: usize, want: usize) -> Vec<Line<'static>> {
+    let streaming_last = side.streaming.is_some();
+    let last = side.turns.len().saturating_sub(1);
+    let mut cache = side.wrapped.borrow_mut();
+    cache.update(side.turns.iter().enumerate().map(|(i, t)| (t.text.as_str(), i == last && streaming_last)), width);
+    // Newest turn first, until enough lines are built.
+    let mut blocks: Vec<Vec<Line<'static>>> = Vec::new();
+    let mut count = 0;
+    for (i, t) in side.turns.iter().enumerate().rev() {
+        if count >= want {
+            break;
         }
-        out.push(line);
-    }
-    out
-}
-
-pub fn transcript_lines(c: &ChatState, theme: &Theme, width: usize) -> Vec<Line<'static>> {
-    let mut lines = Vec::new();
-    if let Some(s) = c.system.as_ref().filter(|s| !s.is_empty()) {
-        lines.push(Line::from(Span::styled("system", theme.muted())));
-        lines.extend(wrap(s, width).into_iter().map(|l| Line::from(Span::styled(l, theme.muted()))));
-        lines.push(Line::default());
-    }
-    if c.dropped > 0 {
-        lines.push(Line::from(Span::styled(
-            format!("── the {} oldest messages below no longer fit the context; the model did not see them ──", c.dropped),
-            theme.warn(),
-        )));
-    }
-    let last = c.turns.len().saturating_sub(1);
-    for (i, t) in c.turns.iter().enumerate() {
         let (who, style) = if t.role == "user" { ("you", theme.accent()) } else { ("model", theme.ok()) };
-        lines.push(Line::from(Span::styled(who, style)));
-        let streaming = i == last && c.streaming.is_some();
-        let mut body = t.text.clone();
-        if streaming {
-            body.push('▌');
-        }
-        lines.extend(wrap(&body, width).into_iter().map(|l| Line::from(Span::styled(l, theme.text()))));
+        let mut block = vec![Line::from(Span::styled(who, style))];
+        block.extend(cache.lines(i).iter().map(|l| Line::from(Span::styled(l.clone(), theme.text()))));
         if let Some(s) = &t.stats {
             let cached = if s.reused_tokens > 0 { format!(", {} cached", s.reused_tokens) } else { String::new() };
-            lines.push(Line::from(Span::styled(
+            block.push(Line::from(Span::styled(
                 format!(
                     "{} tokens · {:.1} tok/s · first token {:.2} s · prompt {} tokens{cached}",
                     s.generated_tokens,
@@ -234,24 +189,26 @@ pub fn transcript_lines(c: &ChatState, theme: &Theme, width: usize) -> Vec<Line<
             )));
         }
         if let Some(e) = &t.error {
-            lines.extend(wrap(e, width).into_iter().map(|l| Line::from(Span::styled(l, theme.error()))));
+            block.extend(wrap(e, width).into_iter().map(|l| Line::from(Span::styled(l, theme.error()))));
         }
-        lines.push(Line::default());
+        block.push(Line::default());
+        count += block.len();
+        blocks.push(block);
     }
+    let mut lines = Vec::with_capacity(count + 4);
+    if blocks.len() == side.turns.len() {
+        if let Some(s) = c.system.as_ref().filter(|s| !s.is_empty()) {
+            lines.push(Line::from(Span::styled("system", theme.muted())));
+            lines.extend(wrap(s, width).into_iter().map(|l| Line::from(Span::styled(l, theme.muted()))));
+            lines.push(Line::default());
+        }
+        if side.dropped > 0 {
+            lines.push(Line::from(Span::styled(
+                format!("── the {} oldest messages below no longer fit the context; the model did not see them ──", side.dropped),
+                theme.warn(),
+            )));
+        }
+    }
+    lines.extend(blocks.into_iter().rev().flatten());
     lines
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wrap;
-
-    #[test]
-    fn wrapping_keeps_words_and_breaks() {
-        assert_eq!(wrap("the quick brown fox", 10), ["the quick", "brown fox"]);
-        assert_eq!(wrap("a\n\nb", 10), ["a", "", "b"]);
-        assert_eq!(wrap("abcdefghijkl", 5), ["abcde", "fghij", "kl"]);
-        // Wide characters take two columns; control characters none.
-        assert_eq!(wrap("日本語の文", 4), ["日本", "語の", "文"]);
-        assert_eq!(wrap("a\u{7}b", 5), ["ab"]);
-    }
 }

@@ -57,7 +57,7 @@ impl Quant {
 }
 
 /// What an export wrote.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Exported {
     pub path: PathBuf,
     pub modelfile: PathBuf,

@@ -13,34 +13,7 @@ use serde_json::{json, Value};
 
 use crate::engine::types::{Message, Sampling, Stats, StopReason};
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Remote {
-    /// An Ollama server, e.g. http://localhost:11434, and a model it has.
-    Ollama { base: String, model: String },
-    /// An OpenAI-compatible server's base URL (…/v1), a model, and an optional API key.
-    OpenAi { base: String, model: String, api_key: Option<String> },
-}
-
-/// Reads a model spec: `ollama:MODEL[@HOST:PORT]` or `openai:MODEL@http(s)://HOST[:PORT]/v1` (the
-/// API key, if any, from $LATHE_API_KEY or $OPENAI_API_KEY). Anything else is not a remote spec.
-pub fn parse_spec(spec: &str) -> Option<Result<Remote, String>> {
-    if let Some(rest) = spec.strip_prefix("ollama:") {
-        let (model, host) = match rest.rsplit_once('@') {
-            Some((m, h)) => (m, h.to_string()),
-            None => (rest, std::env::var("OLLAMA_HOST").unwrap_or_else(|_| "localhost:11434".into())),
-        };
-        let base = if host.starts_with("http") { host.trim_end_matches('/').to_string() } else { format!("http://{host}") };
-        return Some(if model.is_empty() { Err("Name the Ollama model: ollama:NAME (e.g. ollama:qwen2.5:0.5b).".into()) } else { Ok(Remote::Ollama { base, model: model.into() }) });
-    }
-    let rest = spec.strip_prefix("openai:")?;
-    Some(match rest.split_once('@') {
-        Some((m, base)) if !m.is_empty() && !base.is_empty() => {
-            let api_key = std::env::var("LATHE_API_KEY").or_else(|_| std::env::var("OPENAI_API_KEY")).ok();
-            Ok(Remote::OpenAi { base: base.trim_end_matches('/').into(), model: m.into(), api_key })
-        }
-        _ => Err("Give the model and the server: openai:MODEL@http://HOST:PORT/v1 (or https://…).".into()),
-    })
-}
+pub use crate::engine::types::Remote;
 
 #[derive(Debug)]
 struct Url {
@@ -432,13 +405,13 @@ mod tests {
 
     #[test]
     fn specs_name_the_backend() {
-        assert_eq!(parse_spec("m.gguf"), None);
+        assert_eq!(Remote::parse("m.gguf"), None);
         assert_eq!(
-            parse_spec("ollama:qwen2.5:0.5b@10.0.0.2:11434"),
+            Remote::parse("ollama:qwen2.5:0.5b@10.0.0.2:11434"),
             Some(Ok(Remote::Ollama { base: "http://10.0.0.2:11434".into(), model: "qwen2.5:0.5b".into() }))
         );
-        assert!(matches!(parse_spec("openai:gpt@http://h:8000/v1/"), Some(Ok(Remote::OpenAi { ref base, .. })) if base == "http://h:8000/v1"));
-        assert!(parse_spec("openai:gpt").unwrap().is_err());
+        assert!(matches!(Remote::parse("openai:gpt@http://h:8000/v1/"), Some(Ok(Remote::OpenAi { ref base, .. })) if base == "http://h:8000/v1"));
+        assert!(Remote::parse("openai:gpt").unwrap().is_err());
         let u = parse_url("https://api.example.com/v1").unwrap();
         assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "api.example.com", 443, "/v1"));
         let u = parse_url("http://[::1]:8080/v1").unwrap();

@@ -4,7 +4,6 @@
 //! decoded. When a conversation no longer fits the context, its oldest turns after the system
 //! prompt are left out, and the answer's event says how many.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -12,11 +11,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::llama::{Gguf, Options};
-use crate::engine::types::{Message, Sampling, Stats};
+use crate::engine::types::{Message, ModelRef, Remote, Sampling, Stats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChatEvent {
-    Loaded { path: PathBuf, architecture: String, context_size: usize, has_template: bool },
+    Loaded { model: ModelRef, architecture: String, context_size: usize, has_template: bool },
     LoadFailed(String),
     /// An answer started: how many of the oldest turns were left out to fit the context.
     Started { id: u64, dropped: usize },
@@ -26,7 +25,7 @@ pub enum ChatEvent {
 }
 
 enum Request {
-    Load { path: PathBuf, opts: Options },
+    Load { model: ModelRef, opts: Options },
     Generate { id: u64, messages: Vec<Message>, sampling: Sampling },
     /// Compute with this many threads from the next answer on (a new context; the next turn
     /// decodes the conversation again).
@@ -51,8 +50,8 @@ impl ChatWorker {
         ChatWorker { tx, stop }
     }
 
-    pub fn load(&self, path: PathBuf, opts: Options) {
-        let _ = self.tx.send(Request::Load { path, opts });
+    pub fn load(&self, model: ModelRef, opts: Options) {
+        let _ = self.tx.send(Request::Load { model, opts });
     }
 
     pub fn generate(&self, id: u64, messages: Vec<Message>, sampling: Sampling) {
@@ -82,16 +81,13 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
     while let Some(req) = next.take() {
         match req {
             Request::Generate { id, .. } => {
-                emit(ChatEvent::Failed { id, error: "No model is loaded; press Ctrl-O in the Chat pane to open a GGUF file.".into() });
+                emit(ChatEvent::Failed { id, error: "No model is loaded; load one first.".into() });
                 next = rx.recv().ok();
             }
             // Nothing is loaded: the next load says its own threads.
             Request::Threads(_) | Request::Unload => next = rx.recv().ok(),
-            Request::Load { path, mut opts } => {
-                if let Some(spec) = super::remote::parse_spec(&path.to_string_lossy()) {
-                    next = serve_remote(spec, path, &rx, stop, emit);
-                    continue;
-                }
+            Request::Load { model: ModelRef::Server(remote), .. } => next = serve_remote(remote, &rx, stop, emit),
+            Request::Load { model: ModelRef::File(path), mut opts } => {
                 let g = match Gguf::load(&path) {
                     Ok(g) => g,
                     Err(e) => {
@@ -109,7 +105,7 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
                     }
                 };
                 emit(ChatEvent::Loaded {
-                    path: path.clone(),
+                    model: ModelRef::File(path.clone()),
                     architecture: g.architecture.clone(),
                     context_size: session.context_size(),
                     has_template: g.template.is_some(),
@@ -177,19 +173,16 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
 }
 
 /// Serves a remote model until another is asked for; returns that request.
-fn serve_remote(spec: Result<super::remote::Remote, String>, path: PathBuf, rx: &Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) -> Option<Request> {
-    let remote = match spec.and_then(|r| r.check().map(|_| r)) {
-        Ok(r) => r,
-        Err(e) => {
-            emit(ChatEvent::LoadFailed(e));
-            return rx.recv().ok();
-        }
-    };
+fn serve_remote(remote: Remote, rx: &Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) -> Option<Request> {
+    if let Err(e) = remote.check() {
+        emit(ChatEvent::LoadFailed(e));
+        return rx.recv().ok();
+    }
     let kind = match remote {
-        super::remote::Remote::Ollama { .. } => "ollama server",
-        super::remote::Remote::OpenAi { .. } => "openai-compatible server",
+        Remote::Ollama { .. } => "ollama server",
+        Remote::OpenAi { .. } => "openai-compatible server",
     };
-    emit(ChatEvent::Loaded { path, architecture: kind.into(), context_size: 0, has_template: true });
+    emit(ChatEvent::Loaded { model: ModelRef::Server(remote.clone()), architecture: kind.into(), context_size: 0, has_template: true });
     loop {
         match rx.recv() {
             Ok(Request::Generate { id, messages, sampling }) => {
