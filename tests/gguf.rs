@@ -212,6 +212,9 @@ fn demo_trains_exports_and_chats() {
     let gguf = dir.join("demo.gguf");
     let (ok, out, err) = run(lathe(&home).args(["export", &id, "--out", gguf.to_str().unwrap(), "--quant", "f32"]));
     assert!(ok && out.contains("wrote"), "{err}");
+    // The export ran as a job of the service, recorded beside the training run's.
+    let (ok, jobs, err) = run(lathe(&home).args(["sql", "--format", "csv", "SELECT kind, status FROM lathe.jobs ORDER BY job_id"]));
+    assert!(ok && jobs.contains("train,done") && jobs.contains("export,done"), "{jobs} {err}");
     let (ok, out, err) = run(lathe(&home).args(["eval", "--gguf", gguf.to_str().unwrap(), "--view", "instruct", "--limit", "40"]));
     assert!(ok, "{err}");
     let ours = out.split(": ").nth(1).unwrap().split(' ').next().unwrap().to_string();
