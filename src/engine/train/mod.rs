@@ -9,6 +9,7 @@ pub mod prepare;
 pub mod spec;
 pub mod step;
 pub mod model;
+pub mod nf4;
 pub mod ops;
 pub mod rng;
 pub mod weights;
