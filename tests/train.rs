@@ -38,6 +38,43 @@ fn logits_match_transformers_for_every_family() {
     }
 }
 
+/// QLoRA's view of each fixture: every projection in the decoder layers NF4 (embeddings, norms
+/// and the head f32) gives the logits and loss that transformers computes with those weights
+/// replaced by bitsandbytes' `dequantize_4bit(quantize_4bit(W))`, which is what a bitsandbytes
+/// `Linear4bit` computes when it trains (tests/fixtures/nf4/make_qlora_ref.py).
+#[test]
+fn an_nf4_base_matches_bitsandbytes_for_every_family() {
+    use lathe::engine::train::base::BasePrecision;
+    use lathe::engine::train::model::Held;
+    for name in ["tiny-llama", "tiny-phi", "tiny-qwen2"] {
+        let dir = fixture(name);
+        let cfg = ModelConfig::load(&dir).unwrap();
+        let mut src = SafetensorsSource::open(&dir, &Device::Cpu).unwrap();
+        let mut held = Held { src: &mut src, precision: BasePrecision::Nf4 };
+        let model = Model::build(&cfg, &mut held, &Trainable::None, &mut Rng::new(1), &Device::Cpu).unwrap();
+        let refs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/nf4/{}_nf4_reference.safetensors", name.replace('-', "_")));
+        let r = load_all(&refs, &Device::Cpu).unwrap();
+        let ids = r["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
+        let logits = model.forward(&ids, &mut Ctx::eval()).unwrap();
+        let d = max_abs_diff(&logits, &r["logits"]);
+        // The mean next-token loss, as transformers shifts it.
+        let (b, t, v) = logits.dims3().unwrap();
+        let pred = logits.narrow(1, 0, t - 1).unwrap().reshape((b * (t - 1), v)).unwrap();
+        let next = ids.narrow(1, 1, t - 1).unwrap().reshape(b * (t - 1)).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&pred, &next).unwrap().to_scalar::<f32>().unwrap();
+        let want = r["loss"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+        eprintln!("{name}: nf4 logits vs bitsandbytes, max abs diff {d:.2e}; loss {loss} vs {want}");
+        assert!(d < 1e-4, "{name}: max abs diff {d}");
+        assert!(((loss - want) / want).abs() < 1e-4, "{name}: loss {loss} vs {want}");
+    }
+    // Full fine-tuning needs an f32 base: refused in a sentence.
+    let dir = fixture("tiny-llama");
+    let mut src = SafetensorsSource::open(&dir, &Device::Cpu).unwrap();
+    let mut held = Held { src: &mut src, precision: BasePrecision::Nf4 };
+    let e = Model::build(&ModelConfig::load(&dir).unwrap(), &mut held, &Trainable::Full, &mut Rng::new(1), &Device::Cpu).err().unwrap();
+    assert!(e.contains("LoRA adapter on the nf4 base"), "{e}");
+}
+
 use std::sync::atomic::Ordering;
 
 use lathe::engine::data::views::{Example, ViewFormat};

@@ -1,16 +1,59 @@
-//! The frozen base weight of a projection and the product through it: dense today, the type that
-//! QLoRA's quantized stores extend. Its backward passes the gradient to the input only (the
-//! weight learns nothing), so adapters below a frozen layer still learn.
+//! The frozen base weight of a projection and the product through it: dense f32, or NF4 (QLoRA's
+//! 4-bit store), dequantized for one product at a time. Its backward passes the gradient to the
+//! input only (the weight learns nothing), so adapters below a frozen layer still learn.
+
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::nf4::Nf4;
 
 type Result<T> = candle_core::Result<T>;
 
-/// The frozen storage of a projection's weight, (out, in). QLoRA adds a quantized variant whose
-/// forward dequantizes; nothing else in the model changes.
+/// How a model's projection weights are held while it trains or evaluates. Embeddings, norms,
+/// biases and the output head stay f32 whatever this says (as peft and bitsandbytes keep them):
+/// they are a small share of the weights, and the head's rounding would show in every logit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BasePrecision {
+    #[default]
+    F32,
+    /// 4-bit NormalFloat in blocks of 64 (QLoRA).
+    Nf4,
+}
+
+impl BasePrecision {
+    pub const ALL: [BasePrecision; 2] = [BasePrecision::F32, BasePrecision::Nf4];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BasePrecision::F32 => "f32",
+            BasePrecision::Nf4 => "nf4",
+        }
+    }
+
+    pub fn parse(name: &str) -> std::result::Result<BasePrecision, String> {
+        BasePrecision::ALL
+            .into_iter()
+            .find(|p| p.name() == name.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("{name:?} is not a base precision; use f32 or nf4."))
+    }
+
+    /// Bytes per weight of a projection held this way (NF4: half a byte, plus an f32 absmax per 64).
+    pub fn bytes_per_weight(self) -> f64 {
+        match self {
+            BasePrecision::F32 => 4.0,
+            BasePrecision::Nf4 => 0.5 + 4.0 / 64.0,
+        }
+    }
+}
+
+/// The frozen storage of a projection's weight, (out, in).
 #[derive(Debug, Clone)]
 pub enum BaseWeight {
     Dense(Tensor),
+    Nf4(Arc<Nf4>),
 }
 
 impl BaseWeight {
@@ -22,29 +65,47 @@ impl BaseWeight {
             // A frozen one through `FrozenMatmul`: candle's matmul backward would also compute
             // the weight's gradient (as much work as the forward, and an out x in tensor per
             // layer held until backward ends) only to throw it away.
-            BaseWeight::Dense(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
+            BaseWeight::Dense(_) | BaseWeight::Nf4(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
         }
     }
-    /// x·Wᵀ on untracked tensors (inside lathe's ops).
+    /// x·Wᵀ on untracked tensors (inside lathe's ops). An NF4 weight is dequantized for this
+    /// product only.
     pub fn apply(&self, x2: &Tensor) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) => x2.matmul(&w.t()?),
-        }
+        x2.matmul(&self.dense()?.t()?)
     }
     /// g·W: the gradient a frozen projection passes back to its input.
     pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) => g.matmul(w),
-        }
+        g.matmul(&self.dense()?)
     }
     pub(super) fn frozen(&self) -> bool {
         match self {
             BaseWeight::Dense(w) => !w.is_variable(),
+            BaseWeight::Nf4(_) => true,
         }
     }
+    /// The weight as an f32 tensor (an NF4 one dequantized, a new tensor each call).
     pub fn dense(&self) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
+            BaseWeight::Nf4(q) => Tensor::from_vec(q.dequantize(), (q.rows, q.cols), &Device::Cpu),
+        }
+    }
+    /// A weight read as f32, held as `precision` says.
+    pub fn hold(w: Tensor, precision: BasePrecision) -> Result<BaseWeight> {
+        match precision {
+            BasePrecision::F32 => Ok(BaseWeight::Dense(w)),
+            BasePrecision::Nf4 => {
+                let (rows, cols) = w.dims2()?;
+                let values = w.flatten_all()?.to_vec1::<f32>()?;
+                Ok(BaseWeight::Nf4(Arc::new(Nf4::quantize(&values, rows, cols, false))))
+            }
+        }
+    }
+    /// Bytes the weight holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            BaseWeight::Dense(w) => w.elem_count() * 4,
+            BaseWeight::Nf4(q) => q.bytes(),
         }
     }
 }

@@ -2,16 +2,16 @@
 //! differentiable candle ops only (candle-transformers' models are inference-only: their fused
 //! softmax / rope / norm kernels have no backward). Logits come back for every position.
 //!
-//! Every projection is a [`Linear`]: a frozen [`BaseWeight`] (dense today; a quantized store for
-//! QLoRA replaces only that enum), an optional bias and an optional LoRA adapter. In full
-//! fine-tuning the base weights themselves are the trainable variables.
+//! Every projection is a [`Linear`]: a frozen [`BaseWeight`] (f32, or NF4 for QLoRA), an optional
+//! bias and an optional LoRA adapter. In full fine-tuning the base weights themselves are the
+//! trainable variables.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 
 use super::config::{Family, ModelConfig};
-use super::base::BaseWeight;
+use super::base::{BasePrecision, BaseWeight};
 use super::ops::{Attention, Dropout, LoraMatmul, RmsNormOp, SwiGlu};
 use super::rng::Rng;
 
@@ -213,6 +213,29 @@ pub trait WeightSource {
     /// The tensor `name` as f32, checked against `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, String>;
     fn has(&self, name: &str) -> bool;
+    /// How frozen projection weights are held: each is quantized as it is read, so the whole
+    /// model never sits in f32.
+    fn precision(&self) -> BasePrecision {
+        BasePrecision::F32
+    }
+}
+
+/// A source whose frozen projections are held at `precision`.
+pub struct Held<'a> {
+    pub src: &'a mut dyn WeightSource,
+    pub precision: BasePrecision,
+}
+
+impl WeightSource for Held<'_> {
+    fn get(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, String> {
+        self.src.get(name, shape)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.src.has(name)
+    }
+    fn precision(&self) -> BasePrecision {
+        self.precision
+    }
 }
 
 /// Random init in the style of transformers' `_init_weights`: normal(0, std) for matrices and
@@ -307,6 +330,13 @@ impl Model {
         let h = cfg.hidden_size;
         let hd = cfg.head_dim;
         let full = matches!(trainable, Trainable::Full);
+        if full && src.precision() != BasePrecision::F32 {
+            return Err(format!(
+                "Full fine-tuning trains every weight, so it needs the base in f32, not {}; train a LoRA adapter on the {} base (QLoRA) instead.",
+                src.precision().name(),
+                src.precision().name()
+            ));
+        }
         let mut vars: Vec<(String, Var)> = Vec::new();
         let mut take = |src: &mut dyn WeightSource, name: &str, shape: &[usize], vars: &mut Vec<(String, Var)>| -> std::result::Result<Tensor, String> {
             let t = src.get(name, shape)?;
@@ -338,6 +368,8 @@ impl Model {
                           take: &mut Take|
          -> std::result::Result<Linear, String> {
             let w = take(src, &format!("{path}.weight"), &[out, inp], vars)?;
+            // The output head stays f32 (see `BasePrecision`).
+            let w = if full || module == "lm_head" { BaseWeight::Dense(w) } else { BaseWeight::hold(w, src.precision()).map_err(|e| e.to_string())? };
             let b = if bias { Some(take(src, &format!("{path}.bias"), &[out], vars)?) } else { None };
             let lora = match trainable {
                 Trainable::Lora(spec) if spec.targets.iter().any(|t| t == module) => {
@@ -353,7 +385,7 @@ impl Model {
                 }
                 _ => None,
             };
-            Ok(Linear { base: BaseWeight::Dense(w), bias: b, lora })
+            Ok(Linear { base: w, bias: b, lora })
         };
         let phi = cfg.family == Family::Phi;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
