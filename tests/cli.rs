@@ -149,3 +149,34 @@ fn training_views_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a column named text"));
 }
+
+/// QLoRA from the shell: a LoRA run on a 4-bit base is recorded as qlora, its base precision is
+/// kept on resume, and the model is evaluated as training sees it.
+#[test]
+fn qlora_from_the_command_line() {
+    let h = home("qlora");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
+    let m = model.to_str().unwrap();
+    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf4", "--max-steps", "2", "--eval-every", "0"], &h);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split([' ', ':']).next()).unwrap().to_string();
+    let out = lathe(&["sql", "--format", "csv", "select method, status from lathe.runs"], &h);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("qlora,completed"), "{}", text(&out));
+    // The base precision cannot change on resume, and full fine-tuning needs an f32 base.
+    let out = lathe(&["train", "--resume", &id, "--quant-base", "f32"], &h);
+    assert!(!out.status.success() && text(&out).contains("was started with a nf4 base"), "{}", text(&out));
+    let out = lathe(&["train", "--model", m, "--view", "instruct", "--method", "full", "--quant-base", "nf4"], &h);
+    assert!(!out.status.success() && text(&out).contains("Full fine-tuning trains every weight in f32"), "{}", text(&out));
+    let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf3"], &h);
+    assert!(!out.status.success() && text(&out).contains("use f32 or nf4"), "{}", text(&out));
+    // The 4-bit model evaluates close to, but not exactly as, the f32 one.
+    let loss = |p: &str| {
+        let out = lathe(&["eval", "--model", m, "--view", "instruct", "--limit", "10", "--quant-base", p], &h);
+        assert!(out.status.success(), "{}", text(&out));
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        s.split("mean token loss ").nth(1).unwrap().split(',').next().unwrap().parse::<f64>().unwrap()
+    };
+    let (f32_loss, nf4_loss) = (loss("f32"), loss("nf4"));
+    assert!(f32_loss != nf4_loss && (f32_loss - nf4_loss).abs() < 0.05, "f32 {f32_loss} vs nf4 {nf4_loss}");
+}

@@ -7,6 +7,7 @@ use candle_core::{Device, IndexOp, Tensor};
 use lathe::engine::export::gguf::{export, Quant};
 use lathe::engine::infer::llama::{Gguf, Options};
 use lathe::engine::train::model::Ctx;
+use lathe::engine::train::base::BasePrecision;
 use lathe::engine::train::trainer::load_for_eval;
 
 fn fixture(name: &str) -> PathBuf {
@@ -23,7 +24,7 @@ fn tmp(name: &str) -> PathBuf {
 /// Max |candle - llama.cpp| over every position's logits, relative to the logits' scale, and
 /// whether greedy continuations agree.
 fn compare(model_dir: &Path, gguf: &Path, ids: &[u32]) -> (f32, f32, Vec<u32>, Vec<u32>) {
-    let (model, _) = load_for_eval(model_dir, None).unwrap();
+    let (model, _) = load_for_eval(model_dir, None, BasePrecision::F32).unwrap();
     let t = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let ours = model.forward(&t, &mut Ctx::eval()).unwrap().i(0).unwrap().to_vec2::<f32>().unwrap();
     let g = Gguf::load(gguf).unwrap();

@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use lathe::engine::train::config::ModelConfig;
 use lathe::engine::train::model::{Ctx, Model, Trainable};
 use lathe::engine::train::rng::Rng;
+use lathe::engine::train::base::BasePrecision;
 use lathe::engine::train::weights::{load_all, SafetensorsSource};
 
 fn fixture(name: &str) -> PathBuf {
@@ -179,6 +180,65 @@ fn lora_gradients_match_finite_differences_and_checkpointing() {
     assert_eq!(checked, 24);
 }
 
+/// The weights of a fixture with every decoder projection rounded through NF4 and back, in f32.
+struct RoundTripped(SafetensorsSource);
+
+impl lathe::engine::train::model::WeightSource for RoundTripped {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
+        let t = self.0.get(name, shape)?;
+        if !(name.contains(".layers.") && name.ends_with(".weight") && shape.len() == 2) {
+            return Ok(t);
+        }
+        let q = lathe::engine::train::nf4::Nf4::quantize(&t.flatten_all().unwrap().to_vec1().unwrap(), shape[0], shape[1], false);
+        Ok(Tensor::from_vec(q.dequantize(), (shape[0], shape[1]), &Device::Cpu).unwrap())
+    }
+    fn has(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+}
+
+/// QLoRA's backward: the gradient reaches adapters below NF4 layers, and equals the gradient of
+/// the same adapters over the f32 model whose weights are the dequantized NF4 ones, with and
+/// without gradient checkpointing.
+#[test]
+fn adapters_learn_through_an_nf4_base() {
+    use lathe::engine::train::base::BasePrecision;
+    use lathe::engine::train::model::Held;
+    let spec = LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()] };
+    let dir = fixture("tiny-llama");
+    let cfg = ModelConfig::load(&dir).unwrap();
+    let build = |src: &mut dyn lathe::engine::train::model::WeightSource| Model::build(&cfg, src, &Trainable::Lora(spec.clone()), &mut Rng::new(1), &Device::Cpu).unwrap();
+    let mut st = SafetensorsSource::open(&dir, &Device::Cpu).unwrap();
+    let qlora = build(&mut Held { src: &mut st, precision: BasePrecision::Nf4 });
+    let dense = build(&mut RoundTripped(SafetensorsSource::open(&dir, &Device::Cpu).unwrap()));
+    // Give B values (it starts at zero) so that every adapter's gradient depends on the layers above.
+    let mut rng = Rng::new(5);
+    for ((n, a), (_, b)) in qlora.trainable.iter().zip(&dense.trainable) {
+        if n.contains("lora_B") {
+            let t = Tensor::from_vec(rng.normals(a.elem_count(), 0.2), a.shape(), &Device::Cpu).unwrap();
+            a.set(&t).unwrap();
+            b.set(&t).unwrap();
+        }
+    }
+    let codec = TextCodec::load(&dir).unwrap();
+    let units: Vec<_> = [alpaca("Reverse the letters of the word.", "abcde", "edcba"), alpaca("Add the two numbers.", "12 + 30", "42")]
+        .iter()
+        .map(|e| codec.encode(e).unwrap())
+        .collect();
+    let (want, want_g) = step::loss_and_grads(&dense, &units, 1, false, None).unwrap();
+    for checkpointing in [false, true] {
+        let (loss, grads) = step::loss_and_grads(&qlora, &units, 1, checkpointing, None).unwrap();
+        assert!((loss - want).abs() < 1e-6, "loss {loss} vs {want}");
+        for ((name, _), (g, h)) in qlora.trainable.iter().zip(grads.iter().zip(&want_g)) {
+            let (g, h) = (g.as_ref().unwrap(), h.as_ref().unwrap());
+            let scale = h.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(scale > 1e-4, "{name}: no gradient reached it");
+            let d = max_abs_diff(g, h);
+            assert!(d <= 1e-5 * scale.max(1.0), "{name}: gradient differs by {d} (checkpointing {checkpointing})");
+        }
+    }
+}
+
 #[test]
 fn only_completion_tokens_carry_loss() {
     let codec = TextCodec::load(&fixture("tiny-llama")).unwrap();
@@ -269,7 +329,7 @@ fn lora_runs_end_to_end_for_every_family() {
         assert_eq!(tensors.len(), per_layer * mcfg.num_layers);
         // It loads back into lathe with the same eval loss, and merges into the base.
         let row = cat.run(&resumed.run_id).unwrap();
-        let (with_adapter, codec) = trainer::load_for_eval(&fixture(family), Some(dir)).unwrap();
+        let (with_adapter, codec) = trainer::load_for_eval(&fixture(family), Some(dir), BasePrecision::F32).unwrap();
         let eval: Vec<_> = cat
             .examples("small", lathe::engine::data::views::Split::Eval, Some(8))
             .unwrap()
@@ -281,10 +341,10 @@ fn lora_runs_end_to_end_for_every_family() {
         assert!((l - row.eval_loss.unwrap()).abs() < 1e-4, "{family}: {l} vs {:?}", row.eval_loss);
         let merged = runs.join("merged");
         export::merge(&fixture(family), dir, &merged).unwrap();
-        let (m, _) = trainer::load_for_eval(&merged, None).unwrap();
+        let (m, _) = trainer::load_for_eval(&merged, None, BasePrecision::F32).unwrap();
         let lm = step::mean_loss(&m, &eval, 4, pad).unwrap();
         assert!((lm - l).abs() < 1e-4, "{family}: merged {lm} vs adapter {l}");
-        let base = trainer::load_for_eval(&fixture(family), None).unwrap().0;
+        let base = trainer::load_for_eval(&fixture(family), None, BasePrecision::F32).unwrap().0;
         assert!((step::mean_loss(&base, &eval, 4, pad).unwrap() - l).abs() > 1e-3, "{family}: the adapter changed nothing");
         // The catalog has the run and its metrics.
         assert_eq!(row.status, RunStatus::Completed);
@@ -308,7 +368,7 @@ fn full_training_saves_a_model_folder_lathe_loads() {
     for f in ["config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"] {
         assert!(out.artifact.join(f).exists(), "{f}");
     }
-    let (m, _) = trainer::load_for_eval(&out.artifact, None).unwrap();
+    let (m, _) = trainer::load_for_eval(&out.artifact, None, BasePrecision::F32).unwrap();
     // Tied embeddings stay tied: no lm_head tensor is written.
     assert!(m.lm_head.is_none());
     assert!(out.losses.last().unwrap() < &out.losses[0]);
@@ -547,7 +607,7 @@ fn hf_peft_loads_a_lathe_adapter_when_available() {
         let cat = catalog(80);
         let runs = tmp(&format!("peft-{family}"));
         let out = run_quick(&cat, &runs, family, quick("lora"), None);
-        let (model, _) = trainer::load_for_eval(&fixture(family), Some(&out.artifact)).unwrap();
+        let (model, _) = trainer::load_for_eval(&fixture(family), Some(&out.artifact), BasePrecision::F32).unwrap();
         let r = load_all(&fixture(family).join("reference.safetensors"), &Device::Cpu).unwrap();
         let ids = r["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
         let logits = model.forward(&ids, &mut Ctx::eval()).unwrap();

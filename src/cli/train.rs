@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::engine::data::views::Split;
 use crate::engine::data::Catalog;
+use crate::engine::train::base::BasePrecision;
 use crate::engine::train::demo;
 use crate::engine::train::spec::{RunSpec, TrainConfig};
 use crate::engine::jobs::JobEvent;
@@ -85,6 +86,9 @@ pub struct TrainArgs {
     /// Recompute each block in backward: less activation memory, about a third slower.
     #[arg(long)]
     pub grad_checkpointing: bool,
+    /// Hold the frozen base's projections in f32 or nf4 (QLoRA: 4-bit NormalFloat, LoRA only).
+    #[arg(long, value_name = "f32|nf4", value_parser = BasePrecision::parse)]
+    pub quant_base: Option<BasePrecision>,
     /// Score greedy exact-match accuracy on this many eval examples at the end.
     #[arg(long)]
     pub exact_match: Option<usize>,
@@ -107,6 +111,9 @@ impl TrainArgs {
         }
         if self.packing {
             c.packing = true;
+        }
+        if let Some(p) = self.quant_base {
+            c.quant_base = p;
         }
         if self.grad_checkpointing {
             c.grad_checkpointing = true;
@@ -156,6 +163,9 @@ pub struct EvalArgs {
     /// At most this many examples of the view.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Hold the base's projections in nf4, as QLoRA training sees the model.
+    #[arg(long, value_name = "f32|nf4", value_parser = BasePrecision::parse, default_value = "f32")]
+    pub quant_base: BasePrecision,
     #[arg(long)]
     pub json: bool,
 }
@@ -211,6 +221,13 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
     let cat = service.wait_catalog(Duration::from_secs(60))?;
     let json = args.json;
     let what = if let Some(id) = &args.resume {
+        // A run continues as it began: its base precision is part of what its adapter learned.
+        if let Some(p) = args.quant_base {
+            let started = trainer::saved_spec(&ws.runs_dir(), id).map_err(|e| anyhow!(e))?.config.quant_base;
+            if p != started {
+                bail!("Run {id} was started with a {} base and resumes with it; drop --quant-base, or start a new run with {}.", started.name(), p.name());
+            }
+        }
         TrainWhat::Resume(id.clone())
     } else {
         let mut spec = if args.demo {
@@ -369,7 +386,7 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
             (trained, None) => model_dir = trained,
         }
     }
-    let (model, codec) = trainer::load_for_eval(&model_dir, adapter.as_deref()).map_err(|e| anyhow!(e))?;
+    let (model, codec) = trainer::load_for_eval(&model_dir, adapter.as_deref(), args.quant_base).map_err(|e| anyhow!(e))?;
     let max_len = args.max_len.min(model.cfg.max_position_embeddings).max(2);
     let pad = codec.eos.as_ref().map(|e| e.1).unwrap_or(0);
     let (loss, what, tokens) = if let Some(path) = &args.text {

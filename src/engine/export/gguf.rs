@@ -306,7 +306,7 @@ pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant
         std::fs::create_dir_all(parent).map_err(|e| format!("Cannot create {} ({e}).", parent.display()))?;
     }
     progress("loading and merging the weights");
-    let (model, codec) = trainer::load_for_eval(model_dir, adapter)?;
+    let (model, codec) = trainer::load_for_eval(model_dir, adapter, crate::engine::train::base::BasePrecision::F32)?;
     let cfg = model.cfg.clone();
     if cfg.rope_scaling.as_ref().is_some_and(|s| s.kind != "linear" && s.kind != "llama3") {
         return Err(format!(

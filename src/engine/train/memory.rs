@@ -1,10 +1,13 @@
 //! Memory: what a training configuration needs (checked before a run starts), and the allocator
 //! setting that lets each step reuse the previous step's buffers.
 
+use super::base::BasePrecision;
 use super::config::ModelConfig;
 use super::spec::TrainConfig;
 
-/// Memory a configuration needs, in bytes (f32 weights, optimizer state, activations, logits).
+/// Memory a configuration needs, in bytes: the weights (projections at the base precision, the
+/// rest f32; an NF4 base also holds two dequantized projections in flight during a product and
+/// its backward), optimizer state, activations, logits.
 pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let h = mcfg.hidden_size as u64;
     let i = mcfg.intermediate_size as u64;
@@ -14,6 +17,10 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let per_layer = 2 * h * h + 2 * h * kv + 3 * h * i;
     let heads_out = if mcfg.tie_word_embeddings { 0 } else { v * h };
     let base = per_layer * l + v * h + heads_out;
+    let weight_bytes = match cfg.quant_base {
+        BasePrecision::F32 => 4 * base,
+        p => (p.bytes_per_weight() * (per_layer * l) as f64) as u64 + 4 * (v * h + heads_out) + 2 * 4 * h * i.max(h),
+    };
     let trainable = if cfg.method == "full" {
         base
     } else {
@@ -31,7 +38,7 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 4;
     let act = scores + if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
     let logits = tokens * v * 4;
-    4 * (base + 3 * trainable + act + logits) + 200 * (1 << 20)
+    weight_bytes + 4 * (3 * trainable + act + logits) + 200 * (1 << 20)
 }
 
 /// Training allocates and frees the same large buffers every step. glibc serves large blocks

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::base::BasePrecision;
 use super::config::ModelConfig;
 use super::model::{LoraSpec, Trainable};
 
@@ -45,6 +46,8 @@ pub struct TrainConfig {
     /// Score exact-match accuracy on this many eval examples at the end (0: off).
     pub exact_match: usize,
     pub max_new_tokens: usize,
+    /// How the frozen base's projections are held: f32, or nf4 (QLoRA; LoRA only).
+    pub quant_base: BasePrecision,
 }
 
 impl Default for TrainConfig {
@@ -75,6 +78,7 @@ impl Default for TrainConfig {
             grad_checkpointing: false,
             exact_match: 0,
             max_new_tokens: 32,
+            quant_base: BasePrecision::F32,
         }
     }
 }
@@ -87,6 +91,9 @@ impl TrainConfig {
         if self.micro_batch == 0 || self.grad_accum == 0 || self.max_len < 2 {
             return Err("micro_batch and grad_accum must be at least 1 and max_len at least 2.".into());
         }
+        if self.method == "full" && self.quant_base != BasePrecision::F32 {
+            return Err(format!("Full fine-tuning trains every weight in f32; use --method lora with --quant-base {} (QLoRA), or an f32 base.", self.quant_base.name()));
+        }
         if self.method == "lora" && self.lora_r == 0 {
             return Err("lora_r must be at least 1.".into());
         }
@@ -97,6 +104,14 @@ impl TrainConfig {
             return Err("lora_dropout must be in [0, 1).".into());
         }
         Ok(())
+    }
+
+    /// The method as runs record it: full, lora, or qlora (LoRA on a 4-bit base).
+    pub fn method_name(&self) -> &str {
+        match (self.method.as_str(), self.quant_base) {
+            ("lora", BasePrecision::Nf4) => "qlora",
+            (m, _) => m,
+        }
     }
 
     pub fn from_toml(path: &Path) -> Result<TrainConfig, String> {

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{find_checkpoint, load_checkpoint, save_checkpoint, LoopState, Paths};
 use super::config::ModelConfig;
 use super::memory::{keep_freed_memory, memory_estimate};
-use super::model::{Model, Trainable};
+use super::base::BasePrecision;
+use super::model::{Held, Model, Trainable};
 use super::optim::{clip, schedule, AdamW};
 use super::prepare::{prepare, Prepared};
 use super::rng::Rng;
-use super::spec::{trainable_of, RunSpec};
+use super::spec::{trainable_of, RunSpec, TrainConfig};
 use super::step::{exact_match, make_batch, mean_loss, micro_step, Batch};
 use super::text::{LengthStats, TextCodec};
 use super::weights::{model_hash, SafetensorsSource};
@@ -118,8 +119,18 @@ pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Contro
     let need = memory_estimate(&prep.cfg, &spec.config);
     let avail = crate::engine::sysmon::available_memory();
     if need > avail {
+        let mut cheaper = TrainConfig { quant_base: BasePrecision::Nf4, ..spec.config.clone() };
+        if cheaper.method == "full" {
+            cheaper.method = "lora".into();
+        }
+        let nf4 = memory_estimate(&prep.cfg, &cheaper);
+        let offer = if spec.config.quant_base == BasePrecision::F32 && nf4 <= avail {
+            format!(" With a 4-bit base (--method lora --quant-base nf4, QLoRA) it needs about {}, which fits.", crate::units::bytes(nf4))
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "This configuration needs about {} but {} is available; lower --max-len or --micro-batch, use LoRA, or turn on --grad-checkpointing.",
+            "This configuration needs about {} but {} is available; lower --max-len or --micro-batch, use LoRA, or turn on --grad-checkpointing.{offer}",
             crate::units::bytes(need),
             crate::units::bytes(avail)
         ));
@@ -133,7 +144,7 @@ pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Contro
     let row = RunRow {
         id: id.clone(),
         status: RunStatus::Running,
-        method: spec.config.method.clone(),
+        method: spec.config.method_name().to_string(),
         model: spec.model.display().to_string(),
         model_hash: Some(model_hash(&spec.model)),
         view: spec.view.clone(),
@@ -156,9 +167,7 @@ pub fn resume(catalog: &Catalog, runs_dir: &Path, id: &str, control: &Control, o
         return Err(format!("Run {id} already finished ({}); start a new run to train further.", row.status));
     }
     let paths = Paths { root: runs_dir.join(id) };
-    let text = std::fs::read_to_string(paths.spec())
-        .map_err(|e| format!("Run {id} has no run.json under {} ({e}); it cannot be resumed.", paths.root.display()))?;
-    let spec: RunSpec = serde_json::from_str(&text).map_err(|e| format!("{} is damaged ({e}).", paths.spec().display()))?;
+    let spec = saved_spec(runs_dir, id)?;
     let prep = prepare(catalog, &spec)?;
     if row.rows_hash.as_deref().is_some_and(|h| h != prep.rows_hash) {
         on(TrainEvent::Note(format!("The rows of view {} changed since run {id} started; resuming on the new rows.", spec.view)));
@@ -168,9 +177,18 @@ pub fn resume(catalog: &Catalog, runs_dir: &Path, id: &str, control: &Control, o
     run_loop(catalog, id, &paths, &spec, prep, ck, control, on)
 }
 
+/// What run `id` was started with (its run.json).
+pub fn saved_spec(runs_dir: &Path, id: &str) -> Result<RunSpec, String> {
+    let paths = Paths { root: runs_dir.join(id) };
+    let text = std::fs::read_to_string(paths.spec())
+        .map_err(|e| format!("Run {id} has no run.json under {} ({e}); it cannot be resumed.", paths.root.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is damaged ({e}).", paths.spec().display()))
+}
+
 fn load_model(spec: &RunSpec, cfg: &ModelConfig, device: &Device) -> Result<Model, String> {
     let trainable = trainable_of(&spec.config, cfg);
     let mut src = SafetensorsSource::open(&spec.model, device)?;
+    let mut src = Held { src: &mut src, precision: spec.config.quant_base };
     let mut rng = Rng::derive(spec.config.seed, PURPOSE_LORA, 0);
     Model::build(cfg, &mut src, &trainable, &mut rng, device)
 }
@@ -259,7 +277,7 @@ fn run_inner(
         run_id: id.to_string(),
         model: spec.model.display().to_string(),
         view: spec.view.clone(),
-        method: c.method.clone(),
+        method: c.method_name().to_string(),
         total_steps: total,
         start_step: st.step,
         train_examples: units,
@@ -440,12 +458,14 @@ fn run_inner(
     Ok(Outcome { run_id: id.to_string(), ending, steps: st.step, losses: st.losses, best_eval_loss: st.best_eval, exact_match: accuracy, artifact })
 }
 
-/// Rebuilds a model for evaluation: a base folder, optionally with a run's adapter or weights.
-pub fn load_for_eval(model_dir: &Path, adapter: Option<&Path>) -> Result<(Model, TextCodec), String> {
+/// Rebuilds a model for evaluation: a base folder, optionally with a run's adapter or weights,
+/// its projections held at `precision` (nf4: the model as QLoRA training sees it).
+pub fn load_for_eval(model_dir: &Path, adapter: Option<&Path>, precision: BasePrecision) -> Result<(Model, TextCodec), String> {
     let cfg = ModelConfig::load(model_dir).map_err(|e| e.to_string())?;
     let codec = TextCodec::load(model_dir)?;
     let device = Device::Cpu;
     let mut src = SafetensorsSource::open(model_dir, &device)?;
+    let mut src = Held { src: &mut src, precision };
     let model = match adapter {
         None => Model::build(&cfg, &mut src, &Trainable::None, &mut Rng::new(0), &device)?,
         Some(dir) => super::export::load_adapter(&cfg, &mut src, dir, &device)?,
