@@ -93,13 +93,13 @@ pub fn compare_lines(a: &RunRow, b: &RunRow) -> Vec<String> {
 /// free, the split, the token lengths with a histogram, and examples with trained tokens in
 /// [brackets].
 pub fn plan_lines(p: &crate::service::TrainPlan) -> Vec<String> {
+    let advice = match p.memory_4bit {
+        _ if p.fits() => String::new(),
+        Some(q) if q <= p.memory_available => format!(" (will not fit; with base precision nf4, QLoRA, about {}, which fits)", bytes(q)),
+        _ => " (will not fit: lower max length or micro-batch, or use LoRA)".to_string(),
+    };
     let mut out = vec![
-        format!(
-            "memory: about {} of {} available{}",
-            bytes(p.memory_needed),
-            bytes(p.memory_available),
-            if p.fits() { "" } else { " (will not fit: lower max length or micro-batch, or use LoRA)" }
-        ),
+        format!("memory: about {} of {} available{advice}", bytes(p.memory_needed), bytes(p.memory_available)),
         format!("{} train / {} eval examples", p.train_examples, p.eval_examples),
         format!(
             "tokens per example: min {} median {} p95 {} max {}; {} longer than {}",
@@ -115,4 +115,30 @@ pub fn plan_lines(p: &crate::service::TrainPlan) -> Vec<String> {
         out.push(format!("  {}", e.replace('\n', "⏎")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_lines;
+    use crate::engine::train::text::length_stats;
+    use crate::service::TrainPlan;
+
+    #[test]
+    fn a_plan_that_does_not_fit_offers_the_4bit_base_when_that_fits() {
+        let gib = 1u64 << 30;
+        let plan = |needed, four| TrainPlan {
+            memory_needed: needed,
+            memory_available: 8 * gib,
+            memory_4bit: four,
+            train_examples: 1,
+            eval_examples: 1,
+            max_len: 8,
+            lengths: length_stats(&[4], 8),
+            examples: vec![],
+        };
+        assert_eq!(plan_lines(&plan(6 * gib, Some(2 * gib)))[0], "memory: about 6.0 GiB of 8.0 GiB available");
+        assert!(plan_lines(&plan(11 * gib, Some(2 * gib)))[0].contains("with base precision nf4, QLoRA, about 2.0 GiB, which fits"));
+        assert!(plan_lines(&plan(11 * gib, Some(9 * gib)))[0].contains("lower max length"));
+        assert!(plan_lines(&plan(11 * gib, None))[0].contains("lower max length"));
+    }
 }

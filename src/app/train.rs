@@ -2,6 +2,7 @@
 //! (from the trainer's events), the start form, the chart's view settings, and the runs list.
 
 use crate::engine::data::runs::{Curve, RunRow};
+use crate::engine::train::base::BasePrecision;
 use crate::engine::train::spec::TrainConfig;
 use crate::engine::train::trainer::TrainEvent;
 use crate::engine::types::RunStatus;
@@ -124,6 +125,7 @@ impl TrainForm {
                 f("model", model.to_string(), "a Hugging Face folder: config.json, tokenizer.json, *.safetensors"),
                 f("view", view.to_string(), "a training-set view (Data pane, F4 lists them)"),
                 f("method", d.method.clone(), "lora or full"),
+                f("base precision", d.quant_base.name().into(), "f32, or nf4: a 4-bit frozen base (QLoRA; lora only)"),
                 f("lora r", d.lora_r.to_string(), "adapter rank"),
                 f("lora alpha", d.lora_alpha.to_string(), "scale = alpha / r"),
                 f("learning rate", format!("{}", d.lr), "peak, after warmup; cosine decay to 0"),
@@ -155,14 +157,15 @@ impl TrainForm {
         }
         let c = TrainConfig {
             method: v(2),
-            lora_r: int(3)?,
-            lora_alpha: num(4)?,
-            lr: num(5)?,
-            epochs: num(6)?,
-            micro_batch: int(7)?,
-            grad_accum: int(8)?,
-            max_len: int(9)?,
-            grad_checkpointing: matches!(v(10).as_str(), "yes" | "y" | "true" | "on"),
+            quant_base: BasePrecision::parse(&v(3))?,
+            lora_r: int(4)?,
+            lora_alpha: num(5)?,
+            lr: num(6)?,
+            epochs: num(7)?,
+            micro_batch: int(8)?,
+            grad_accum: int(9)?,
+            max_len: int(10)?,
+            grad_checkpointing: matches!(v(11).as_str(), "yes" | "y" | "true" | "on"),
             ..TrainConfig::default()
         };
         c.check()?;
@@ -289,9 +292,14 @@ mod tests {
         let mut f = TrainForm::new("/m", "instruct");
         let (m, v, c) = f.spec().unwrap();
         assert_eq!((m.as_str(), v.as_str(), c.lora_r), ("/m", "instruct", 8));
-        f.fields[5].value = "fast".into();
+        f.fields[6].value = "fast".into();
         assert_eq!(f.spec().unwrap_err(), "learning rate must be a number.");
-        f.fields[5].value = "1e-4".into();
+        f.fields[6].value = "1e-4".into();
+        f.fields[3].value = "nf4".into();
+        assert_eq!(f.spec().unwrap().2.method_name(), "qlora");
+        f.fields[3].value = "int3".into();
+        assert!(f.spec().unwrap_err().contains("use f32 or nf4"));
+        f.fields[3].value = "f32".into();
         f.fields[2].value = "qlora".into();
         assert!(f.spec().unwrap_err().contains("lora or full"));
     }

@@ -257,6 +257,9 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
                 p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, p.lengths.count, p.max_len
             );
             println!("memory estimate: {} (available {})", bytes(p.memory_needed), bytes(p.memory_available));
+            if let Some(q) = p.memory_4bit.filter(|&q| !p.fits() && q <= p.memory_available) {
+                println!("  it does not fit; with a 4-bit base (--method lora --quant-base nf4, QLoRA) it needs about {}", bytes(q));
+            }
         }
         if args.dry_run {
             return Ok(());

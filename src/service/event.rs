@@ -50,6 +50,8 @@ impl From<DataError> for ServiceError {
 pub struct TrainPlan {
     pub memory_needed: u64,
     pub memory_available: u64,
+    /// What the run would need as LoRA on a 4-bit base (QLoRA), when its base is f32.
+    pub memory_4bit: Option<u64>,
     pub train_examples: usize,
     pub eval_examples: usize,
     pub max_len: usize,

@@ -107,6 +107,7 @@ pub fn plan(cat: &Catalog, spec: &RunSpec) -> Result<TrainPlan, ServiceError> {
     Ok(TrainPlan {
         memory_needed: crate::engine::train::memory::memory_estimate(&mcfg, &spec.config),
         memory_available: crate::engine::sysmon::available_memory(),
+        memory_4bit: crate::engine::train::memory::with_4bit_base(&mcfg, &spec.config),
         train_examples: p.train_examples,
         eval_examples: p.eval_examples,
         max_len: spec.config.max_len,

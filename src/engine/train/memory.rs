@@ -41,6 +41,15 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     weight_bytes + 4 * (3 * trainable + act + logits) + 200 * (1 << 20)
 }
 
+/// What the same run needs as LoRA on a 4-bit base (QLoRA), when `cfg` holds its base in f32:
+/// what a run too big for memory is offered instead.
+pub fn with_4bit_base(mcfg: &ModelConfig, cfg: &TrainConfig) -> Option<u64> {
+    (cfg.quant_base == BasePrecision::F32).then(|| {
+        let cheaper = TrainConfig { quant_base: BasePrecision::Nf4, method: "lora".into(), ..cfg.clone() };
+        memory_estimate(mcfg, &cheaper)
+    })
+}
+
 /// Training allocates and frees the same large buffers every step. glibc serves large blocks
 /// with fresh mmaps (above its adaptive mmap threshold) and trims freed heap, so every step pays
 /// page faults to zero the same memory again; keeping freed memory in the heap lets the next step

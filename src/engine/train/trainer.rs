@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{find_checkpoint, load_checkpoint, save_checkpoint, LoopState, Paths};
 use super::config::ModelConfig;
-use super::memory::{keep_freed_memory, memory_estimate};
+use super::memory::{keep_freed_memory, memory_estimate, with_4bit_base};
 use super::base::BasePrecision;
 use super::model::{Held, Model, Trainable};
 use super::optim::{clip, schedule, AdamW};
 use super::prepare::{prepare, Prepared};
 use super::rng::Rng;
-use super::spec::{trainable_of, RunSpec, TrainConfig};
+use super::spec::{trainable_of, RunSpec};
 use super::step::{exact_match, make_batch, mean_loss, micro_step, Batch};
 use super::text::{LengthStats, TextCodec};
 use super::weights::{model_hash, SafetensorsSource};
@@ -119,15 +119,9 @@ pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Contro
     let need = memory_estimate(&prep.cfg, &spec.config);
     let avail = crate::engine::sysmon::available_memory();
     if need > avail {
-        let mut cheaper = TrainConfig { quant_base: BasePrecision::Nf4, ..spec.config.clone() };
-        if cheaper.method == "full" {
-            cheaper.method = "lora".into();
-        }
-        let nf4 = memory_estimate(&prep.cfg, &cheaper);
-        let offer = if spec.config.quant_base == BasePrecision::F32 && nf4 <= avail {
-            format!(" With a 4-bit base (--method lora --quant-base nf4, QLoRA) it needs about {}, which fits.", crate::units::bytes(nf4))
-        } else {
-            String::new()
+        let offer = match with_4bit_base(&prep.cfg, &spec.config) {
+            Some(nf4) if nf4 <= avail => format!(" With a 4-bit base (--method lora --quant-base nf4, QLoRA) it needs about {}, which fits.", crate::units::bytes(nf4)),
+            _ => String::new(),
         };
         return Err(format!(
             "This configuration needs about {} but {} is available; lower --max-len or --micro-batch, use LoRA, or turn on --grad-checkpointing.{offer}",
