@@ -168,6 +168,8 @@ fn qlora_from_the_command_line() {
     assert!(!out.status.success() && text(&out).contains("was started with a nf4 base"), "{}", text(&out));
     let out = lathe(&["train", "--model", m, "--view", "instruct", "--method", "full", "--quant-base", "nf4"], &h);
     assert!(!out.status.success() && text(&out).contains("Full fine-tuning trains every weight in f32"), "{}", text(&out));
+    let out = lathe(&["train", "--resume", &id, "--optim", "adamw8bit"], &h);
+    assert!(!out.status.success() && text(&out).contains("was started with adamw and resumes with it"), "{}", text(&out));
     let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf3"], &h);
     assert!(!out.status.success() && text(&out).contains("use f32 or nf4"), "{}", text(&out));
     // The 4-bit model evaluates close to, but not exactly as, the f32 one.

@@ -518,80 +518,98 @@ fn cli_demo_runs_eval_and_compare() {
     assert!(q.contains("\n9"), "{q}");
 }
 
+/// A run killed with SIGKILL after a checkpoint resumes where it was, bit for bit: full
+/// fine-tuning with AdamW and with 8-bit moments, and QLoRA with 8-bit moments (r = 64, so the
+/// adapters' moments are large enough to be kept in 8 bits).
 #[test]
 fn sigkill_then_resume_continues_bit_for_bit() {
-    let home = tmp("kill");
-    small_view(&home);
-    let model = fixture("tiny-llama");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["train".to_string(), "--model".into(), model.display().to_string(), "--method".into(), "full".into()];
-        v.extend(TINY.iter().map(|s| s.to_string()));
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let whole = step_losses(&ok(lathe(&home).args(args(&[]))));
-    assert_eq!(whole.len(), 10);
-    // The same run, killed with SIGKILL after its step-6 checkpoint.
-    let mut child = lathe(&home).args(args(&[])).stdout(Stdio::piped()).spawn().unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("\"Checkpoint\":{\"step\":6}") {
-            break;
+    let configs: [&[&str]; 3] = [
+        &["--method", "full"],
+        &["--method", "full", "--optim", "adamw8bit"],
+        &["--method", "lora", "--quant-base", "nf4", "--optim", "adamw8bit", "--lora-r", "64"],
+    ];
+    for (n, config) in configs.iter().enumerate() {
+        let home = tmp(&format!("kill-{n}"));
+        small_view(&home);
+        let model = fixture("tiny-llama");
+        let args = || -> Vec<String> {
+            let mut v = vec!["train".to_string(), "--model".into(), model.display().to_string()];
+            v.extend(config.iter().chain(TINY).map(|s| s.to_string()));
+            v
+        };
+        let whole = step_losses(&ok(lathe(&home).args(args())));
+        assert_eq!(whole.len(), 10);
+        // The same run, killed with SIGKILL after its step-6 checkpoint.
+        let mut child = lathe(&home).args(args()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut seen = String::new();
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("\"Checkpoint\":{\"step\":6}") {
+                break;
+            }
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        let id = run_id(&seen);
+        let list = ok(lathe(&home).args(["runs", "list"]));
+        let line = list.lines().find(|l| l.contains(&id)).unwrap();
+        assert!(line.contains("interrupted"), "{line}");
+        let resumed = ok(lathe(&home).args(["train", "--resume", &id, "--json"]));
+        let after = step_losses(&resumed);
+        assert_eq!(after.first().map(|s| s.0), Some(7), "{config:?}: {resumed}");
+        assert_eq!(after, whole[6..].to_vec(), "{config:?}: resumed losses differ from the uninterrupted run");
+        assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
+        if n == 2 {
+            // The checkpoint holds the 8-bit moments themselves.
+            let ckpt = home.join("runs").join(&id).join("checkpoint/optimizer.safetensors");
+            let st = lathe::engine::train::weights::load_all(&ckpt, &Device::Cpu).unwrap();
+            assert!(st.iter().any(|(k, t)| k.starts_with("m8.") && t.dtype() == candle_core::DType::U8), "{:?}", st.keys().collect::<Vec<_>>());
         }
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
-    let id = run_id(&seen);
-    let list = ok(lathe(&home).args(["runs", "list"]));
-    let line = list.lines().find(|l| l.contains(&id)).unwrap();
-    assert!(line.contains("interrupted"), "{line}");
-    let resumed = ok(lathe(&home).args(["train", "--resume", &id, "--json"]));
-    let after = step_losses(&resumed);
-    assert_eq!(after.first().map(|s| s.0), Some(7), "{resumed}");
-    assert_eq!(after, whole[6..].to_vec(), "resumed losses differ from the uninterrupted run");
-    assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
 }
 
 #[test]
 fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
-    let home = tmp("full-disk");
-    small_view(&home);
-    let model = fixture("tiny-llama");
-    let mut args = vec!["train".to_string(), "--model".into(), model.display().to_string(), "--method".into(), "full".into()];
-    args.extend(TINY.iter().map(|s| s.to_string()));
-    let mut child = lathe(&home).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut seen = String::new();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "ended early: {seen}");
-        seen.push_str(&line);
-        if line.contains("\"Checkpoint\":{\"step\":3}") {
-            // From now on no file may grow past 200 KB: the next checkpoint (weights ~460 KB)
-            // cannot be written, as on a disk that has filled.
-            let lim = libc::rlimit { rlim_cur: 200_000, rlim_max: 200_000 };
-            assert_eq!(unsafe { libc::prlimit(child.id() as i32, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) }, 0);
-            break;
+    // With AdamW, and with 8-bit moments (its checkpoint holds codes and scales).
+    for optim in ["adamw", "adamw8bit"] {
+        let home = tmp(&format!("full-disk-{optim}"));
+        small_view(&home);
+        let model = fixture("tiny-llama");
+        let mut args = vec!["train".to_string(), "--model".into(), model.display().to_string(), "--method".into(), "full".into(), "--optim".into(), optim.into()];
+        args.extend(TINY.iter().map(|s| s.to_string()));
+        let mut child = lathe(&home).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut seen = String::new();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "ended early: {seen}");
+            seen.push_str(&line);
+            if line.contains("\"Checkpoint\":{\"step\":3}") {
+                // From now on no file may grow past 200 KB: the next checkpoint (weights ~460 KB)
+                // cannot be written, as on a disk that has filled.
+                let lim = libc::rlimit { rlim_cur: 200_000, rlim_max: 200_000 };
+                assert_eq!(unsafe { libc::prlimit(child.id() as i32, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) }, 0);
+                break;
+            }
         }
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("Checkpoint at step 6 failed") && err.contains("previous checkpoint is kept"), "{err}");
+        let id = run_id(&seen);
+        let root = home.join("runs").join(&id);
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("checkpoint/state.json")).unwrap()).unwrap();
+        assert_eq!(state["step"], 3);
+        assert!(!root.join("checkpoint.tmp").exists());
+        // With space again, the run resumes from step 3 and finishes.
+        let resumed = ok(lathe(&home).args(["train", "--resume", &id, "--json"]));
+        assert_eq!(step_losses(&resumed).first().map(|s| s.0), Some(4));
+        assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
     }
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("Checkpoint at step 6 failed") && err.contains("previous checkpoint is kept"), "{err}");
-    let id = run_id(&seen);
-    let root = home.join("runs").join(&id);
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("checkpoint/state.json")).unwrap()).unwrap();
-    assert_eq!(state["step"], 3);
-    assert!(!root.join("checkpoint.tmp").exists());
-    // With space again, the run resumes from step 3 and finishes.
-    let resumed = ok(lathe(&home).args(["train", "--resume", &id, "--json"]));
-    assert_eq!(step_losses(&resumed).first().map(|s| s.0), Some(4));
-    assert!(ok(lathe(&home).args(["runs", "show", &id])).contains("completed"));
 }
 
 /// When torch, transformers and peft are installed, HF peft loads a lathe adapter and computes the

@@ -338,7 +338,7 @@ fn new_run_form_with_a_check() {
     insta::assert_snapshot!("new_run_form_80x24", render(&mut a, 80, 24));
     insta::assert_snapshot!("new_run_form_200x50", render(&mut a, 200, 50));
     // A bad number is named, and the form stays open.
-    for _ in 0..6 {
+    for _ in 0..7 {
         a.update(Action::ScrollDown);
     }
     typed(&mut a, "x");

@@ -3,6 +3,7 @@
 
 use crate::engine::data::runs::{Curve, RunRow};
 use crate::engine::train::base::BasePrecision;
+use crate::engine::train::optim::Optimizer;
 use crate::engine::train::spec::TrainConfig;
 use crate::engine::train::trainer::TrainEvent;
 use crate::engine::types::RunStatus;
@@ -126,6 +127,7 @@ impl TrainForm {
                 f("view", view.to_string(), "a training-set view (Data pane, F4 lists them)"),
                 f("method", d.method.clone(), "lora or full"),
                 f("base precision", d.quant_base.name().into(), "f32, or nf4: a 4-bit frozen base (QLoRA; lora only)"),
+                f("optimizer", d.optim.name().into(), "adamw, or adamw8bit: 8-bit moments, a quarter of the memory"),
                 f("lora r", d.lora_r.to_string(), "adapter rank"),
                 f("lora alpha", d.lora_alpha.to_string(), "scale = alpha / r"),
                 f("learning rate", format!("{}", d.lr), "peak, after warmup; cosine decay to 0"),
@@ -158,14 +160,15 @@ impl TrainForm {
         let c = TrainConfig {
             method: v(2),
             quant_base: BasePrecision::parse(&v(3))?,
-            lora_r: int(4)?,
-            lora_alpha: num(5)?,
-            lr: num(6)?,
-            epochs: num(7)?,
-            micro_batch: int(8)?,
-            grad_accum: int(9)?,
-            max_len: int(10)?,
-            grad_checkpointing: matches!(v(11).as_str(), "yes" | "y" | "true" | "on"),
+            optim: Optimizer::parse(&v(4))?,
+            lora_r: int(5)?,
+            lora_alpha: num(6)?,
+            lr: num(7)?,
+            epochs: num(8)?,
+            micro_batch: int(9)?,
+            grad_accum: int(10)?,
+            max_len: int(11)?,
+            grad_checkpointing: matches!(v(12).as_str(), "yes" | "y" | "true" | "on"),
             ..TrainConfig::default()
         };
         c.check()?;
@@ -292,9 +295,11 @@ mod tests {
         let mut f = TrainForm::new("/m", "instruct");
         let (m, v, c) = f.spec().unwrap();
         assert_eq!((m.as_str(), v.as_str(), c.lora_r), ("/m", "instruct", 8));
-        f.fields[6].value = "fast".into();
+        f.fields[7].value = "fast".into();
         assert_eq!(f.spec().unwrap_err(), "learning rate must be a number.");
-        f.fields[6].value = "1e-4".into();
+        f.fields[7].value = "1e-4".into();
+        f.fields[4].value = "adamw8bit".into();
+        assert_eq!(f.spec().unwrap().2.optim, Optimizer::AdamW8bit);
         f.fields[3].value = "nf4".into();
         assert_eq!(f.spec().unwrap().2.method_name(), "qlora");
         f.fields[3].value = "int3".into();

@@ -59,7 +59,7 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
     let cfg = tinyllama(layers);
     let spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.05, targets: vec!["q_proj".into(), "v_proj".into()] };
     let model = Model::build(&cfg, &mut FastInit(Rng::new(1)), &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu).map_err(|e| anyhow!(e))?;
-    let mut opt = AdamW::new(&model.trainable, 0.01)?;
+    let mut opt = AdamW::new(&model.trainable, 0.01, crate::engine::train::optim::Optimizer::AdamW)?;
     let mut rng = Rng::new(3);
     let ids: Vec<u32> = (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect();
     let unit = Encoded { train: vec![true; ids.len()], ids };

@@ -53,7 +53,7 @@ pub(super) fn save_checkpoint(paths: &Paths, model: &Model, opt: &AdamW, state: 
     let weights: BTreeMap<String, Tensor> = model.trainable.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect();
     super::export::write_dir_atomic(&paths.checkpoint(), |tmp| {
         save_atomic(&weights, &tmp.join("trainable.safetensors"), None)?;
-        save_atomic(&opt.state(&model.trainable), &tmp.join("optimizer.safetensors"), None)?;
+        save_atomic(&opt.state(&model.trainable).map_err(|e| e.to_string())?, &tmp.join("optimizer.safetensors"), None)?;
         let json = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
         write_synced(&tmp.join("state.json"), json.as_bytes())
     })

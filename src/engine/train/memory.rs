@@ -38,7 +38,9 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 4;
     let act = scores + if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
     let logits = tokens * v * 4;
-    weight_bytes + 4 * (3 * trainable + act + logits) + 200 * (1 << 20)
+    // Per trainable value: its gradient (f32) and the optimizer's two moments.
+    let state = (4.0 + cfg.optim.bytes_per_value()) * trainable as f64;
+    weight_bytes + state as u64 + 4 * (act + logits) + 200 * (1 << 20)
 }
 
 /// What the same run needs as LoRA on a 4-bit base (QLoRA), when `cfg` holds its base in f32:

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::base::BasePrecision;
+use super::optim::Optimizer;
 use super::config::ModelConfig;
 use super::model::{LoraSpec, Trainable};
 
@@ -48,6 +49,8 @@ pub struct TrainConfig {
     pub max_new_tokens: usize,
     /// How the frozen base's projections are held: f32, or nf4 (QLoRA; LoRA only).
     pub quant_base: BasePrecision,
+    /// adamw, or adamw8bit (8-bit moments).
+    pub optim: Optimizer,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +82,7 @@ impl Default for TrainConfig {
             exact_match: 0,
             max_new_tokens: 32,
             quant_base: BasePrecision::F32,
+            optim: Optimizer::AdamW,
         }
     }
 }

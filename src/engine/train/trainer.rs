@@ -254,7 +254,7 @@ fn run_inner(
     let c = &spec.config;
     let device = Device::Cpu;
     let model = load_model(spec, &prep.cfg, &device)?;
-    let mut opt = AdamW::new(&model.trainable, c.weight_decay).map_err(|e| e.to_string())?;
+    let mut opt = AdamW::new(&model.trainable, c.weight_decay, c.optim).map_err(|e| e.to_string())?;
     let mut st = LoopState::default();
     if let Some(dir) = &checkpoint {
         st = load_checkpoint(dir, &model, &mut opt)?;

@@ -100,10 +100,12 @@ pub fn save_atomic(tensors: &BTreeMap<String, Tensor>, path: &Path, metadata: Op
             let bytes: Vec<u8> = match t.dtype() {
                 DType::F32 => t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 DType::U32 => t.flatten_all()?.to_vec1::<u32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                DType::U8 => t.flatten_all()?.to_vec1::<u8>()?,
                 other => anyhow::bail!("cannot save dtype {other:?}"),
             };
             let dt = match t.dtype() {
                 DType::U32 => safetensors::Dtype::U32,
+                DType::U8 => safetensors::Dtype::U8,
                 _ => safetensors::Dtype::F32,
             };
             owned.push((name.clone(), dt, shape, bytes));
@@ -127,7 +129,7 @@ pub fn save_atomic(tensors: &BTreeMap<String, Tensor>, path: &Path, metadata: Op
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot move {} into place: {e}", path.display()))
 }
 
-/// Reads every tensor of one safetensors file as f32 (or u32 where stored so).
+/// Reads every tensor of one safetensors file as f32 (or u32 or u8 where stored so).
 pub fn load_all(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, String> {
     let map = candle_core::safetensors::load(path, device).map_err(|e| format!("cannot read {} ({e}); the file may be damaged.", path.display()))?;
     let mut out = BTreeMap::new();
