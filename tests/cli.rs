@@ -161,8 +161,8 @@ fn qlora_from_the_command_line() {
     let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf4", "--max-steps", "2", "--eval-every", "0"], &h);
     assert!(out.status.success(), "{}", text(&out));
     let id = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split([' ', ':']).next()).unwrap().to_string();
-    let out = lathe(&["sql", "--format", "csv", "select method, status from lathe.runs"], &h);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("qlora,completed"), "{}", text(&out));
+    let out = lathe(&["sql", "--format", "csv", "select method, status, base, optimizer from lathe.runs"], &h);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("qlora,completed,nf4,adamw"), "{}", text(&out));
     // The base precision cannot change on resume, and full fine-tuning needs an f32 base.
     let out = lathe(&["train", "--resume", &id, "--quant-base", "f32"], &h);
     assert!(!out.status.success() && text(&out).contains("was started with a nf4 base"), "{}", text(&out));

@@ -283,12 +283,14 @@ fn run_rows() -> Vec<lathe::engine::data::runs::RunRow> {
         exact_match: if status == "completed" { Some(0.915) } else { None },
         params: Some(r#"{"lr":0.003,"method":"full"}"#.into()),
         created_at: "2026-11-26 15:00:00".into(),
+        base: if method == "qlora" { "nf4" } else { "f32" }.into(),
+        optimizer: if method == "qlora" { "adamw8bit" } else { "adamw" }.into(),
         ..Default::default()
     };
     vec![
         r("20261126-150000-ab12", "running", "full", Some(0.61)),
         r("20261126-140000-cd34", "completed", "full", Some(0.21)),
-        r("20261126-130000-ef56", "interrupted", "lora", None),
+        r("20261126-130000-ef56", "interrupted", "qlora", None),
     ]
 }
 

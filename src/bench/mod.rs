@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod data;
+pub mod qlora;
 pub mod train;
 
 use std::collections::BTreeMap;

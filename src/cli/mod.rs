@@ -240,10 +240,24 @@ pub enum BenchCmd {
         /// Skip the PyTorch peer.
         #[arg(long)]
         no_peer: bool,
+        /// A QLoRA step instead (NF4 base, r=16 on every projection, gradient checkpointing),
+        /// with AdamW and AdamW8bit, beside PyTorch + peft + bitsandbytes; --seq 512 is the
+        /// usual length.
+        #[arg(long)]
+        qlora: bool,
+        /// With --qlora: Phi-2 shapes (2.7B) instead of TinyLlama's.
+        #[arg(long, requires = "qlora")]
+        phi2: bool,
         /// Internal: measure one configuration in this process and print JSON.
         #[arg(long, hide = true)]
         child: bool,
         #[arg(long, hide = true)]
         gc: bool,
+        #[arg(long, hide = true)]
+        qlora_child: bool,
+        #[arg(long, hide = true)]
+        model: Option<PathBuf>,
+        #[arg(long, hide = true, value_parser = crate::engine::train::optim::Optimizer::parse, default_value = "adamw")]
+        optim: crate::engine::train::optim::Optimizer,
     },
 }

@@ -56,6 +56,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                 Cell::from(format!("{mark}{}", r.id)),
                 Cell::from(Span::styled(r.status.words(), status_style)),
                 Cell::from(r.method.clone()),
+                Cell::from(r.optimizer.clone()),
                 Cell::from(format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))),
                 Cell::from(f4(r.best_eval_loss)),
                 Cell::from(r.exact_match.map(|a| format!("{:.1}%", a * 100.0)).unwrap_or_else(|| "-".into())),
@@ -65,11 +66,12 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             ])
         })
         .collect();
-    let header = Row::new(["  id", "status", "method", "step", "best eval", "exact", "time", "view", "model"]).style(theme.muted());
+    let header = Row::new(["  id", "status", "method", "optimizer", "step", "best eval", "exact", "time", "view", "model"]).style(theme.muted());
     let mut widths = vec![
         Constraint::Length(22),
         Constraint::Length(12),
         Constraint::Length(6),
+        Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(9),
         Constraint::Length(6),
@@ -79,7 +81,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     ];
     // Narrow panes keep the columns that tell runs apart; the rest is in the detail view.
     let (body, header) = if inner.width < 110 {
-        let keep = [0usize, 1, 3, 4, 5, 6];
+        let keep = [0usize, 1, 4, 5, 6, 7];
         widths = keep.iter().map(|&i| widths[i]).collect();
         let rows: Vec<Row> = rows
             .iter()

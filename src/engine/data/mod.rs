@@ -122,6 +122,9 @@ CREATE TABLE IF NOT EXISTS lathe.runs (
     artifacts VARCHAR,
     message VARCHAR
 );
+-- Added with QLoRA: how the base was held and which optimizer ran (older runs: f32, adamw).
+ALTER TABLE lathe.runs ADD COLUMN IF NOT EXISTS base VARCHAR;
+ALTER TABLE lathe.runs ADD COLUMN IF NOT EXISTS optimizer VARCHAR;
 CREATE TABLE IF NOT EXISTS lathe.metrics (
     run_id VARCHAR NOT NULL,
     step BIGINT NOT NULL,

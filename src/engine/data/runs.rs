@@ -33,6 +33,10 @@ pub struct RunRow {
     pub duration_s: Option<f64>,
     pub artifacts: Option<String>,
     pub message: Option<String>,
+    /// How the frozen base was held: f32 or nf4.
+    pub base: String,
+    /// adamw or adamw8bit.
+    pub optimizer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -50,7 +54,8 @@ pub struct MetricRow {
 
 const COLS: &str = "id, status, method, model, model_hash, view, view_sql, rows_hash, train_examples, eval_examples, \
     params, total_steps, step, train_loss, eval_loss, best_eval_loss, exact_match, tokens_per_s, peak_rss_bytes, \
-    strftime(created_at, '%Y-%m-%d %H:%M:%S'), strftime(finished_at, '%Y-%m-%d %H:%M:%S'), duration_s, artifacts, message";
+    strftime(created_at, '%Y-%m-%d %H:%M:%S'), strftime(finished_at, '%Y-%m-%d %H:%M:%S'), duration_s, artifacts, message, \
+    coalesce(base, 'f32'), coalesce(optimizer, 'adamw')";
 
 fn row(r: &duckdb::Row) -> duckdb::Result<RunRow> {
     Ok(RunRow {
@@ -78,6 +83,8 @@ fn row(r: &duckdb::Row) -> duckdb::Result<RunRow> {
         duration_s: r.get(21)?,
         artifacts: r.get(22)?,
         message: r.get(23)?,
+        base: r.get(24)?,
+        optimizer: r.get(25)?,
     })
 }
 
@@ -100,10 +107,10 @@ impl Catalog {
     pub fn create_run(&self, r: &RunRow) -> Result<(), DataError> {
         self.conn.execute(
             "INSERT INTO lathe.runs (id, status, method, model, model_hash, view, view_sql, rows_hash, train_examples, \
-             eval_examples, params, total_steps, artifacts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             eval_examples, params, total_steps, artifacts, base, optimizer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 r.id, r.status.name(), r.method, r.model, r.model_hash, r.view, r.view_sql, r.rows_hash, r.train_examples,
-                r.eval_examples, r.params, r.total_steps, r.artifacts
+                r.eval_examples, r.params, r.total_steps, r.artifacts, r.base, r.optimizer
             ],
         )?;
         Ok(())

@@ -148,6 +148,8 @@ pub fn start(catalog: &Catalog, runs_dir: &Path, spec: RunSpec, control: &Contro
         eval_examples: Some(prep.eval.len() as i64),
         params: Some(serde_json::to_string(&spec.config).unwrap_or_default()),
         artifacts: Some(paths.root.display().to_string()),
+        base: spec.config.quant_base.name().to_string(),
+        optimizer: spec.config.optim.name().to_string(),
         ..Default::default()
     };
     catalog.create_run(&row).map_err(|e| e.to_string())?;

@@ -1,19 +1,33 @@
 //! Reading a Hugging Face model folder's weights: model.safetensors, or shards listed by
-//! model.safetensors.index.json; f32, f16 and bf16 are read and converted to f32.
+//! model.safetensors.index.json; f32, f16 and bf16 are read and converted to f32. Each tensor is
+//! read from the file when asked for (not memory-mapped), so a model quantized as it loads never
+//! has the whole file resident: the kernel's page cache holds it, not this process.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::model::WeightSource;
 
 pub struct SafetensorsSource {
-    st: MmapedSafetensors,
+    files: Vec<std::fs::File>,
+    /// Where each tensor lies: its file, dtype, shape and byte range.
+    index: HashMap<String, Entry>,
     names: HashSet<String>,
     dir: PathBuf,
     device: Device,
+}
+
+struct Entry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: u64,
+    len: usize,
 }
 
 /// The safetensors files of a model folder.
@@ -56,12 +70,48 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 impl SafetensorsSource {
     pub fn open(dir: &Path, device: &Device) -> Result<SafetensorsSource, String> {
-        let files = weight_files(dir)?;
-        // SAFETY: the files are memory-mapped read-only; lathe never writes model folders it reads.
-        let st = unsafe { MmapedSafetensors::multi(&files) }
-            .map_err(|e| format!("cannot read the weights in {} ({e}); the files may be truncated, copy them again.", dir.display()))?;
-        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
-        Ok(SafetensorsSource { st, names, dir: dir.to_path_buf(), device: device.clone() })
+        let damaged = |p: &Path, why: String| format!("cannot read the weights in {} ({why}); the file may be truncated, copy it again.", p.display());
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for (i, path) in weight_files(dir)?.into_iter().enumerate() {
+            let file = std::fs::File::open(&path).map_err(|e| damaged(&path, e.to_string()))?;
+            let size = file.metadata().map_err(|e| damaged(&path, e.to_string()))?.len();
+            let mut len = [0u8; 8];
+            file.read_exact_at(&mut len, 0).map_err(|e| damaged(&path, e.to_string()))?;
+            let n = u64::from_le_bytes(len);
+            if n > size.saturating_sub(8) || n > 100 << 20 {
+                return Err(damaged(&path, "its header length is wrong".into()));
+            }
+            let mut header = vec![0u8; n as usize];
+            file.read_exact_at(&mut header, 8).map_err(|e| damaged(&path, e.to_string()))?;
+            let meta: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|e| damaged(&path, e.to_string()))?;
+            for (name, v) in meta {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let dtype = match v["dtype"].as_str() {
+                    Some("F32") => DType::F32,
+                    Some("F16") => DType::F16,
+                    Some("BF16") => DType::BF16,
+                    Some("F64") => DType::F64,
+                    Some("U8") => DType::U8,
+                    Some("U32") => DType::U32,
+                    Some("I64") => DType::I64,
+                    other => return Err(format!("tensor {name} in {} is stored as {}, which lathe does not read; convert the checkpoint to f32, f16 or bf16.", path.display(), other.unwrap_or("?"))),
+                };
+                let shape: Vec<usize> = v["shape"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect()).unwrap_or_default();
+                let offsets: Vec<u64> = v["data_offsets"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).collect()).unwrap_or_default();
+                let [a, b] = offsets[..] else { return Err(damaged(&path, format!("tensor {name} has no data offsets"))) };
+                let len = (b.saturating_sub(a)) as usize;
+                if 8 + n + b > size || len != shape.iter().product::<usize>() * dtype.size_in_bytes() {
+                    return Err(damaged(&path, format!("tensor {name} runs past the end of the file")));
+                }
+                index.insert(name, Entry { file: i, dtype, shape, start: 8 + n + a, len });
+            }
+            files.push(file);
+        }
+        let names = index.keys().cloned().collect();
+        Ok(SafetensorsSource { files, index, names, dir: dir.to_path_buf(), device: device.clone() })
     }
 }
 
@@ -73,7 +123,11 @@ impl WeightSource for SafetensorsSource {
                 self.dir.display()
             ));
         }
-        let t = self.st.load(name, &self.device).map_err(|e| format!("cannot load {name}: {e}"))?;
+        let e = &self.index[name];
+        let mut bytes = vec![0u8; e.len];
+        self.files[e.file].read_exact_at(&mut bytes, e.start).map_err(|err| format!("cannot read {name} from {} ({err}); copy the model folder again.", self.dir.display()))?;
+        let t = Tensor::from_raw_buffer(&bytes, e.dtype, &e.shape, &self.device).map_err(|err| format!("cannot load {name}: {err}"))?;
+        drop(bytes);
         if t.dims() != shape {
             return Err(format!(
                 "tensor {name} in {} has shape {:?} but config.json implies {:?}; the folder does not match its config.",
