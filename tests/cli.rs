@@ -158,11 +158,20 @@ fn qlora_from_the_command_line() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
     let m = model.to_str().unwrap();
     let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf4", "--max-steps", "2", "--eval-every", "0"], &h);
+    // Packed to the full length, so that the sequences are as long as the estimate assumes.
+    let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf4", "--max-steps", "2", "--eval-every", "0", "--max-len", "128", "--packing"], &h);
     assert!(out.status.success(), "{}", text(&out));
     let id = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split([' ', ':']).next()).unwrap().to_string();
     let out = lathe(&["sql", "--format", "csv", "select method, status, base, optimizer from lathe.runs"], &h);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("qlora,completed,nf4,adamw"), "{}", text(&out));
+    // The memory estimate the form and --dry-run show is within 10% of the run's measured peak.
+    let out = lathe(&["sql", "--format", "csv", "select peak_rss_bytes from lathe.runs"], &h);
+    let peak: f64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().parse().unwrap();
+    let cfg = lathe::engine::train::config::ModelConfig::load(&model).unwrap();
+    let tc = lathe::engine::train::spec::TrainConfig { quant_base: lathe::engine::train::base::BasePrecision::Nf4, max_len: 128, packing: true, ..Default::default() };
+    let est = lathe::engine::train::memory::memory_estimate(&cfg, &tc) as f64;
+    eprintln!("tiny QLoRA run: estimate {est}, measured peak {peak}");
+    assert!((est - peak).abs() <= 0.1 * peak, "estimate {est} vs measured peak {peak}");
     // The base precision cannot change on resume, and full fine-tuning needs an f32 base.
     let out = lathe(&["train", "--resume", &id, "--quant-base", "f32"], &h);
     assert!(!out.status.success() && text(&out).contains("was started with a nf4 base"), "{}", text(&out));

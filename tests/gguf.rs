@@ -226,6 +226,26 @@ fn demo_trains_exports_and_chats() {
     assert!(ok, "{err}");
     assert!(!out.trim().is_empty() || err.contains("EndOfTurn"), "{out} {err}");
     assert!(err.contains("prompt tokens") && err.contains("tok/s") && err.contains("context "), "{err}");
+
+    // QLoRA on the trained demo: an adapter learned over its NF4 base, then exported merged into
+    // the f32 base; llama.cpp's exact match on the export is within one example of lathe's own.
+    let trained = home.join("runs").join(&id).join("model");
+    let (ok, out, err) = run(lathe(&home).args([
+        "train", "--model", trained.to_str().unwrap(), "--view", "instruct", "--quant-base", "nf4", "--optim", "adamw8bit",
+        "--max-steps", "30", "--lr", "1e-3", "--exact-match", "40",
+    ]));
+    assert!(ok, "{err}");
+    let qid = out.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split([':', ' ']).next()).unwrap().to_string();
+    let line = out.lines().find(|l| l.contains("exact match on eval: ")).unwrap().to_string();
+    let qlora = line.split(": ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let qgguf = dir.join("qlora.gguf");
+    let (ok, _, err) = run(lathe(&home).args(["export", &qid, "--out", qgguf.to_str().unwrap(), "--quant", "f32"]));
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(lathe(&home).args(["eval", "--gguf", qgguf.to_str().unwrap(), "--view", "instruct", "--limit", "40"]));
+    assert!(ok, "{err}");
+    let exported = out.split(": ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    eprintln!("QLoRA exact match: candle on the nf4 base {qlora}, llama.cpp on the merged f32 export {exported}");
+    assert!((count(&qlora) - count(&exported)).abs() <= 1, "nf4 {qlora} vs export {exported}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -180,6 +180,33 @@ fn lora_gradients_match_finite_differences_and_checkpointing() {
     assert_eq!(checked, 24);
 }
 
+/// The fused head and loss (no full logits) gives the loss and the gradient to the hidden states
+/// that the logits path gives: a separate head with a bias (Phi), a tied one (Qwen2), Llama's.
+#[test]
+fn the_fused_head_loss_equals_the_logits_path() {
+    for name in ["tiny-llama", "tiny-phi", "tiny-qwen2"] {
+        let model = load(name, &Trainable::Lora(LoraSpec { r: 2, alpha: 4.0, dropout: 0.0, targets: vec!["q_proj".into()] }));
+        let (b, t, h) = (2, 70, model.cfg.hidden_size);
+        let mut rng = Rng::new(9);
+        let x = candle_core::Var::from_tensor(&Tensor::from_vec(rng.normals(b * t * h, 1.0), (b, t, h), &Device::Cpu).unwrap()).unwrap();
+        let targets = Tensor::from_vec((0..b * t).map(|i| (i * 37 % model.cfg.vocab_size) as u32).collect::<Vec<_>>(), (b, t), &Device::Cpu).unwrap();
+        let weights = Tensor::from_vec((0..b * t).map(|i| if i % 5 == 0 { 0f32 } else { 1.0 }).collect::<Vec<_>>(), (b, t), &Device::Cpu).unwrap();
+        let fused = model.head_loss(x.as_tensor(), &targets, &weights).unwrap().expect("a frozen head fuses");
+        let logits = model.head(x.as_tensor(), &mut Ctx::eval()).unwrap();
+        let lsm = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+        let picked = lsm.gather(&targets.unsqueeze(2).unwrap(), 2).unwrap().squeeze(2).unwrap();
+        let want = (picked * &weights).unwrap().sum_all().unwrap().neg().unwrap();
+        let (a, e) = (fused.to_scalar::<f32>().unwrap(), want.to_scalar::<f32>().unwrap());
+        assert!(((a - e) / e).abs() < 1e-5, "{name}: loss {a} vs {e}");
+        let ga = fused.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        let ge = want.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        let d = max_abs_diff(&ga, &ge);
+        assert!(d < 1e-5, "{name}: gradient differs by {d}");
+    }
+    // A head that trains (full fine-tuning) keeps the logits path.
+    assert!(load("tiny-llama", &Trainable::Full).head_loss(&Tensor::zeros((1, 2, 64), candle_core::DType::F32, &Device::Cpu).unwrap(), &Tensor::zeros((1, 2), candle_core::DType::U32, &Device::Cpu).unwrap(), &Tensor::ones((1, 2), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap().is_none());
+}
+
 /// The weights of a fixture with every decoder projection rounded through NF4 and back, in f32.
 struct RoundTripped(SafetensorsSource);
 

@@ -164,7 +164,6 @@ fn train_config(cfg: &ModelConfig, seq: usize, r: usize, optim: Optimizer) -> Tr
 
 /// Measures one configuration in this process and prints JSON.
 pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer) -> anyhow::Result<()> {
-    crate::engine::train::memory::keep_freed_memory();
     let t0 = Instant::now();
     let cfg = ModelConfig::load(dir).map_err(|e| anyhow!(e.to_string()))?;
     let tc = train_config(&cfg, seq, r, optim);
@@ -174,7 +173,11 @@ pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer) -
         .map_err(|e| anyhow!(e))?;
     drop(src);
     let load_s = t0.elapsed().as_secs_f64();
+    // As the trainer does: the loading's temporaries go back, then freed memory is kept for the steps.
+    crate::engine::train::memory::release_free_memory();
+    crate::engine::train::memory::keep_freed_memory();
     let rss_loaded = crate::engine::sysmon::rss_bytes();
+    let peak_loading = crate::engine::sysmon::peak_rss_bytes();
     let mut opt = AdamW::new(&model.trainable, 0.01, optim)?;
     let mut rng = Rng::new(3);
     let ids: Vec<u32> = (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect();
@@ -198,6 +201,7 @@ pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer) -
             "tokens_per_s": (seq * steps) as f64 / dt,
             "peak_rss": crate::engine::sysmon::peak_rss_bytes(),
             "rss_loaded": rss_loaded,
+            "peak_loading": peak_loading,
             "load_s": load_s,
             "optim_state_bytes": opt.state_bytes(),
             "threads": rayon::current_num_threads(),

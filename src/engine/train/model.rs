@@ -12,7 +12,7 @@ use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 
 use super::config::{Family, ModelConfig};
 use super::base::{BasePrecision, BaseWeight};
-use super::ops::{Attention, Dropout, LoraMatmul, RmsNormOp, SwiGlu};
+use super::ops::{Attention, Dropout, HeadLoss, LoraMatmul, RmsNormOp, SwiGlu};
 use super::rng::Rng;
 
 pub type Result<T> = candle_core::Result<T>;
@@ -498,6 +498,21 @@ impl Model {
                 tied.forward(&x.reshape((b * t, h))?)?.reshape((b, t, self.cfg.vocab_size))
             }
         }
+    }
+
+    /// The masked loss sum over (b, t, h) hidden states through the final norm and a frozen head,
+    /// without the (b·t, vocab) logits (`HeadLoss`); None when the head trains (full fine-tuning,
+    /// or an adapter on it), which goes through `head` and the logits.
+    pub fn head_loss(&self, x: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Option<Tensor>> {
+        let (w, bias) = match &self.lm_head {
+            Some(l) if l.lora.is_none() && l.base.frozen() => (l.base.clone(), l.bias.clone()),
+            None if !self.embed.is_variable() => (BaseWeight::Dense(self.embed.clone()), None),
+            _ => return Ok(None),
+        };
+        let x = self.final_norm.forward(x)?;
+        let (b, t, h) = x.dims3()?;
+        let op = HeadLoss { w, bias, targets: targets.flatten_all()?.to_vec1()?, weights: weights.flatten_all()?.to_vec1()? };
+        Ok(Some(x.reshape((b * t, h))?.contiguous()?.apply_op1(op)?))
     }
 
     /// Logits for every position of `ids` (b, t).

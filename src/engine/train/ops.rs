@@ -20,6 +20,91 @@ fn output(t: &Tensor) -> Result<(CpuStorage, Shape)> {
     Ok((CpuStorage::F32(t.flatten_all()?.to_vec1::<f32>()?), t.shape().clone()))
 }
 
+/// The output head and the masked loss in one op, for a frozen head (LoRA, QLoRA): over x (rows,
+/// hidden), Σ w·(logsumexp(ℓ) − ℓ[target]) with ℓ = x·Wᵀ + bias, a chunk of rows at a time, so the
+/// (rows, vocab) logits never exist whole. The backward recomputes each chunk's logits:
+/// dx = g·w·(softmax(ℓ) − onehot)·W. At 512 tokens and a 32000-word vocabulary the logits, their
+/// log-softmax and its gradient took about 200 MB through candle's ops.
+pub struct HeadLoss {
+    pub w: BaseWeight,
+    pub bias: Option<Tensor>,
+    pub targets: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+/// Rows of logits computed at once by `HeadLoss`.
+const HEAD_ROWS: usize = 64;
+
+impl HeadLoss {
+    /// For each chunk of rows of x: its first row, and its logits as rows of `vocab` values.
+    fn chunks(&self, x: &Tensor, mut each: impl FnMut(usize, &mut [f32], usize) -> Result<()>) -> Result<()> {
+        let rows = x.dim(0)?;
+        for start in (0..rows).step_by(HEAD_ROWS) {
+            let n = HEAD_ROWS.min(rows - start);
+            let mut l = self.w.apply(&x.narrow(0, start, n)?)?;
+            if let Some(b) = &self.bias {
+                l = l.broadcast_add(b)?;
+            }
+            let vocab = l.dim(1)?;
+            let mut v = l.flatten_all()?.to_vec1::<f32>()?;
+            each(start, &mut v, vocab)?;
+        }
+        Ok(())
+    }
+}
+
+impl candle_core::CustomOp1 for HeadLoss {
+    fn name(&self) -> &'static str {
+        "head-loss"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input(s, l, "head-loss")?;
+        let mut total = 0f64;
+        self.chunks(&x, |start, logits, vocab| {
+            for (r, row) in logits.chunks(vocab).enumerate() {
+                let w = self.weights[start + r];
+                if w != 0.0 {
+                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let lse = max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
+                    total += (w * (lse - row[self.targets[start + r] as usize])) as f64;
+                }
+            }
+            Ok(())
+        })?;
+        Ok((CpuStorage::F32(vec![total as f32]), Shape::from(())))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let x = x.detach();
+        let g = g.to_scalar::<f32>()?;
+        let mut parts = Vec::new();
+        self.chunks(&x, |start, logits, vocab| {
+            let n = logits.len() / vocab;
+            for (r, row) in logits.chunks_mut(vocab).enumerate() {
+                let w = self.weights[start + r] * g;
+                if w == 0.0 {
+                    row.fill(0.0);
+                    continue;
+                }
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0f32;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                for v in row.iter_mut() {
+                    *v *= w / sum;
+                }
+                row[self.targets[start + r] as usize] -= w;
+            }
+            parts.push(self.w.apply_t(&Tensor::from_slice(logits, (n, vocab), &Device::Cpu)?)?);
+            Ok(())
+        })?;
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
 /// Causal softmax over the last dimension of attention scores (b, h, t, t): row i keeps columns
 /// 0..=i. One pass forward, keeping only its output; the backward is y·(g − Σ g·y). Composing it
 /// from candle ops (mask add, max, sub, exp, sum, div) would keep five score-sized tensors per

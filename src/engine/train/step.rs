@@ -78,8 +78,10 @@ pub(super) fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool
         for i in 0..n {
             x = model.block(i, &x, &tabs, &mut block_ctx(train, rng, i))?;
         }
-        let logits = model.head(&x, &mut head_ctx)?;
-        let ls = loss_sum(&logits, &b.targets, &b.weights)?;
+        let ls = match model.head_loss(&x, &b.targets, &b.weights)? {
+            Some(ls) => ls,
+            None => loss_sum(&model.head(&x, &mut head_ctx)?, &b.targets, &b.weights)?,
+        };
         let value = ls.to_scalar::<f32>()? as f64;
         let grads = (ls / norm)?.backward()?;
         add(&grads)?;
@@ -93,14 +95,15 @@ pub(super) fn micro_step(model: &Model, b: &Batch, norm: f64, rng: Rng, gc: bool
         inputs.push(y);
     }
     let h = Var::from_tensor(&inputs[n])?;
-    let logits = model.head(h.as_tensor(), &mut head_ctx)?;
-    let ls = loss_sum(&logits, &b.targets, &b.weights)?;
+    let ls = match model.head_loss(h.as_tensor(), &b.targets, &b.weights)? {
+        Some(ls) => ls,
+        None => loss_sum(&model.head(h.as_tensor(), &mut head_ctx)?, &b.targets, &b.weights)?,
+    };
     let value = ls.to_scalar::<f32>()? as f64;
     let grads = (ls / norm)?.backward()?;
     add(&grads)?;
     let mut g = grads.get(h.as_tensor()).cloned();
     drop(grads);
-    drop(logits);
     for i in (0..n).rev() {
         let Some(gy) = g.take() else { break };
         let xi = Var::from_tensor(&inputs[i])?;

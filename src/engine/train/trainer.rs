@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{find_checkpoint, load_checkpoint, save_checkpoint, LoopState, Paths};
 use super::config::ModelConfig;
-use super::memory::{keep_freed_memory, memory_estimate, with_4bit_base};
+use super::memory::{keep_freed_memory, memory_estimate, release_free_memory, with_4bit_base};
 use super::base::BasePrecision;
 use super::model::{Held, Model, Trainable};
 use super::optim::{clip, schedule, AdamW};
@@ -219,13 +219,8 @@ fn run_loop(
     on: &mut dyn FnMut(TrainEvent),
 ) -> Result<Outcome, String> {
     let pool = thread_pool(spec.config.threads)?;
-    keep_freed_memory();
     let result = run_inner(&pool, catalog, id, paths, spec, prep, checkpoint, control, on);
-    // Hand the heap kept for the run back to the system (the workstation stays open after it).
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    release_free_memory();
     match &result {
         Ok(o) => {
             let msg = match o.ending {
@@ -256,6 +251,8 @@ fn run_inner(
     let c = &spec.config;
     let device = Device::Cpu;
     let model = load_model(spec, &prep.cfg, &device)?;
+    release_free_memory();
+    keep_freed_memory();
     let mut opt = AdamW::new(&model.trainable, c.weight_decay, c.optim).map_err(|e| e.to_string())?;
     let mut st = LoopState::default();
     if let Some(dir) = &checkpoint {
