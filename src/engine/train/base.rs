@@ -71,7 +71,10 @@ impl BaseWeight {
     /// x·Wᵀ on untracked tensors (inside lathe's ops). An NF4 weight is dequantized for this
     /// product only.
     pub fn apply(&self, x2: &Tensor) -> Result<Tensor> {
-        x2.matmul(&self.dense()?.t()?)
+        match self {
+            BaseWeight::Dense(w) => x2.matmul(&w.t()?),
+            BaseWeight::Nf4(q) => x2.matmul(&Tensor::from_vec(q.dequantize_transposed(), (q.cols, q.rows), &Device::Cpu)?),
+        }
     }
     /// g·W: the gradient a frozen projection passes back to its input.
     pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {

@@ -133,6 +133,51 @@ impl Nf4 {
         });
     }
 
+    /// The matrix transposed, (cols, rows) row by row: what x·Wᵀ multiplies by as a contiguous
+    /// operand (candle's matmul runs 15-50% faster on it than on a transposed view). Written a
+    /// band of 64 columns at a time on every core, 16 rows of blocks per pass, so each pass writes
+    /// whole cache lines.
+    pub fn dequantize_transposed(&self) -> Vec<f32> {
+        let (rows, cols) = (self.rows, self.cols);
+        let mut out = vec![0f32; rows * cols];
+        if cols % BLOCK != 0 {
+            // Blocks straddle rows: dequantize, then transpose.
+            let w = self.dequantize();
+            for r in 0..rows {
+                for c in 0..cols {
+                    out[c * rows + r] = w[r * cols + c];
+                }
+            }
+            return out;
+        }
+        let absmax = self.absmax();
+        let pairs = pair_table();
+        let per_row = cols / BLOCK;
+        out.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(band, dst)| {
+            let mut tile = [[0f32; BLOCK]; 16];
+            for r0 in (0..rows).step_by(16) {
+                let n = 16.min(rows - r0);
+                for (k, t) in tile.iter_mut().enumerate().take(n) {
+                    let b = (r0 + k) * per_row + band;
+                    let am = absmax[b];
+                    let bytes = &self.packed[b * BLOCK / 2..(b + 1) * BLOCK / 2];
+                    for (j, byte) in bytes.iter().enumerate() {
+                        let [hi, lo] = pairs[*byte as usize];
+                        t[2 * j] = hi * am;
+                        t[2 * j + 1] = lo * am;
+                    }
+                }
+                for j in 0..BLOCK {
+                    let row = &mut dst[j * rows + r0..j * rows + r0 + n];
+                    for (k, v) in row.iter_mut().enumerate() {
+                        *v = tile[k][j];
+                    }
+                }
+            }
+        });
+        out
+    }
+
     /// Bytes held: the packed indices and the scales.
     pub fn bytes(&self) -> usize {
         self.packed.len()
@@ -267,6 +312,17 @@ mod tests {
             assert!((a - b).abs() <= 0.16 * am[i / BLOCK], "{i}: {a} vs {b}");
         }
         assert_eq!(q.packed.len(), 150);
+        // Transposed, with blocks straddling rows (100 columns) and whole blocks per row (128).
+        for (rows, cols) in [(3, 100), (37, 128)] {
+            let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1009) as f32 - 500.0) / 300.0).collect();
+            let q = Nf4::quantize(&x, rows, cols, false);
+            let (w, t) = (q.dequantize(), q.dequantize_transposed());
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(w[r * cols + c], t[c * rows + r], "({r}, {c}) of {rows}x{cols}");
+                }
+            }
+        }
         assert_eq!(q.bytes(), 150 + 5 * 4);
     }
 }
