@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{anyhow, bail};
 use clap::Args;
 
-use crate::engine::data::Catalog;
 use crate::engine::types::{Message, ModelRef, Remote};
 use crate::engine::export::gguf::Quant;
 use crate::engine::infer::llama::{Gguf, Options};
@@ -67,7 +66,7 @@ pub enum ChatsCmd {
 }
 
 pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
+    let cat = crate::service::open_catalog(ws)?;
     match what {
         ChatsCmd::List { json } => {
             let list = cat.chats()?;
@@ -97,7 +96,7 @@ pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Res
 }
 
 pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
+    let cat = crate::service::open_catalog(ws)?;
     match what {
         ModelsCmd::Add { path } => {
             let abs = std::fs::canonicalize(&path).map_err(|e| anyhow!("Cannot add {} ({e}); check the path.", path.display()))?;
@@ -283,7 +282,7 @@ pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<ModelRef> {
     if let Some(found) = crate::service::models::direct(name) {
         return Ok(found?);
     }
-    let cat = Catalog::open_workspace(ws).ok();
+    let cat = crate::service::open_catalog(ws).ok();
     Ok(crate::service::models::resolve(ws, cat.as_ref(), name)?)
 }
 

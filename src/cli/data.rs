@@ -11,7 +11,7 @@ use crate::engine::data::views::{Split, ViewFormat};
 use super::{DataCmd, Format, ViewCmd};
 
 pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
+    let cat = crate::service::open_catalog(ws)?;
     match cmd {
         DataCmd::Import { path, name, replace } => {
             let d = cat.import(&path, &ImportOptions { name, replace })?;
@@ -110,7 +110,7 @@ fn view(cat: &Catalog, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> 
 }
 
 pub fn sql(ws: &Workspace, query: &str, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
+    let cat = crate::service::open_catalog(ws)?;
     let format = match format {
         Format::Table => OutputFormat::Table,
         Format::Csv => OutputFormat::Csv,

@@ -334,7 +334,7 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
+    let cat = crate::service::open_catalog(ws)?;
     let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
     match cmd {
         RunsCmd::List { json } => {
@@ -386,7 +386,7 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
 }
 
 pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = Catalog::open_workspace(ws)?;
+    let cat = crate::service::open_catalog(ws)?;
     if let Some(path) = &args.gguf {
         return eval_gguf(&cat, path, &args, out);
     }

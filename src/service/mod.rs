@@ -19,6 +19,13 @@ pub use event::{Event, ServiceError, TrainPlan};
 pub use models::{export_path, run_export_name, ModelSource};
 pub use train::{plan, TrainWhat};
 
+/// The catalog for a one-shot CLI command in its own process (sql, data, runs, chats, eval, model
+/// lookup): the one door through which the CLI reaches the workspace's database, so that `lathe
+/// serve` can answer these for its clients instead. A catalog held by another process is `Busy`.
+pub fn open_catalog(ws: &Workspace) -> Result<Catalog, ServiceError> {
+    Catalog::open_workspace(ws).map_err(ServiceError::from)
+}
+
 use crate::engine::data::chats::ChatRecord;
 use crate::engine::data::import::complete_path;
 use crate::engine::data::worker::{DataRequest, DataWorker};

@@ -2,7 +2,7 @@
 //! setting that lets each step reuse the previous step's buffers.
 
 use super::base::BasePrecision;
-use super::config::ModelConfig;
+use super::config::{Family, ModelConfig};
 use super::spec::TrainConfig;
 
 /// Memory a configuration needs, in bytes: the weights (projections at the base precision, the
@@ -14,7 +14,9 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let l = mcfg.num_layers as u64;
     let v = mcfg.vocab_size as u64;
     let kv = (mcfg.num_kv_heads * mcfg.head_dim) as u64;
-    let per_layer = 2 * h * h + 2 * h * kv + 3 * h * i;
+    // q and o, k and v, and the MLP: gate, up and down (Phi's fc1 and fc2 have no gate).
+    let mlp = if mcfg.family == Family::Phi { 2 } else { 3 };
+    let per_layer = 2 * h * h + 2 * h * kv + mlp * h * i;
     let heads_out = if mcfg.tie_word_embeddings { 0 } else { v * h };
     let base = per_layer * l + v * h + heads_out;
     let weight_bytes = match cfg.quant_base {

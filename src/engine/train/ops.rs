@@ -59,33 +59,40 @@ impl candle_core::CustomOp1 for HeadLoss {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
         let x = input(s, l, "head-loss")?;
         let mut total = 0f64;
         self.chunks(&x, |start, logits, vocab| {
-            for (r, row) in logits.chunks(vocab).enumerate() {
-                let w = self.weights[start + r];
-                if w != 0.0 {
+            total += logits
+                .par_chunks(vocab)
+                .enumerate()
+                .map(|(r, row)| {
+                    let w = self.weights[start + r];
+                    if w == 0.0 {
+                        return 0.0;
+                    }
                     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                     let lse = max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
-                    total += (w * (lse - row[self.targets[start + r] as usize])) as f64;
-                }
-            }
+                    (w * (lse - row[self.targets[start + r] as usize])) as f64
+                })
+                .sum::<f64>();
             Ok(())
         })?;
         Ok((CpuStorage::F32(vec![total as f32]), Shape::from(())))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        use rayon::prelude::*;
         let x = x.detach();
         let g = g.to_scalar::<f32>()?;
         let mut parts = Vec::new();
         self.chunks(&x, |start, logits, vocab| {
             let n = logits.len() / vocab;
-            for (r, row) in logits.chunks_mut(vocab).enumerate() {
+            logits.par_chunks_mut(vocab).enumerate().for_each(|(r, row)| {
                 let w = self.weights[start + r] * g;
                 if w == 0.0 {
                     row.fill(0.0);
-                    continue;
+                    return;
                 }
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0f32;
@@ -97,7 +104,7 @@ impl candle_core::CustomOp1 for HeadLoss {
                     *v *= w / sum;
                 }
                 row[self.targets[start + r] as usize] -= w;
-            }
+            });
             parts.push(self.w.apply_t(&Tensor::from_slice(logits, (n, vocab), &Device::Cpu)?)?);
             Ok(())
         })?;
