@@ -76,7 +76,7 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
         step(i as u64 + 1)?;
     }
     let dt = t.elapsed().as_secs_f64();
-    println!("{}", serde_json::json!({"tokens_per_s": (seq * steps) as f64 / dt, "peak_rss": crate::engine::sysmon::peak_rss_bytes()}));
+    println!("{}", serde_json::json!({"tokens_per_s": (seq * steps) as f64 / dt, "peak_rss": crate::engine::sysmon::peak_rss_bytes(), "threads": rayon::current_num_threads()}));
     Ok(())
 }
 
@@ -92,6 +92,9 @@ pub(crate) fn json_result(out: &std::process::Output, what: &str) -> anyhow::Res
 
 fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<(f64, u64)> {
     let v = json_result(out, what)?;
+    if let Some(t) = v["threads"].as_u64() {
+        eprintln!("({what}: {t} threads{})", v["torch"].as_str().map(|t| format!(", torch {t}")).unwrap_or_default());
+    }
     Ok((v["tokens_per_s"].as_f64().unwrap_or(0.0), v["peak_rss"].as_u64().unwrap_or(0)))
 }
 
@@ -105,6 +108,13 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
     }
     println!(
         "LoRA step at TinyLlama-1.1B shapes ({layers} layers, hidden 2048, vocab 32000), r=8 on q_proj and v_proj, seq {seq}, batch 1, {steps} timed steps, f32 on the CPU"
+    );
+    println!(
+        "machine: {}, {} cores; lathe {} (candle {}); each side uses every core",
+        super::qlora::cpu_model(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        env!("CARGO_PKG_VERSION"),
+        crate::engine::info::engine_info().candle
     );
     if !have_torch {
         println!("(PyTorch peer skipped: `pip install torch transformers peft` to measure it beside lathe)");

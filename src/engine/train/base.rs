@@ -53,6 +53,10 @@ impl BasePrecision {
 #[derive(Debug, Clone)]
 pub enum BaseWeight {
     Dense(Tensor),
+    /// A frozen f32 weight held transposed, (in, out): the forward's x·Wᵀ (twice per step with
+    /// gradient checkpointing) multiplies by a contiguous operand, which candle's matmul runs
+    /// 15-50% faster than a transposed view; the backward's g·W takes the view.
+    Transposed(Tensor),
     Nf4(Arc<Nf4>),
 }
 
@@ -65,7 +69,7 @@ impl BaseWeight {
             // A frozen one through `FrozenMatmul`: candle's matmul backward would also compute
             // the weight's gradient (as much work as the forward, and an out x in tensor per
             // layer held until backward ends) only to throw it away.
-            BaseWeight::Dense(_) | BaseWeight::Nf4(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
+            BaseWeight::Dense(_) | BaseWeight::Transposed(_) | BaseWeight::Nf4(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
         }
     }
     /// x·Wᵀ on untracked tensors (inside lathe's ops). An NF4 weight is dequantized for this
@@ -73,30 +77,35 @@ impl BaseWeight {
     pub fn apply(&self, x2: &Tensor) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => x2.matmul(&w.t()?),
+            BaseWeight::Transposed(wt) => x2.matmul(wt),
             BaseWeight::Nf4(q) => x2.matmul(&Tensor::from_vec(q.dequantize_transposed(), (q.cols, q.rows), &Device::Cpu)?),
         }
     }
     /// g·W: the gradient a frozen projection passes back to its input.
     pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {
-        g.matmul(&self.dense()?)
+        match self {
+            BaseWeight::Transposed(wt) => g.matmul(&wt.t()?),
+            _ => g.matmul(&self.dense()?),
+        }
     }
     pub(super) fn frozen(&self) -> bool {
         match self {
             BaseWeight::Dense(w) => !w.is_variable(),
-            BaseWeight::Nf4(_) => true,
+            BaseWeight::Transposed(_) | BaseWeight::Nf4(_) => true,
         }
     }
     /// The weight as an f32 tensor (an NF4 one dequantized, a new tensor each call).
     pub fn dense(&self) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
+            BaseWeight::Transposed(wt) => wt.t()?.contiguous(),
             BaseWeight::Nf4(q) => Tensor::from_vec(q.dequantize(), (q.rows, q.cols), &Device::Cpu),
         }
     }
     /// A weight read as f32, held as `precision` says.
     pub fn hold(w: Tensor, precision: BasePrecision) -> Result<BaseWeight> {
         match precision {
-            BasePrecision::F32 => Ok(BaseWeight::Dense(w)),
+            BasePrecision::F32 => Ok(BaseWeight::Transposed(w.t()?.contiguous()?)),
             BasePrecision::Nf4 => {
                 let (rows, cols) = w.dims2()?;
                 let values = w.flatten_all()?.to_vec1::<f32>()?;
@@ -107,7 +116,7 @@ impl BaseWeight {
     /// Bytes the weight holds.
     pub fn bytes(&self) -> usize {
         match self {
-            BaseWeight::Dense(w) => w.elem_count() * 4,
+            BaseWeight::Dense(w) | BaseWeight::Transposed(w) => w.elem_count() * 4,
             BaseWeight::Nf4(q) => q.bytes(),
         }
     }
