@@ -153,7 +153,7 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
             None => println!("{label:<26} {tps:>12.1} {:>12} {:>7} {:>12} {:>12} {:>7}", "-", "-", bytes(rss), "-", "-"),
         }
     }
-    println!("targets: tokens/s ratio >= 1.00x (lathe / torch); peak RSS ratio <= 1.00x");
+    println!("targets: tokens/s ratio >= 1.20x (lathe / torch); peak RSS ratio <= 1.00x");
     let cfg = crate::engine::train::spec::TrainConfig {
         lora_r: 8,
         lora_targets: vec!["q_proj".into(), "v_proj".into()],
