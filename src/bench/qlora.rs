@@ -211,15 +211,6 @@ pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer) -
     Ok(())
 }
 
-/// The CPU's model name, from /proc/cpuinfo.
-pub(crate) fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)).map(|m| m.trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 pub fn run(steps: usize, seq: usize, phi2: bool, peer: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let dir = checkpoint(phi2)?;
@@ -240,7 +231,7 @@ pub fn run(steps: usize, seq: usize, phi2: bool, peer: bool) -> anyhow::Result<(
         cfg.vocab_size,
         LoraSpec::default_targets(cfg.family).join(",")
     );
-    println!("machine: {}, {} cores; lathe {} (candle {})", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), env!("CARGO_PKG_VERSION"), crate::engine::info::engine_info().candle);
+    println!("machine: {}, {} cores; lathe {} (candle {})", super::cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), env!("CARGO_PKG_VERSION"), crate::engine::info::engine_info().candle);
     println!("checkpoint: {} (random bf16 weights, read by both sides)", dir.display());
     if !have_peer {
         println!("(the peer is skipped: `pip install torch transformers peft bitsandbytes accelerate` (or set LATHE_PEER_PYTHON) to measure it beside lathe)");

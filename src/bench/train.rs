@@ -111,7 +111,7 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
     );
     println!(
         "machine: {}, {} cores; lathe {} (candle {}); each side uses every core",
-        super::qlora::cpu_model(),
+        super::cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         env!("CARGO_PKG_VERSION"),
         crate::engine::info::engine_info().candle
