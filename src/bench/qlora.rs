@@ -10,15 +10,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use crate::engine::train::base::BasePrecision;
 use crate::engine::train::config::{Family, ModelConfig};
 use crate::engine::train::model::{Held, LoraSpec, Model, Trainable};
-use crate::engine::train::optim::{clip, AdamW, Optimizer};
+use crate::engine::train::optim::{AdamW, Optimizer};
 use crate::engine::train::rng::Rng;
 use crate::engine::train::spec::TrainConfig;
-use crate::engine::train::text::Encoded;
 use crate::engine::train::weights::SafetensorsSource;
 use crate::units::bytes;
 
@@ -179,22 +178,7 @@ pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer) -
     let rss_loaded = crate::engine::sysmon::rss_bytes();
     let peak_loading = crate::engine::sysmon::peak_rss_bytes();
     let mut opt = AdamW::new(&model.trainable, 0.01, optim)?;
-    let mut rng = Rng::new(3);
-    let ids: Vec<u32> = (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect();
-    let unit = Encoded { train: vec![true; ids.len()], ids };
-    let mut step = |i: u64| -> anyhow::Result<()> {
-        let (_, grads) = crate::engine::train::step::loss_and_grads(&model, std::slice::from_ref(&unit), 0, true, Some(i)).map_err(|e| anyhow!(e))?;
-        let mut grads: Vec<Tensor> = grads.into_iter().map(|g| g.expect("every adapter has a gradient")).collect();
-        clip(&mut grads, 1.0)?;
-        opt.step(&model.trainable, &grads, 2e-4)?;
-        Ok(())
-    };
-    step(0)?;
-    let t = Instant::now();
-    for i in 0..steps {
-        step(i as u64 + 1)?;
-    }
-    let dt = t.elapsed().as_secs_f64();
+    let dt = super::train::timed_steps(&model, &mut opt, cfg.vocab_size, seq, steps, true)?;
     println!(
         "{}",
         serde_json::json!({

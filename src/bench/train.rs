@@ -52,19 +52,14 @@ impl WeightSource for FastInit {
     }
 }
 
-/// Measures one configuration and prints {"tokens_per_s", "peak_rss"}.
-pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Result<()> {
-    // As the trainer does.
-    crate::engine::train::memory::keep_freed_memory();
-    let cfg = tinyllama(layers);
-    let spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.05, targets: vec!["q_proj".into(), "v_proj".into()] };
-    let model = Model::build(&cfg, &mut FastInit(Rng::new(1)), &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu).map_err(|e| anyhow!(e))?;
-    let mut opt = AdamW::new(&model.trainable, 0.01, crate::engine::train::optim::Optimizer::AdamW)?;
+/// One warm-up step, then `steps` timed optimizer steps on random ids of length `seq` (batch 1):
+/// the seconds they took.
+pub(crate) fn timed_steps(model: &Model, opt: &mut AdamW, vocab: usize, seq: usize, steps: usize, gc: bool) -> anyhow::Result<f64> {
     let mut rng = Rng::new(3);
-    let ids: Vec<u32> = (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+    let ids: Vec<u32> = (0..=seq).map(|_| rng.below(vocab) as u32).collect();
     let unit = Encoded { train: vec![true; ids.len()], ids };
     let mut step = |i: u64| -> anyhow::Result<()> {
-        let (_, grads) = crate::engine::train::step::loss_and_grads(&model, std::slice::from_ref(&unit), 0, gc, Some(i)).map_err(|e| anyhow!(e))?;
+        let (_, grads) = crate::engine::train::step::loss_and_grads(model, std::slice::from_ref(&unit), 0, gc, Some(i)).map_err(|e| anyhow!(e))?;
         let mut grads: Vec<Tensor> = grads.into_iter().map(|g| g.expect("every adapter has a gradient")).collect();
         clip(&mut grads, 1.0)?;
         opt.step(&model.trainable, &grads, 2e-4)?;
@@ -75,7 +70,18 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
     for i in 0..steps {
         step(i as u64 + 1)?;
     }
-    let dt = t.elapsed().as_secs_f64();
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Measures one configuration and prints {"tokens_per_s", "peak_rss"}.
+pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Result<()> {
+    // As the trainer does.
+    crate::engine::train::memory::keep_freed_memory();
+    let cfg = tinyllama(layers);
+    let spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.05, targets: vec!["q_proj".into(), "v_proj".into()] };
+    let model = Model::build(&cfg, &mut FastInit(Rng::new(1)), &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu).map_err(|e| anyhow!(e))?;
+    let mut opt = AdamW::new(&model.trainable, 0.01, crate::engine::train::optim::Optimizer::AdamW)?;
+    let dt = timed_steps(&model, &mut opt, cfg.vocab_size, seq, steps, gc)?;
     println!("{}", serde_json::json!({"tokens_per_s": (seq * steps) as f64 / dt, "peak_rss": crate::engine::sysmon::peak_rss_bytes(), "threads": rayon::current_num_threads()}));
     Ok(())
 }
