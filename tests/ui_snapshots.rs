@@ -240,6 +240,8 @@ fn training_app() -> App {
         model: "/ws/models/lathe-demo-base".into(),
         view: "instruct".into(),
         method: "full".into(),
+        base: "f32".into(),
+        optimizer: "adamw".into(),
         total_steps: 300,
         start_step: 0,
         train_examples: 7586,

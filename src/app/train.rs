@@ -15,6 +15,9 @@ pub struct LiveRun {
     pub model: String,
     pub view: String,
     pub method: String,
+    /// f32 or nf4, and adamw or adamw8bit (empty until the run reports).
+    pub base: String,
+    pub optimizer: String,
     /// starting, running, paused, completed, stopped early, cancelled, failed
     pub status: RunStatus,
     pub total: usize,
@@ -52,8 +55,10 @@ impl LiveRun {
     /// Applies one trainer event.
     pub fn apply(&mut self, ev: &TrainEvent) {
         match ev {
-            TrainEvent::Started { run_id, model, view, method, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, .. } => {
+            TrainEvent::Started { run_id, model, view, method, base, optimizer, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, .. } => {
                 self.id = run_id.clone();
+                self.base = base.clone();
+                self.optimizer = optimizer.clone();
                 self.model = model.clone();
                 self.view = view.clone();
                 self.method = method.clone();

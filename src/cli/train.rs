@@ -197,8 +197,8 @@ fn catch_interrupts() {
 /// One training event as `lathe train` prints it.
 fn event_line(ev: &TrainEvent) -> String {
     match ev {
-        TrainEvent::Started { run_id, model, view, method, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, lengths } => format!(
-            "run {run_id}: {method} on {model}, view {view}\n  {train_examples} train / {eval_examples} eval examples; tokens per example: median {}, p95 {}, max {} ({} truncated)\n  {} of {} parameters train; steps {start_step}..{total_steps}",
+        TrainEvent::Started { run_id, model, view, method, base, optimizer, total_steps, start_step, train_examples, eval_examples, trainable_params, total_params, lengths } => format!(
+            "run {run_id}: {method} on {model} ({base} base, {optimizer}), view {view}\n  {train_examples} train / {eval_examples} eval examples; tokens per example: median {}, p95 {}, max {} ({} truncated)\n  {} of {} parameters train; steps {start_step}..{total_steps}",
             lengths.median, lengths.p95, lengths.max, lengths.truncated, trainable_params, total_params
         ),
         TrainEvent::Step(m) => {

@@ -62,12 +62,17 @@ fn run_lines<'a>(theme: &Theme, r: &LiveRun, width: u16) -> Vec<Line<'a>> {
     // label 10, the bar's ends 2, " 1234/5678 " and "epoch 12.34": keep the line unwrapped.
     let tail = format!(" {}/{} ", r.step, r.total).len() + format!("epoch {:.2}", r.epoch).len();
     let bar_w = w.saturating_sub(12 + tail).clamp(3, 60);
+    // The base precision and optimizer, where the line has room for them.
+    let head_len = if r.id.is_empty() { 7 } else { 4 + r.id.len() } + 2 + r.status.words().len() + if r.method.is_empty() { 0 } else { 2 + r.method.len() };
+    let held = if r.base.is_empty() { String::new() } else { format!(" · {} base · {}", r.base, r.optimizer) };
+    let held = if head_len + held.chars().count() <= w { held } else { String::new() };
     let mut lines = vec![
         Line::from(vec![
             Span::styled(if r.id.is_empty() { "new run".to_string() } else { format!("run {}", r.id) }, theme.accent()),
             Span::raw("  "),
             Span::styled(r.status.words(), status_style(theme, r.status)),
             Span::styled(if r.method.is_empty() { String::new() } else { format!("  {}", r.method) }, theme.text()),
+            Span::styled(held, theme.muted()),
         ]),
         Line::from(vec![Span::styled("model     ", theme.muted()), Span::styled(r.model.clone(), theme.text())]),
         Line::from(vec![

@@ -54,6 +54,11 @@ pub enum TrainEvent {
         model: String,
         view: String,
         method: String,
+        /// How the base is held (f32, nf4) and the optimizer (adamw, adamw8bit).
+        #[serde(default)]
+        base: String,
+        #[serde(default)]
+        optimizer: String,
         total_steps: usize,
         start_step: usize,
         train_examples: usize,
@@ -271,6 +276,8 @@ fn run_inner(
         model: spec.model.display().to_string(),
         view: spec.view.clone(),
         method: c.method_name().to_string(),
+        base: c.quant_base.name().to_string(),
+        optimizer: c.optim.name().to_string(),
         total_steps: total,
         start_step: st.step,
         train_examples: units,
