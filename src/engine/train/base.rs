@@ -113,13 +113,6 @@ impl BaseWeight {
             }
         }
     }
-    /// Bytes the weight holds.
-    pub fn bytes(&self) -> usize {
-        match self {
-            BaseWeight::Dense(w) | BaseWeight::Transposed(w) => w.elem_count() * 4,
-            BaseWeight::Nf4(q) => q.bytes(),
-        }
-    }
 }
 
 /// y = x·Wᵀ with W constant: the backward returns only dL/dx = g·W.

@@ -23,8 +23,9 @@ fn output(t: &Tensor) -> Result<(CpuStorage, Shape)> {
 /// The output head and the masked loss in one op, for a frozen head (LoRA, QLoRA): over x (rows,
 /// hidden), Σ w·(logsumexp(ℓ) − ℓ[target]) with ℓ = x·Wᵀ + bias, a chunk of rows at a time, so the
 /// (rows, vocab) logits never exist whole. The backward recomputes each chunk's logits:
-/// dx = g·w·(softmax(ℓ) − onehot)·W. At 512 tokens and a 32000-word vocabulary the logits, their
-/// log-softmax and its gradient took about 200 MB through candle's ops.
+/// dx = g·w·(softmax(ℓ) − onehot)·W. Through candle's ops the logits, their log-softmax and its
+/// gradient stayed alive at once: at TinyLlama shapes and 512 tokens, the QLoRA step's peak fell
+/// from 2.08 to 1.64 GB with this op.
 pub struct HeadLoss {
     pub w: BaseWeight,
     pub bias: Option<Tensor>,
