@@ -207,6 +207,86 @@ fn the_fused_head_loss_equals_the_logits_path() {
     assert!(load("tiny-llama", &Trainable::Full).head_loss(&Tensor::zeros((1, 2, 64), candle_core::DType::F32, &Device::Cpu).unwrap(), &Tensor::zeros((1, 2), candle_core::DType::U32, &Device::Cpu).unwrap(), &Tensor::ones((1, 2), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap().is_none());
 }
 
+/// A head computed a few vocabulary rows at a time (blocks that do not divide the vocabulary) gives
+/// the loss and gradient of one block.
+#[test]
+fn the_fused_head_loss_is_the_same_across_vocabulary_blocks() {
+    use candle_core::CustomOp1;
+    use lathe::engine::train::ops::HeadLoss;
+    let model = load("tiny-phi", &Trainable::Lora(LoraSpec { r: 2, alpha: 4.0, dropout: 0.0, targets: vec!["q_proj".into()] }));
+    let head = model.lm_head.as_ref().unwrap();
+    let (rows, h) = (50, model.cfg.hidden_size);
+    let x = candle_core::Var::from_tensor(&Tensor::from_vec(Rng::new(4).normals(rows * h, 1.0), (rows, h), &Device::Cpu).unwrap()).unwrap();
+    let targets: Vec<u32> = (0..rows).map(|i| (i * 53 % model.cfg.vocab_size) as u32).collect();
+    let weights: Vec<f32> = (0..rows).map(|i| if i % 7 == 3 { 0.0 } else { 0.5 + (i % 3) as f32 }).collect();
+    let op = |block: usize| {
+        let op = HeadLoss::new(head.base.clone(), head.bias.clone(), targets.clone(), weights.clone()).unwrap();
+        assert_eq!(op.name(), "head-loss");
+        x.as_tensor().apply_op1(op.with_block(block)).unwrap()
+    };
+    let (one, blocked) = (op(model.cfg.vocab_size), op(37));
+    let (a, e) = (blocked.to_scalar::<f32>().unwrap(), one.to_scalar::<f32>().unwrap());
+    assert!(((a - e) / e).abs() < 1e-6, "loss {a} vs {e}");
+    let ga = blocked.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+    let ge = one.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+    assert!(max_abs_diff(&ga, &ge) < 1e-6, "gradient differs by {}", max_abs_diff(&ga, &ge));
+}
+
+/// A checkpoint stored in bf16 keeps its embedding table and head in bf16 when they are frozen
+/// (half the memory of f32), and computes exactly what the same values in f32 compute: logits,
+/// the fused loss and its gradient, for a separate head with a bias (Phi), a tied one (Qwen2) and
+/// Llama's.
+#[test]
+fn a_bf16_embedding_and_head_stay_bf16_and_change_nothing() {
+    use candle_core::DType;
+    use lathe::engine::train::base::BaseWeight;
+    for name in ["tiny-llama", "tiny-phi", "tiny-qwen2"] {
+        let dir = tmp(&format!("bf16-{name}"));
+        let tables = |k: &str| k.contains("embed_tokens") || k.starts_with("lm_head.weight");
+        let weights = load_all(&fixture(name).join("model.safetensors"), &Device::Cpu).unwrap();
+        let mut half = std::collections::HashMap::new();
+        let mut rounded = std::collections::HashMap::new();
+        for (k, t) in weights {
+            let h = if tables(&k) { t.to_dtype(DType::BF16).unwrap() } else { t };
+            rounded.insert(k.clone(), h.to_dtype(DType::F32).unwrap());
+            half.insert(k, h);
+        }
+        for (sub, map) in [("half", &half), ("f32", &rounded)] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            std::fs::copy(fixture(name).join("config.json"), dir.join(sub).join("config.json")).unwrap();
+            candle_core::safetensors::save(map, dir.join(sub).join("model.safetensors")).unwrap();
+        }
+        let lora = Trainable::Lora(LoraSpec { r: 2, alpha: 4.0, dropout: 0.0, targets: vec!["q_proj".into()] });
+        let build = |sub: &str| {
+            let d = dir.join(sub);
+            Model::build(&ModelConfig::load(&d).unwrap(), &mut SafetensorsSource::open(&d, &Device::Cpu).unwrap(), &lora, &mut Rng::new(1), &Device::Cpu).unwrap()
+        };
+        let (a, b) = (build("half"), build("f32"));
+        assert_eq!(a.embed.dtype(), DType::BF16, "{name}");
+        assert_eq!(b.embed.dtype(), DType::F32, "{name}");
+        if let Some(head) = &a.lm_head {
+            assert!(matches!(head.base, BaseWeight::Half(_)), "{name}: the head is held as stored");
+        }
+        let ids = Tensor::from_vec((0..24u32).map(|i| i * 13 % 320).collect::<Vec<_>>(), (2, 12), &Device::Cpu).unwrap();
+        let (la, lb) = (a.forward(&ids, &mut Ctx::eval()).unwrap(), b.forward(&ids, &mut Ctx::eval()).unwrap());
+        assert!(max_abs_diff(&la, &lb) < 1e-6, "{name}: logits differ by {}", max_abs_diff(&la, &lb));
+        let x = candle_core::Var::from_tensor(&Tensor::from_vec(Rng::new(3).normals(24 * 64, 1.0), (2, 12, 64), &Device::Cpu).unwrap()).unwrap();
+        let targets = Tensor::from_vec((0..24u32).map(|i| i * 29 % 320).collect::<Vec<_>>(), (2, 12), &Device::Cpu).unwrap();
+        let w = Tensor::ones((2, 12), DType::F32, &Device::Cpu).unwrap();
+        let (fa, fb) = (a.head_loss(x.as_tensor(), &targets, &w).unwrap().unwrap(), b.head_loss(x.as_tensor(), &targets, &w).unwrap().unwrap());
+        let (va, vb) = (fa.to_scalar::<f32>().unwrap(), fb.to_scalar::<f32>().unwrap());
+        assert!(((va - vb) / vb).abs() < 1e-6, "{name}: loss {va} vs {vb}");
+        let ga = fa.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        let gb = fb.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        assert!(max_abs_diff(&ga, &gb) < 1e-6, "{name}: gradient differs by {}", max_abs_diff(&ga, &gb));
+        // The merged model (what merge and export write) is f32 throughout.
+        assert!(a.merged_tensors().unwrap().values().all(|t| t.dtype() == DType::F32), "{name}");
+        assert_eq!(a.param_counts(), b.param_counts(), "{name}");
+        assert_eq!(a.param_counts().0, a.merged_tensors().unwrap().values().map(|t| t.elem_count()).sum::<usize>(), "{name}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// The weights of a fixture with every decoder projection rounded through NF4 and back, in f32.
 struct RoundTripped(SafetensorsSource);
 

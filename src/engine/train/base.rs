@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::nf4::Nf4;
@@ -12,8 +12,10 @@ use super::nf4::Nf4;
 type Result<T> = candle_core::Result<T>;
 
 /// How a model's projection weights are held while it trains or evaluates. Embeddings, norms,
-/// biases and the output head stay f32 whatever this says (as peft and bitsandbytes keep them):
-/// they are a small share of the weights, and the head's rounding would show in every logit.
+/// biases and the output head keep their precision whatever this says (as peft and bitsandbytes
+/// keep them): they are a small share of the weights, and the head's rounding would show in every
+/// logit. A frozen embedding table and head stay in the 16-bit float the checkpoint stores
+/// (`BaseWeight::Half`), which loses nothing: every 16-bit value is exact in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BasePrecision {
@@ -58,6 +60,15 @@ pub enum BaseWeight {
     /// 15-50% faster than a transposed view; the backward's g·W takes the view.
     Transposed(Tensor),
     Nf4(Arc<Nf4>),
+    /// A frozen weight (out, in) kept in the bf16 or f16 its checkpoint stores (the embedding
+    /// table and the head, the largest matrices of a small model: 0.5 GB of f32 each at Phi-2),
+    /// converted to f32 a block of rows at a time for each product.
+    Half(Tensor),
+}
+
+/// Rows of a `Half` weight converted to f32 at once: about 32 MB of f32 per block.
+fn half_block(cols: usize) -> usize {
+    ((8 << 20) / cols.max(1)).max(1)
 }
 
 impl BaseWeight {
@@ -69,7 +80,9 @@ impl BaseWeight {
             // A frozen one through `FrozenMatmul`: candle's matmul backward would also compute
             // the weight's gradient (as much work as the forward, and an out x in tensor per
             // layer held until backward ends) only to throw it away.
-            BaseWeight::Dense(_) | BaseWeight::Transposed(_) | BaseWeight::Nf4(_) => x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() }),
+            BaseWeight::Dense(_) | BaseWeight::Transposed(_) | BaseWeight::Nf4(_) | BaseWeight::Half(_) => {
+                x2.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() })
+            }
         }
     }
     /// x·Wᵀ on untracked tensors (inside lathe's ops). An NF4 weight is dequantized for this
@@ -79,19 +92,55 @@ impl BaseWeight {
             BaseWeight::Dense(w) => x2.matmul(&w.t()?),
             BaseWeight::Transposed(wt) => x2.matmul(wt),
             BaseWeight::Nf4(q) => x2.matmul(&Tensor::from_vec(q.dequantize_transposed(), (q.cols, q.rows), &Device::Cpu)?),
+            BaseWeight::Half(w) => {
+                let (out, cols) = w.dims2()?;
+                let parts = (0..out).step_by(half_block(cols)).map(|s| x2.matmul(&self.rows(s, half_block(cols).min(out - s))?.t()?)).collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 1)
+            }
         }
     }
     /// g·W: the gradient a frozen projection passes back to its input.
     pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {
         match self {
             BaseWeight::Transposed(wt) => g.matmul(&wt.t()?),
+            BaseWeight::Half(w) => {
+                let (out, cols) = w.dims2()?;
+                let mut acc: Option<Tensor> = None;
+                for s in (0..out).step_by(half_block(cols)) {
+                    let n = half_block(cols).min(out - s);
+                    let part = g.narrow(1, s, n)?.matmul(&self.rows(s, n)?)?;
+                    acc = Some(match acc {
+                        Some(a) => (a + part)?,
+                        None => part,
+                    });
+                }
+                acc.ok_or_else(|| candle_core::Error::Msg("an empty weight".into()))
+            }
             _ => g.matmul(&self.dense()?),
+        }
+    }
+    /// Rows start..start+n of the weight (out, in) as f32: a view for a dense weight, a
+    /// conversion for a 16-bit one.
+    pub fn rows(&self, start: usize, n: usize) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) => w.narrow(0, start, n),
+            BaseWeight::Transposed(wt) => wt.narrow(1, start, n)?.t(),
+            BaseWeight::Half(w) => w.narrow(0, start, n)?.to_dtype(DType::F32),
+            BaseWeight::Nf4(_) => self.dense()?.narrow(0, start, n),
+        }
+    }
+    /// (out, in).
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(w) | BaseWeight::Half(w) => w.dims2(),
+            BaseWeight::Transposed(wt) => wt.dims2().map(|(i, o)| (o, i)),
+            BaseWeight::Nf4(q) => Ok((q.rows, q.cols)),
         }
     }
     pub(super) fn frozen(&self) -> bool {
         match self {
             BaseWeight::Dense(w) => !w.is_variable(),
-            BaseWeight::Transposed(_) | BaseWeight::Nf4(_) => true,
+            BaseWeight::Transposed(_) | BaseWeight::Nf4(_) | BaseWeight::Half(_) => true,
         }
     }
     /// The weight as an f32 tensor (an NF4 one dequantized, a new tensor each call).
@@ -100,6 +149,14 @@ impl BaseWeight {
             BaseWeight::Dense(w) => Ok(w.clone()),
             BaseWeight::Transposed(wt) => wt.t()?.contiguous(),
             BaseWeight::Nf4(q) => Tensor::from_vec(q.dequantize(), (q.rows, q.cols), &Device::Cpu),
+            BaseWeight::Half(w) => w.to_dtype(DType::F32),
+        }
+    }
+    /// A frozen weight as its checkpoint stores it: f32 dense, bf16 or f16 kept as `Half`.
+    pub fn stored(w: Tensor) -> BaseWeight {
+        match w.dtype() {
+            DType::BF16 | DType::F16 => BaseWeight::Half(w),
+            _ => BaseWeight::Dense(w),
         }
     }
     /// A weight read as f32, held as `precision` says.

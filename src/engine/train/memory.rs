@@ -19,9 +19,13 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let per_layer = 2 * h * h + 2 * h * kv + mlp * h * i;
     let heads_out = if mcfg.tie_word_embeddings { 0 } else { v * h };
     let base = per_layer * l + v * h + heads_out;
+    // A frozen embedding table and head stay in the 16-bit float the checkpoint stores.
+    let sixteen = matches!(mcfg.dtype.as_deref(), Some("bfloat16" | "float16"));
+    let table_bytes = if cfg.method != "full" && sixteen { 2 } else { 4 };
     let weight_bytes = match cfg.quant_base {
-        BasePrecision::F32 => 4 * base,
-        p => (p.bytes_per_weight() * (per_layer * l) as f64) as u64 + 4 * (v * h + heads_out) + 2 * 4 * h * i.max(h),
+        _ if cfg.method == "full" => 4 * base,
+        BasePrecision::F32 => 4 * per_layer * l + table_bytes * (v * h + heads_out),
+        p => (p.bytes_per_weight() * (per_layer * l) as f64) as u64 + table_bytes * (v * h + heads_out) + 2 * 4 * h * i.max(h),
     };
     let trainable = if cfg.method == "full" {
         base
@@ -40,8 +44,9 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 4;
     let act = scores + if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
     // The logits, their log-softmax and gradients when the head trains (full fine-tuning); a
-    // frozen head's fused loss holds a few chunks of 64 rows instead.
-    let logits = if cfg.method == "full" { tokens * v * 4 } else { 3 * 64 * v };
+    // frozen head's fused loss holds one block of the head in f32 and its logits instead.
+    let block = ((8u64 << 20) / h).max(64).min(v);
+    let logits = if cfg.method == "full" { tokens * v * 4 } else { block * h + 2 * tokens * block };
     // Per trainable value: its gradient (f32) and the optimizer's two moments.
     let state = (4.0 + cfg.optim.bytes_per_value()) * trainable as f64;
     // The process itself (the catalog, the tokenizer, code and buffers): about 80 MB measured for a

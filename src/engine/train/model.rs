@@ -213,6 +213,11 @@ pub trait WeightSource {
     /// The tensor `name` as f32, checked against `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, String>;
     fn has(&self, name: &str) -> bool;
+    /// The tensor `name` in the float type it is stored in (bf16 and f16 stay so; others become
+    /// f32): what a frozen embedding table or head is held as.
+    fn get_stored(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, String> {
+        self.get(name, shape)
+    }
     /// How frozen projection weights are held: each is quantized as it is read, so the whole
     /// model never sits in f32.
     fn precision(&self) -> BasePrecision {
@@ -232,6 +237,9 @@ impl WeightSource for Held<'_> {
     }
     fn has(&self, name: &str) -> bool {
         self.src.has(name)
+    }
+    fn get_stored(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, String> {
+        self.src.get_stored(name, shape)
     }
     fn precision(&self) -> BasePrecision {
         self.precision
@@ -350,7 +358,8 @@ impl Model {
             }
         };
         let n = names(cfg.family);
-        let embed = take(src, n.embed, &[cfg.vocab_size, h], &mut vars)?;
+        // A frozen embedding table (and head, below) stays in its stored 16-bit float.
+        let embed = if full { take(src, n.embed, &[cfg.vocab_size, h], &mut vars)? } else { src.get_stored(n.embed, &[cfg.vocab_size, h])? };
         let norm = |src: &mut dyn WeightSource, prefix: &str, vars: &mut Vec<(String, Var)>, take: &mut Take| -> std::result::Result<Norm, String> {
             let w = take(src, &format!("{prefix}.weight"), &[h], vars)?;
             Ok(match cfg.family {
@@ -367,9 +376,15 @@ impl Model {
                           vars: &mut Vec<(String, Var)>,
                           take: &mut Take|
          -> std::result::Result<Linear, String> {
-            let w = take(src, &format!("{path}.weight"), &[out, inp], vars)?;
-            // The output head stays f32 (see `BasePrecision`).
-            let w = if full || module == "lm_head" { BaseWeight::Dense(w) } else { BaseWeight::hold(w, src.precision()).map_err(|e| e.to_string())? };
+            let name = format!("{path}.weight");
+            // The output head keeps its precision (see `BasePrecision`).
+            let w = if full {
+                BaseWeight::Dense(take(src, &name, &[out, inp], vars)?)
+            } else if module == "lm_head" {
+                BaseWeight::stored(src.get_stored(&name, &[out, inp])?)
+            } else {
+                BaseWeight::hold(take(src, &name, &[out, inp], vars)?, src.precision()).map_err(|e| e.to_string())?
+            };
             let b = if bias { Some(take(src, &format!("{path}.bias"), &[out], vars)?) } else { None };
             let lora = match trainable {
                 Trainable::Lora(spec) if spec.targets.iter().any(|t| t == module) => {
@@ -439,7 +454,7 @@ impl Model {
 
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))
+        self.embed.index_select(&ids.flatten_all()?, 0)?.to_dtype(DType::F32)?.reshape((b, t, self.cfg.hidden_size))
     }
 
     /// One decoder block, (b, t, h) -> (b, t, h).
@@ -494,7 +509,7 @@ impl Model {
             Some(l) => l.forward(&x, ctx),
             None => {
                 let (b, t, h) = x.dims3()?;
-                let tied = BaseWeight::Dense(self.embed.clone());
+                let tied = BaseWeight::stored(self.embed.clone());
                 tied.forward(&x.reshape((b * t, h))?)?.reshape((b, t, self.cfg.vocab_size))
             }
         }
@@ -506,12 +521,12 @@ impl Model {
     pub fn head_loss(&self, x: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Option<Tensor>> {
         let (w, bias) = match &self.lm_head {
             Some(l) if l.lora.is_none() && l.base.frozen() => (l.base.clone(), l.bias.clone()),
-            None if !self.embed.is_variable() => (BaseWeight::Dense(self.embed.clone()), None),
+            None if !self.embed.is_variable() => (BaseWeight::stored(self.embed.clone()), None),
             _ => return Ok(None),
         };
         let x = self.final_norm.forward(x)?;
         let (b, t, h) = x.dims3()?;
-        let op = HeadLoss { w, bias, targets: targets.flatten_all()?.to_vec1()?, weights: weights.flatten_all()?.to_vec1()? };
+        let op = HeadLoss::new(w, bias, targets.flatten_all()?.to_vec1()?, weights.flatten_all()?.to_vec1()?)?;
         Ok(Some(x.reshape((b * t, h))?.contiguous()?.apply_op1(op)?))
     }
 
@@ -530,7 +545,7 @@ impl Model {
     pub fn merged_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         let n = names(self.cfg.family);
-        out.insert(n.embed.to_string(), self.embed.clone());
+        out.insert(n.embed.to_string(), self.embed.to_dtype(DType::F32)?);
         let norm = |out: &mut BTreeMap<String, Tensor>, prefix: &str, nm: &Norm| match nm {
             Norm::Rms { w, .. } => {
                 out.insert(format!("{prefix}.weight"), w.clone());
@@ -577,8 +592,22 @@ impl Model {
     }
 
     /// Number of parameters (base) and of trainable ones.
+    /// Counted from the shapes: nothing is dequantized or converted.
     pub fn param_counts(&self) -> (usize, usize) {
-        let base: usize = self.merged_tensors().map(|m| m.values().map(|t| t.elem_count()).sum()).unwrap_or(0);
+        let norm = |n: &Norm| match n {
+            Norm::Rms { w, .. } => w.elem_count(),
+            Norm::Layer { w, b, .. } => w.elem_count() + b.elem_count(),
+        };
+        let lin = |l: &Linear| l.base.dims().map(|(o, i)| o * i).unwrap_or(0) + l.bias.as_ref().map_or(0, |b| b.elem_count());
+        let mut base = self.embed.elem_count() + norm(&self.final_norm) + self.lm_head.as_ref().map_or(0, lin);
+        for bl in &self.blocks {
+            base += norm(&bl.input_norm) + bl.post_norm.as_ref().map_or(0, norm);
+            base += [&bl.q, &bl.k, &bl.v, &bl.o].into_iter().map(lin).sum::<usize>();
+            base += match &bl.mlp {
+                Mlp::Gated { gate, up, down } => lin(gate) + lin(up) + lin(down),
+                Mlp::Plain { fc1, fc2 } => lin(fc1) + lin(fc2),
+            };
+        }
         let tr: usize = self.trainable.iter().map(|(_, v)| v.elem_count()).sum();
         (base, tr)
     }

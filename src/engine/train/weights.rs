@@ -1,5 +1,6 @@
 //! Reading a Hugging Face model folder's weights: model.safetensors, or shards listed by
-//! model.safetensors.index.json; f32, f16 and bf16 are read and converted to f32. Each tensor is
+//! model.safetensors.index.json; f32, f16 and bf16 are read and converted to f32 (or kept in
+//! 16 bits where a frozen weight is held so). Each tensor is
 //! read from the file when asked for (not memory-mapped), so a model quantized as it loads never
 //! has the whole file resident: the kernel's page cache holds it, not this process.
 
@@ -115,8 +116,9 @@ impl SafetensorsSource {
     }
 }
 
-impl WeightSource for SafetensorsSource {
-    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
+impl SafetensorsSource {
+    /// The tensor as stored, checked against `shape`.
+    fn read(&self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
         if !self.names.contains(name) {
             return Err(format!(
                 "the weights in {} have no tensor {name}; the folder does not match its config.json.",
@@ -136,7 +138,20 @@ impl WeightSource for SafetensorsSource {
                 shape
             ));
         }
-        t.to_dtype(DType::F32).map_err(|e| e.to_string())
+        Ok(t)
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
+        self.read(name, shape)?.to_dtype(DType::F32).map_err(|e| e.to_string())
+    }
+    fn get_stored(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
+        let t = self.read(name, shape)?;
+        match t.dtype() {
+            DType::BF16 | DType::F16 => Ok(t),
+            _ => t.to_dtype(DType::F32).map_err(|e| e.to_string()),
+        }
     }
     fn has(&self, name: &str) -> bool {
         self.names.contains(name)
