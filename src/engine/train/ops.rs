@@ -6,7 +6,6 @@
 use candle_core::{CpuStorage, Device, Layout, Shape, Tensor, D};
 
 use super::base::BaseWeight;
-use super::rng::Rng;
 
 type Result<T> = candle_core::Result<T>;
 
@@ -282,11 +281,38 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    fn mask(&self, shape: &Shape) -> Result<Tensor> {
-        let mut rng = Rng::new(self.seed);
+    /// x with each value dropped (zeroed) with probability p and the rest scaled by 1/(1−p), as
+    /// PEFT's dropout does. Whether value i drops depends only on (seed, i): each SplitMix64 hash
+    /// of (seed, i/4) gives four 16-bit uniforms, so p is applied in steps of 1/65536, on every
+    /// core, and the backward drops the same positions by calling this again.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Err(candle_core::Error::Msg("dropout runs on the CPU".into()));
+        };
+        let (a, b) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("dropout needs a contiguous input".into()))?;
+        let src = &cpu.as_slice::<f32>()?[a..b];
         let keep = (1.0 / (1.0 - self.p)) as f32;
-        let m: Vec<f32> = (0..shape.elem_count()).map(|_| if rng.uniform() < self.p { 0.0 } else { keep }).collect();
-        Tensor::from_vec(m, shape, &Device::Cpu)
+        let threshold = (self.p * 65536.0).round() as u64;
+        // Chunks of 4096 values: whole groups of four, one task each.
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(4096).zip(src.par_chunks(4096)).enumerate().for_each(|(c, (o, s))| {
+            for (g, (o4, s4)) in o.chunks_mut(4).zip(s.chunks(4)).enumerate() {
+                let mut z = self.seed.wrapping_add(((c * 1024 + g) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                for (k, (o, s)) in o4.iter_mut().zip(s4).enumerate() {
+                    if (z >> (16 * k)) & 0xffff >= threshold {
+                        *o = s * keep;
+                    }
+                }
+            }
+        });
+        drop(storage);
+        Tensor::from_vec(out, x.shape(), &Device::Cpu)
     }
 }
 
@@ -324,28 +350,28 @@ impl candle_core::CustomOp3 for LoraMatmul {
             y = y.broadcast_add(bias)?;
         }
         let xd = match &self.dropout {
-            Some(d) => (&x * d.mask(x.shape())?)?,
+            Some(d) => d.apply(&x)?,
             None => x,
         };
-        let d = (xd.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale)?;
+        // The scale applies to the rank-r product, not to the (rows, out) result.
+        let d = (xd.matmul(&a.t()?)? * self.scale)?.matmul(&b.t()?)?;
         output(&(y + d)?)
     }
 
     fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (x, a, b) = (x.detach(), a.detach(), b.detach());
-        let mask = self.dropout.map(|d| d.mask(x.shape())).transpose()?;
-        let xd = match &mask {
-            Some(m) => (&x * m)?,
+        let xd = match &self.dropout {
+            Some(d) => d.apply(&x)?,
             None => x,
         };
+        // With u = xd·Aᵀ (rows, r): dB = s·gᵀ·u, dA = (s·g·B)ᵀ·xd, the scale applied at rank r.
         let u = xd.matmul(&a.t()?)?;
-        let gs = (g * self.scale)?;
-        let db = gs.t()?.matmul(&u)?;
-        let gu = gs.matmul(&b)?;
+        let db = (g.t()?.matmul(&u)? * self.scale)?;
+        let gu = (g.matmul(&b)? * self.scale)?;
         let da = gu.t()?.matmul(&xd)?;
         let through = gu.matmul(&a)?;
-        let through = match &mask {
-            Some(m) => (through * m)?,
+        let through = match &self.dropout {
+            Some(d) => d.apply(&through)?,
             None => through,
         };
         let dx = (self.w.apply_t(g)? + through)?;
@@ -462,5 +488,59 @@ impl candle_core::CustomOp3 for Attention {
         let dk = self.merge(&self.rotate(&self.group_sum(&dk)?, &back)?)?;
         let dv = self.merge(&self.group_sum(&dv)?)?;
         Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::train::rng::Rng;
+    use candle_core::Var;
+
+    fn tensor(rng: &mut Rng, dims: (usize, usize)) -> Tensor {
+        Tensor::from_vec(rng.normals(dims.0 * dims.1, 1.0), dims, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn dropout_drops_p_of_the_values_the_same_way_each_time() {
+        let x = Tensor::ones((300, 1001), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let d = Dropout { p: 0.1, seed: 42 };
+        let a: Vec<f32> = d.apply(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.1).abs() < 0.003, "dropped {dropped}");
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6));
+        assert_eq!(d.apply(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), a);
+        let other: Vec<f32> = Dropout { p: 0.1, seed: 43 }.apply(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_ne!(other, a);
+    }
+
+    /// The adapter's gradients (x, A and B, with dropout on) equal finite differences: the loss
+    /// Σ r·y is linear in each of them, so a central difference is exact up to rounding. Every
+    /// entry is checked, so the dropped inputs (whose gradient is zero) are among them.
+    #[test]
+    fn lora_matmul_gradients_match_finite_differences() {
+        let mut rng = Rng::new(5);
+        let (rows, inp, out, r) = (9, 70, 40, 3);
+        let w = BaseWeight::Dense(tensor(&mut rng, (out, inp)));
+        let op = || LoraMatmul { w: w.clone(), bias: None, scale: 1.5, dropout: Some(Dropout { p: 0.2, seed: 7 }) };
+        let vars = [Var::from_tensor(&tensor(&mut rng, (rows, inp))).unwrap(), Var::from_tensor(&tensor(&mut rng, (r, inp))).unwrap(), Var::from_tensor(&tensor(&mut rng, (out, r))).unwrap()];
+        let weights = tensor(&mut rng, (rows, out));
+        let loss = |v: &[Var; 3]| v[0].as_tensor().apply_op3(v[1].as_tensor(), v[2].as_tensor(), op()).unwrap().mul(&weights).unwrap().sum_all().unwrap();
+        let grads = loss(&vars).backward().unwrap();
+        for (k, var) in vars.iter().enumerate() {
+            let g: Vec<f32> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let orig: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            for i in 0..orig.len() {
+                let at = |delta: f32| {
+                    let mut v = orig.clone();
+                    v[i] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                    loss(&vars).to_scalar::<f32>().unwrap()
+                };
+                let fd = (at(0.5) - at(-0.5)) / 1.0;
+                var.set(&Tensor::from_vec(orig.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                assert!((fd - g[i]).abs() < 2e-3 * (1.0 + g[i].abs()), "input {k}[{i}]: backward {} vs {fd}", g[i]);
+            }
+        }
     }
 }
