@@ -180,7 +180,14 @@ fn qlora_from_the_command_line() {
     let out = lathe(&["train", "--resume", &id, "--optim", "adamw8bit"], &h);
     assert!(!out.status.success() && text(&out).contains("was started with adamw and resumes with it"), "{}", text(&out));
     let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", "nf3"], &h);
-    assert!(!out.status.success() && text(&out).contains("use f32 or nf4"), "{}", text(&out));
+    assert!(!out.status.success() && text(&out).contains("use f32, bf16, nf4 or nf4-dq"), "{}", text(&out));
+    // The other held precisions: bf16 (plain LoRA, half the memory) and NF4 with double-quantized scales.
+    for (p, row) in [("bf16", "lora,completed,bf16"), ("nf4-dq", "qlora,completed,nf4-dq")] {
+        let out = lathe(&["train", "--model", m, "--view", "instruct", "--quant-base", p, "--max-steps", "1", "--eval-every", "0", "--max-len", "64"], &h);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = lathe(&["sql", "--format", "csv", &format!("select method, status, base from lathe.runs where base = '{p}'")], &h);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some(row), "{}", text(&out));
+    }
     // The 4-bit model evaluates close to, but not exactly as, the f32 one.
     let loss = |p: &str| {
         let out = lathe(&["eval", "--model", m, "--view", "instruct", "--limit", "10", "--quant-base", p], &h);
@@ -188,6 +195,8 @@ fn qlora_from_the_command_line() {
         let s = String::from_utf8_lossy(&out.stdout).to_string();
         s.split("mean token loss ").nth(1).unwrap().split(',').next().unwrap().parse::<f64>().unwrap()
     };
-    let (f32_loss, nf4_loss) = (loss("f32"), loss("nf4"));
+    let (f32_loss, nf4_loss, bf16_loss) = (loss("f32"), loss("nf4"), loss("bf16"));
     assert!(f32_loss != nf4_loss && (f32_loss - nf4_loss).abs() < 0.05, "f32 {f32_loss} vs nf4 {nf4_loss}");
+    // bf16 rounds far less than 4 bits do.
+    assert!((f32_loss - bf16_loss).abs() < (f32_loss - nf4_loss).abs(), "f32 {f32_loss} vs bf16 {bf16_loss} vs nf4 {nf4_loss}");
 }

@@ -42,18 +42,21 @@ fn logits_match_transformers_for_every_family() {
 /// QLoRA's view of each fixture: every projection in the decoder layers NF4 (embeddings, norms
 /// and the head f32) gives the logits and loss that transformers computes with those weights
 /// replaced by bitsandbytes' `dequantize_4bit(quantize_4bit(W))`, which is what a bitsandbytes
-/// `Linear4bit` computes when it trains (tests/fixtures/nf4/make_qlora_ref.py).
+/// `Linear4bit` computes when it trains (tests/fixtures/nf4/make_qlora_ref.py); and the same with
+/// double quantization (nf4-dq).
 #[test]
 fn an_nf4_base_matches_bitsandbytes_for_every_family() {
     use lathe::engine::train::base::BasePrecision;
     use lathe::engine::train::model::Held;
-    for name in ["tiny-llama", "tiny-phi", "tiny-qwen2"] {
+    // With double quantization too (the absmax quantized again, bitsandbytes' compress_statistics).
+    for (name, precision) in ["tiny-llama", "tiny-phi", "tiny-qwen2"].into_iter().flat_map(|n| [(n, BasePrecision::Nf4), (n, BasePrecision::Nf4Dq)]) {
         let dir = fixture(name);
         let cfg = ModelConfig::load(&dir).unwrap();
         let mut src = SafetensorsSource::open(&dir, &Device::Cpu).unwrap();
-        let mut held = Held { src: &mut src, precision: BasePrecision::Nf4 };
+        let mut held = Held { src: &mut src, precision };
         let model = Model::build(&cfg, &mut held, &Trainable::None, &mut Rng::new(1), &Device::Cpu).unwrap();
-        let refs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/nf4/{}_nf4_reference.safetensors", name.replace('-', "_")));
+        let kind = precision.name().replace('-', "");
+        let refs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/nf4/{}_{kind}_reference.safetensors", name.replace('-', "_")));
         let r = load_all(&refs, &Device::Cpu).unwrap();
         let ids = r["input_ids"].to_dtype(candle_core::DType::U32).unwrap();
         let logits = model.forward(&ids, &mut Ctx::eval()).unwrap();
@@ -64,9 +67,9 @@ fn an_nf4_base_matches_bitsandbytes_for_every_family() {
         let next = ids.narrow(1, 1, t - 1).unwrap().reshape(b * (t - 1)).unwrap();
         let loss = candle_nn::loss::cross_entropy(&pred, &next).unwrap().to_scalar::<f32>().unwrap();
         let want = r["loss"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
-        eprintln!("{name}: nf4 logits vs bitsandbytes, max abs diff {d:.2e}; loss {loss} vs {want}");
-        assert!(d < 1e-4, "{name}: max abs diff {d}");
-        assert!(((loss - want) / want).abs() < 1e-4, "{name}: loss {loss} vs {want}");
+        eprintln!("{name}: {kind} logits vs bitsandbytes, max abs diff {d:.2e}; loss {loss} vs {want}");
+        assert!(d < 1e-4, "{name} {kind}: max abs diff {d}");
+        assert!(((loss - want) / want).abs() < 1e-4, "{name} {kind}: loss {loss} vs {want}");
     }
     // Full fine-tuning needs an f32 base: refused in a sentence.
     let dir = fixture("tiny-llama");
@@ -287,16 +290,21 @@ fn a_bf16_embedding_and_head_stay_bf16_and_change_nothing() {
     }
 }
 
-/// The weights of a fixture with every decoder projection rounded through NF4 and back, in f32.
-struct RoundTripped(SafetensorsSource);
+/// The weights of a fixture with every decoder projection rounded through a base precision
+/// (NF4, NF4 with double quantization, bf16) and back, in f32.
+struct RoundTripped(SafetensorsSource, lathe::engine::train::base::BasePrecision);
 
 impl lathe::engine::train::model::WeightSource for RoundTripped {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, String> {
+        use lathe::engine::train::base::BasePrecision;
         let t = self.0.get(name, shape)?;
         if !(name.contains(".layers.") && name.ends_with(".weight") && shape.len() == 2) {
             return Ok(t);
         }
-        let q = lathe::engine::train::nf4::Nf4::quantize(&t.flatten_all().unwrap().to_vec1().unwrap(), shape[0], shape[1], false);
+        if self.1 == BasePrecision::Bf16 {
+            return Ok(t.to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap());
+        }
+        let q = lathe::engine::train::nf4::Nf4::quantize(&t.flatten_all().unwrap().to_vec1().unwrap(), shape[0], shape[1], self.1 == BasePrecision::Nf4Dq);
         Ok(Tensor::from_vec(q.dequantize(), (shape[0], shape[1]), &Device::Cpu).unwrap())
     }
     fn has(&self, name: &str) -> bool {
@@ -306,42 +314,44 @@ impl lathe::engine::train::model::WeightSource for RoundTripped {
 
 /// QLoRA's backward: the gradient reaches adapters below NF4 layers, and equals the gradient of
 /// the same adapters over the f32 model whose weights are the dequantized NF4 ones, with and
-/// without gradient checkpointing.
+/// without gradient checkpointing; the same for the other held precisions (nf4-dq, bf16).
 #[test]
-fn adapters_learn_through_an_nf4_base() {
+fn adapters_learn_through_a_held_base() {
     use lathe::engine::train::base::BasePrecision;
     use lathe::engine::train::model::Held;
     let spec = LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()] };
     let dir = fixture("tiny-llama");
     let cfg = ModelConfig::load(&dir).unwrap();
     let build = |src: &mut dyn lathe::engine::train::model::WeightSource| Model::build(&cfg, src, &Trainable::Lora(spec.clone()), &mut Rng::new(1), &Device::Cpu).unwrap();
-    let mut st = SafetensorsSource::open(&dir, &Device::Cpu).unwrap();
-    let qlora = build(&mut Held { src: &mut st, precision: BasePrecision::Nf4 });
-    let dense = build(&mut RoundTripped(SafetensorsSource::open(&dir, &Device::Cpu).unwrap()));
-    // Give B values (it starts at zero) so that every adapter's gradient depends on the layers above.
-    let mut rng = Rng::new(5);
-    for ((n, a), (_, b)) in qlora.trainable.iter().zip(&dense.trainable) {
-        if n.contains("lora_B") {
-            let t = Tensor::from_vec(rng.normals(a.elem_count(), 0.2), a.shape(), &Device::Cpu).unwrap();
-            a.set(&t).unwrap();
-            b.set(&t).unwrap();
+    for precision in [BasePrecision::Nf4, BasePrecision::Nf4Dq, BasePrecision::Bf16] {
+        let mut st = SafetensorsSource::open(&dir, &Device::Cpu).unwrap();
+        let qlora = build(&mut Held { src: &mut st, precision });
+        let dense = build(&mut RoundTripped(SafetensorsSource::open(&dir, &Device::Cpu).unwrap(), precision));
+        // Give B values (it starts at zero) so that every adapter's gradient depends on the layers above.
+        let mut rng = Rng::new(5);
+        for ((n, a), (_, b)) in qlora.trainable.iter().zip(&dense.trainable) {
+            if n.contains("lora_B") {
+                let t = Tensor::from_vec(rng.normals(a.elem_count(), 0.2), a.shape(), &Device::Cpu).unwrap();
+                a.set(&t).unwrap();
+                b.set(&t).unwrap();
+            }
         }
-    }
-    let codec = TextCodec::load(&dir).unwrap();
-    let units: Vec<_> = [alpaca("Reverse the letters of the word.", "abcde", "edcba"), alpaca("Add the two numbers.", "12 + 30", "42")]
-        .iter()
-        .map(|e| codec.encode(e).unwrap())
-        .collect();
-    let (want, want_g) = step::loss_and_grads(&dense, &units, 1, false, None).unwrap();
-    for checkpointing in [false, true] {
-        let (loss, grads) = step::loss_and_grads(&qlora, &units, 1, checkpointing, None).unwrap();
-        assert!((loss - want).abs() < 1e-6, "loss {loss} vs {want}");
-        for ((name, _), (g, h)) in qlora.trainable.iter().zip(grads.iter().zip(&want_g)) {
-            let (g, h) = (g.as_ref().unwrap(), h.as_ref().unwrap());
-            let scale = h.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-            assert!(scale > 1e-4, "{name}: no gradient reached it");
-            let d = max_abs_diff(g, h);
-            assert!(d <= 1e-5 * scale.max(1.0), "{name}: gradient differs by {d} (checkpointing {checkpointing})");
+        let codec = TextCodec::load(&dir).unwrap();
+        let units: Vec<_> = [alpaca("Reverse the letters of the word.", "abcde", "edcba"), alpaca("Add the two numbers.", "12 + 30", "42")]
+            .iter()
+            .map(|e| codec.encode(e).unwrap())
+            .collect();
+        let (want, want_g) = step::loss_and_grads(&dense, &units, 1, false, None).unwrap();
+        for checkpointing in [false, true] {
+            let (loss, grads) = step::loss_and_grads(&qlora, &units, 1, checkpointing, None).unwrap();
+            assert!((loss - want).abs() < 1e-6, "{precision:?}: loss {loss} vs {want}");
+            for ((name, _), (g, h)) in qlora.trainable.iter().zip(grads.iter().zip(&want_g)) {
+                let (g, h) = (g.as_ref().unwrap(), h.as_ref().unwrap());
+                let scale = h.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(scale > 1e-4, "{name}: no gradient reached it");
+                let d = max_abs_diff(g, h);
+                assert!(d <= 1e-5 * scale.max(1.0), "{precision:?} {name}: gradient differs by {d} (checkpointing {checkpointing})");
+            }
         }
     }
 }

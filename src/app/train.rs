@@ -15,7 +15,7 @@ pub struct LiveRun {
     pub model: String,
     pub view: String,
     pub method: String,
-    /// f32 or nf4, and adamw or adamw8bit (empty until the run reports).
+    /// The base precision (f32, bf16, nf4, nf4-dq) and the optimizer (empty until the run reports).
     pub base: String,
     pub optimizer: String,
     /// starting, running, paused, completed, stopped early, cancelled, failed
@@ -131,7 +131,7 @@ impl TrainForm {
                 f("model", model.to_string(), "a Hugging Face folder: config.json, tokenizer.json, *.safetensors"),
                 f("view", view.to_string(), "a training-set view (Data pane, F4 lists them)"),
                 f("method", d.method.clone(), "lora or full"),
-                f("base precision", d.quant_base.name().into(), "f32, or nf4: a 4-bit frozen base (QLoRA; lora only)"),
+                f("base precision", d.quant_base.name().into(), "f32; bf16: half the memory; nf4, nf4-dq: 4-bit (QLoRA; lora only)"),
                 f("optimizer", d.optim.name().into(), "adamw, or adamw8bit: 8-bit moments, a quarter of the memory"),
                 f("lora r", d.lora_r.to_string(), "adapter rank"),
                 f("lora alpha", d.lora_alpha.to_string(), "scale = alpha / r"),
@@ -308,7 +308,7 @@ mod tests {
         f.fields[3].value = "nf4".into();
         assert_eq!(f.spec().unwrap().2.method_name(), "qlora");
         f.fields[3].value = "int3".into();
-        assert!(f.spec().unwrap_err().contains("use f32 or nf4"));
+        assert!(f.spec().unwrap_err().contains("use f32, bf16, nf4 or nf4-dq"));
         f.fields[3].value = "f32".into();
         f.fields[2].value = "qlora".into();
         assert!(f.spec().unwrap_err().contains("lora or full"));

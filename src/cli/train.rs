@@ -87,8 +87,9 @@ pub struct TrainArgs {
     /// Recompute each block in backward: less activation memory, about a third slower.
     #[arg(long)]
     pub grad_checkpointing: bool,
-    /// Hold the frozen base's projections in f32 or nf4 (QLoRA: 4-bit NormalFloat, LoRA only).
-    #[arg(long, value_name = "f32|nf4", value_parser = BasePrecision::parse)]
+    /// Hold the frozen base's projections in f32, bf16 (half the memory), nf4 (QLoRA: 4-bit
+    /// NormalFloat, LoRA only) or nf4-dq (NF4 with 8-bit scales, as bitsandbytes' double quant).
+    #[arg(long, value_name = "f32|bf16|nf4|nf4-dq", value_parser = BasePrecision::parse)]
     pub quant_base: Option<BasePrecision>,
     /// adamw, or adamw8bit: the moments kept in 8 bits (about a quarter of the memory).
     #[arg(long, value_name = "adamw|adamw8bit", value_parser = Optimizer::parse)]
@@ -170,8 +171,9 @@ pub struct EvalArgs {
     /// At most this many examples of the view.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Hold the base's projections in nf4, as QLoRA training sees the model.
-    #[arg(long, value_name = "f32|nf4", value_parser = BasePrecision::parse, default_value = "f32")]
+    /// Hold the base's projections as a run trained on it did (bf16, nf4, nf4-dq): the model as
+    /// that training saw it.
+    #[arg(long, value_name = "f32|bf16|nf4|nf4-dq", value_parser = BasePrecision::parse, default_value = "f32")]
     pub quant_base: BasePrecision,
     #[arg(long)]
     pub json: bool,

@@ -47,7 +47,7 @@ pub struct TrainConfig {
     /// Score exact-match accuracy on this many eval examples at the end (0: off).
     pub exact_match: usize,
     pub max_new_tokens: usize,
-    /// How the frozen base's projections are held: f32, or nf4 (QLoRA; LoRA only).
+    /// How the frozen base's projections are held: f32, bf16, or nf4 / nf4-dq (QLoRA; LoRA only).
     pub quant_base: BasePrecision,
     /// adamw, or adamw8bit (8-bit moments).
     pub optim: Optimizer,
@@ -113,7 +113,7 @@ impl TrainConfig {
     /// The method as runs record it: full, lora, or qlora (LoRA on a 4-bit base).
     pub fn method_name(&self) -> &str {
         match (self.method.as_str(), self.quant_base) {
-            ("lora", BasePrecision::Nf4) => "qlora",
+            ("lora", p) if p.is_4bit() => "qlora",
             (m, _) => m,
         }
     }

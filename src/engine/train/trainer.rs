@@ -54,7 +54,7 @@ pub enum TrainEvent {
         model: String,
         view: String,
         method: String,
-        /// How the base is held (f32, nf4) and the optimizer (adamw, adamw8bit).
+        /// How the base is held (f32, bf16, nf4, nf4-dq) and the optimizer (adamw, adamw8bit).
         #[serde(default)]
         base: String,
         #[serde(default)]
