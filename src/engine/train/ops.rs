@@ -19,6 +19,17 @@ fn output(t: &Tensor) -> Result<(CpuStorage, Shape)> {
     Ok((CpuStorage::F32(t.flatten_all()?.to_vec1::<f32>()?), t.shape().clone()))
 }
 
+/// `f` over the f32 values of a CPU tensor, made contiguous first (no copy when it is).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(candle_core::Error::Msg("lathe's training ops run on the CPU".into()));
+    };
+    let (a, b) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("a contiguous tensor has no contiguous span".into()))?;
+    Ok(f(&cpu.as_slice::<f32>()?[a..b]))
+}
+
 /// The output head and the masked loss in one op, for a frozen head (LoRA, QLoRA): over x (rows,
 /// hidden), Σ w·(logsumexp(ℓ) − ℓ[target]) with ℓ = x·Wᵀ + bias, a block of vocabulary rows of W
 /// at a time (an online logsumexp across blocks), so the (rows, vocab) logits never exist whole
@@ -174,9 +185,31 @@ impl candle_core::CustomOp1 for CausalSoftmax {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let s = (grad * res)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((res * grad.broadcast_sub(&s)?)?))
+        causal_softmax_grad(res, grad).map(Some)
     }
+}
+
+/// The gradient through a causal softmax with output y: y·(g − Σ g·y) over each row's kept
+/// columns 0..=i, zero above; one pass per row (through candle's ops: four passes over the
+/// score-sized tensors, and three more of them in memory).
+fn causal_softmax_grad(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let t = y.dim(D::Minus1)?;
+    let g = g.contiguous()?;
+    let out = with_values(y, |ys| {
+        with_values(&g, |gs| {
+            let mut out = vec![0f32; ys.len()];
+            out.par_chunks_mut(t).zip(ys.par_chunks(t).zip(gs.par_chunks(t))).enumerate().for_each(|(row, (o, (y, g)))| {
+                let i = row % t;
+                let dot: f32 = y[..=i].iter().zip(&g[..=i]).map(|(a, b)| a * b).sum();
+                for ((o, &y), &g) in o[..=i].iter_mut().zip(&y[..=i]).zip(&g[..=i]) {
+                    *o = y * (g - dot);
+                }
+            });
+            out
+        })
+    })??;
+    Tensor::from_vec(out, y.shape(), &Device::Cpu)
 }
 
 /// RMSNorm, y = x / sqrt(mean(x²) + eps) · w, in one pass per row. Its backward recomputes the
@@ -287,31 +320,26 @@ impl Dropout {
     /// core, and the backward drops the same positions by calling this again.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         use rayon::prelude::*;
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(candle_core::Error::Msg("dropout runs on the CPU".into()));
-        };
-        let (a, b) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("dropout needs a contiguous input".into()))?;
-        let src = &cpu.as_slice::<f32>()?[a..b];
         let keep = (1.0 / (1.0 - self.p)) as f32;
         let threshold = (self.p * 65536.0).round() as u64;
-        // Chunks of 4096 values: whole groups of four, one task each.
-        let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(4096).zip(src.par_chunks(4096)).enumerate().for_each(|(c, (o, s))| {
-            for (g, (o4, s4)) in o.chunks_mut(4).zip(s.chunks(4)).enumerate() {
-                let mut z = self.seed.wrapping_add(((c * 1024 + g) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                for (k, (o, s)) in o4.iter_mut().zip(s4).enumerate() {
-                    if (z >> (16 * k)) & 0xffff >= threshold {
-                        *o = s * keep;
+        let out = with_values(x, |src| {
+            // Chunks of 4096 values: whole groups of four, one task each.
+            let mut out = vec![0f32; src.len()];
+            out.par_chunks_mut(4096).zip(src.par_chunks(4096)).enumerate().for_each(|(c, (o, s))| {
+                for (g, (o4, s4)) in o.chunks_mut(4).zip(s.chunks(4)).enumerate() {
+                    let mut z = self.seed.wrapping_add(((c * 1024 + g) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^= z >> 31;
+                    for (k, (o, s)) in o4.iter_mut().zip(s4).enumerate() {
+                        if (z >> (16 * k)) & 0xffff >= threshold {
+                            *o = s * keep;
+                        }
                     }
                 }
-            }
-        });
-        drop(storage);
+            });
+            out
+        })?;
         Tensor::from_vec(out, x.shape(), &Device::Cpu)
     }
 }
@@ -480,7 +508,7 @@ impl candle_core::CustomOp3 for Attention {
         let go = self.split(g, self.heads)?;
         let dv = p.t()?.matmul(&go)?;
         let dp = go.matmul(&v.t()?)?;
-        let ds = (&p * dp.broadcast_sub(&(&dp * &p)?.sum_keepdim(D::Minus1)?)?)?;
+        let ds = causal_softmax_grad(&p, &dp)?;
         let dq = (ds.matmul(&k)? * self.scale)?;
         let dk = (ds.t()?.matmul(&q)? * self.scale)?;
         let back = self.sin.neg()?;
