@@ -69,8 +69,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Bench { what: BenchCmd::Data { rows, csv_rows, runs } }) => {
             lathe::bench::data::run(&lathe::bench::default_home(), rows, csv_rows, runs.max(1))
         }
-        Some(Cmd::Bench { what: BenchCmd::Train { steps, seq, layers, no_peer, qlora, phi2, child, gc, qlora_child, model, optim } }) => match model {
-            Some(dir) if qlora_child => lathe::bench::qlora::child(&dir, steps, seq, 16, optim),
+        Some(Cmd::Bench { what: BenchCmd::Train { steps, seq, layers, no_peer, qlora, phi2, child, gc, qlora_child, model, optim, base } }) => match model {
+            Some(dir) if qlora_child => lathe::bench::qlora::child(&dir, steps, seq, 16, optim, base),
             _ if qlora => lathe::bench::qlora::run(steps, seq, phi2, !no_peer),
             _ if child => lathe::bench::train::child(steps, seq, layers, gc),
             _ => lathe::bench::train::run(steps, seq, layers, !no_peer),

@@ -146,7 +146,7 @@ fn checkpoint(phi2: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// The run configuration both sides measure.
-fn train_config(cfg: &ModelConfig, seq: usize, r: usize, optim: Optimizer) -> TrainConfig {
+fn train_config(cfg: &ModelConfig, seq: usize, r: usize, optim: Optimizer, base: BasePrecision) -> TrainConfig {
     TrainConfig {
         method: "lora".into(),
         lora_r: r,
@@ -155,20 +155,20 @@ fn train_config(cfg: &ModelConfig, seq: usize, r: usize, optim: Optimizer) -> Tr
         micro_batch: 1,
         max_len: seq,
         grad_checkpointing: true,
-        quant_base: BasePrecision::Nf4,
+        quant_base: base,
         optim,
         ..Default::default()
     }
 }
 
 /// Measures one configuration in this process and prints JSON.
-pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer) -> anyhow::Result<()> {
+pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer, base: BasePrecision) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let cfg = ModelConfig::load(dir).map_err(|e| anyhow!(e.to_string()))?;
-    let tc = train_config(&cfg, seq, r, optim);
+    let tc = train_config(&cfg, seq, r, optim, base);
     let spec = LoraSpec { r, alpha: tc.lora_alpha, dropout: 0.05, targets: tc.lora_targets.clone() };
     let mut src = SafetensorsSource::open(dir, &Device::Cpu).map_err(|e| anyhow!(e))?;
-    let model = Model::build(&cfg, &mut Held { src: &mut src, precision: BasePrecision::Nf4 }, &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu)
+    let model = Model::build(&cfg, &mut Held { src: &mut src, precision: base }, &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu)
         .map_err(|e| anyhow!(e))?;
     drop(src);
     let load_s = t0.elapsed().as_secs_f64();
@@ -269,6 +269,22 @@ pub fn run(steps: usize, seq: usize, phi2: bool, peer: bool) -> anyhow::Result<(
     }
     if let Some(p) = peer_info {
         println!("peer: torch {}, transformers {}, peft {}, bitsandbytes {} (its peak includes about 1 GB for importing them)", p["torch"], p["transformers"], p["peft"], p["bitsandbytes"]);
+    }
+    // The other ways lathe can hold the base, lathe alone (the peer's QLoRA is NF4).
+    println!("lathe with the base held otherwise (AdamW):");
+    for base in [BasePrecision::Nf4Dq, BasePrecision::Bf16] {
+        let args = ["bench", "train", "--qlora-child", "--model", &dir.display().to_string(), "--steps", &steps.to_string(), "--seq", &seq.to_string(), "--base", base.name()];
+        let out = Command::new(&exe).args(args).output().context("running the lathe measurement")?;
+        let v = super::train::json_result(&out, "lathe")?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        println!(
+            "  {:<8} {:>6.1} tok/s, peak {}, estimate {}, RSS after loading {}",
+            base.name(),
+            f("tokens_per_s"),
+            bytes(f("peak_rss") as u64),
+            bytes(f("estimate") as u64),
+            bytes(f("rss_loaded") as u64)
+        );
     }
     println!("targets: tokens/s ratio >= 1.5x; peak RSS ratio <= 0.5x; TinyLlama peak < 2 GB, Phi-2 peak < 3.5 GB; 8-bit state <= 30% of AdamW's; estimate within 10% of the peak");
     let _ = std::fs::remove_file(&script);

@@ -259,5 +259,7 @@ pub enum BenchCmd {
         model: Option<PathBuf>,
         #[arg(long, hide = true, value_parser = crate::engine::train::optim::Optimizer::parse, default_value = "adamw")]
         optim: crate::engine::train::optim::Optimizer,
+        #[arg(long, hide = true, value_parser = crate::engine::train::base::BasePrecision::parse, default_value = "nf4")]
+        base: crate::engine::train::base::BasePrecision,
     },
 }

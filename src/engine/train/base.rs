@@ -72,15 +72,44 @@ impl BasePrecision {
 #[derive(Debug, Clone)]
 pub enum BaseWeight {
     Dense(Tensor),
-    /// A frozen f32 weight held transposed, (in, out): the forward's x·Wᵀ (twice per step with
-    /// gradient checkpointing) multiplies by a contiguous operand, which candle's matmul runs
-    /// 15-50% faster than a transposed view; the backward's g·W takes the view.
+    /// A frozen weight held transposed, (in, out), in f32 or bf16: the forward's x·Wᵀ (twice per
+    /// step with gradient checkpointing) multiplies by a contiguous operand, which candle's matmul
+    /// runs 15-50% faster than a transposed view; the backward's g·W takes the view. A bf16 one
+    /// is converted whole for each product, as an NF4 one is dequantized.
     Transposed(Tensor),
     Nf4(Arc<Nf4>),
     /// A frozen weight (out, in) kept in the bf16 or f16 its checkpoint stores (the embedding
     /// table and the head, the largest matrices of a small model: 0.5 GB of f32 each at Phi-2),
     /// converted to f32 a block of rows at a time for each product.
     Half(Tensor),
+}
+
+/// A weight as f32: itself when it is f32; a bf16 one converted on every core (a bf16 value is
+/// the top half of an f32's bits); others through candle.
+fn to_f32(t: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    if t.dtype() == DType::F32 {
+        return Ok(t.clone());
+    }
+    let converted = {
+        let (storage, layout) = t.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(CpuStorage::BF16(v)), Some((a, b))) => {
+                let mut out = vec![0f32; b - a];
+                out.par_chunks_mut(1 << 14).zip(v[a..b].par_chunks(1 << 14)).for_each(|(o, s)| {
+                    for (o, s) in o.iter_mut().zip(s) {
+                        *o = f32::from_bits((s.to_bits() as u32) << 16);
+                    }
+                });
+                Some(out)
+            }
+            _ => None,
+        }
+    };
+    match converted {
+        Some(out) => Tensor::from_vec(out, t.shape(), &Device::Cpu),
+        None => t.to_dtype(DType::F32),
+    }
 }
 
 /// Rows of a `Half` weight converted to f32 at once: about 32 MB of f32 per block.
@@ -107,7 +136,7 @@ impl BaseWeight {
     pub fn apply(&self, x2: &Tensor) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => x2.matmul(&w.t()?),
-            BaseWeight::Transposed(wt) => x2.matmul(wt),
+            BaseWeight::Transposed(wt) => x2.matmul(&to_f32(wt)?),
             BaseWeight::Nf4(q) => x2.matmul(&Tensor::from_vec(q.dequantize_transposed(), (q.cols, q.rows), &Device::Cpu)?),
             BaseWeight::Half(w) => {
                 let (out, cols) = w.dims2()?;
@@ -119,7 +148,7 @@ impl BaseWeight {
     /// g·W: the gradient a frozen projection passes back to its input.
     pub fn apply_t(&self, g: &Tensor) -> Result<Tensor> {
         match self {
-            BaseWeight::Transposed(wt) => g.matmul(&wt.t()?),
+            BaseWeight::Transposed(wt) => g.matmul(&to_f32(wt)?.t()?),
             BaseWeight::Half(w) => {
                 let (out, cols) = w.dims2()?;
                 let mut acc: Option<Tensor> = None;
@@ -141,8 +170,8 @@ impl BaseWeight {
     pub fn rows(&self, start: usize, n: usize) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => w.narrow(0, start, n),
-            BaseWeight::Transposed(wt) => wt.narrow(1, start, n)?.t(),
-            BaseWeight::Half(w) => w.narrow(0, start, n)?.to_dtype(DType::F32),
+            BaseWeight::Transposed(wt) => to_f32(&wt.narrow(1, start, n)?)?.t(),
+            BaseWeight::Half(w) => to_f32(&w.narrow(0, start, n)?),
             BaseWeight::Nf4(_) => self.dense()?.narrow(0, start, n),
         }
     }
@@ -164,9 +193,9 @@ impl BaseWeight {
     pub fn dense(&self) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
-            BaseWeight::Transposed(wt) => wt.t()?.contiguous(),
+            BaseWeight::Transposed(wt) => to_f32(wt)?.t()?.contiguous(),
             BaseWeight::Nf4(q) => Tensor::from_vec(q.dequantize(), (q.rows, q.cols), &Device::Cpu),
-            BaseWeight::Half(w) => w.to_dtype(DType::F32),
+            BaseWeight::Half(w) => to_f32(w),
         }
     }
     /// A frozen weight as its checkpoint stores it: f32 dense, bf16 or f16 kept as `Half`.
@@ -180,7 +209,7 @@ impl BaseWeight {
     pub fn hold(w: Tensor, precision: BasePrecision) -> Result<BaseWeight> {
         match precision {
             BasePrecision::F32 => Ok(BaseWeight::Transposed(w.t()?.contiguous()?)),
-            BasePrecision::Bf16 => Ok(BaseWeight::Half(w.to_dtype(DType::BF16)?)),
+            BasePrecision::Bf16 => Ok(BaseWeight::Transposed(w.t()?.contiguous()?.to_dtype(DType::BF16)?)),
             BasePrecision::Nf4 | BasePrecision::Nf4Dq => {
                 let (rows, cols) = w.dims2()?;
                 let values = w.flatten_all()?.to_vec1::<f32>()?;
