@@ -61,6 +61,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             workstation(config, ws, Some((model, args)))
         }
         Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
+        Some(Cmd::Embed { model, prompt, texts }) => lathe::cli::embed(&model, prompt.as_deref(), texts),
         Some(Cmd::Merge { model, adapter, out }) => {
             lathe::engine::train::export::merge(&model, &adapter, &out).map_err(anyhow::Error::msg)?;
             println!("merged {} into {}: {}", adapter.display(), model.display(), out.display());

@@ -92,6 +92,18 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Sentence embeddings of texts from a local embedding model (BERT family: all-MiniLM, bge,
+    /// e5, gte), printed as JSON.
+    Embed {
+        /// The model folder (with its sentence-transformers files: modules.json, 1_Pooling/).
+        #[arg(long)]
+        model: PathBuf,
+        /// A prompt named in the model's config_sentence_transformers.json (e5's "query").
+        #[arg(long)]
+        prompt: Option<String>,
+        /// The texts; with none, one text per line of standard input.
+        texts: Vec<String>,
+    },
     /// Measure lathe itself; each figure is printed beside its target.
     Bench {
         #[command(subcommand)]
@@ -262,4 +274,30 @@ pub enum BenchCmd {
         #[arg(long, hide = true, value_parser = crate::engine::train::base::BasePrecision::parse, default_value = "nf4")]
         base: crate::engine::train::base::BasePrecision,
     },
+}
+
+/// `lathe embed`: one JSON object with the model's identity and a vector per text.
+pub fn embed(model: &std::path::Path, prompt: Option<&str>, texts: Vec<String>) -> anyhow::Result<()> {
+    use crate::engine::embed::{EmbedSpec, Embedder};
+    // The folder is checked (and a prompt looked up) before its weights are read.
+    let spec = EmbedSpec::read(model)?;
+    let prefix = prompt.map(|p| spec.prompt(p).map(str::to_string)).transpose()?.unwrap_or_default();
+    let texts = if texts.is_empty() { std::io::stdin().lines().collect::<Result<Vec<_>, _>>()? } else { texts };
+    let embedder = Embedder::load(model)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let done = embedder.embed(&refs, &prefix)?;
+    if !done.truncated.is_empty() {
+        eprintln!("note: {} of {} texts were longer than {}'s {} tokens and were cut there.", done.truncated.len(), refs.len(), spec.name, spec.max_len);
+    }
+    let out = serde_json::json!({
+        "model": spec.name,
+        "dimension": spec.dim,
+        "pooling": spec.pooling.name(),
+        "normalized": spec.normalize,
+        "max_tokens": spec.max_len,
+        "prompt": prompt,
+        "vectors": done.vectors,
+    });
+    println!("{out}");
+    Ok(())
 }

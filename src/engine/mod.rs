@@ -3,6 +3,7 @@
 
 pub mod info;
 pub mod data;
+pub mod embed;
 pub mod export;
 pub mod infer;
 pub mod jobs;

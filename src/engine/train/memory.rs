@@ -6,8 +6,8 @@ use super::config::{Family, ModelConfig};
 use super::spec::TrainConfig;
 
 /// Memory a configuration needs, in bytes: the weights (projections at the base precision, the
-/// rest f32; an NF4 base also holds two dequantized projections in flight during a product and
-/// its backward), optimizer state, activations, logits.
+/// rest f32 or as stored; a held base also has one projection in f32 in flight during a
+/// product), optimizer state, activations, logits.
 pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let h = mcfg.hidden_size as u64;
     let i = mcfg.intermediate_size as u64;
@@ -25,7 +25,7 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let weight_bytes = match cfg.quant_base {
         _ if cfg.method == "full" => 4 * base,
         BasePrecision::F32 => 4 * per_layer * l + table_bytes * (v * h + heads_out),
-        p => (p.bytes_per_weight() * (per_layer * l) as f64) as u64 + table_bytes * (v * h + heads_out) + 2 * 4 * h * i.max(h),
+        p => (p.bytes_per_weight() * (per_layer * l) as f64) as u64 + table_bytes * (v * h + heads_out) + 4 * h * i.max(h),
     };
     let trainable = if cfg.method == "full" {
         base
@@ -38,10 +38,10 @@ pub fn memory_estimate(mcfg: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let heads = mcfg.num_heads as u64;
     // Per block, what the graph keeps for the backward (lathe's fused ops keep their inputs and
     // outputs only): about 9 hidden-wide, 4 KV-wide and 3 MLP-wide tensors per token; and, one
-    // block at a time, the attention backward's four score-sized tensors (calibrated with
-    // `lathe bench train`).
+    // block at a time, the attention backward's three score-sized tensors (the probabilities,
+    // their gradient and the scores' gradient; calibrated with `lathe bench train`).
     let act_layer = tokens * (9 * h + 4 * kv + 3 * i);
-    let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 4;
+    let scores = (cfg.micro_batch as u64) * heads * (cfg.max_len as u64).pow(2) * 3;
     let act = scores + if cfg.grad_checkpointing { tokens * h * l + act_layer } else { act_layer * l };
     // The logits, their log-softmax and gradients when the head trains (full fine-tuning); a
     // frozen head's fused loss holds one block of the head in f32 and its logits instead.
