@@ -283,6 +283,10 @@ fn the_model_library_lists_every_store() {
     std::fs::copy(models.join("mine.gguf"), extra.join("other.gguf")).unwrap();
     let (ok, out, err) = run(lathe(&home).args(["models", "add", extra.to_str().unwrap()]));
     assert!(ok && out.contains("1 model"), "{err}");
+    // A sentence-embedding folder is listed as an embedding model, not as one to train or chat with.
+    let embed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed/tiny-bert-mean");
+    let (ok, out, err) = run(lathe(&home).args(["models", "add", embed.to_str().unwrap()]));
+    assert!(ok && out.contains("1 model"), "{out}{err}");
     let (ok, _, err) = run(lathe(&home).args(["models", "add", dir.join("nothing-here").to_str().unwrap()]));
     assert!(!ok && err.contains("Cannot add"), "{err}");
     let (ok, out, err) = run(lathe(&home).env("HF_HUB_CACHE", dir.join("hub")).env("OLLAMA_MODELS", &ollama).args(["models", "list", "--json"]));
@@ -296,6 +300,9 @@ fn the_model_library_lists_every_store() {
     assert_eq!(find("other.gguf")["source"], "added");
     let phi = find("acme/tiny-phi");
     assert_eq!((phi["source"].as_str(), phi["format"].as_str(), phi["architecture"].as_str()), (Some("huggingface"), Some("hf"), Some("phi")));
+    let bert = find("tiny-bert-mean");
+    assert_eq!((bert["format"].as_str(), bert["architecture"].as_str(), bert["context_length"].as_u64()), (Some("embedding"), Some("bert · mean · 32d"), Some(48)));
+    assert!(bert["problem"].is_null() && bert["params"].as_u64().unwrap() > 10_000, "{bert}");
     let tiny = find("tiny:latest");
     assert_eq!((tiny["source"].as_str(), tiny["architecture"].as_str(), tiny["quantization"].as_str()), (Some("ollama"), Some("qwen2"), Some("F16")));
     // The table form says the same.

@@ -79,6 +79,10 @@ impl ModelsPane {
                 out.push(Command::LoadChatModel { side: 0, name: name.clone() });
                 return Picked::Chat(name);
             }
+            Some(e) if e.format == "embedding" => {
+                let msg = format!("{} is a sentence-embedding model: it embeds text (lathe embed --model {}); it does not chat or export.", e.name, e.path.display());
+                cx.notify(Level::Info, msg);
+            }
             Some(e) if chat => {
                 let msg = format!("{} is a Hugging Face folder: press {} to export it as GGUF, then chat with the export.", e.name, key(Action::ExportModel));
                 cx.notify(Level::Info, msg);

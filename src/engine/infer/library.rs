@@ -151,6 +151,24 @@ pub fn gguf_entry(path: &Path, name: String, source: &str) -> ModelEntry {
 
 /// Describes a Hugging Face folder from config.json and the safetensors headers.
 pub fn hf_entry(dir: &Path, name: String, source: &str) -> ModelEntry {
+    // A sentence-embedding folder (BERT family with its sentence-transformers files) is listed as
+    // such: it embeds documents for knowledge collections; it does not chat or train.
+    if let Ok(spec) = crate::engine::embed::EmbedSpec::read(dir) {
+        let mut e = entry(name, dir.to_path_buf(), source, "embedding");
+        e.architecture = format!("bert · {} · {}d", spec.pooling.name(), spec.dim);
+        e.context_length = spec.max_len as u64;
+        let weights = dir.join("model.safetensors");
+        e.file_size = std::fs::metadata(&weights).map(|m| m.len()).unwrap_or(0);
+        match safetensors_params(&weights) {
+            Ok((n, dtype)) => {
+                e.params = n;
+                e.quantization = dtype;
+            }
+            Err(p) => e.problem = Some(p),
+        }
+        e.ram_needed = e.params * 4 + (64 << 20);
+        return e;
+    }
     let mut e = entry(name, dir.to_path_buf(), source, "hf");
     let cfg = match ModelConfig::load(dir) {
         Ok(c) => c,
