@@ -337,6 +337,35 @@ fn step_codes() -> &'static [u8] {
     })
 }
 
+/// Rows r0..r0+16 of band `band` (columns band·64..+64) of a (rows, cols) NF4 matrix, written
+/// transposed into the band's slice `dst` of the (cols, rows) output: output row j gets 16
+/// consecutive values. One gather reads 4 bytes (8 columns) of each of the 16 rows; each column is
+/// then a shift, a mask, a permute through the levels and a multiply by the 16 rows' absmax.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512(packed: &[u8], absmax: &[f32], r0: usize, band: usize, cols: usize, rows: usize, dst: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::*;
+    let per_row = cols / BLOCK;
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let table = unsafe { _mm512_loadu_ps(LEVELS.as_ptr()) };
+    let low = _mm512_set1_epi32(15);
+    let byte_offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((cols / 2) as i32));
+    let am = unsafe { _mm512_i32gather_ps::<4>(_mm512_mullo_epi32(lanes, _mm512_set1_epi32(per_row as i32)), absmax.as_ptr().add(r0 * per_row + band)) };
+    let base = unsafe { packed.as_ptr().add((r0 * cols + band * BLOCK) / 2) };
+    let out = dst.as_mut_ptr() as *mut f32;
+    for m in 0..BLOCK / 8 {
+        // Byte q of each lane holds columns 8m+2q (high nibble) and 8m+2q+1 (low).
+        let v = unsafe { _mm512_i32gather_epi32::<1>(byte_offsets, base.add(4 * m) as *const _) };
+        for q in 0..4 {
+            for (c, shift) in [(8 * m + 2 * q, 8 * q as i32 + 4), (8 * m + 2 * q + 1, 8 * q as i32)] {
+                let idx = _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(shift)), low);
+                let val = _mm512_mul_ps(_mm512_permutexvar_ps(idx, table), am);
+                unsafe { _mm512_storeu_ps(out.add(c * rows + r0), val) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,35 +421,6 @@ mod tests {
                         assert_eq!(t[c * rows + r], want[r * cols + c], "({r}, {c}) of {rows}x{cols}");
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Rows r0..r0+16 of band `band` (columns band·64..+64) of a (rows, cols) NF4 matrix, written
-/// transposed into the band's slice `dst` of the (cols, rows) output: output row j gets 16
-/// consecutive values. One gather reads 4 bytes (8 columns) of each of the 16 rows; each column is
-/// then a shift, a mask, a permute through the levels and a multiply by the 16 rows' absmax.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(packed: &[u8], absmax: &[f32], r0: usize, band: usize, cols: usize, rows: usize, dst: &mut [MaybeUninit<f32>]) {
-    use std::arch::x86_64::*;
-    let per_row = cols / BLOCK;
-    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let table = unsafe { _mm512_loadu_ps(LEVELS.as_ptr()) };
-    let low = _mm512_set1_epi32(15);
-    let byte_offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((cols / 2) as i32));
-    let am = unsafe { _mm512_i32gather_ps::<4>(_mm512_mullo_epi32(lanes, _mm512_set1_epi32(per_row as i32)), absmax.as_ptr().add(r0 * per_row + band)) };
-    let base = unsafe { packed.as_ptr().add((r0 * cols + band * BLOCK) / 2) };
-    let out = dst.as_mut_ptr() as *mut f32;
-    for m in 0..BLOCK / 8 {
-        // Byte q of each lane holds columns 8m+2q (high nibble) and 8m+2q+1 (low).
-        let v = unsafe { _mm512_i32gather_epi32::<1>(byte_offsets, base.add(4 * m) as *const _) };
-        for q in 0..4 {
-            for (c, shift) in [(8 * m + 2 * q, 8 * q as i32 + 4), (8 * m + 2 * q + 1, 8 * q as i32)] {
-                let idx = _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(shift)), low);
-                let val = _mm512_mul_ps(_mm512_permutexvar_ps(idx, table), am);
-                unsafe { _mm512_storeu_ps(out.add(c * rows + r0), val) };
             }
         }
     }
