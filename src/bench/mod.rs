@@ -115,6 +115,11 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// The Python that runs the peers: LATHE_PEER_PYTHON (a virtual environment's python), else python3.
+pub(crate) fn peer_python() -> String {
+    std::env::var("LATHE_PEER_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// The CPU's model name, from /proc/cpuinfo.
 pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

@@ -200,7 +200,7 @@ pub fn run(steps: usize, seq: usize, phi2: bool, peer: bool) -> anyhow::Result<(
     let dir = checkpoint(phi2)?;
     let cfg = ModelConfig::load(&dir).map_err(|e| anyhow!(e.to_string()))?;
     let r = 16;
-    let python = std::env::var("LATHE_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = super::peer_python();
     let have_peer = peer
         && Command::new(&python).args(["-c", "import torch, peft, transformers, bitsandbytes"]).output().is_ok_and(|o| o.status.success());
     let script = std::env::temp_dir().join(format!("lathe-peer-qlora-{}.py", std::process::id()));

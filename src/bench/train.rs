@@ -107,7 +107,7 @@ fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<(f64, u64)> {
 pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let have_torch = peer
-        && Command::new("python3").args(["-c", "import torch, peft, transformers"]).output().is_ok_and(|o| o.status.success());
+        && Command::new(super::peer_python()).args(["-c", "import torch, peft, transformers"]).output().is_ok_and(|o| o.status.success());
     let script = std::env::temp_dir().join(format!("lathe-peer-{}.py", std::process::id()));
     if have_torch {
         std::fs::write(&script, PEER)?;
@@ -123,7 +123,7 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
         crate::engine::info::engine_info().candle
     );
     if !have_torch {
-        println!("(PyTorch peer skipped: `pip install torch transformers peft` to measure it beside lathe)");
+        println!("(PyTorch peer skipped: `pip install torch transformers peft` (or set LATHE_PEER_PYTHON) to measure it beside lathe)");
     }
     println!("{:<26} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7}", "", "lathe tok/s", "torch tok/s", "ratio", "lathe peak", "torch peak", "ratio");
     for gc in [false, true] {
@@ -142,7 +142,7 @@ pub fn run(steps: usize, seq: usize, layers: usize, peer: bool) -> anyhow::Resul
                 // The peer always measures TinyLlama's 22 layers; compare like with like.
                 None
             } else {
-                Some(parse(&Command::new("python3").args(&pa).output()?, "the PyTorch peer")?)
+                Some(parse(&Command::new(super::peer_python()).args(&pa).output()?, "the PyTorch peer")?)
             }
         } else {
             None
