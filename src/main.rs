@@ -76,6 +76,10 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             _ if child => lathe::bench::train::child(steps, seq, layers, gc),
             _ => lathe::bench::train::run(steps, seq, layers, !no_peer),
         },
+        Some(Cmd::Bench { what: BenchCmd::Embed { model, count, no_peer, child, texts_file, out } }) => match (child, texts_file, out) {
+            (true, Some(texts), Some(out)) => lathe::bench::embed::child(&model, &texts, &out),
+            _ => lathe::bench::embed::run(&model, count, !no_peer),
+        },
         Some(Cmd::Bench { what: BenchCmd::Chat { threads, prompt, gen, runs, no_peer, child, model } }) => match (child, model) {
             (true, Some(m)) => lathe::bench::chat::child(&m, threads, prompt, gen, runs.max(1)),
             _ => lathe::bench::chat::run(&lathe::bench::chat::cache_dir(), threads, prompt, gen, runs.max(1), !no_peer),

@@ -206,6 +206,26 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Sentence-embedding throughput and peak RSS of a model (all-MiniLM-L6-v2, say) on paragraphs
+    /// of the Python standard library, beside sentence-transformers when it is installed.
+    Embed {
+        /// The embedding model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Paragraphs to embed.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Skip the sentence-transformers peer.
+        #[arg(long)]
+        no_peer: bool,
+        /// Internal: embed a JSON list of texts in this process and print JSON.
+        #[arg(long, hide = true)]
+        child: bool,
+        #[arg(long, hide = true)]
+        texts_file: Option<PathBuf>,
+        #[arg(long, hide = true)]
+        out: Option<PathBuf>,
+    },
     /// llama.cpp inference through lathe against llama.cpp itself (llama-cpp-python, when
     /// installed) at TinyLlama-1.1B shapes, Q8_0 and Q4_K_M: prompt and generation tokens/s, time
     /// to the first token, and the Chat pane's cost while streaming.
@@ -284,6 +304,8 @@ pub fn embed(model: &std::path::Path, prompt: Option<&str>, texts: Vec<String>) 
     let prefix = prompt.map(|p| spec.prompt(p).map(str::to_string)).transpose()?.unwrap_or_default();
     let texts = if texts.is_empty() { std::io::stdin().lines().collect::<Result<Vec<_>, _>>()? } else { texts };
     let embedder = Embedder::load(model)?;
+    // Each batch frees and reallocates the same large buffers: keep them (twice the speed here).
+    crate::engine::train::memory::keep_freed_memory();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let done = embedder.embed(&refs, &prefix)?;
     if !done.truncated.is_empty() {
