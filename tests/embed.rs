@@ -149,3 +149,22 @@ fn the_real_minilm_gives_its_documented_similarities() {
         assert!((got - want).abs() < 5e-4, "similarities {sims:?}");
     }
 }
+
+/// The chunker with the embedding model's own tokenizer as the budget's measure: lathe's README,
+/// cut along its sections, every chunk within the budget (so none is truncated when embedded), the
+/// lines covered in order, and the chunks embeddable.
+#[test]
+fn a_real_document_chunks_within_the_models_budget() {
+    use lathe::engine::knowledge::chunk::{chunk, Kind};
+    let e = Embedder::load(&fixture("tiny-bert-mean")).unwrap();
+    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let count = |t: &str| e.tokens(t).map(|v| v.len()).unwrap_or(usize::MAX);
+    let chunks = chunk(&readme, Kind::Markdown, 40, 8, &count);
+    assert!(chunks.len() > 20, "{} chunks", chunks.len());
+    assert!(chunks.iter().all(|c| count(&c.text) <= 40), "a chunk is over the budget");
+    assert!(chunks.windows(2).all(|w| w[1].first_line >= w[0].first_line && w[1].first_line <= w[0].last_line + 30));
+    assert!(chunks.iter().any(|c| c.headings.len() >= 2), "Markdown sections give heading paths");
+    let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+    let done = e.embed(&texts, "").unwrap();
+    assert!(done.truncated.is_empty() && done.vectors.len() == chunks.len());
+}

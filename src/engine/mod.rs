@@ -7,6 +7,7 @@ pub mod embed;
 pub mod export;
 pub mod infer;
 pub mod jobs;
+pub mod knowledge;
 pub mod sysmon;
 pub mod train;
 pub mod types;
