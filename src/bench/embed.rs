@@ -58,7 +58,7 @@ pub fn child(model: &Path, texts: &Path, out: &Path) -> anyhow::Result<()> {
     let e = Embedder::load(model)?;
     let load_s = t0.elapsed().as_secs_f64();
     // As the trainer does: each batch frees and reallocates the same large buffers.
-    crate::engine::train::memory::keep_freed_memory();
+    crate::engine::alloc::keep_freed_memory();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     e.embed(&refs[..BATCH.min(refs.len())], "")?;
     let t0 = Instant::now();

@@ -173,8 +173,8 @@ pub fn child(dir: &Path, steps: usize, seq: usize, r: usize, optim: Optimizer, b
     drop(src);
     let load_s = t0.elapsed().as_secs_f64();
     // As the trainer does: the loading's temporaries go back, then freed memory is kept for the steps.
-    crate::engine::train::memory::release_free_memory();
-    crate::engine::train::memory::keep_freed_memory();
+    crate::engine::alloc::release_free_memory();
+    crate::engine::alloc::keep_freed_memory();
     let rss_loaded = crate::engine::sysmon::rss_bytes();
     let peak_loading = crate::engine::sysmon::peak_rss_bytes();
     let mut opt = AdamW::new(&model.trainable, 0.01, optim)?;

@@ -76,7 +76,7 @@ pub(crate) fn timed_steps(model: &Model, opt: &mut AdamW, vocab: usize, seq: usi
 /// Measures one configuration and prints {"tokens_per_s", "peak_rss"}.
 pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Result<()> {
     // As the trainer does.
-    crate::engine::train::memory::keep_freed_memory();
+    crate::engine::alloc::keep_freed_memory();
     let cfg = tinyllama(layers);
     let spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.05, targets: vec!["q_proj".into(), "v_proj".into()] };
     let model = Model::build(&cfg, &mut FastInit(Rng::new(1)), &Trainable::Lora(spec), &mut Rng::new(2), &Device::Cpu).map_err(|e| anyhow!(e))?;

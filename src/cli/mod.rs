@@ -305,7 +305,7 @@ pub fn embed(model: &std::path::Path, prompt: Option<&str>, texts: Vec<String>) 
     let texts = if texts.is_empty() { std::io::stdin().lines().collect::<Result<Vec<_>, _>>()? } else { texts };
     let embedder = Embedder::load(model)?;
     // Each batch frees and reallocates the same large buffers: keep them (twice the speed here).
-    crate::engine::train::memory::keep_freed_memory();
+    crate::engine::alloc::keep_freed_memory();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let done = embedder.embed(&refs, &prefix)?;
     if !done.truncated.is_empty() {

@@ -1,5 +1,5 @@
-//! Memory: what a training configuration needs (checked before a run starts), and the allocator
-//! setting that lets each step reuse the previous step's buffers.
+//! Memory: what a training configuration needs (checked before a run starts). The allocator
+//! settings the trainer uses live in `engine/alloc.rs`.
 
 use super::base::BasePrecision;
 use super::config::{Family, ModelConfig};
@@ -61,26 +61,4 @@ pub fn with_4bit_base(mcfg: &ModelConfig, cfg: &TrainConfig) -> Option<u64> {
         let cheaper = TrainConfig { quant_base: BasePrecision::Nf4, method: "lora".into(), ..cfg.clone() };
         memory_estimate(mcfg, &cheaper)
     })
-}
-
-/// Hands the heap's free memory back to the system: after loading (whose temporaries, the read
-/// bytes and f32 copies of each tensor, would otherwise stay resident through the run) and after
-/// a run (the workstation stays open).
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Training allocates and frees the same large buffers every step. glibc serves large blocks
-/// with fresh mmaps (above its adaptive mmap threshold) and trims freed heap, so every step pays
-/// page faults to zero the same memory again; keeping freed memory in the heap lets the next step
-/// reuse it (`lathe bench train`: +26% tokens/s at TinyLlama shapes, same peak RSS).
-pub fn keep_freed_memory() {
-    // SAFETY: mallopt only tunes the allocator; called before the training allocations.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
 }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{find_checkpoint, load_checkpoint, save_checkpoint, LoopState, Paths};
 use super::config::ModelConfig;
-use super::memory::{keep_freed_memory, memory_estimate, release_free_memory, with_4bit_base};
+use super::memory::{memory_estimate, with_4bit_base};
+use crate::engine::alloc::{keep_freed_memory, release_free_memory};
 use super::base::BasePrecision;
 use super::model::{Held, Model, Trainable};
 use super::optim::{clip, schedule, AdamW};
