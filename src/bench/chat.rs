@@ -256,12 +256,12 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
         }
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", &runs.to_string()];
-        let ours = super::train::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
+        let ours = super::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
         let theirs = if have_peer {
             let o = Command::new("python3")
                 .args([script.display().to_string(), "--model".into(), file.display().to_string(), "--threads".into(), threads.to_string(), "--prompt".into(), prompt.to_string(), "--gen".into(), gen.to_string(), "--runs".into(), runs.to_string()])
                 .output()?;
-            Some(super::train::json_result(&o, "the llama.cpp peer")?)
+            Some(super::json_result(&o, "the llama.cpp peer")?)
         } else {
             None
         };

@@ -34,15 +34,19 @@ pub fn corpus(dir: &Path, n: usize) -> Vec<String> {
     for f in files {
         let Ok(text) = std::fs::read_to_string(&f) else { continue };
         let mut cur = String::new();
+        let keep = |t: String, out: &mut Vec<String>| {
+            if t.trim().len() >= 80 {
+                out.push(t);
+            }
+        };
         for para in text.split("\n\n") {
             if cur.len() + para.len() > 1000 && !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+                keep(std::mem::take(&mut cur), &mut out);
             }
             cur.push_str(para.trim_matches('\n'));
             cur.push('\n');
         }
-        out.push(cur);
-        out.retain(|t| t.trim().len() >= 80);
+        keep(cur, &mut out);
         if out.len() >= n {
             out.truncate(n);
             break;
@@ -112,7 +116,7 @@ pub fn run(model: &Path, n: usize, peer: bool) -> anyhow::Result<()> {
     let out = Command::new(&exe)
         .args(["bench", "embed", "--child", "--model", &model.display().to_string(), "--texts-file", &texts_file.display().to_string(), "--out", &ours_file.display().to_string()])
         .output()?;
-    let ours = super::train::json_result(&out, "lathe")?;
+    let ours = super::json_result(&out, "lathe")?;
     let python = super::peer_python();
     let have_peer = peer && Command::new(&python).args(["-c", "import sentence_transformers"]).output().is_ok_and(|o| o.status.success());
     let theirs = if have_peer {
@@ -122,7 +126,7 @@ pub fn run(model: &Path, n: usize, peer: bool) -> anyhow::Result<()> {
         let out = Command::new(&python)
             .args([script.display().to_string(), "--model".into(), model.display().to_string(), "--texts".into(), texts_file.display().to_string(), "--batch".into(), BATCH.to_string(), "--threads".into(), threads.to_string(), "--out".into(), peer_file.display().to_string()])
             .output()?;
-        let v = super::train::json_result(&out, "the peer")?;
+        let v = super::json_result(&out, "the peer")?;
         let (a, b) = (read_vectors(&ours_file)?, read_vectors(&peer_file)?);
         let diff = if a.len() == b.len() { a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) } else { f32::NAN };
         Some((v, diff))

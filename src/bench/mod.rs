@@ -116,6 +116,16 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// The last JSON line a measurement process printed (its stderr's last line if it failed).
+pub(crate) fn json_result(out: &std::process::Output, what: &str) -> anyhow::Result<serde_json::Value> {
+    if !out.status.success() {
+        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| anyhow::anyhow!("{what} printed no result"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
 /// The Python that runs the peers: LATHE_PEER_PYTHON (a virtual environment's python), else python3.
 pub(crate) fn peer_python() -> String {
     std::env::var("LATHE_PEER_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -225,11 +225,11 @@ pub fn run(steps: usize, seq: usize, phi2: bool, peer: bool) -> anyhow::Result<(
     for optim in Optimizer::ALL {
         let args = ["bench", "train", "--qlora-child", "--model", &dir.display().to_string(), "--steps", &steps.to_string(), "--seq", &seq.to_string(), "--optim", optim.name()];
         let out = Command::new(&exe).args(args).output().context("running the lathe measurement")?;
-        let ours = super::train::json_result(&out, "lathe")?;
+        let ours = super::json_result(&out, "lathe")?;
         let theirs = if have_peer {
             let a = [script.display().to_string(), "--model".into(), dir.display().to_string(), "--steps".into(), steps.to_string(), "--seq".into(), seq.to_string(), "--gc".into(), "--optim".into(), optim.name().into(), "--r".into(), r.to_string()];
             let out = Command::new(&python).args(&a).output()?;
-            match super::train::json_result(&out, "the peer") {
+            match super::json_result(&out, "the peer") {
                 Ok(v) => Some(v),
                 Err(e) => {
                     println!("({} peer: {e})", optim.name());
@@ -275,7 +275,7 @@ pub fn run(steps: usize, seq: usize, phi2: bool, peer: bool) -> anyhow::Result<(
     for base in [BasePrecision::Nf4Dq, BasePrecision::Bf16] {
         let args = ["bench", "train", "--qlora-child", "--model", &dir.display().to_string(), "--steps", &steps.to_string(), "--seq", &seq.to_string(), "--base", base.name()];
         let out = Command::new(&exe).args(args).output().context("running the lathe measurement")?;
-        let v = super::train::json_result(&out, "lathe")?;
+        let v = super::json_result(&out, "lathe")?;
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
         println!(
             "  {:<8} {:>6.1} tok/s, peak {}, estimate {}, RSS after loading {}",

@@ -86,18 +86,8 @@ pub fn child(steps: usize, seq: usize, layers: usize, gc: bool) -> anyhow::Resul
     Ok(())
 }
 
-/// The last JSON line a measurement process printed (its stderr's last line if it failed).
-pub(crate) fn json_result(out: &std::process::Output, what: &str) -> anyhow::Result<serde_json::Value> {
-    if !out.status.success() {
-        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| anyhow!("{what} printed no result"))?;
-    Ok(serde_json::from_str(line)?)
-}
-
 fn parse(out: &std::process::Output, what: &str) -> anyhow::Result<(f64, u64)> {
-    let v = json_result(out, what)?;
+    let v = super::json_result(out, what)?;
     if let Some(t) = v["threads"].as_u64() {
         eprintln!("({what}: {t} threads{})", v["torch"].as_str().map(|t| format!(", torch {t}")).unwrap_or_default());
     }

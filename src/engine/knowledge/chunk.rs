@@ -137,7 +137,8 @@ fn blocks(text: &str, kind: Kind) -> Vec<Block> {
             flush(&mut cur, first, &headings, &mut new_section, &mut out);
             first = n;
         }
-        if !(kind != Kind::Code && trimmed.is_empty()) {
+        // Blank lines separate prose blocks; in code they stay inside an item.
+        if kind == Kind::Code || !trimmed.is_empty() {
             if cur.is_empty() {
                 first = n;
             }
@@ -230,7 +231,6 @@ pub fn chunk(text: &str, kind: Kind, budget: usize, overlap: usize, count: &dyn 
             out.push(Chunk { text: text_of(ids), first_line: pieces[a].1, last_line: pieces[z].2, headings: pieces[z].3.clone() });
         }
     };
-    let mut fresh = 0;
     for (i, piece) in pieces.iter().enumerate() {
         let starts_section = piece.4;
         let mut next: Vec<usize> = cur.clone();
@@ -252,13 +252,10 @@ pub fn chunk(text: &str, kind: Kind, budget: usize, overlap: usize, count: &dyn 
                 }
             }
             cur = tail;
-            fresh = cur.len();
         }
         cur.push(i);
     }
-    if cur.len() > fresh || out.is_empty() {
-        emit(&cur, &mut out);
-    }
+    emit(&cur, &mut out);
     out
 }
 
