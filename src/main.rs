@@ -61,6 +61,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             workstation(config, ws, Some((model, args)))
         }
         Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
+        Some(Cmd::Kb { what }) => lathe::cli::kb::run(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Embed { model, prompt, texts }) => lathe::cli::embed(&model, prompt.as_deref(), texts),
         Some(Cmd::Merge { model, adapter, out }) => {
             lathe::engine::train::export::merge(&model, &adapter, &out).map_err(anyhow::Error::msg)?;
@@ -79,6 +80,10 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Bench { what: BenchCmd::Embed { model, count, no_peer, child, texts_file, out } }) => match (child, texts_file, out) {
             (true, Some(texts), Some(out)) => lathe::bench::embed::child(&model, &texts, &out),
             _ => lathe::bench::embed::run(&model, count, !no_peer),
+        },
+        Some(Cmd::Bench { what: BenchCmd::Kb { model, chunks, no_peer, child, files, texts } }) => match (child, files, texts) {
+            (true, Some(files), Some(texts)) => lathe::bench::kb::child(&model, &ws.root, &files, &texts),
+            _ => lathe::bench::kb::run(&model, chunks, !no_peer),
         },
         Some(Cmd::Bench { what: BenchCmd::Chat { threads, prompt, gen, runs, no_peer, child, model } }) => match (child, model) {
             (true, Some(m)) => lathe::bench::chat::child(&m, threads, prompt, gen, runs.max(1)),
@@ -114,6 +119,7 @@ fn workstation(config: Config, ws: Workspace, chat_model: Option<(lathe::engine:
         app.chat.open_model(model.to_string());
         app.chat.sampling = args.sampling();
         app.chat.system = args.system.clone();
+        app.chat.kb = args.kb.clone();
         chat_options = args.options();
         initial.push(lathe::app::action::Command::LoadChatModel { side: 0, name: model.to_string() });
     }

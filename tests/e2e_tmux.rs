@@ -496,3 +496,50 @@ fn a_dropped_link_keeps_the_conversation_and_the_answer_so_far() {
     let text = String::from_utf8_lossy(&md.stdout);
     assert!(text.contains("tell me a long story") && text.contains("w0 w1 w2 w3 w4 w5"), "{text}");
 }
+
+#[test]
+fn a_collection_filled_searched_and_dropped_from_the_knowledge_pane() {
+    let t = Tmux::start("kb", 130, 34);
+    let docs = t.home.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("garden.md"), "# Garden\n\n## Pests\n\nAphids gather under the leaves; a jet of water removes them.\n").unwrap();
+    std::fs::write(docs.join("bread.txt"), "Sourdough rises overnight in a cool kitchen.\n").unwrap();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed/tiny-bert-mean");
+    let made = Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .arg("--home")
+        .arg(t.home.join("ws"))
+        .args(["kb", "create", "notes", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    t.launch("");
+    t.keys(&["8"]);
+    t.wait_for("tiny-bert-mean");
+    // Add a folder (Tab completes the path), then watch the ingest's report.
+    t.keys(&["a"]);
+    t.wait_for("Add a file, folder or glob to notes");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", &format!("{}/do", t.home.display())]);
+    t.keys(&["Tab"]);
+    t.wait_for("docs");
+    t.keys(&["Enter"]);
+    t.wait_for("notes: 2 added");
+    // Search as a user types it; the result shows its place and opens in full.
+    t.keys(&["/"]);
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "aphids"]);
+    t.keys(&["Enter"]);
+    let s = t.wait_for("garden.md:");
+    assert!(s.contains("Garden > Pests") && s.contains("[hybrid]"), "{s}");
+    t.keys(&["Escape", "Enter"]);
+    t.wait_for("Result 1");
+    t.keys(&["Escape"]);
+    t.wait_gone("Result 1");
+    // Drop asks first.
+    t.keys(&["F6", "d"]);
+    t.wait_for("Drop collection?");
+    t.keys(&["y"]);
+    t.wait_for("Dropped collection notes.");
+    t.wait_for("No collections");
+    t.keys(&["q"]);
+    t.assert_clean_exit("0");
+}

@@ -492,3 +492,74 @@ fn remapped_keys_show_in_the_hints() {
     assert!(chat.contains("F2 opens a .gguf") && !chat.contains("Ctrl-O"), "{chat}");
     insta::assert_snapshot!("chat_remapped_80x24", chat);
 }
+
+#[test]
+fn knowledge_pane_with_collections_results_and_an_ingest() {
+    use lathe::engine::knowledge::ingest::{Phase, Progress};
+    use lathe::engine::knowledge::store::{CollectionInfo, Hit, ModelId, SearchMode};
+    use lathe::service::SearchResult;
+    let coll = |name: &str, documents, chunks, bytes, vector_index| CollectionInfo {
+        name: name.into(),
+        model: ModelId {
+            name: "all-MiniLM-L6-v2".into(),
+            dir: "/models/all-MiniLM-L6-v2".into(),
+            dim: 384,
+            pooling: "mean".into(),
+            normalize: true,
+            max_len: 256,
+            fingerprint: "0".into(),
+        },
+        documents,
+        chunks,
+        bytes,
+        sources: vec!["/notes".into()],
+        version: 3,
+        vector_index,
+        text_index: true,
+        path: format!("/ws/vectors/{name}.lance"),
+    };
+    let hit = |rank: usize, path: &str, headings: &str, text: &str, v: Option<usize>, t: Option<usize>| Hit {
+        rank,
+        score: v.map(|r| 1.0 / (60.0 + r as f64)).unwrap_or(0.0) + t.map(|r| 1.0 / (60.0 + r as f64)).unwrap_or(0.0),
+        chunk_id: format!("{rank:032}"),
+        path: path.into(),
+        first_line: 7 * rank as u32,
+        last_line: 7 * rank as u32 + 4,
+        headings: headings.into(),
+        text: text.into(),
+        vector_rank: v,
+        text_rank: t,
+    };
+    let hits = vec![
+        hit(1, "/notes/garden.md", "Garden > Pests", "Aphids gather under the leaves of the tomatoes;\na jet of water removes them.", Some(1), Some(1)),
+        hit(2, "/notes/roses.md", "Roses", "Roses attract aphids in spring.\nLadybirds eat them.", Some(3), Some(2)),
+        hit(3, "/notes/python/tool.py", "", "def spray(plants):\n    return [p for p in plants if p.pests]", Some(2), None),
+    ];
+    for (w, h) in [(80, 24), (200, 50)] {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Knowledge));
+        let request = 1;
+        a.update(Action::Collections { request, result: Ok(vec![coll("notes", 128, 2_310, 9 << 20, false), coll("python-docs", 4_512, 104_220, 412 << 20, true)]) });
+        a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Ingest, title: "ingest into python-docs".into() }));
+        let p = Progress { phase: Phase::Embedding, files_done: 212, files_total: 530, chunks: 6_144, bytes_done: 4 << 20, bytes_total: 10 << 20, chunks_per_s: 29.8, eta_s: Some(412.0) };
+        a.update(Action::IngestProgress { job: 4, progress: p });
+        a.update(Action::FocusSearch);
+        for c in "aphids on tomatoes".chars() {
+            a.update(Action::Text(KeyPress { key: TextKey::Char(c), ctrl: false, alt: false, shift: false }));
+        }
+        a.update(Action::Search);
+        a.update(Action::Searched { request: 1, result: Ok(SearchResult { hits: hits.clone(), mode: SearchMode::Hybrid, millis: 18.0, truncated: false }) });
+        a.update(Action::LeaveSearch);
+        a.update(Action::ScrollDown);
+        if w == 200 {
+            a.update(Action::ToggleZoom);
+        }
+        insta::assert_snapshot!(format!("knowledge_{w}x{h}"), render(&mut a, w, h));
+        a.update(Action::OpenHit);
+        insta::assert_snapshot!(format!("knowledge_chunk_{w}x{h}"), render(&mut a, w, h));
+        a.update(Action::Close);
+        a.update(Action::SwitchKbFocus);
+        a.update(Action::DropCollection);
+        insta::assert_snapshot!(format!("knowledge_drop_{w}x{h}"), render(&mut a, w, h));
+    }
+}

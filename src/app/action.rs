@@ -18,10 +18,11 @@ pub enum PaneId {
     System,
     Runs,
     Models,
+    Knowledge,
 }
 
 impl PaneId {
-    pub const ALL: [PaneId; 7] = [
+    pub const ALL: [PaneId; 8] = [
         PaneId::Training,
         PaneId::Loss,
         PaneId::Data,
@@ -29,6 +30,7 @@ impl PaneId {
         PaneId::System,
         PaneId::Runs,
         PaneId::Models,
+        PaneId::Knowledge,
     ];
 
     pub fn title(self) -> &'static str {
@@ -40,6 +42,7 @@ impl PaneId {
             PaneId::System => "System",
             PaneId::Runs => "Runs",
             PaneId::Models => "Models",
+            PaneId::Knowledge => "Knowledge",
         }
     }
 
@@ -56,6 +59,7 @@ impl PaneId {
             PaneId::System => "system",
             PaneId::Runs => "runs",
             PaneId::Models => "models",
+            PaneId::Knowledge => "knowledge",
         }
     }
 
@@ -175,6 +179,10 @@ pub enum Action {
     OpenChat,
     /// Writes the conversation as Markdown and JSON into the workspace's chats/ folder.
     ExportChat,
+    /// Asks for a knowledge collection for answers to draw on (empty: none).
+    AttachKb,
+    /// The sources retrieved for the chat's held answers.
+    Retrieved { id: u64, result: Result<crate::service::SearchResult, String> },
     /// The saved conversations, answering list request `request`.
     ChatList { request: u64, result: Result<Vec<crate::engine::data::chats::ChatSummary>, String> },
     ChatOpened(Result<crate::engine::data::chats::ChatRecord, String>),
@@ -190,6 +198,29 @@ pub enum Action {
     RefreshModels,
     /// The model library, scanned by the engine.
     Models { request: u64, result: Result<Vec<crate::engine::infer::library::ModelEntry>, String> },
+    /// Moves to the Knowledge pane's search box.
+    FocusSearch,
+    /// Leaves the search box (for the results, when there are some).
+    LeaveSearch,
+    /// Searches the selected collection for what the box holds.
+    Search,
+    /// Hybrid, vector, text, and round again.
+    CycleSearchMode,
+    /// Between the collections and the results.
+    SwitchKbFocus,
+    /// Shows the selected result in full (in the list: to the search box).
+    OpenHit,
+    /// Asks for a file, folder or glob to add to the selected collection.
+    AddToCollection,
+    /// Reads the selected collection's sources again.
+    SyncCollection,
+    /// Drops the selected collection (asks first).
+    DropCollection,
+    RefreshCollections,
+    Collections { request: u64, result: Result<Vec<crate::engine::knowledge::store::CollectionInfo>, String> },
+    Searched { request: u64, result: Result<crate::service::SearchResult, String> },
+    IngestProgress { job: JobId, progress: crate::engine::knowledge::ingest::Progress },
+    Ingested { job: JobId, result: Result<crate::engine::knowledge::ingest::Report, String> },
     /// Completions found by the engine.
     PathCompletions { typed: String, list: Vec<String> },
     // Input that is not a binding.
@@ -281,9 +312,20 @@ impl Action {
             "open_chats" => Action::OpenChats,
             "open_chat" => Action::OpenChat,
             "export_chat" => Action::ExportChat,
+            "attach_kb" => Action::AttachKb,
             "export_run" => Action::ExportRun,
             "export_model" => Action::ExportModel,
             "refresh_models" => Action::RefreshModels,
+            "focus_search" => Action::FocusSearch,
+            "leave_search" => Action::LeaveSearch,
+            "search" => Action::Search,
+            "search_mode" => Action::CycleSearchMode,
+            "switch_kb_focus" => Action::SwitchKbFocus,
+            "open_hit" => Action::OpenHit,
+            "add_to_collection" => Action::AddToCollection,
+            "sync_collection" => Action::SyncCollection,
+            "drop_collection" => Action::DropCollection,
+            "refresh_collections" => Action::RefreshCollections,
             _ => return None,
         })
     }
@@ -347,9 +389,20 @@ impl Action {
             Action::OpenChats => "saved conversations".into(),
             Action::OpenChat => "reopen the conversation".into(),
             Action::ExportChat => "write the conversation as Markdown and JSON into chats/".into(),
+            Action::AttachKb => "answer from a knowledge collection (sources cited; empty: none)".into(),
             Action::ExportRun => "export the run as GGUF (f16) into models/".into(),
             Action::ExportModel => "export the selected model folder as GGUF (f16) into models/".into(),
             Action::RefreshModels => "scan for models again".into(),
+            Action::FocusSearch => "search the selected collection".into(),
+            Action::LeaveSearch => "leave the search box".into(),
+            Action::Search => "search".into(),
+            Action::CycleSearchMode => "search mode: hybrid, vector, text".into(),
+            Action::SwitchKbFocus => "switch between the collections and the results".into(),
+            Action::OpenHit => "show the result in full".into(),
+            Action::AddToCollection => "add a file, folder or glob to the collection".into(),
+            Action::SyncCollection => "sync: re-read the collection's sources (only changes are embedded)".into(),
+            Action::DropCollection => "drop the collection (asks first)".into(),
+            Action::RefreshCollections => "list the collections again".into(),
             other => format!("{other:?}"),
         }
     }
@@ -391,6 +444,14 @@ pub enum Command {
     ListChats { request: u64 },
     LoadChat(String),
     ExportChat { record: crate::engine::data::chats::ChatRecord, dir: String },
+    ListCollections { request: u64 },
+    /// The top chunks of a collection for a chat message (`Action::Retrieved` answers).
+    Retrieve { id: u64, collection: String, query: String },
+    SearchCollection { request: u64, req: crate::service::SearchRequest },
+    /// Adds paths to a collection (none: syncs its sources) in a job.
+    IngestCollection { name: String, paths: Vec<String> },
+    /// Drops a collection; the answer is the list, for request `request`.
+    DropCollection { name: String, request: u64 },
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The Chat pane's state: its sides (the conversation's model, and the model compared with it),
 //! each side's turns and the answer it streams, the system prompt and sampling, the saved
-//! conversations list and the message box.
+//! conversations list and the message box; and the attached knowledge collection, whose sources
+//! each message waits for before its answers start.
 
 use super::action::{Action, Command};
 use super::keymap::{Keymap, Mode};
 use crate::engine::infer::worker::ChatEvent;
+use crate::engine::knowledge::ground::{self, Retrieval};
 use crate::engine::types::{Message, ModelRef, Sampling, Stats, StopReason};
 
 /// Why a message cannot be sent (or an answer asked again) now. The text stays in the box; the
@@ -65,11 +67,13 @@ pub struct Turn {
     pub text: String,
     pub stats: Option<Stats>,
     pub error: Option<String>,
+    /// The sources the answer was given, when a collection is attached.
+    pub retrieval: Option<Retrieval>,
 }
 
 impl Turn {
     fn new(role: &str, text: &str) -> Turn {
-        Turn { role: role.into(), text: text.into(), stats: None, error: None }
+        Turn { role: role.into(), text: text.into(), stats: None, error: None, retrieval: None }
     }
 }
 
@@ -168,6 +172,11 @@ pub struct ChatState {
     pub input: tui_textarea::TextArea<'static>,
     /// The conversation's settings panel (system prompt, sampling) while it is open.
     pub form: Option<super::train::TrainForm>,
+    /// The knowledge collection each message retrieves its sources from.
+    pub kb: Option<String>,
+    /// Answers waiting for their sources: the retrieval's id and their Generate commands.
+    pub held: Option<(u64, Vec<Command>)>,
+    retrieval_id: u64,
 }
 
 impl Default for ChatState {
@@ -185,6 +194,9 @@ impl Default for ChatState {
             list_request: 0,
             input: Default::default(),
             form: None,
+            kb: None,
+            held: None,
+            retrieval_id: 0,
         }
     }
 }
@@ -263,13 +275,71 @@ impl ChatState {
             }
         }
         let answering: Vec<usize> = (0..self.sides.len()).filter(|&i| self.sides[i].free()).collect();
-        Ok(answering
-            .into_iter()
-            .map(|i| {
-                self.sides[i].turns.push(Turn::new("user", text));
-                self.start_answer(i)
-            })
-            .collect())
+        for &i in &answering {
+            self.sides[i].turns.push(Turn::new("user", text));
+        }
+        Ok(self.answer(answering, text))
+    }
+
+    /// Starts the answers of `sides` to `question`: at once, or, with a collection attached, once
+    /// its sources are retrieved (`on_retrieved`).
+    fn answer(&mut self, sides: Vec<usize>, question: &str) -> Vec<Command> {
+        let asks: Vec<Command> = sides.into_iter().map(|i| self.start_answer(i)).collect();
+        let Some(kb) = self.kb.clone() else { return asks };
+        self.retrieval_id += 1;
+        self.held = Some((self.retrieval_id, asks));
+        vec![Command::Retrieve { id: self.retrieval_id, collection: kb, query: question.to_string() }]
+    }
+
+    /// The sources for the held answers arrived: each is asked with them in its last message.
+    /// Err: the answers end with the reason, and it is returned for a notice.
+    pub fn on_retrieved(&mut self, id: u64, result: Result<crate::service::SearchResult, String>) -> Result<Vec<Command>, String> {
+        let Some((held_id, asks)) = self.held.take() else { return Ok(vec![]) };
+        if held_id != id {
+            self.held = Some((held_id, asks));
+            return Ok(vec![]);
+        }
+        let collection = self.kb.clone().unwrap_or_default();
+        match result {
+            Ok(r) => Ok(asks
+                .into_iter()
+                .map(|c| match c {
+                    Command::Generate { side, id, messages, sampling } => {
+                        let sources = ground::sources(&collection, &r.hits);
+                        let messages = ground::grounded(&messages, &r.hits, &sources);
+                        if let Some(t) = self.sides.get_mut(side).and_then(|s| s.turns.last_mut()) {
+                            t.retrieval = Some(Retrieval { collection: collection.clone(), sources, millis: r.millis });
+                        }
+                        Command::Generate { side, id, messages, sampling }
+                    }
+                    other => other,
+                })
+                .collect()),
+            Err(e) => {
+                let why = format!("No sources from {collection}: {e}");
+                for side in &mut self.sides {
+                    if side.streaming.take().is_some() {
+                        if let Some(t) = side.turns.last_mut() {
+                            t.error = Some(why.clone());
+                        }
+                    }
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// Stops answers still waiting for their sources; false when none was.
+    pub fn cancel_retrieval(&mut self) -> bool {
+        if self.held.take().is_none() {
+            return false;
+        }
+        for side in &mut self.sides {
+            if side.streaming.take().is_some() && side.turns.last().is_some_and(|t| t.role == "assistant" && t.text.is_empty()) {
+                side.turns.pop();
+            }
+        }
+        true
     }
 
     /// Steps to the user message before (`back`) or after the one being edited; returns its text
@@ -293,13 +363,14 @@ impl ChatState {
         if !drop_last_answer(&mut self.sides[0].turns) {
             return Err(NotSent::NothingToRegenerate);
         }
-        let mut asks = vec![self.start_answer(0)];
+        let mut sides = vec![0];
         for i in 1..self.sides.len() {
             if self.sides[i].free() && drop_last_answer(&mut self.sides[i].turns) {
-                asks.push(self.start_answer(i));
+                sides.push(i);
             }
         }
-        Ok(asks)
+        let question = self.sides[0].turns.last().map(|t| t.text.clone()).unwrap_or_default();
+        Ok(self.answer(sides, &question))
     }
 
     /// Opens a second side beside the first, from the conversation so far, loading `name`.
@@ -373,7 +444,9 @@ impl ChatState {
     /// A saved conversation back in the pane (the models loaded now stay). An open comparison
     /// takes the saved second side's answers, or the conversation without answers when it has none.
     pub fn reopen(&mut self, r: crate::engine::data::chats::ChatRecord) {
-        let turns = |v: Vec<crate::engine::data::chats::SavedTurn>| v.into_iter().map(|t| Turn { role: t.role, text: t.text, stats: t.stats, error: None }).collect::<Vec<_>>();
+        let turns = |v: Vec<crate::engine::data::chats::SavedTurn>| {
+            v.into_iter().map(|t| Turn { role: t.role, text: t.text, stats: t.stats, error: None, retrieval: t.retrieval }).collect::<Vec<_>>()
+        };
         let first = turns(r.turns);
         let second = match r.compare {
             Some(c) => turns(c.turns),
@@ -391,6 +464,7 @@ impl ChatState {
     }
 
     pub fn clear(&mut self) {
+        self.cancel_retrieval();
         for side in &mut self.sides {
             side.turns.clear();
             side.context_used = 0;
@@ -437,7 +511,7 @@ fn drop_last_answer(turns: &mut Vec<Turn>) -> bool {
 /// The turns as saved; an answer that has not produced any text yet is left out.
 fn saved_turns(turns: &[Turn]) -> Vec<crate::engine::data::chats::SavedTurn> {
     let end = if turns.last().is_some_and(|t| t.role == "assistant" && t.text.is_empty() && t.stats.is_none() && t.error.is_none()) { turns.len() - 1 } else { turns.len() };
-    turns[..end].iter().map(|t| crate::engine::data::chats::SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone() }).collect()
+    turns[..end].iter().map(|t| crate::engine::data::chats::SavedTurn { role: t.role.clone(), text: t.text.clone(), stats: t.stats.clone(), retrieval: t.retrieval.clone() }).collect()
 }
 
 #[cfg(test)]

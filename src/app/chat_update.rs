@@ -1,5 +1,6 @@
 //! The Chat pane's update: what its keys do to the conversation (send, ask again, edit an earlier
-//! message, compare, settings, saved conversations) and how the chat sides' events fold into it.
+//! message, compare, settings, saved conversations, attach a knowledge collection) and how the
+//! chat sides' events and retrieved sources fold into it.
 //! Pure: it returns commands for the service and changes only the pane and the shell's `Ctx`.
 
 use tui_textarea::TextArea;
@@ -36,6 +37,17 @@ impl ChatState {
                 *cx.prompt = Some(Prompt::new(PromptKind::Model, ""));
                 *cx.overlay = Some(Overlay::Prompt);
             }
+            Action::AttachKb => {
+                *cx.prompt = Some(Prompt::new(PromptKind::AttachKb, self.kb.as_deref().unwrap_or("")));
+                *cx.overlay = Some(Overlay::Prompt);
+            }
+            Action::Retrieved { id, result } => match self.on_retrieved(id, result) {
+                Ok(asks) => out.extend(asks),
+                Err(e) => {
+                    cx.notify(Level::Error, e);
+                    out.extend(self.record().map(Command::SaveChat));
+                }
+            },
             Action::CopyAnswer => match self.main().turns.iter().rev().find(|t| t.role == "assistant" && !t.text.is_empty()) {
                 Some(t) => {
                     let n = t.text.chars().count();
@@ -146,6 +158,25 @@ impl ChatState {
                 Err(e) => form.check = Some(Err(e)),
             }
         }
+    }
+
+    /// Attaches a collection (the prompt's answer; empty detaches). `known`: the collections as
+    /// last listed, when they were.
+    pub fn attach(&mut self, name: &str, known: Option<&[String]>, cx: &mut Ctx) {
+        let name = name.trim();
+        if name.is_empty() {
+            if self.kb.take().is_some() {
+                cx.notify(Level::Info, "Answers no longer draw on a collection.");
+            }
+            return;
+        }
+        if let Some(known) = known.filter(|k| !k.iter().any(|n| n == name)) {
+            let have = if known.is_empty() { "there are none yet (`lathe kb create NAME --model DIR`)".to_string() } else { format!("there are {}", known.join(", ")) };
+            cx.notify(Level::Error, format!("There is no collection {name:?}; {have}."));
+            return;
+        }
+        self.kb = Some(name.to_string());
+        cx.notify(Level::Info, format!("Each message now retrieves its {} best chunks from {name} and the answer cites them.", crate::engine::knowledge::ground::SOURCES));
     }
 
     /// Opens a model picked elsewhere (the Models pane, the prompt) on side 0, by name.

@@ -14,7 +14,9 @@ use crate::service::{Event, ModelSource, Service, Settings, TrainWhat};
 /// Starts the service; its events arrive as actions on `tx`.
 pub fn start_service(tx: UnboundedSender<Action>, ws: Option<&Workspace>, settings: Settings) -> Service {
     Service::start(ws, settings, move |ev| {
-        let _ = tx.send(action(ev));
+        if let Some(a) = action(ev) {
+            let _ = tx.send(a);
+        }
     })
 }
 
@@ -66,12 +68,17 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::LoadChat(id) => service.open_chat(id),
         Command::ExportChat { record, dir } => service.export_chat(record, PathBuf::from(dir)),
         Command::CopyToClipboard(text) => copy_to_clipboard(&text),
+        Command::ListCollections { request } => service.list_collections(request),
+        Command::SearchCollection { request, req } => service.search_collection(request, req),
+        Command::Retrieve { id, collection, query } => service.retrieve(id, collection, query),
+        Command::IngestCollection { name, paths } => service.ingest_collection(name, paths),
+        Command::DropCollection { name, request } => service.drop_collection(name, request),
     }
 }
 
 /// A service event as the reducer's action.
-pub fn action(ev: Event) -> Action {
-    match ev {
+pub fn action(ev: Event) -> Option<Action> {
+    Some(match ev {
         Event::Data(e) => Action::Data(e),
         Event::Job(e) => Action::Job(e),
         Event::Sys(s) => Action::Sys(s),
@@ -88,7 +95,12 @@ pub fn action(ev: Event) -> Action {
         Event::PathCompletions { typed, list } => Action::PathCompletions { typed, list },
         Event::Info(m) => Action::Info(m),
         Event::Failure(m) => Action::Failure(m),
-    }
+        Event::Collections { request, result } => Action::Collections { request, result: result.map_err(|e| e.to_string()) },
+        Event::Searched { request, result } => Action::Searched { request, result: result.map_err(|e| e.to_string()) },
+        Event::Retrieved { id, result } => Action::Retrieved { id, result: result.map_err(|e| e.to_string()) },
+        Event::Ingest { job, progress } => Action::IngestProgress { job, progress },
+        Event::Ingested { job, result } => Action::Ingested { job, result: result.map_err(|e| e.to_string()) },
+    })
 }
 
 /// OSC 52: the terminal (local, or at the far end of SSH) sets its clipboard.

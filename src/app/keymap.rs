@@ -28,15 +28,17 @@ pub enum Mode {
     Models,
     ChatList,
     Form,
+    Knowledge,
+    KbSearch,
 }
 
 impl Mode {
     /// Modes whose focus is a text input: plain characters are typed there, not obeyed.
     pub fn is_text_input(self) -> bool {
-        matches!(self, Mode::Chat | Mode::Sql | Mode::Prompt | Mode::Form)
+        matches!(self, Mode::Chat | Mode::Sql | Mode::Prompt | Mode::Form | Mode::KbSearch)
     }
 
-    pub const ALL: [Mode; 14] = [
+    pub const ALL: [Mode; 16] = [
         Mode::Global,
         Mode::Training,
         Mode::Loss,
@@ -46,6 +48,8 @@ impl Mode {
         Mode::Viewer,
         Mode::Runs,
         Mode::Models,
+        Mode::Knowledge,
+        Mode::KbSearch,
         Mode::ChatList,
         Mode::Form,
         Mode::Prompt,
@@ -69,6 +73,8 @@ impl Mode {
             Mode::Models => "models",
             Mode::ChatList => "chat_list",
             Mode::Form => "form",
+            Mode::Knowledge => "knowledge",
+            Mode::KbSearch => "kb_search",
         }
     }
 
@@ -88,6 +94,8 @@ impl Mode {
             Mode::Models => "In the Models pane",
             Mode::ChatList => "In the list of saved conversations",
             Mode::Form => "In the new-run form",
+            Mode::Knowledge => "In the Knowledge pane",
+            Mode::KbSearch => "In the knowledge search box",
         }
     }
 
@@ -309,7 +317,17 @@ impl Keymap {
             Mode::Help | Mode::Confirm | Mode::Viewer => lookup(mode),
             // A path prompt is a text box that sees only its own keys.
             Mode::Prompt | Mode::Form => lookup(mode),
-            Mode::Chat | Mode::Sql | Mode::Grid | Mode::Global | Mode::Training | Mode::Loss | Mode::Runs | Mode::Models | Mode::ChatList => {
+            Mode::Chat
+            | Mode::Sql
+            | Mode::Grid
+            | Mode::Global
+            | Mode::Training
+            | Mode::Loss
+            | Mode::Runs
+            | Mode::Models
+            | Mode::ChatList
+            | Mode::Knowledge
+            | Mode::KbSearch => {
                 if let Some(a) = lookup(mode) {
                     return Some(a);
                 }

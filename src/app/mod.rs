@@ -7,6 +7,7 @@ pub mod chat_update;
 pub mod data;
 pub mod effects;
 pub mod keymap;
+pub mod knowledge;
 pub mod models;
 pub mod runtime;
 pub mod shell;

@@ -29,6 +29,10 @@ pub enum Overlay {
     Chats,
     /// The conversation's system prompt and sampling parameters.
     ChatSettings,
+    /// The Knowledge pane's selected result in full.
+    Chunk { scroll: u16 },
+    /// Dropping a collection: asks first.
+    ConfirmDropCollection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,10 @@ pub enum PromptKind {
     Export,
     Model,
     CompareModel,
+    /// A file, folder or glob to add to a knowledge collection.
+    KbAdd,
+    /// The knowledge collection the chat's answers draw on.
+    AttachKb,
 }
 
 pub struct Prompt {

@@ -8,6 +8,7 @@ use tui_textarea::{Input, Key, TextArea};
 use super::action::{Action, Command, KeyPress, PaneId, TextKey};
 use super::data::{DataFocus, DataState};
 use super::keymap::{Keymap, Mode};
+use super::knowledge::KnowledgePane;
 use super::models::{ModelsPane, Picked};
 use super::shell::{Ctx, Level, Notice, Overlay, Prompt, PromptKind};
 use super::system::SysState;
@@ -51,6 +52,7 @@ pub struct App {
     pub replace_target: Option<String>,
     pub chat: super::chat::ChatState,
     pub models: ModelsPane,
+    pub knowledge: KnowledgePane,
     pub notices: Vec<Notice>,
     /// The Training, Loss and Runs panes.
     pub training: TrainingPanes,
@@ -86,6 +88,7 @@ impl App {
             replace_target: None,
             chat: Default::default(),
             models: ModelsPane::default(),
+            knowledge: KnowledgePane::default(),
             notices: Vec::new(),
             training: TrainingPanes::default(),
             should_quit: false,
@@ -109,6 +112,9 @@ impl App {
             Some(Overlay::TrainForm) | Some(Overlay::ChatSettings) => Mode::Form,
             Some(Overlay::RunDetail) => Mode::Viewer,
             Some(Overlay::Chats) => Mode::ChatList,
+            Some(Overlay::Chunk { .. }) => Mode::Viewer,
+            Some(Overlay::ConfirmDropCollection) => Mode::Confirm,
+            None if self.focus == PaneId::Knowledge => self.knowledge.mode(),
             None if self.focus == PaneId::Training => Mode::Training,
             None if self.focus == PaneId::Loss => Mode::Loss,
             None if self.focus == PaneId::Runs => Mode::Runs,
@@ -131,6 +137,12 @@ impl App {
 
     fn submit_prompt(&mut self) -> Vec<Command> {
         let Some(p) = self.prompt.take() else { return vec![] };
+        if p.kind == PromptKind::AttachKb {
+            // Empty detaches, so it is an answer too.
+            let known: Option<Vec<String>> = self.knowledge.list.as_ref().and_then(|l| l.as_ref().ok()).map(|l| l.iter().map(|c| c.name.clone()).collect());
+            self.chat.attach(&p.text(), known.as_deref(), &mut cx!(self));
+            return vec![];
+        }
         let path = p.text().trim().to_string();
         if path.is_empty() {
             self.prompt = Some(p);
@@ -153,6 +165,8 @@ impl App {
                 Some(r) => vec![Command::ExportResult { sql: r.sql.clone(), path }],
                 None => vec![],
             },
+            PromptKind::KbAdd => self.knowledge.submit_add(path).into_iter().collect(),
+            PromptKind::AttachKb => unreachable!("answered in submit_prompt"),
         }
     }
 
@@ -162,6 +176,7 @@ impl App {
             Mode::Chat => Some(&mut self.chat.input),
             Mode::Sql => Some(&mut self.data.editor),
             Mode::Prompt => self.prompt.as_mut().map(|p| &mut p.input),
+            Mode::KbSearch => Some(&mut self.knowledge.query),
             _ => None,
         }
     }
@@ -207,8 +222,9 @@ impl App {
                             out.push(Command::ImportDataset { path, replace: true });
                         }
                     }
+                    Some(Overlay::ConfirmDropCollection) => self.knowledge.confirm_drop(&mut out),
                     // Enter in a viewer or the help closes it (below); with nothing open it does nothing.
-                    Some(Overlay::Help { .. } | Overlay::Row | Overlay::Views | Overlay::RunDetail | Overlay::Chats) | None => {}
+                    Some(Overlay::Help { .. } | Overlay::Row | Overlay::Views | Overlay::RunDetail | Overlay::Chats | Overlay::Chunk { .. }) | None => {}
                 }
                 if self.overlay == Some(Overlay::ChatSettings) && self.chat.form.is_some() {
                     // The panel stays open when a value is wrong.
@@ -219,13 +235,22 @@ impl App {
                 }
             }
             Action::Deny => {
-                if matches!(self.overlay, Some(Overlay::ConfirmQuit | Overlay::ConfirmReplace)) {
+                if matches!(self.overlay, Some(Overlay::ConfirmQuit | Overlay::ConfirmReplace | Overlay::ConfirmDropCollection)) {
                     self.overlay = None;
                     self.replace_target = None;
+                    self.knowledge.drop_target = None;
                 }
             }
             Action::Complete => {
-                if let Some(p) = &self.prompt {
+                if let Some(p) = self.prompt.as_mut().filter(|p| p.kind == PromptKind::AttachKb) {
+                    // Collection names, as last listed.
+                    let typed = p.text();
+                    let names: Vec<String> = self.knowledge.collections().iter().map(|c| c.name.clone()).filter(|n| n.starts_with(typed.trim())).collect();
+                    match names.as_slice() {
+                        [one] => *p = Prompt::new(PromptKind::AttachKb, one),
+                        _ => p.completions = names,
+                    }
+                } else if let Some(p) = &self.prompt {
                     out.push(Command::CompletePath(p.text()));
                 } else if self.mode() == Mode::Sql {
                     self.data.complete();
@@ -255,6 +280,9 @@ impl App {
                 }
                 if self.focus == PaneId::Models {
                     out.push(self.models.refresh());
+                }
+                if self.focus == PaneId::Knowledge {
+                    out.push(self.knowledge.refresh());
                 }
             }
             Action::ToggleZoom => self.zoomed = !self.zoomed,
@@ -306,6 +334,22 @@ impl App {
             {
                 self.models.update(action, &mut cx!(self), &mut out);
             }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom
+                if self.mode() == Mode::Knowledge =>
+            {
+                self.knowledge.update(action, &mut cx!(self), &mut out);
+            }
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown if matches!(self.overlay, Some(Overlay::Chunk { .. })) => {
+                if let Some(Overlay::Chunk { scroll }) = &mut self.overlay {
+                    let page = self.size.1.saturating_sub(8).max(1);
+                    *scroll = match action {
+                        Action::ScrollUp => scroll.saturating_sub(1),
+                        Action::ScrollDown => scroll.saturating_add(1),
+                        Action::PageUp => scroll.saturating_sub(page),
+                        _ => scroll.saturating_add(page),
+                    };
+                }
+            }
             Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
                 if let Some(Overlay::Help { scroll }) = &mut self.overlay {
@@ -336,9 +380,12 @@ impl App {
             | Action::ChatList { .. }
             | Action::ChatOpened(_)
             | Action::OpenChat
+            | Action::Retrieved { .. }
             | Action::ExportChat => self.chat.update(action, &mut cx!(self), &mut out),
             Action::StopGeneration => {
-                if self.chat.any_streaming() {
+                if self.chat.cancel_retrieval() {
+                    self.notify(Level::Info, "Stopped before the sources arrived.");
+                } else if self.chat.any_streaming() {
                     out.push(Command::StopGeneration);
                 } else {
                     out.extend(self.update(Action::FocusNext));
@@ -349,6 +396,25 @@ impl App {
                     self.chat.open_model(name);
                 }
             }
+            Action::AttachKb => {
+                self.chat.update(action, &mut cx!(self), &mut out);
+                // The collections' names, for completion and the check.
+                out.push(self.knowledge.refresh());
+            }
+            Action::FocusSearch
+            | Action::LeaveSearch
+            | Action::Search
+            | Action::CycleSearchMode
+            | Action::SwitchKbFocus
+            | Action::OpenHit
+            | Action::AddToCollection
+            | Action::SyncCollection
+            | Action::DropCollection
+            | Action::RefreshCollections
+            | Action::Collections { .. }
+            | Action::Searched { .. }
+            | Action::IngestProgress { .. }
+            | Action::Ingested { .. } => self.knowledge.update(action, &mut cx!(self), &mut out),
             Action::Failure(e) => self.notify(Level::Error, e),
             Action::Info(m) => self.notify(Level::Info, m),
             Action::Newline => {
@@ -424,14 +490,17 @@ impl App {
                         r.job = Some(*id);
                     }
                 }
+                if let crate::engine::jobs::JobEvent::Started { id, kind: JobKind::Ingest, title } = &ev {
+                    self.knowledge.ingest_started(*id, title);
+                }
                 if let crate::engine::jobs::JobEvent::Finished { id, status } = &ev {
                     let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.title.clone());
                     let title = title.unwrap_or_default();
                     let job = self.jobs.iter().find(|j| j.id == *id).cloned();
                     let kind = job.as_ref().map(|j| j.kind);
                     match status {
-                        // A run's end is told by its TrainDone, in the run's words.
-                        _ if kind == Some(JobKind::Train) => {}
+                        // A run's end is told by its TrainDone, an ingest's by its report.
+                        _ if matches!(kind, Some(JobKind::Train | JobKind::Ingest)) => {}
                         JobStatus::Exists(_) if kind == Some(JobKind::Import) => {
                             // Ask before overwriting; the path is remembered from the prompt.
                             self.overlay = Some(Overlay::ConfirmReplace);
@@ -458,6 +527,8 @@ impl App {
                             self.notify(Level::Info, format!("New workspace: imported the demo datasets {}", seeded.join(", ")));
                         }
                         out.push(self.training.runs.refresh());
+                        // The grid shows the collections too.
+                        out.push(self.knowledge.refresh());
                     }
                     DataEvent::Datasets(list) => self.datasets = Some(Ok(list)),
                     DataEvent::Unavailable(msg) => {
@@ -528,3 +599,7 @@ fn textarea_input(k: KeyPress) -> Input {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "knowledge_tests.rs"]
+mod knowledge_tests;

@@ -20,7 +20,7 @@ fn typed(c: char) -> Action {
 fn focus_cycles_both_ways_and_jumps() {
     let mut a = app();
     a.update(Action::FocusPrev);
-    assert_eq!(a.focus, PaneId::Models);
+    assert_eq!(a.focus, PaneId::Knowledge);
     a.update(Action::FocusNext);
     assert_eq!(a.focus, PaneId::Training);
     a.update(Action::Focus(PaneId::System));

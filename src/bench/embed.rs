@@ -15,7 +15,7 @@ use crate::units::bytes;
 const PEER: &str = include_str!("../../benches/peer_embed.py");
 
 /// The Python standard library's folder, as `python3` reports it.
-fn stdlib() -> anyhow::Result<PathBuf> {
+pub(crate) fn stdlib() -> anyhow::Result<PathBuf> {
     let out = Command::new(super::peer_python())
         .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
         .output()

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod data;
 pub mod embed;
+pub mod kb;
 pub mod qlora;
 pub mod train;
 
@@ -144,7 +145,7 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

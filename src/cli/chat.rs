@@ -11,6 +11,9 @@ use clap::Args;
 use crate::engine::types::{Message, ModelRef, Remote};
 use crate::engine::export::gguf::Quant;
 use crate::engine::infer::llama::{Gguf, Options};
+use crate::engine::knowledge::ground::{self, Retrieval};
+use crate::engine::knowledge::store::{Hit, SearchMode};
+use crate::service::SearchRequest;
 use crate::engine::types::Sampling;
 use crate::engine::workspace::Workspace;
 use crate::units::bytes;
@@ -198,6 +201,10 @@ pub struct ChatArgs {
     /// Print the timings as JSON on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Answer from a knowledge collection: each message retrieves its top chunks (hybrid search),
+    /// which go into the prompt as numbered sources, listed under the answer.
+    #[arg(long, value_name = "COLLECTION")]
+    pub kb: Option<String>,
 }
 
 impl ChatArgs {
@@ -301,6 +308,31 @@ fn chat_remote(remote: &Remote, messages: &[Message], sampling: &Sampling) -> an
     Ok(())
 }
 
+/// The top chunks of a collection for a question (hybrid search), as sources.
+fn retrieve(ws: &Workspace, kb: &str, question: &str) -> anyhow::Result<(Vec<Hit>, Retrieval)> {
+    let req = SearchRequest { collection: kb.to_string(), query: question.to_string(), mode: SearchMode::Hybrid, k: ground::SOURCES, path: None, model: None };
+    let r = crate::service::knowledge::search_once(ws, &req)?;
+    if r.truncated {
+        eprintln!("lathe: the question was longer than the embedding model takes; it was searched with its beginning.");
+    }
+    let sources = ground::sources(kb, &r.hits);
+    Ok((r.hits, Retrieval { collection: kb.to_string(), sources, millis: r.millis }))
+}
+
+/// The sources under an answer.
+fn print_sources(r: Option<&Retrieval>) {
+    let Some(r) = r else { return };
+    if r.sources.is_empty() {
+        println!("(nothing in {} matched; answered without sources)", r.collection);
+        return;
+    }
+    println!("Sources ({}):", r.collection);
+    for s in &r.sources {
+        let under = if s.headings.is_empty() { String::new() } else { format!("  ({})", s.headings) };
+        println!("  [{}] {}{under}", s.n, s.place());
+    }
+}
+
 pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
     let model = resolve_model(ws, &args.model)?;
     let Some(prompt) = args.prompt.clone() else {
@@ -315,10 +347,22 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
         messages.push(Message { role: "system".into(), content: s.clone() });
     }
     messages.push(Message { role: "user".into(), content: prompt.clone() });
+    let retrieval = args.kb.as_deref().map(|kb| retrieve(ws, kb, &prompt)).transpose()?;
+    if let Some((hits, r)) = &retrieval {
+        messages = ground::grounded(&messages, hits, &r.sources);
+    }
     let cancel = AtomicBool::new(false);
     let path = match model {
         ModelRef::File(path) => path,
-        ModelRef::Server(remote) => return chat_remote(&remote, &messages, &sampling),
+        ModelRef::Server(remote) => {
+            chat_remote(&remote, &messages, &sampling)?;
+            let r = retrieval.as_ref().map(|(_, r)| r);
+            print_sources(r);
+            if let Some(r) = r {
+                eprintln!("lathe: retrieval {:.0} ms ({} sources)", r.millis, r.sources.len());
+            }
+            return Ok(());
+        }
     };
     let t = std::time::Instant::now();
     let g = Gguf::load(&path).map_err(anyhow::Error::msg)?;
@@ -338,11 +382,18 @@ pub fn chat(ws: &Workspace, args: ChatArgs) -> anyhow::Result<()> {
         })
         .map_err(anyhow::Error::msg)?;
     let _ = writeln!(out);
+    drop(out);
+    let r = retrieval.as_ref().map(|(_, r)| r);
+    print_sources(r);
     if args.json {
-        eprintln!("{}", serde_json::json!({"load_secs": load_secs, "stats": st, "prompt_tokens_per_s": st.prompt_tokens_per_s(), "tokens_per_s": st.tokens_per_s()}));
-    } else {
         eprintln!(
-            "lathe: {} prompt tokens ({:.0} tok/s), first token {:.2} s, {} tokens at {:.1} tok/s, context {}/{}, stop: {:?}",
+            "{}",
+            serde_json::json!({"load_secs": load_secs, "stats": st, "prompt_tokens_per_s": st.prompt_tokens_per_s(), "tokens_per_s": st.tokens_per_s(), "retrieval": r})
+        );
+    } else {
+        let retrieved = r.map(|r| format!("retrieval {:.0} ms ({} sources), ", r.millis, r.sources.len())).unwrap_or_default();
+        eprintln!(
+            "lathe: {retrieved}{} prompt tokens ({:.0} tok/s), first token {:.2} s, {} tokens at {:.1} tok/s, context {}/{}, stop: {:?}",
             st.prompt_tokens,
             st.prompt_tokens_per_s(),
             st.first_token_secs,

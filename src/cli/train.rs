@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -179,23 +179,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-/// Ctrl-C (and SIGTERM) cancel the run cleanly: the last checkpoint is kept.
-fn catch_interrupts() {
-    // SAFETY: the handler only stores to an atomic; ignoring SIGXFSZ turns a file-size limit
-    // into a write error that training reports (keeping its last checkpoint) instead of a kill.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
-    }
-}
-
 /// One training event as `lathe train` prints it.
 fn event_line(ev: &TrainEvent) -> String {
     match ev {
@@ -279,14 +262,14 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
         TrainWhat::Spec(Box::new(spec))
     };
     drop(cat);
-    catch_interrupts();
+    super::catch_interrupts();
     let mut service = service;
     let job = service.train(what).ok_or_else(|| anyhow!("training needs a workspace"))?;
     let mut out = std::io::stdout().lock();
     let tty = std::io::stderr().is_terminal() && !json;
     let (mut outcome, mut cancelling) = (None, false);
     loop {
-        if INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
+        if super::INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
             cancelling = true;
             service.cancel_job(job);
         }

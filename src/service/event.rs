@@ -86,6 +86,14 @@ pub enum Event {
     Exported(crate::engine::export::gguf::Exported),
     Chats { request: u64, result: Result<Vec<ChatSummary>, ServiceError> },
     ChatOpened(Result<ChatRecord, ServiceError>),
+    Collections { request: u64, result: Result<Vec<crate::engine::knowledge::store::CollectionInfo>, ServiceError> },
+    Searched { request: u64, result: Result<super::SearchResult, ServiceError> },
+    /// The sources for a chat message (`Service::retrieve`).
+    Retrieved { id: u64, result: Result<super::SearchResult, ServiceError> },
+    /// An ingest job's progress.
+    Ingest { job: crate::engine::jobs::JobId, progress: crate::engine::knowledge::ingest::Progress },
+    /// An ingest job's outcome (a cancelled one's report says so).
+    Ingested { job: crate::engine::jobs::JobId, result: Result<crate::engine::knowledge::ingest::Report, ServiceError> },
     /// Completions of `typed` (the request: a client drops them once its text has changed).
     PathCompletions { typed: String, list: Vec<String> },
     Info(String),

@@ -8,6 +8,7 @@
 
 mod chat;
 mod event;
+pub mod knowledge;
 pub mod models;
 mod train;
 
@@ -16,6 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 pub use event::{Event, ServiceError, TrainPlan};
+pub use knowledge::{SearchRequest, SearchResult};
 pub use models::{export_path, run_export_name, ModelSource};
 pub use train::{plan, TrainWhat};
 
@@ -61,6 +63,7 @@ pub struct Service {
     emit: Emit,
     chat: chat::ChatSides,
     training: train::Training,
+    embedders: knowledge::Embedders,
     _sysmon: Option<SysMonitor>,
     data: Option<DataWorker>,
 }
@@ -85,7 +88,7 @@ impl Service {
         });
         let mut chat = chat::ChatSides::start(&emit);
         chat.options = opts.chat;
-        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), _sysmon: sysmon, data }
+        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), embedders: Default::default(), _sysmon: sysmon, data }
     }
 
     /// A connection to the catalog for a headless caller (the CLI), once it is open: blocks up to

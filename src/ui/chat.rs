@@ -116,6 +116,9 @@ fn header<'a>(c: &ChatState, side: &Side, theme: &Theme, keymap: &Keymap) -> Lin
             if !has_template {
                 spans.push(Span::styled("  plain prompt format (no template)", theme.muted()));
             }
+            if let Some(kb) = &c.kb {
+                spans.push(Span::styled(format!("  sources: {kb}"), theme.accent()));
+            }
             if side.streaming.is_some() {
                 spans.push(Span::styled(format!("  ● answering ({} stops)", keymap.hint(Mode::Chat, &Action::StopGeneration)), theme.warn()));
             }
@@ -175,11 +178,24 @@ pub fn transcript_lines(c: &ChatState, side: &Side, theme: &Theme, width: usize,
         let (who, style) = if t.role == "user" { ("you", theme.accent()) } else { ("model", theme.ok()) };
         let mut block = vec![Line::from(Span::styled(who, style))];
         block.extend(cache.lines(i).iter().map(|l| Line::from(Span::styled(l.clone(), theme.text()))));
+        if i == last && streaming_last && c.held.is_some() {
+            block.push(Line::from(Span::styled(format!("retrieving sources from {}…", c.kb.as_deref().unwrap_or("")), theme.muted())));
+        }
+        if let Some(r) = &t.retrieval {
+            let text = if r.sources.is_empty() {
+                format!("no sources: nothing in {} matched", r.collection)
+            } else {
+                let list: Vec<String> = r.sources.iter().map(|s| format!("[{}] {}", s.n, s.place())).collect();
+                format!("sources: {}", list.join("  "))
+            };
+            block.extend(wrap(&text, width).into_iter().map(|l| Line::from(Span::styled(l, theme.accent()))));
+        }
         if let Some(s) = &t.stats {
             let cached = if s.reused_tokens > 0 { format!(", {} cached", s.reused_tokens) } else { String::new() };
+            let retrieval = t.retrieval.as_ref().map(|r| format!(" · retrieval {:.0} ms", r.millis)).unwrap_or_default();
             block.push(Line::from(Span::styled(
                 format!(
-                    "{} tokens · {:.1} tok/s · first token {:.2} s · prompt {} tokens{cached}",
+                    "{} tokens · {:.1} tok/s · first token {:.2} s · prompt {} tokens{cached}{retrieval}",
                     s.generated_tokens,
                     s.tokens_per_s(),
                     s.first_token_secs,

@@ -259,6 +259,11 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
         PromptKind::Import => format!("Import a file, glob or folder ({tab} completes, {enter} imports)"),
         PromptKind::Export => format!("Export the result to .csv, .parquet or .jsonl ({tab} completes, {enter} writes)"),
         PromptKind::CompareModel => format!("A second model to answer beside the first: a GGUF file, ollama:MODEL or openai:MODEL@URL ({enter} loads)"),
+        PromptKind::AttachKb => format!("The knowledge collection answers draw on; empty for none ({tab} completes, {enter} attaches)"),
+        PromptKind::KbAdd => {
+            let name = app.knowledge.add_target.clone().unwrap_or_default();
+            format!("Add a file, folder or glob to {name} ({tab} completes, {enter} adds)")
+        }
         PromptKind::Model => format!("Open a GGUF file or a library name, or ollama:MODEL[@HOST:PORT] or openai:MODEL@http(s)://HOST:PORT/v1 ({enter} loads)"),
     };
     let shown = p.completions.len().min(8) as u16;

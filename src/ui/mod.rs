@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod data;
 pub mod help;
+pub mod knowledge;
 pub mod loss;
 pub mod models;
 pub mod runs;
@@ -40,6 +41,7 @@ fn render_pane(f: &mut Frame, area: Rect, app: &App, pane: PaneId) {
         PaneId::System => system::render(f, area, app, focused),
         PaneId::Runs => runs::render(f, area, app, focused),
         PaneId::Models => models::render(f, area, app, focused),
+        PaneId::Knowledge => knowledge::render(f, area, app, focused),
     }
 }
 
@@ -74,6 +76,14 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::RunDetail) => runs::detail(f, body, app),
         Some(Overlay::Chats) => chat::saved_list(f, body, app),
         Some(Overlay::ChatSettings) => training::chat_settings(f, body, app),
+        Some(Overlay::Chunk { scroll }) => knowledge::chunk_viewer(f, body, app, scroll),
+        Some(Overlay::ConfirmDropCollection) => {
+            let name = app.knowledge.drop_target.clone().unwrap_or_default();
+            confirm(f, body, app, "Drop collection?", vec![
+                Line::raw(format!("Drop {name}: its chunks, vectors and indices are deleted.")),
+                Line::raw("Your documents stay where they are."),
+            ], "drop", "keep");
+        }
         Some(Overlay::ConfirmReplace) => {
             let path = app.replace_target.clone().unwrap_or_default();
             confirm(f, body, app, "Replace dataset?", vec![
@@ -95,8 +105,9 @@ fn draw_grid(f: &mut Frame, area: Rect, app: &App) {
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(top);
     let [data, chat] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
-    let [system, runs, models] = Layout::vertical([
-        Constraint::Percentage(60),
+    let [system, runs, models, knowledge] = Layout::vertical([
+        Constraint::Percentage(40),
+        Constraint::Percentage(20),
         Constraint::Percentage(20),
         Constraint::Percentage(20),
     ])
@@ -109,6 +120,7 @@ fn draw_grid(f: &mut Frame, area: Rect, app: &App) {
         (PaneId::System, system),
         (PaneId::Runs, runs),
         (PaneId::Models, models),
+        (PaneId::Knowledge, knowledge),
     ] {
         render_pane(f, rect, app, pane);
     }

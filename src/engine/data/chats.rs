@@ -13,6 +13,9 @@ pub struct SavedTurn {
     pub text: String,
     #[serde(default)]
     pub stats: Option<Stats>,
+    /// The sources an answer was given (a conversation with a knowledge collection attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<crate::engine::knowledge::ground::Retrieval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,13 @@ fn markdown_turns(s: &mut String, turns: &[SavedTurn], model_heading: &str) {
     for t in turns {
         let who = if t.role == "user" { "You" } else { model_heading };
         s.push_str(&format!("## {who}\n\n{}\n\n", t.text.trim_end()));
+        if let Some(r) = t.retrieval.as_ref().filter(|r| !r.sources.is_empty()) {
+            s.push_str(&format!("Sources ({}):\n\n", r.collection));
+            for src in &r.sources {
+                s.push_str(&format!("{}. `{}`{}\n", src.n, src.place(), if src.headings.is_empty() { String::new() } else { format!(" ({})", src.headings) }));
+            }
+            s.push('\n');
+        }
         if let Some(st) = &t.stats {
             s.push_str(&format!("_{} tokens at {:.1} tok/s, first token {:.2} s_\n\n", st.generated_tokens, st.tokens_per_s(), st.first_token_secs));
         }
@@ -194,8 +204,8 @@ mod tests {
             stop: StopReason::EndOfTurn,
         };
         let turns = vec![
-            SavedTurn { role: "user".into(), text: "Add the two numbers.\n\n3 + 4".into(), stats: None },
-            SavedTurn { role: "assistant".into(), text: "7".into(), stats: Some(stats) },
+            SavedTurn { role: "user".into(), text: "Add the two numbers.\n\n3 + 4".into(), stats: None, retrieval: None },
+            SavedTurn { role: "assistant".into(), text: "7".into(), stats: Some(stats), retrieval: None },
         ];
         let mut c = ChatRecord {
             id: "chat-1".into(),
@@ -209,7 +219,7 @@ mod tests {
         };
         assert_eq!(c.title, "Add the two numbers.");
         cat.save_chat(&c).unwrap();
-        c.turns.push(SavedTurn { role: "user".into(), text: "again".into(), stats: None });
+        c.turns.push(SavedTurn { role: "user".into(), text: "again".into(), stats: None, retrieval: None });
         cat.save_chat(&c).unwrap();
         let list = cat.chats().unwrap();
         assert_eq!((list.len(), list[0].turns), (1, 3));
@@ -226,7 +236,7 @@ mod tests {
         c.id = "chat-2".into();
         c.compare = Some(ComparedSide {
             model: "/m/base.gguf".into(),
-            turns: vec![c.turns[0].clone(), SavedTurn { role: "assistant".into(), text: "8".into(), stats: None }],
+            turns: vec![c.turns[0].clone(), SavedTurn { role: "assistant".into(), text: "8".into(), stats: None, retrieval: None }],
         });
         cat.save_chat(&c).unwrap();
         let back = cat.chat("chat-2").unwrap();
@@ -254,7 +264,7 @@ mod tests {
             title: "t".into(),
             model: "m".into(),
             system: None,
-            turns: (0..n).map(|i| SavedTurn { role: "user".into(), text: format!("{i}"), stats: None }).collect(),
+            turns: (0..n).map(|i| SavedTurn { role: "user".into(), text: format!("{i}"), stats: None, retrieval: None }).collect(),
             sampling: Sampling::default(),
             updated_at: String::new(),
             compare: None,

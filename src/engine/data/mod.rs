@@ -149,7 +149,55 @@ CREATE TABLE IF NOT EXISTS lathe.chats (
 -- The second model's side of a comparison (JSON), added after the table was first made.
 ALTER TABLE lathe.chats ADD COLUMN IF NOT EXISTS compare VARCHAR;
 CREATE TABLE IF NOT EXISTS lathe.model_paths (path VARCHAR PRIMARY KEY, added TIMESTAMP DEFAULT current_timestamp);
+-- Knowledge collections (Lance datasets under vectors/), mirrored here after each change so SQL
+-- sees them; the Lance datasets are the truth.
+CREATE TABLE IF NOT EXISTS lathe.collections (
+    name VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    model_dir VARCHAR NOT NULL,
+    dimension INTEGER NOT NULL,
+    documents BIGINT NOT NULL,
+    chunks BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    sources VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
 ";
+
+impl Catalog {
+    /// Makes lathe.collections hold exactly `list` (one transaction).
+    pub fn mirror_collections(&self, list: &[crate::engine::knowledge::store::CollectionInfo]) -> Result<(), DataError> {
+        self.conn.execute_batch("BEGIN")?;
+        let r = (|| {
+            self.conn.execute("DELETE FROM lathe.collections", [])?;
+            for c in list {
+                self.conn.execute(
+                    "INSERT INTO lathe.collections (name, model, model_dir, dimension, documents, chunks, bytes, sources, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    duckdb::params![
+                        c.name,
+                        c.model.name,
+                        c.model.dir,
+                        c.model.dim as i64,
+                        c.documents as i64,
+                        c.chunks as i64,
+                        c.bytes as i64,
+                        serde_json::to_string(&c.sources).unwrap_or_default(),
+                        c.path
+                    ],
+                )?;
+            }
+            Ok::<_, duckdb::Error>(())
+        })();
+        match r {
+            Ok(()) => Ok(self.conn.execute_batch("COMMIT")?),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e.into())
+            }
+        }
+    }
+}
 
 impl Catalog {
     /// Model files and folders the user added to the library (`lathe models add`).

@@ -29,6 +29,8 @@ pub enum DataRequest {
     Page { id: u64, sql: String, offset: u64 },
     /// The training-set views with a few formatted examples each.
     PreviewViews,
+    /// Makes lathe.collections hold these (after a collection changed).
+    Collections(Vec<crate::engine::knowledge::store::CollectionInfo>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +212,11 @@ impl DataWorker {
                         DataRequest::RecordJob(j) => {
                             if let Err(e) = record_job(&cat, &session, &j) {
                                 tracing::warn!("could not record job {}: {e}", j.id);
+                            }
+                        }
+                        DataRequest::Collections(list) => {
+                            if let Err(e) = cat.mirror_collections(&list) {
+                                tracing::warn!("could not record the collections: {e}");
                             }
                         }
                         DataRequest::Query { id, sql } => {

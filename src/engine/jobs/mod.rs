@@ -18,6 +18,8 @@ pub enum JobKind {
     Train,
     Export,
     Import,
+    /// Documents into a knowledge collection.
+    Ingest,
     /// Keeps every core busy on purpose; `lathe bench ui` uses it to check the UI stays responsive.
     Stress,
 }
@@ -28,6 +30,7 @@ impl JobKind {
             JobKind::Train => "train",
             JobKind::Export => "export",
             JobKind::Import => "import",
+            JobKind::Ingest => "ingest",
             JobKind::Stress => "stress",
         }
     }

@@ -1,0 +1,219 @@
+//! `lathe kb ...`: knowledge collections from the command line, through the service (an ingest
+//! is a job, recorded in lathe.jobs like one started in the workstation; Ctrl-C cancels it and
+//! keeps what it committed).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Subcommand;
+
+use crate::engine::jobs::JobEvent;
+use crate::engine::knowledge::ingest::Report;
+use crate::engine::knowledge::store::{CollectionInfo, SearchMode};
+use crate::engine::workspace::Workspace;
+use crate::service::knowledge::{progress_line, report_line};
+use crate::service::{Event, SearchRequest, Service, Settings};
+use crate::units::bytes;
+
+#[derive(Debug, Subcommand)]
+pub enum KbCmd {
+    /// Make an empty collection for a sentence-embedding model folder (all-MiniLM-L6-v2, bge, e5).
+    Create {
+        name: String,
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Add files, folders or glob patterns (quote them) to a collection; a file already there
+    /// with the same content is skipped, a changed one has its chunks replaced.
+    Add {
+        name: String,
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// The collection's model folder, if it has moved since the collection was made.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a collection's sources again: new and changed files embedded, deleted ones removed.
+    Sync {
+        name: String,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The collections, with their model, documents, chunks and size.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search a collection: hybrid (vector and full text fused by reciprocal rank), vector or text.
+    Search {
+        name: String,
+        query: String,
+        #[arg(long, default_value = "hybrid", value_parser = SearchMode::parse)]
+        mode: SearchMode,
+        /// How many results.
+        #[arg(short, long, default_value_t = 5)]
+        k: usize,
+        /// Only documents whose path starts with this (absolute) or holds it.
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a collection and its files.
+    Drop { name: String },
+}
+
+pub fn run(ws: &Workspace, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (tx, events) = std::sync::mpsc::channel::<Event>();
+    let mut service = Service::start(Some(ws), Settings::default(), move |ev| {
+        let _ = tx.send(ev);
+    });
+    match cmd {
+        KbCmd::Create { name, model } => {
+            let c = service.kb_create(&name, &model)?;
+            writeln!(out, "made collection {} for {} ({} dimensions, {} pooling); add documents with `lathe kb add {} PATH`", c.name, c.model.name, c.model.dim, c.model.pooling, c.name)?;
+        }
+        KbCmd::List { json } => {
+            let list = service.kb_list()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                write_list(out, &list)?;
+            }
+        }
+        KbCmd::Drop { name } => {
+            service.kb_drop(&name)?;
+            writeln!(out, "dropped collection {name}")?;
+        }
+        KbCmd::Search { name, query, mode, k, path, model, json } => {
+            let r = service.kb_search(&SearchRequest { collection: name, query, mode, k, path, model })?;
+            if r.truncated {
+                eprintln!("note: the query was longer than the model takes and was cut there.");
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else if r.hits.is_empty() {
+                writeln!(out, "nothing found ({:.0} ms)", r.millis)?;
+            } else {
+                for h in &r.hits {
+                    let place = if h.headings.is_empty() { String::new() } else { format!("  ({})", h.headings) };
+                    writeln!(out, "{:>2}. {:.4}  {}:{}{place}", h.rank, h.score, h.path, h.first_line)?;
+                    for line in snippet(&h.text, 3) {
+                        writeln!(out, "      {line}")?;
+                    }
+                }
+                writeln!(out, "{} results, {:?} search, {:.0} ms", r.hits.len(), r.mode, r.millis)?;
+            }
+        }
+        KbCmd::Add { name, paths, model, json } => ingest(&mut service, &events, &name, &paths, model, json, out)?,
+        KbCmd::Sync { name, model, json } => ingest(&mut service, &events, &name, &[], model, json, out)?,
+    }
+    // Closing the service writes lathe.collections and the job records before the process ends.
+    drop(service);
+    Ok(())
+}
+
+fn write_list(out: &mut dyn Write, list: &[CollectionInfo]) -> anyhow::Result<()> {
+    if list.is_empty() {
+        writeln!(out, "no collections; make one with `lathe kb create NAME --model DIR`")?;
+        return Ok(());
+    }
+    let w = list.iter().map(|c| c.name.len()).max().unwrap_or(4).max(4);
+    writeln!(out, "{:<w$}  {:<24}  {:>9}  {:>8}  {:>10}  indices", "name", "model", "documents", "chunks", "size")?;
+    for c in list {
+        let idx = match (c.vector_index, c.text_index) {
+            (true, true) => "vector, text",
+            (false, true) => "text (vectors exact)",
+            (true, false) => "vector",
+            (false, false) => "none",
+        };
+        writeln!(out, "{:<w$}  {:<24}  {:>9}  {:>8}  {:>10}  {idx}", c.name, c.model.name, c.documents, c.chunks, bytes(c.bytes))?;
+    }
+    Ok(())
+}
+
+/// The first `n` non-empty lines of a chunk, each cut to 100 characters.
+fn snippet(text: &str, n: usize) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(|l| if l.chars().count() > 100 { format!("{}…", l.chars().take(100).collect::<String>()) } else { l.to_string() })
+        .collect()
+}
+
+fn ingest(
+    service: &mut Service,
+    events: &std::sync::mpsc::Receiver<Event>,
+    name: &str,
+    paths: &[String],
+    model: Option<PathBuf>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    super::catch_interrupts();
+    let job = service.kb_ingest(name, paths, model.as_deref())?;
+    let tty = std::io::stderr().is_terminal();
+    let (mut report, mut failed, mut cancelling): (Option<Report>, Option<String>, bool) = (None, None, false);
+    loop {
+        if super::INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
+            cancelling = true;
+            service.cancel_job(job);
+        }
+        let ev = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match ev {
+            Event::Ingest { job: j, progress } if j == job => {
+                let line = progress_line(&progress);
+                if tty {
+                    eprint!("\r\x1b[K{line}");
+                } else if !json {
+                    eprintln!("{line}");
+                }
+            }
+            Event::Ingested { job: j, result } if j == job => match result {
+                Ok(r) => report = Some(r),
+                Err(e) => failed = Some(e.to_string()),
+            },
+            Event::Job(JobEvent::Finished { id, .. }) if id == job => break,
+            _ => {}
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    if let Some(e) = failed {
+        return Err(anyhow!(e));
+    }
+    let r = report.ok_or_else(|| anyhow!("the ingest ended without a report; see logs/lathe.log"))?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    } else {
+        writeln!(out, "{}", report_line(&r))?;
+        for s in &r.skipped {
+            writeln!(out, "  skipped {}: {}", s.path, s.reason)?;
+        }
+        if r.truncated > 0 {
+            writeln!(out, "  {} chunks were longer than the model takes and were cut there", r.truncated)?;
+        }
+        for i in &r.indices {
+            writeln!(out, "  {i}")?;
+        }
+    }
+    if r.cancelled {
+        return Err(anyhow!("Cancelled; what was committed stays, and `lathe kb sync {name}` finishes the rest."));
+    }
+    Ok(())
+}
