@@ -59,7 +59,7 @@ fn a_folder_is_ingested_searched_and_synced() {
     let e = Embedder::load(&model).unwrap();
     let mut coll = Collection::create(&vectors, "notes", &e.spec).unwrap();
     // An empty collection says what to do.
-    let err = coll.search(SearchMode::Hybrid, "sun", &vec![0.0; 32], 5, None).unwrap_err();
+    let err = coll.search(SearchMode::Hybrid, "sun", &[0.0; 32], 5, None).unwrap_err();
     assert!(matches!(err, KbError::Empty(_)), "{err}");
     assert!(err.to_string().contains("lathe kb add notes"), "{err}");
 
@@ -209,6 +209,10 @@ fn lathe_kb_from_the_command_line() {
         let o = lathe(&home, &["kb", "search", "notes", "tomatoes in the sun", "--mode", mode, "-k", "2"]);
         assert!(o.status.success() && text(&o).0.contains("2 results"), "{mode}: {:?}", text(&o));
     }
+    // A query longer than the model takes is cut there, and said once.
+    let long = "tomatoes need full sun ".repeat(40);
+    let o = lathe(&home, &["kb", "search", "notes", &long]);
+    assert!(o.status.success() && text(&o).1.matches("longer than the model takes").count() == 1, "{:?}", text(&o));
     // The catalog sees it.
     let o = lathe(&home, &["sql", "select name, model, documents from lathe.collections", "--format", "csv"]);
     assert!(text(&o).0.contains("notes,tiny-bert-mean,4"), "{:?}", text(&o));

@@ -540,7 +540,7 @@ fn knowledge_pane_with_collections_results_and_an_ingest() {
         a.update(Action::Focus(PaneId::Knowledge));
         let request = 1;
         a.update(Action::Collections { request, result: Ok(vec![coll("notes", 128, 2_310, 9 << 20, false), coll("python-docs", 4_512, 104_220, 412 << 20, true)]) });
-        a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Ingest, title: "ingest into python-docs".into() }));
+        a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Ingest, title: "python-docs".into() }));
         let p = Progress { phase: Phase::Embedding, files_done: 212, files_total: 530, chunks: 6_144, bytes_done: 4 << 20, bytes_total: 10 << 20, chunks_per_s: 29.8, eta_s: Some(412.0) };
         a.update(Action::IngestProgress { job: 4, progress: p });
         a.update(Action::FocusSearch);

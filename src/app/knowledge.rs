@@ -210,11 +210,9 @@ impl KnowledgePane {
         }
     }
 
-    /// An ingest the app started (from the prompt or a sync) got its job.
-    pub fn ingest_started(&mut self, job: JobId, title: &str) {
-        if let Some(name) = title.strip_prefix("ingest into ") {
-            self.ingest = Some((job, name.to_string(), None));
-        }
+    /// An ingest into collection `name` (from the prompt, a sync or another client) got its job.
+    pub fn ingest_started(&mut self, job: JobId, name: &str) {
+        self.ingest = Some((job, name.to_string(), None));
     }
 
     fn search(&mut self, cx: &mut Ctx, out: &mut Vec<Command>) {

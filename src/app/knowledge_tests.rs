@@ -135,7 +135,7 @@ fn paths_are_added_synced_and_collections_dropped_after_asking() {
 #[test]
 fn an_ingest_shows_its_progress_then_its_report() {
     let mut a = listed();
-    a.update(Action::Job(JobEvent::Started { id: 9, kind: JobKind::Ingest, title: "ingest into notes".into() }));
+    a.update(Action::Job(JobEvent::Started { id: 9, kind: JobKind::Ingest, title: "notes".into() }));
     assert_eq!(a.knowledge.ingest.as_ref().map(|(j, n, _)| (*j, n.as_str())), Some((9, "notes")));
     let p = Progress { phase: Phase::Embedding, files_done: 3, files_total: 10, chunks: 96, bytes_done: 30, bytes_total: 100, chunks_per_s: 31.5, eta_s: Some(7.0) };
     a.update(Action::IngestProgress { job: 9, progress: p.clone() });

@@ -494,7 +494,7 @@ impl App {
                     self.knowledge.ingest_started(*id, title);
                 }
                 if let crate::engine::jobs::JobEvent::Finished { id, status } = &ev {
-                    let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.title.clone());
+                    let title = self.jobs.iter().find(|j| j.id == *id).map(|j| j.kind.words(&j.title));
                     let title = title.unwrap_or_default();
                     let job = self.jobs.iter().find(|j| j.id == *id).cloned();
                     let kind = job.as_ref().map(|j| j.kind);

@@ -345,7 +345,7 @@ fn import_prompt_completes_submits_and_asks_before_replacing() {
     );
     assert!(a.overlay.is_none());
     // The import job fails because the name is taken: lathe asks, and yes replaces.
-    a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Import, title: "import people.csv".into() }));
+    a.update(Action::Job(JobEvent::Started { id: 4, kind: JobKind::Import, title: "people.csv".into() }));
     a.update(Action::Job(JobEvent::Finished {
         id: 4,
         status: JobStatus::Exists("A dataset named people already exists; pass --replace".into()),
@@ -409,13 +409,13 @@ fn an_older_runs_answer_does_not_overwrite_a_newer_one() {
 fn job_events_fold_into_the_status_list() {
     let mut a = app();
     // The service records jobs in lathe.jobs; the reducer only shows them.
-    assert!(a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "export".into() })).is_empty());
+    assert!(a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Export, title: "tiny.gguf".into() })).is_empty());
     assert!(a.update(Action::Job(JobEvent::Progress { id: 7, fraction: Some(0.25), message: "q8_0".into() })).is_empty());
     assert_eq!(a.running_jobs().next().unwrap().fraction, Some(0.25));
     assert!(a.update(Action::Job(JobEvent::Finished { id: 7, status: JobStatus::Failed("disk full".into()) })).is_empty());
     assert_eq!(a.running_jobs().count(), 0);
     let n = a.notices.last().unwrap();
-    assert_eq!((n.level, n.text.as_str()), (Level::Error, "export failed: disk full"));
+    assert_eq!((n.level, n.text.as_str()), (Level::Error, "export tiny.gguf failed: disk full"));
 }
 
 #[test]

@@ -96,7 +96,7 @@ pub fn child(model: &Path, home: &Path, files: &Path, texts: &Path) -> anyhow::R
 }
 
 /// Recall@5 of `mode` on the labeled questions: the share whose answer file is among the top 5.
-fn labeled_recall(coll: &Collection, e: &Embedder, qs: &[LabeledQuery], vecs: &[Vec<f32>], mode: SearchMode) -> anyhow::Result<f64> {
+fn labeled_recall(coll: &Collection, qs: &[LabeledQuery], vecs: &[Vec<f32>], mode: SearchMode) -> anyhow::Result<f64> {
     let mut found = 0;
     for (q, v) in qs.iter().zip(vecs) {
         let hits = coll.search(mode, &q.query, v, 5, None)?;
@@ -104,7 +104,6 @@ fn labeled_recall(coll: &Collection, e: &Embedder, qs: &[LabeledQuery], vecs: &[
             found += 1;
         }
     }
-    let _ = e;
     Ok(found as f64 / qs.len().max(1) as f64)
 }
 
@@ -248,7 +247,7 @@ pub fn run(model: &Path, target: usize, peer: bool) -> anyhow::Result<()> {
     println!("\nrecall@5 on {} hand-written questions (benches/kb_labeled.json), the answering file among the top 5:", qs.len());
     let mut recalls = Vec::new();
     for mode in [SearchMode::Vector, SearchMode::Text, SearchMode::Hybrid] {
-        let r = labeled_recall(&coll, &e, &qs, &q_vecs, mode)?;
+        let r = labeled_recall(&coll, &qs, &q_vecs, mode)?;
         recalls.push(r);
         println!("  {:<8} {:.3}", mode.name(), r);
     }
@@ -299,7 +298,7 @@ pub fn run(model: &Path, target: usize, peer: bool) -> anyhow::Result<()> {
     }
     println!("{:<10} {:>16}  (exact search, no index: where the index pays)", "exact", format!("{:.1}/{:.1} ms", median(&exact_ms), percentile(&exact_ms, 0.99)));
     if let Some(p) = &peer_q {
-        println!("peer: lancedb {} ({} the same dataset; vector with metric cosine, fts, hybrid with its RRF reranker)", p["lancedb"], "opening");
+        println!("peer: lancedb {} (opening the same dataset; vector with metric cosine, fts, hybrid with its RRF reranker)", p["lancedb"]);
     }
     println!("ANN recall@10 against exact search: {recall10:.3} (target at least 0.95)");
     println!("targets: hybrid p50 no slower than lancedb's (ratio <= 1.00x)");

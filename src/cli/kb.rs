@@ -4,13 +4,10 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Subcommand;
 
-use crate::engine::jobs::JobEvent;
 use crate::engine::knowledge::ingest::Report;
 use crate::engine::knowledge::store::{CollectionInfo, SearchMode};
 use crate::engine::workspace::Workspace;
@@ -163,17 +160,8 @@ fn ingest(
     super::catch_interrupts();
     let job = service.kb_ingest(name, paths, model.as_deref())?;
     let tty = std::io::stderr().is_terminal();
-    let (mut report, mut failed, mut cancelling): (Option<Report>, Option<String>, bool) = (None, None, false);
-    loop {
-        if super::INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
-            cancelling = true;
-            service.cancel_job(job);
-        }
-        let ev = match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(ev) => ev,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
+    let (mut report, mut failed): (Option<Report>, Option<String>) = (None, None);
+    super::wait_job(service, events, job, |ev| {
         match ev {
             Event::Ingest { job: j, progress } if j == job => {
                 let line = progress_line(&progress);
@@ -187,10 +175,10 @@ fn ingest(
                 Ok(r) => report = Some(r),
                 Err(e) => failed = Some(e.to_string()),
             },
-            Event::Job(JobEvent::Finished { id, .. }) if id == job => break,
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     if tty {
         eprintln!();
     }

@@ -137,6 +137,37 @@ pub(crate) fn catch_interrupts() {
     }
 }
 
+/// Follows one job's events until it finishes: Ctrl-C (after `catch_interrupts`) asks the service
+/// to cancel it once, and every event is handed to `on_event`, the finishing one included.
+pub(crate) fn wait_job(
+    service: &mut crate::service::Service,
+    events: &std::sync::mpsc::Receiver<crate::service::Event>,
+    job: crate::engine::jobs::JobId,
+    mut on_event: impl FnMut(crate::service::Event) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use crate::engine::jobs::JobEvent;
+    use crate::service::Event;
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut cancelling = false;
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
+            cancelling = true;
+            service.cancel_job(job);
+        }
+        let ev = match events.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // The job has ended and its record is queued for lathe.jobs.
+        let done = matches!(ev, Event::Job(JobEvent::Finished { id, .. }) if id == job);
+        on_event(ev)?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
@@ -345,28 +376,13 @@ pub enum BenchCmd {
 
 /// `lathe embed`: one JSON object with the model's identity and a vector per text.
 pub fn embed(model: &std::path::Path, prompt: Option<&str>, texts: Vec<String>) -> anyhow::Result<()> {
-    use crate::engine::embed::{EmbedSpec, Embedder};
-    // The folder is checked (and a prompt looked up) before its weights are read.
-    let spec = EmbedSpec::read(model)?;
-    let prefix = prompt.map(|p| spec.prompt(p).map(str::to_string)).transpose()?.unwrap_or_default();
     let texts = if texts.is_empty() { std::io::stdin().lines().collect::<Result<Vec<_>, _>>()? } else { texts };
-    let embedder = Embedder::load(model)?;
     // Each batch frees and reallocates the same large buffers: keep them (twice the speed here).
     crate::engine::alloc::keep_freed_memory();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let done = embedder.embed(&refs, &prefix)?;
+    let done = crate::service::knowledge::embed_once(model, prompt, &texts)?;
     if !done.truncated.is_empty() {
-        eprintln!("note: {} of {} texts were longer than {}'s {} tokens and were cut there.", done.truncated.len(), refs.len(), spec.name, spec.max_len);
+        eprintln!("note: {} of {} texts were longer than {}'s {} tokens and were cut there.", done.truncated.len(), texts.len(), done.model, done.max_tokens);
     }
-    let out = serde_json::json!({
-        "model": spec.name,
-        "dimension": spec.dim,
-        "pooling": spec.pooling.name(),
-        "normalized": spec.normalize,
-        "max_tokens": spec.max_len,
-        "prompt": prompt,
-        "vectors": done.vectors,
-    });
-    println!("{out}");
+    println!("{}", serde_json::to_string(&done)?);
     Ok(())
 }

@@ -2,7 +2,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -14,7 +13,6 @@ use crate::engine::train::base::BasePrecision;
 use crate::engine::train::optim::Optimizer;
 use crate::engine::train::demo;
 use crate::engine::train::spec::{RunSpec, TrainConfig};
-use crate::engine::jobs::JobEvent;
 use crate::engine::train::trainer::{self, TrainEvent};
 use crate::engine::workspace::Workspace;
 use crate::service::{Event, Service, Settings, TrainWhat};
@@ -267,17 +265,8 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
     let job = service.train(what).ok_or_else(|| anyhow!("training needs a workspace"))?;
     let mut out = std::io::stdout().lock();
     let tty = std::io::stderr().is_terminal() && !json;
-    let (mut outcome, mut cancelling) = (None, false);
-    loop {
-        if super::INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
-            cancelling = true;
-            service.cancel_job(job);
-        }
-        let ev = match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(ev) => ev,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
+    let mut outcome = None;
+    super::wait_job(&mut service, &events, job, |ev| {
         match ev {
             Event::Train(ev) if json => {
                 writeln!(out, "{}", serde_json::to_string(&ev).unwrap_or_default())?;
@@ -293,11 +282,10 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
                 }
             }
             Event::TrainDone(r) => outcome = Some(r),
-            // The job has ended and its record is queued for lathe.jobs.
-            Event::Job(JobEvent::Finished { id, .. }) if id == job => break,
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     // Closing the service writes the job's record before the process ends.
     drop(service);
     if tty {

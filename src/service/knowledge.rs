@@ -59,9 +59,12 @@ pub struct SearchResult {
     pub truncated: bool,
 }
 
+/// A loaded embedding model and the folder it came from.
+type Loaded = (PathBuf, Arc<Embedder>);
+
 /// Loaded embedding models, by folder.
 #[derive(Default, Clone)]
-pub(super) struct Embedders(Arc<Mutex<Vec<(PathBuf, Arc<Embedder>)>>>);
+pub(super) struct Embedders(Arc<Mutex<Vec<Loaded>>>);
 
 impl Embedders {
     fn get(&self, dir: &Path) -> Result<Arc<Embedder>, EmbedError> {
@@ -126,6 +129,47 @@ pub fn search_once(ws: &Workspace, req: &SearchRequest) -> Result<SearchResult, 
     search(&ws.vectors_dir(), &Embedders::default(), req)
 }
 
+/// Texts embedded by a model folder: what `lathe embed` prints (and the server's embeddings
+/// route answers).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Embeddings {
+    pub model: String,
+    pub dimension: usize,
+    pub pooling: &'static str,
+    pub normalized: bool,
+    pub max_tokens: usize,
+    pub prompt: Option<String>,
+    pub vectors: Vec<Vec<f32>>,
+    /// The texts (by position) longer than `max_tokens`, cut there.
+    #[serde(skip)]
+    pub truncated: Vec<usize>,
+}
+
+fn embed(embedders: &Embedders, model: &Path, prompt: Option<&str>, texts: &[String]) -> Result<Embeddings, ServiceError> {
+    // The folder is checked (and a prompt looked up) before its weights are read.
+    let spec = EmbedSpec::read(model)?;
+    let prefix = prompt.map(|p| spec.prompt(p).map(str::to_string)).transpose()?.unwrap_or_default();
+    let e = embedders.get(model)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let done = e.embed(&refs, &prefix)?;
+    Ok(Embeddings {
+        model: spec.name.clone(),
+        dimension: spec.dim,
+        pooling: spec.pooling.name(),
+        normalized: spec.normalize,
+        max_tokens: spec.max_len,
+        prompt: prompt.map(str::to_string),
+        vectors: done.vectors,
+        truncated: done.truncated,
+    })
+}
+
+/// Embeds `texts` for a headless caller that runs no service (`lathe embed`), with the model's
+/// prompt named `prompt` (e5's "query") put before each.
+pub fn embed_once(model: &Path, prompt: Option<&str>, texts: &[String]) -> Result<Embeddings, ServiceError> {
+    embed(&Embedders::default(), model, prompt, texts)
+}
+
 impl Service {
     /// Mirrors the collections into lathe.collections (in the data worker's order).
     fn mirror_collections(&self) {
@@ -163,6 +207,11 @@ impl Service {
     /// Searches a collection (blocking: loads its model the first time).
     pub fn kb_search(&self, req: &SearchRequest) -> Result<SearchResult, ServiceError> {
         search(&vectors(self.ws.as_ref())?, &self.embedders, req)
+    }
+
+    /// Embeds `texts` with the model in `model` (kept loaded for the next call).
+    pub fn embed(&self, model: &Path, prompt: Option<&str>, texts: &[String]) -> Result<Embeddings, ServiceError> {
+        embed(&self.embedders, model, prompt, texts)
     }
 
     /// The collections, answered with `Event::Collections`.
@@ -240,7 +289,7 @@ impl Service {
         };
         let (emit, embedders) = (self.emit.clone(), self.embedders.clone());
         let recorder = self.recorder.clone();
-        let title = format!("ingest into {name}");
+        let title = name.to_string();
         Ok(self.jobs.spawn(JobKind::Ingest, title, move |ctx| {
             let job = ctx.id;
             let fail = |e: ServiceError| {

@@ -152,7 +152,7 @@ impl Service {
     /// with `JobStatus::Exists` unless `replace`.
     pub fn import(&mut self, path: String, replace: bool) -> Option<JobId> {
         let wait = self.catalog()?;
-        let title = format!("import {}", file_name(&path));
+        let title = file_name(&path);
         Some(self.jobs.spawn(JobKind::Import, title, move |ctx| {
             let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
             ctx.progress(None, format!("reading {path}"));
@@ -240,7 +240,7 @@ impl Service {
     /// Exports a run (its base with its adapter merged, or its trained weights) or a Hugging Face
     /// folder as GGUF, in a job; `Event::Exported` says what was written.
     pub fn export(&mut self, source: ModelSource, out: PathBuf, quant: Quant) -> Option<JobId> {
-        let title = format!("export {}", file_name(&out.display().to_string()));
+        let title = file_name(&out.display().to_string());
         // A run's weights are looked up in the catalog, in the job.
         let wait = match &source {
             ModelSource::Run(_) => Some(self.catalog()?),

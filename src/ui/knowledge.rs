@@ -147,7 +147,7 @@ fn results(f: &mut Frame, area: Rect, app: &App, theme: &Theme, hits: &[Hit]) {
         Some((q, Ok(r))) if r.hits.is_empty() => lines.push(Line::styled(format!("Nothing found for {q:?} ({:.0} ms).", r.millis), theme.muted())),
         Some((q, Ok(r))) => {
             let terms = terms(q);
-            let per_hit = if area.height as usize >= hits.len() * 3 + 1 { 2 } else { 1 };
+            let per_hit = if area.height as usize > hits.len() * 3 { 2 } else { 1 };
             // Keep the selected result on screen.
             let fits = (area.height as usize).saturating_sub(1) / (per_hit + 1).max(1);
             let first = kb.hit.saturating_sub(fits.saturating_sub(1));

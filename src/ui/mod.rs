@@ -163,7 +163,7 @@ fn too_small(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn confirm_quit(f: &mut Frame, area: Rect, app: &App) {
-    let jobs: Vec<String> = app.running_jobs().map(|j| j.title.clone()).collect();
+    let jobs: Vec<String> = app.running_jobs().map(|j| j.kind.words(&j.title)).collect();
     let lines = vec![
         Line::raw(format!("{} job(s) running: {}", jobs.len(), jobs.join(", "))),
         Line::raw("Quitting cancels them; what they already saved stays."),

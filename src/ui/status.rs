@@ -15,7 +15,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let mut spans: Vec<Span> = Vec::new();
     for j in app.running_jobs() {
         let pct = j.fraction.map(|p| format!(" {:.0}%", p * 100.0)).unwrap_or_default();
-        spans.push(Span::styled(format!(" ● {} {}{pct} ", j.kind.label(), j.title), theme.accent()));
+        spans.push(Span::styled(format!(" ● {}{pct} ", j.kind.words(&j.title)), theme.accent()));
     }
     if let Some((_, n)) = app.current_notice() {
         let style = match n.level {

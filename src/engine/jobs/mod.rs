@@ -25,6 +25,11 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// A job in words: its kind, then its title (titles name the object, not the verb).
+    pub fn words(self, title: &str) -> String {
+        format!("{} {title}", self.label())
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             JobKind::Train => "train",

@@ -473,32 +473,25 @@ impl Collection {
         let r = block(async { self.ds.scan().try_into_batch().await });
         let b = r.map_err(|e| self.read_err(e))?;
         let vectors = b.column_by_name("vector").and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>());
-        let (Some(id), Some(path), Some(first), Some(last), Some(head), Some(text), Some(hash), Some(fh), Some(vectors)) = (
-            column(&b, "chunk_id"),
-            column(&b, "path"),
-            column_u32(&b, "first_line"),
-            column_u32(&b, "last_line"),
-            column(&b, "headings"),
-            column(&b, "text"),
-            column(&b, "hash"),
-            column(&b, "file_hash"),
-            vectors,
-        ) else {
+        let (Some(p), Some(hash), Some(fh), Some(vectors)) = (Placed::of(&b), column(&b, "hash"), column(&b, "file_hash"), vectors) else {
             return Err(self.read_err("a column is missing or of another type"));
         };
         let values = vectors.values().as_any().downcast_ref::<Float32Array>().ok_or_else(|| self.read_err("the vectors are not f32"))?;
         let dim = self.model.dim;
         Ok((0..b.num_rows())
-            .map(|i| ChunkRow {
-                chunk_id: id.value(i).to_string(),
-                path: path.value(i).to_string(),
-                first_line: first.value(i),
-                last_line: last.value(i),
-                headings: head.value(i).to_string(),
-                text: text.value(i).to_string(),
-                hash: hash.value(i).to_string(),
-                file_hash: fh.value(i).to_string(),
-                vector: values.values()[i * dim..(i + 1) * dim].to_vec(),
+            .map(|i| {
+                let h = p.hit(i, 0);
+                ChunkRow {
+                    chunk_id: h.chunk_id,
+                    path: h.path,
+                    first_line: h.first_line,
+                    last_line: h.last_line,
+                    headings: h.headings,
+                    text: h.text,
+                    hash: hash.value(i).to_string(),
+                    file_hash: fh.value(i).to_string(),
+                    vector: values.values()[i * dim..(i + 1) * dim].to_vec(),
+                }
             })
             .collect())
     }
@@ -698,31 +691,47 @@ fn rerank(hits: &mut [Hit]) {
     }
 }
 
-fn hits_of(b: &RecordBatch) -> Vec<Hit> {
-    let (Some(id), Some(path), Some(first), Some(last), Some(head), Some(text)) = (
-        column(b, "chunk_id"),
-        column(b, "path"),
-        column_u32(b, "first_line"),
-        column_u32(b, "last_line"),
-        column(b, "headings"),
-        column(b, "text"),
-    ) else {
-        return Vec::new();
-    };
-    (0..b.num_rows())
-        .map(|i| Hit {
-            rank: i + 1,
+/// The columns every read of chunks uses: where a chunk is and what it says.
+struct Placed<'a> {
+    id: &'a StringArray,
+    path: &'a StringArray,
+    first: &'a UInt32Array,
+    last: &'a UInt32Array,
+    head: &'a StringArray,
+    text: &'a StringArray,
+}
+
+impl<'a> Placed<'a> {
+    fn of(b: &'a RecordBatch) -> Option<Self> {
+        Some(Placed {
+            id: column(b, "chunk_id")?,
+            path: column(b, "path")?,
+            first: column_u32(b, "first_line")?,
+            last: column_u32(b, "last_line")?,
+            head: column(b, "headings")?,
+            text: column(b, "text")?,
+        })
+    }
+
+    /// Row `i` as the `rank`th hit, unscored.
+    fn hit(&self, i: usize, rank: usize) -> Hit {
+        Hit {
+            rank,
             score: 0.0,
-            chunk_id: id.value(i).to_string(),
-            path: path.value(i).to_string(),
-            first_line: first.value(i),
-            last_line: last.value(i),
-            headings: head.value(i).to_string(),
-            text: text.value(i).to_string(),
+            chunk_id: self.id.value(i).to_string(),
+            path: self.path.value(i).to_string(),
+            first_line: self.first.value(i),
+            last_line: self.last.value(i),
+            headings: self.head.value(i).to_string(),
+            text: self.text.value(i).to_string(),
             vector_rank: None,
             text_rank: None,
-        })
-        .collect()
+        }
+    }
+}
+
+fn hits_of(b: &RecordBatch) -> Vec<Hit> {
+    Placed::of(b).map(|p| (0..b.num_rows()).map(|i| p.hit(i, i + 1)).collect()).unwrap_or_default()
 }
 
 fn walk_bytes(dir: &Path) -> u64 {
