@@ -1,8 +1,8 @@
 """The peer of `lathe bench kb`: sentence-transformers + lancedb doing what lathe's knowledge engine
 does, on the same data. Prints one JSON line.
 
-    python3 peer_kb.py ingest --model DIR --chunks CHUNKS.json --uri DB --threads 2 --batch 32 --commit 256
-        embeds the chunk texts lathe embedded (its "embed" field: headings then text) and adds them
+    python3 peer_kb.py ingest --model DIR --chunks CHUNKS.json --uri DB --threads 2 --batch 32 --commit 256 [--limit N]
+        embeds the chunk texts lathe embedded (its "embed" field: headings then text; the first N) and adds them
         to a lancedb table in groups of --commit rows, then builds the full-text index; chunks/s
         and peak RSS
     python3 peer_kb.py query --uri VECTORS_DIR --table big --queries Q.json --rounds 5
@@ -25,6 +25,8 @@ def ingest(a):
     from sentence_transformers import SentenceTransformer
 
     rows = json.load(open(a.chunks))
+    if a.limit:
+        rows = rows[: a.limit]
     t0 = time.perf_counter()
     model = SentenceTransformer(a.model, device="cpu")
     load_s = time.perf_counter() - t0
@@ -108,6 +110,7 @@ i.add_argument("--uri", required=True)
 i.add_argument("--threads", type=int, default=2)
 i.add_argument("--batch", type=int, default=32)
 i.add_argument("--commit", type=int, default=256)
+i.add_argument("--limit", type=int, default=0, help="only the first N chunks (0: all)")
 q = sub.add_parser("query")
 q.add_argument("--uri", required=True)
 q.add_argument("--table", required=True)

@@ -2,7 +2,8 @@
 # Makes sure this machine can build and test lathe. It checks for what the build reads, not only
 # for commands: a C++ compiler that compiles, cmake and make (llama.cpp, DuckDB), libclang itself
 # for bindgen (libclang-cpp, which some machines carry, is not it), protoc together with the
-# well-known .proto files it imports (lance), pkg-config, and tmux for the end-to-end tests.
+# well-known .proto files it imports (lance), pkg-config, tmux for the end-to-end tests, and
+# pdftotext (poppler), which lathe reads PDFs through at run time (the knowledge tests use it).
 #
 #   scripts/setup.sh          install what is missing (apt-get, dnf or brew), then check again
 #   scripts/setup.sh --check  only report what was found, one line each; exit 1 if anything is missing
@@ -93,6 +94,7 @@ checks=(
   "protoc|probe_protoc|protobuf-compiler|protobuf-compiler|protobuf"
   "protobuf includes|probe_proto_includes|libprotobuf-dev|protobuf-devel|protobuf"
   "tmux|probe_cmd tmux -V|tmux|tmux|tmux"
+  "pdftotext|probe_cmd pdftotext -v|poppler-utils|poppler-utils|poppler"
 )
 
 apt_pkgs=() dnf_pkgs=() brew_pkgs=() missing=()

@@ -44,6 +44,26 @@ fn embeddings_equal_sentence_transformers() {
     assert!(mean.normalize && cls.normalize);
 }
 
+/// nomic-bert in nomic's own layout (tests/fixtures/embed/make_nomic_ref.py: rotary positions,
+/// SwiGLU, q/k/v stacked in Wqkv): equal to sentence-transformers within 1e-5, with and without
+/// its "search_query: " prompt.
+#[test]
+fn nomic_bert_equals_sentence_transformers() {
+    let refs = load_all(&fixture("nomic_reference.safetensors"), &Device::Cpu).unwrap();
+    let e = Embedder::load(&fixture("tiny-nomic-mean")).unwrap();
+    assert_eq!((e.spec.pooling, e.spec.dim, e.spec.max_len, e.spec.normalize), (Pooling::Mean, 32, 48, true));
+    let texts = sentences();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    for (key, prompt) in [("mean", ""), ("query", e.spec.prompt("query").unwrap())] {
+        let got = e.embed(&texts, prompt).unwrap();
+        let want = refs[key].to_vec2::<f32>().unwrap();
+        for (i, (g, w)) in got.vectors.iter().zip(&want).enumerate() {
+            let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-5, "nomic {key} text {i}: differs by {d}");
+        }
+    }
+}
+
 /// A text longer than the model's maximum length is cut, and the result says which.
 #[test]
 fn a_long_text_is_cut_and_said() {

@@ -43,7 +43,7 @@ fn write_corpus(dir: &Path) {
 
 fn ingest_all(coll: &mut Collection, e: &Embedder, sources: &[String]) -> Report {
     let cancel = AtomicBool::new(false);
-    ingest::ingest(coll, e, sources, &IngestOptions::default(), &cancel, &mut |_| {}).unwrap()
+    ingest::ingest(coll, e, sources, None, &IngestOptions::default(), &cancel, &mut |_| {}).unwrap()
 }
 
 /// A folder goes in with its structure; every mode finds what it should; an unchanged re-run
@@ -142,7 +142,7 @@ fn vanished_files_and_cancels_leave_a_consistent_collection() {
 
     // Cancelled after its first commit.
     let cancel = AtomicBool::new(false);
-    let r = ingest::ingest(&mut coll, &e, std::slice::from_ref(&source), &opts, &cancel, &mut |p| {
+    let r = ingest::ingest(&mut coll, &e, std::slice::from_ref(&source), None, &opts, &cancel, &mut |p| {
         if p.phase == Phase::Embedding && p.chunks > 0 {
             cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -155,7 +155,7 @@ fn vanished_files_and_cancels_leave_a_consistent_collection() {
     // The next run skips what was committed; a file deleted after listing is reported.
     let cancel = AtomicBool::new(false);
     let victim = docs.join("f39.txt");
-    let r = ingest::ingest(&mut coll, &e, std::slice::from_ref(&source), &opts, &cancel, &mut |p| {
+    let r = ingest::ingest(&mut coll, &e, std::slice::from_ref(&source), None, &opts, &cancel, &mut |p| {
         if p.phase == Phase::Embedding && p.files_done == 0 {
             let _ = std::fs::remove_file(&victim);
         }
@@ -236,6 +236,115 @@ fn lathe_kb_from_the_command_line() {
     assert!(o.status.success());
     let o = lathe(&home, &["sql", "select count(*) from lathe.collections", "--format", "csv"]);
     assert!(text(&o).0.contains('0'), "{:?}", text(&o));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A column of a catalog dataset, and of a view, as a source: one document per row, cited as
+/// `dataset:NAME.COLUMN/ROW`; a sync after the dataset changes re-embeds only the changed rows;
+/// an unknown dataset or column is refused before anything is recorded.
+#[test]
+fn a_dataset_column_is_a_source() {
+    let root = scratch("dataset");
+    let home = root.join("home");
+    std::fs::create_dir_all(&root).unwrap();
+    let csv = root.join("faq.csv");
+    let write = |third: &str| {
+        let rows = format!("id,question,answer\n1,How do I water tomatoes?,Deeply twice a week in full sun.\n2,What removes aphids?,A jet of water under the leaves.\n3,When does bread rise?,{third}\n");
+        std::fs::write(&csv, rows).unwrap();
+    };
+    write("Overnight in a cool kitchen.");
+    let m = fixture("tiny-bert-mean");
+    let o = lathe(&home, &["data", "import", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(lathe(&home, &["kb", "create", "faq", "--model", m.to_str().unwrap()]).status.success());
+    // Refusals first: nothing is recorded.
+    let o = lathe(&home, &["kb", "add", "faq", "dataset:nope.answer"]);
+    assert!(!o.status.success() && text(&o).1.contains("There is no dataset or view named nope"), "{:?}", text(&o));
+    let o = lathe(&home, &["kb", "add", "faq", "dataset:faq.reply"]);
+    assert!(!o.status.success() && text(&o).1.contains("faq has no column reply; it has id, question, answer"), "{:?}", text(&o));
+    let o = lathe(&home, &["kb", "add", "faq", "dataset:faq"]);
+    assert!(!o.status.success() && text(&o).1.contains("write dataset:NAME.COLUMN"), "{:?}", text(&o));
+    let o = lathe(&home, &["kb", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["sources"], serde_json::json!([]), "{v}");
+    // The column goes in, a row a document.
+    let o = lathe(&home, &["kb", "add", "faq", "dataset:faq.answer"]);
+    assert!(o.status.success() && text(&o).0.contains("3 added, 0 updated"), "{:?}", text(&o));
+    let o = lathe(&home, &["kb", "search", "faq", "aphids jet", "--mode", "text", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(&o)));
+    assert_eq!(v["hits"][0]["path"], "dataset:faq.answer/2", "{v}");
+    // A view's column too.
+    let o = lathe(&home, &["data", "view", "create", "qa", "--sql", "select question as prompt, answer as completion from faq", "--format", "completion"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = lathe(&home, &["kb", "add", "faq", "dataset:qa.prompt"]);
+    assert!(o.status.success() && text(&o).0.contains("3 added"), "{:?}", text(&o));
+    // One row changes: a sync re-embeds that one only (its view row too).
+    write("At room temperature in four hours.");
+    assert!(lathe(&home, &["data", "import", csv.to_str().unwrap(), "--replace"]).status.success());
+    let o = lathe(&home, &["kb", "sync", "faq"]);
+    assert!(text(&o).0.contains("0 added, 1 updated, 5 unchanged, 0 removed"), "{:?}", text(&o));
+    let o = lathe(&home, &["kb", "search", "faq", "room temperature", "--mode", "text", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["hits"][0]["path"].as_str(), v["hits"].as_array().map(|h| h.len())), (Some("dataset:faq.answer/3"), Some(1)), "{v}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A PDF with a text layer (Helvetica, one line per page), written by hand with real offsets.
+fn write_pdf(path: &Path, pages: &[&str]) {
+    let n = pages.len();
+    let kids = (0..n).map(|i| format!("{} 0 R", 4 + 2 * i)).collect::<Vec<_>>().join(" ");
+    let mut objs = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        format!("<< /Type /Pages /Kids [{kids}] /Count {n} >>"),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+    ];
+    for (i, text) in pages.iter().enumerate() {
+        objs.push(format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>", 5 + 2 * i));
+        let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+        objs.push(format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()));
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objs.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).as_bytes());
+    for off in offsets {
+        out.extend(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).as_bytes());
+    std::fs::write(path, out).unwrap();
+}
+
+/// PDFs are read through pdftotext: each page a section ("page N"); a damaged PDF is skipped with
+/// its reason; without pdftotext every PDF is skipped with a sentence that says what to install.
+#[test]
+fn pdfs_are_read_by_page() {
+    let root = scratch("pdf");
+    let docs = root.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    write_pdf(&docs.join("astro.pdf"), &["Comets grow icy tails near the sun.", "Saturn has bright rings of ice."]);
+    std::fs::write(docs.join("broken.pdf"), b"%PDF-1.4\nthis is not a real document\n").unwrap();
+    let vectors = root.join("vectors");
+    std::fs::create_dir_all(&vectors).unwrap();
+    let e = Embedder::load(&fixture("tiny-bert-mean")).unwrap();
+    let mut coll = Collection::create(&vectors, "pdf", &e.spec).unwrap();
+    let r = ingest_all(&mut coll, &e, &[docs.display().to_string()]);
+    let reasons: Vec<(String, String)> = r.skipped.iter().map(|s| (Path::new(&s.path).file_name().unwrap().to_string_lossy().into(), s.reason.clone())).collect();
+    let have_pdftotext = Command::new("pdftotext").arg("-v").output().is_ok();
+    if !have_pdftotext {
+        eprintln!("pdftotext is not installed (scripts/setup.sh installs poppler-utils): only the refusal is checked");
+        assert_eq!(r.added, 0);
+        assert!(reasons.iter().all(|(_, why)| why.contains("not installed (poppler-utils)")), "{reasons:?}");
+        return;
+    }
+    assert_eq!(r.added, 1, "{r:?}");
+    assert_eq!(reasons, vec![("broken.pdf".to_string(), "a PDF pdftotext could not read (damaged or encrypted?)".to_string())]);
+    let hits = coll.search_text("rings", 5, None).unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].path.ends_with("astro.pdf") && hits[0].headings == "page 2" && hits[0].text.contains("Saturn has bright rings"), "{:?}", hits[0]);
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -1,5 +1,6 @@
 //! The Knowledge pane: the collections as the service last listed them, the search box and its
-//! results, the running ingest's progress, and what its keys do: search (Enter in the box), open
+//! results, the running ingest's progress, and what its keys do: search (as you type, one search
+//! in flight at a time, or Enter), open
 //! a result in the viewer, add a path to the selected collection (asked for, with completion),
 //! sync it again, drop it (asked first), cycle the search mode.
 
@@ -38,6 +39,8 @@ pub struct KnowledgePane {
     pub hit: usize,
     /// Whether a search is on its way.
     pub searching: bool,
+    /// The query changed while a search was on its way: search again when it answers.
+    retype: bool,
     /// The running ingest: its job, its collection and where it is.
     pub ingest: Option<(JobId, String, Option<Progress>)>,
     /// The collection waiting for a yes/no on dropping it.
@@ -46,6 +49,8 @@ pub struct KnowledgePane {
     pub add_target: Option<String>,
     request: u64,
     search_request: u64,
+    /// The query of the search on its way.
+    asked: String,
 }
 
 impl KnowledgePane {
@@ -119,11 +124,14 @@ impl KnowledgePane {
             Action::Searched { result, .. } => {
                 self.searching = false;
                 self.hit = 0;
-                let q = self.query_text();
-                if result.as_ref().is_ok_and(|r| r.truncated) {
+                let was_cut = matches!(&self.results, Some((_, Ok(r))) if r.truncated);
+                if result.as_ref().is_ok_and(|r| r.truncated) && !was_cut {
                     cx.notify(Level::Info, "The query was longer than the model takes and was cut there.");
                 }
-                self.results = Some((q, result));
+                self.results = Some((self.asked.clone(), result));
+                if std::mem::take(&mut self.retype) {
+                    self.typed(out);
+                }
             }
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::Top | Action::Bottom => {
                 let (n, cur) = match self.focus {
@@ -216,14 +224,32 @@ impl KnowledgePane {
     }
 
     fn search(&mut self, cx: &mut Ctx, out: &mut Vec<Command>) {
-        let query = self.query_text();
-        let Some(collection) = self.current().map(|c| c.name.clone()) else { return };
-        if query.trim().is_empty() {
+        if self.query_text().trim().is_empty() {
             cx.notify(Level::Info, "Type what you are looking for first.");
             return;
         }
+        self.send_search(out);
+    }
+
+    /// The search box's text changed: its results follow, one search in flight at a time (the
+    /// newest text is searched when the one on its way answers).
+    pub fn typed(&mut self, out: &mut Vec<Command>) {
+        if self.query_text().trim().is_empty() {
+            self.results = None;
+            self.retype = false;
+        } else if self.searching {
+            self.retype = true;
+        } else {
+            self.send_search(out);
+        }
+    }
+
+    fn send_search(&mut self, out: &mut Vec<Command>) {
+        let Some(collection) = self.current().map(|c| c.name.clone()) else { return };
+        let query = self.query_text();
         self.search_request += 1;
         self.searching = true;
+        self.asked = query.clone();
         let req = SearchRequest { collection, query, mode: self.mode, k: RESULTS, path: None, model: None };
         out.push(Command::SearchCollection { request: self.search_request, req });
     }

@@ -74,16 +74,26 @@ fn a_search_is_typed_run_and_opened() {
     a.update(Action::FocusSearch);
     assert_eq!(a.mode(), Mode::KbSearch);
     assert!(a.text_input_focused());
+    // Results follow the typing, one search on its way at a time: the first letter is searched,
+    // the rest waits for its answer, and then the newest text is searched.
+    let req = |q: &str| crate::service::SearchRequest { collection: "notes".into(), query: q.into(), mode: SearchMode::Hybrid, k: 10, path: None, model: None };
+    let mut sent = Vec::new();
     for c in "aphids".chars() {
-        a.update(typed(c));
+        sent.extend(a.update(typed(c)));
     }
-    let out = a.update(Action::Search);
-    let req = crate::service::SearchRequest { collection: "notes".into(), query: "aphids".into(), mode: SearchMode::Hybrid, k: 10, path: None, model: None };
-    assert_eq!(out, vec![Command::SearchCollection { request: 1, req }]);
+    assert_eq!(sent, vec![Command::SearchCollection { request: 1, req: req("a") }]);
     assert!(a.knowledge.searching);
+    let out = a.update(Action::Searched { request: 1, result: Ok(SearchResult { hits: vec![], mode: SearchMode::Hybrid, millis: 3.0, truncated: false }) });
+    assert_eq!(out, vec![Command::SearchCollection { request: 2, req: req("aphids") }]);
+    // Enter searches at once; the answer to the older request is dropped.
+    let out = a.update(Action::Search);
+    assert_eq!(out, vec![Command::SearchCollection { request: 3, req: req("aphids") }]);
     let hits = vec![hit(1, "/home/u/notes/garden.md", "Aphids gather under the leaves."), hit(2, "/home/u/notes/roses.md", "Roses too.")];
-    a.update(Action::Searched { request: 1, result: Ok(SearchResult { hits, mode: SearchMode::Hybrid, millis: 12.0, truncated: false }) });
+    a.update(Action::Searched { request: 2, result: Ok(SearchResult { hits: vec![], mode: SearchMode::Hybrid, millis: 3.0, truncated: false }) });
+    assert!(a.knowledge.searching);
+    a.update(Action::Searched { request: 3, result: Ok(SearchResult { hits, mode: SearchMode::Hybrid, millis: 12.0, truncated: false }) });
     assert!(!a.knowledge.searching);
+    assert_eq!(a.knowledge.results.as_ref().unwrap().0, "aphids");
     a.update(Action::LeaveSearch);
     assert_eq!((a.mode(), a.knowledge.focus), (Mode::Knowledge, crate::app::knowledge::KbFocus::Results));
     a.update(Action::ScrollDown);
@@ -98,8 +108,8 @@ fn a_search_is_typed_run_and_opened() {
     assert_eq!(a.overlay, None);
     // Another mode searches again at once; a stale answer is dropped.
     let out = a.update(Action::CycleSearchMode);
-    assert!(matches!(&out[..], [Command::SearchCollection { request: 2, req }] if req.mode == SearchMode::Vector), "{out:?}");
-    a.update(Action::Searched { request: 1, result: Err("old".into()) });
+    assert!(matches!(&out[..], [Command::SearchCollection { request: 4, req }] if req.mode == SearchMode::Vector), "{out:?}");
+    a.update(Action::Searched { request: 3, result: Err("old".into()) });
     assert!(a.knowledge.searching);
     // Moving to another collection clears the results, which were the other's.
     a.update(Action::SwitchKbFocus);

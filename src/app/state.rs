@@ -454,14 +454,18 @@ impl App {
             }
             Action::Text(k) => {
                 self.data.completions.clear();
-                if let Some(t) = self.focused_text() {
-                    t.input(textarea_input(k));
+                let changed = self.focused_text().is_some_and(|t| t.input(textarea_input(k)));
+                if changed && self.mode() == Mode::KbSearch {
+                    self.knowledge.typed(&mut out);
                 }
             }
             Action::Paste(s) => {
                 if let Some(t) = self.focused_text() {
                     // Terminals send \r for newlines in pastes.
                     t.insert_str(s.replace("\r\n", "\n").replace('\r', "\n"));
+                }
+                if self.mode() == Mode::KbSearch {
+                    self.knowledge.typed(&mut out);
                 }
             }
             Action::OpenImport

@@ -23,8 +23,9 @@ pub enum KbCmd {
         #[arg(long)]
         model: PathBuf,
     },
-    /// Add files, folders or glob patterns (quote them) to a collection; a file already there
-    /// with the same content is skipped, a changed one has its chunks replaced.
+    /// Add files, folders or glob patterns (quote them), or a catalog dataset's or view's column
+    /// (dataset:NAME.COLUMN, a row a document), to a collection; a document already there with
+    /// the same content is skipped, a changed one has its chunks replaced.
     Add {
         name: String,
         #[arg(required = true)]

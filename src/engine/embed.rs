@@ -1,5 +1,6 @@
 //! Sentence embeddings from a local Hugging Face folder of the BERT family (all-MiniLM, bge, e5,
-//! gte), run in candle in f32. How to embed is read from the folder's sentence-transformers files,
+//! gte) or nomic-bert (nomic-embed-text: rotary positions, SwiGLU, in nomic's own layout), run in
+//! candle in f32. How to embed is read from the folder's sentence-transformers files,
 //! as sentence-transformers reads them: `modules.json` (the modules, and whether the result is
 //! normalised), the pooling module's `config.json` (CLS, mean or max), `sentence_bert_config.json`
 //! or `tokenizer_config.json` (the maximum length) and `config_sentence_transformers.json`
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::nomic_bert::{Config as NomicConfig, NomicBertModel};
 use serde_json::Value;
 
 /// How token vectors become one text vector.
@@ -89,8 +91,8 @@ impl EmbedSpec {
         if arch.ends_with("ForCausalLM") {
             return Err(EmbedError::NotEmbedding { path: p, what: format!("a causal language model ({model_type})") });
         }
-        if model_type != "bert" {
-            return Err(EmbedError::NotEmbedding { path: p, what: format!("a {model_type:?} model (lathe embeds with BERT-family models)") });
+        if model_type != "bert" && model_type != "nomic_bert" {
+            return Err(EmbedError::NotEmbedding { path: p, what: format!("a {model_type:?} model (lathe embeds with BERT and nomic-bert models)") });
         }
         let modules_path = dir.join("modules.json");
         if !modules_path.exists() {
@@ -140,7 +142,7 @@ impl EmbedSpec {
         // The maximum length: sentence_bert_config.json's max_seq_length (sentence-transformers
         // before 6), else the tokenizer's model_max_length (6 writes it there only), capped by the
         // position table.
-        let positions = cfg["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
+        let positions = cfg["max_position_embeddings"].as_u64().or(cfg["n_positions"].as_u64()).unwrap_or(512) as usize;
         let number_in = |file: &str, key: &str| -> Result<Option<usize>, EmbedError> {
             let path = dir.join(file);
             Ok(if path.exists() { read_json(&path)?[key].as_u64().map(|n| n as usize) } else { None })
@@ -159,7 +161,7 @@ impl EmbedSpec {
         } else {
             BTreeMap::new()
         };
-        let dim = cfg["hidden_size"].as_u64().ok_or_else(|| EmbedError::Damaged { path: config.display().to_string(), why: "no hidden_size".into() })? as usize;
+        let dim = cfg["hidden_size"].as_u64().or(cfg["n_embd"].as_u64()).ok_or_else(|| EmbedError::Damaged { path: config.display().to_string(), why: "no hidden_size".into() })? as usize;
         let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.clone());
         Ok(EmbedSpec { name, dir: dir.to_path_buf(), dim, pooling, normalize, max_len, prompts })
     }
@@ -174,10 +176,16 @@ impl EmbedSpec {
     }
 }
 
+/// The network that gives token vectors.
+enum Encoder {
+    Bert(BertModel),
+    Nomic(NomicBertModel),
+}
+
 /// A loaded embedding model.
 pub struct Embedder {
     pub spec: EmbedSpec,
-    model: BertModel,
+    model: Encoder,
     tok: tokenizers::Tokenizer,
     pad_id: u32,
     device: Device,
@@ -200,7 +208,7 @@ impl Embedder {
         let damaged = |path: &Path, why: String| EmbedError::Damaged { path: path.display().to_string(), why };
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| damaged(&cfg_path, e.to_string()))?;
-        let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
+        let nomic = serde_json::from_str::<Value>(&text).ok().is_some_and(|v| v["model_type"] == "nomic_bert");
         let weights = dir.join("model.safetensors");
         if !weights.exists() {
             return Err(EmbedError::NoConfig { path: dir.display().to_string(), file: "model.safetensors".into() });
@@ -208,7 +216,13 @@ impl Embedder {
         let bytes = std::fs::read(&weights).map_err(|e| damaged(&weights, e.to_string()))?;
         let device = Device::Cpu;
         let vb = candle_nn::VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).map_err(|e| damaged(&weights, e.to_string()))?;
-        let model = BertModel::load(vb, &cfg).map_err(|e| damaged(&weights, e.to_string()))?;
+        let (model, pad) = if nomic {
+            let cfg: NomicConfig = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
+            (Encoder::Nomic(NomicBertModel::load(vb, &cfg).map_err(|e| damaged(&weights, e.to_string()))?), 0)
+        } else {
+            let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
+            (Encoder::Bert(BertModel::load(vb, &cfg).map_err(|e| damaged(&weights, e.to_string()))?), cfg.pad_token_id as u32)
+        };
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.exists() {
             return Err(EmbedError::NoConfig { path: dir.display().to_string(), file: "tokenizer.json".into() });
@@ -218,7 +232,7 @@ impl Embedder {
         tok.with_padding(None);
         tok.with_truncation(Some(tokenizers::TruncationParams { max_length: spec.max_len, ..Default::default() }))
             .map_err(|e| damaged(&tok_path, e.to_string()))?;
-        let pad_id = tok.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id as u32);
+        let pad_id = tok.token_to_id("[PAD]").unwrap_or(pad);
         Ok(Embedder { spec, model, tok, pad_id, device })
     }
 
@@ -256,7 +270,10 @@ impl Embedder {
         }
         let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
         let mask_t = Tensor::from_vec(mask, (b, t), &self.device)?;
-        let hidden = self.model.forward(&ids_t, &ids_t.zeros_like()?, Some(&mask_t))?;
+        let hidden = match &self.model {
+            Encoder::Bert(m) => m.forward(&ids_t, &ids_t.zeros_like()?, Some(&mask_t))?,
+            Encoder::Nomic(m) => m.forward(&ids_t, Some(&ids_t.zeros_like()?), Some(&mask_t))?,
+        };
         let m = mask_t.to_dtype(DType::F32)?.unsqueeze(2)?;
         let pooled = match self.spec.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,

@@ -263,9 +263,10 @@ impl Service {
         });
     }
 
-    /// Ingests `paths` (files, folders, globs; recorded as the collection's sources) into a
-    /// collection in a job; with no paths, reads every recorded source again (a sync). The paths
-    /// and the model are checked before the job starts. `Event::Ingest` reports progress and
+    /// Ingests `paths` (files, folders, globs, `dataset:NAME.COLUMN`; recorded as the collection's
+    /// sources) into a collection in a job; with no paths, reads every recorded source again (a
+    /// sync). The paths (a dataset column in the catalog) and the model are checked before the job
+    /// starts. `Event::Ingest` reports progress and
     /// `Event::Ingested` the outcome.
     pub fn kb_ingest(&mut self, name: &str, paths: &[String], model: Option<&Path>) -> Result<JobId, ServiceError> {
         let dir = vectors(self.ws.as_ref())?;
@@ -279,6 +280,10 @@ impl Service {
             sources.clone()
         } else {
             let new = paths.iter().map(|p| ingest::normalize_source(p)).collect::<Result<Vec<_>, _>>()?;
+            for (table, column) in new.iter().filter_map(|s| ingest::dataset_source(s)) {
+                let cat = self.wait_catalog(std::time::Duration::from_secs(60))?;
+                ingest::Rows::each_row(&cat, table, column, &mut |_, _| false).map_err(KbError::Dataset)?;
+            }
             for s in &new {
                 if !sources.contains(s) {
                     sources.push(s.clone());
@@ -289,6 +294,7 @@ impl Service {
         };
         let (emit, embedders) = (self.emit.clone(), self.embedders.clone());
         let recorder = self.recorder.clone();
+        let catalog = if todo.iter().any(|s| s.starts_with(ingest::DATASET)) { self.catalog() } else { None };
         let title = name.to_string();
         Ok(self.jobs.spawn(JobKind::Ingest, title, move |ctx| {
             let job = ctx.id;
@@ -298,13 +304,14 @@ impl Service {
             };
             ctx.progress(None, format!("loading {}", model_dir.display()));
             let embedder = embedders.get(&model_dir).map_err(|e| fail(e.into()))?;
+            let catalog = catalog.map(|wait| wait(std::time::Duration::from_secs(60))).transpose().map_err(|e| fail(e.into()))?;
             crate::engine::alloc::keep_freed_memory();
             let cancel = ctx.cancel_flag();
             let mut on_progress = |p: &ingest::Progress| {
                 ctx.progress(p.fraction(), progress_line(p));
                 emit(Event::Ingest { job, progress: p.clone() });
             };
-            let r = ingest::ingest(&mut coll, &embedder, &todo, &IngestOptions::default(), &cancel, &mut on_progress);
+            let r = ingest::ingest(&mut coll, &embedder, &todo, catalog.as_ref().map(|c| c as &dyn ingest::Rows), &IngestOptions::default(), &cancel, &mut on_progress);
             crate::engine::alloc::release_free_memory();
             // The collection changed even when the ingest stopped part way.
             if let (Ok(l), Some(tx)) = (list(&dir), recorder.lock().unwrap().as_ref()) {

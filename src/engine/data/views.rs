@@ -221,6 +221,42 @@ impl Catalog {
     }
 }
 
+/// A dataset's or view's column as documents for the knowledge engine (`dataset:NAME.COLUMN`):
+/// a dataset's rows in their stored order, a view's in its query's.
+impl crate::engine::knowledge::ingest::Rows for Catalog {
+    fn each_row(&self, name: &str, column: &str, f: &mut dyn FnMut(u64, String) -> bool) -> Result<(), String> {
+        use super::import::quote_ident;
+        let (from, order) = if self.dataset_exists(name).map_err(|e| e.to_string())? {
+            (quote_ident(name), " ORDER BY rowid")
+        } else {
+            match self.conn.query_row("SELECT sql FROM lathe.views WHERE name = ?", [name], |r| r.get::<_, String>(0)) {
+                Ok(sql) => (format!("({sql}) v"), ""),
+                Err(_) => return Err(format!("There is no dataset or view named {name}; `lathe data list` and `lathe data view list` show them.")),
+            }
+        };
+        let columns: Vec<String> = match self.conn.prepare(&format!("DESCRIBE SELECT * FROM {from}")) {
+            Ok(mut stmt) => stmt.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?,
+            Err(e) => return Err(format!("{name} no longer runs ({}); fix it and sync again.", super::clean_db_error(&e.to_string()))),
+        };
+        if !columns.iter().any(|c| c == column) {
+            return Err(format!("{name} has no column {column}; it has {}.", columns.join(", ")));
+        }
+        let q = format!("SELECT CAST({} AS VARCHAR) FROM {from}{order}", quote_ident(column));
+        let mut stmt = self.conn.prepare(&q).map_err(|e| super::clean_db_error(&e.to_string()))?;
+        let mut rows = stmt.query([]).map_err(|e| super::clean_db_error(&e.to_string()))?;
+        let mut n = 0u64;
+        while let Some(row) = rows.next().map_err(|e| super::clean_db_error(&e.to_string()))? {
+            n += 1;
+            if let Some(text) = row.get::<_, Option<String>>(0).map_err(|e| e.to_string())? {
+                if !f(n, text) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_example(format: ViewFormat, json: &str) -> Result<Example, serde_json::Error> {
     #[derive(Deserialize)]
     struct A {

@@ -1,6 +1,7 @@
 //! Cutting a document into chunks for retrieval, following its structure: Markdown sections (the
 //! heading path kept with each chunk), paragraphs, fenced code blocks kept whole, top-level
-//! definitions in source code, and reStructuredText titles; HTML is read as text. Blocks are packed
+//! definitions in source code, and reStructuredText titles; HTML is read as text, and PDF as the
+//! text `pdftotext` gives (its pages, split by form feeds, are the sections: "page N"). Blocks are packed
 //! into chunks of at most `budget` tokens (counted by the embedding model's tokenizer, through
 //! `count`), each chunk starting with up to `overlap` tokens of the one before it; a block bigger
 //! than the budget is cut at lines, and a line bigger than it at words. Every chunk knows its
@@ -16,6 +17,8 @@ pub enum Kind {
     Rst,
     Code,
     Html,
+    /// Text extracted from a PDF, pages separated by form feeds.
+    Pdf,
 }
 
 impl Kind {
@@ -27,6 +30,7 @@ impl Kind {
             "txt" | "text" | "log" | "csv" | "tsv" => Kind::Text,
             "rst" => Kind::Rst,
             "html" | "htm" => Kind::Html,
+            "pdf" => Kind::Pdf,
             "rs" | "py" | "js" | "ts" | "tsx" | "jsx" | "go" | "c" | "h" | "cc" | "cpp" | "hpp" | "java" | "kt" | "swift" | "rb" | "php" | "cs" | "scala"
             | "sh" | "bash" | "zsh" | "lua" | "sql" | "toml" | "yaml" | "yml" | "json" | "ini" | "cfg" => Kind::Code,
             _ => return None,
@@ -70,6 +74,7 @@ fn blocks(text: &str, kind: Kind) -> Vec<Block> {
     let mut first = 1;
     let mut new_section = true;
     let mut in_fence = false;
+    let mut page = 1;
     let path = |h: &[(usize, String)]| h.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>();
     let flush = |cur: &mut Vec<String>, first: usize, headings: &[(usize, String)], new_section: &mut bool, out: &mut Vec<Block>| {
         while cur.last().is_some_and(|l| l.trim().is_empty()) {
@@ -83,6 +88,19 @@ fn blocks(text: &str, kind: Kind) -> Vec<Block> {
     };
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
+        if kind == Kind::Pdf && (i == 0 || line.contains('\u{c}')) {
+            // A new page: its own section.
+            page += line.matches('\u{c}').count();
+            flush(&mut cur, first, &headings, &mut new_section, &mut out);
+            headings = vec![(1, format!("page {page}"))];
+            new_section = true;
+            first = n;
+            let rest = line.replace('\u{c}', "");
+            if !rest.trim().is_empty() {
+                cur.push(rest);
+            }
+            continue;
+        }
         let trimmed = line.trim();
         if kind == Kind::Markdown && (trimmed.starts_with("```") || trimmed.starts_with("~~~")) {
             if !in_fence {
@@ -270,6 +288,22 @@ mod tests {
     const DOC: &str = "# Guide\n\nIntro paragraph one.\n\n## Install\n\nRun the installer.\nThen restart.\n\n```sh\nmake install\n\nmake check\n```\n\n## Use\n\nOpen the app.\n";
 
     #[test]
+    fn pdf_text_is_cut_at_its_pages() {
+        // pdftotext's output: each page ends with a form feed.
+        let text = "Title page\n\nAbstract text.\n\u{c}Second page starts.\n\nMore.\n\u{c}\u{c}Fourth page.\n\u{c}";
+        let c = chunk(text, Kind::Pdf, 100, 0, &words);
+        let got: Vec<(usize, String, String)> = c.iter().map(|c| (c.first_line, c.headings.join(" > "), c.text.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "page 1".into(), "Title page\nAbstract text.".into()),
+                (4, "page 2".into(), "Second page starts.\nMore.".into()),
+                (7, "page 4".into(), "Fourth page.".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn markdown_chunks_follow_sections_and_keep_code_blocks_whole() {
         let c = chunk(DOC, Kind::Markdown, 100, 0, &words);
         let got: Vec<(usize, usize, Vec<&str>)> = c.iter().map(|c| (c.first_line, c.last_line, c.headings.iter().map(String::as_str).collect())).collect();
@@ -317,5 +351,6 @@ mod tests {
         assert!(t.contains("Hi") && t.contains("A & B") && !t.contains("var x") && !t.contains("p{}"), "{t}");
         assert_eq!(Kind::of(Path::new("a/b.MD")), Some(Kind::Markdown));
         assert_eq!(Kind::of(Path::new("x.bin")), None);
+        assert_eq!(Kind::of(Path::new("paper.PDF")), Some(Kind::Pdf));
     }
 }

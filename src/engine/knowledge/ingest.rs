@@ -6,6 +6,10 @@
 //! arrive), so a run killed at any moment leaves the collection at its last commit, and the next
 //! run skips what that commit holds. Files gone from a source lose their chunks at the end. Binary,
 //! unreadable and oversized files are skipped, each with its reason.
+//!
+//! A source can also be a column of a catalog dataset or view, `dataset:NAME.COLUMN`: each row's
+//! value is a document, `dataset:NAME.COLUMN/ROW` (1-based, in the table's order), read through
+//! `Rows` (the catalog implements it) twice like files are, never held whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +87,22 @@ pub struct Report {
     pub cancelled: bool,
 }
 
+/// What a source naming a dataset column starts with.
+pub const DATASET: &str = "dataset:";
+
+/// The rows of catalog datasets and views, for `dataset:NAME.COLUMN` sources.
+pub trait Rows {
+    /// Calls `f` with each non-null value of `column` in `name` as text and its 1-based row number,
+    /// in a stable order, until `f` answers false. An unknown name or column is a sentence.
+    fn each_row(&self, name: &str, column: &str, f: &mut dyn FnMut(u64, String) -> bool) -> Result<(), String>;
+}
+
+/// The dataset and column a `dataset:NAME.COLUMN` source names.
+pub fn dataset_source(s: &str) -> Option<(&str, &str)> {
+    let (name, column) = s.strip_prefix(DATASET)?.split_once('.')?;
+    (!name.is_empty() && !column.is_empty()).then_some((name, column))
+}
+
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -90,6 +110,12 @@ fn has_glob(s: &str) -> bool {
 /// A source as the collection records it: an absolute path or glob pattern. A path that does not
 /// exist, or a pattern that matches nothing, is refused.
 pub fn normalize_source(s: &str) -> Result<String, KbError> {
+    if s.starts_with(DATASET) {
+        return match dataset_source(s) {
+            Some(_) => Ok(s.to_string()),
+            None => Err(KbError::Dataset(format!("{s} names no column; write dataset:NAME.COLUMN (a dataset or view, and its column)."))),
+        };
+    }
     let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(p) };
     if has_glob(s) {
         let pattern = abs(Path::new(s)).display().to_string();
@@ -128,16 +154,40 @@ fn files_of(source: &str) -> Vec<(PathBuf, Kind)> {
 }
 
 /// A file's text, or why it is skipped.
-fn read_text(path: &Path, max: u64) -> Result<String, String> {
+fn read_text(path: &Path, kind: Kind, max: u64) -> Result<String, String> {
     let len = std::fs::metadata(path).map_err(|e| reason(&e))?.len();
     if len > max {
         return Err(format!("larger than {} MiB", max >> 20));
+    }
+    if kind == Kind::Pdf {
+        return pdf_text(path);
     }
     let bytes = std::fs::read(path).map_err(|e| reason(&e))?;
     if bytes[..bytes.len().min(8192)].contains(&0) {
         return Err("binary".into());
     }
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
+}
+
+/// A PDF's text layer, through poppler's `pdftotext` (pages end with form feeds). No Rust PDF
+/// reader is linked: the well-kept one (pdf-extract, over lopdf) would change the features of a
+/// crate most of the stack depends on (memchr) and rebuild it.
+fn pdf_text(path: &Path) -> Result<String, String> {
+    let out = match std::process::Command::new("pdftotext").args(["-enc", "UTF-8", "-q"]).arg(path).arg("-").output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("a PDF, read through pdftotext, which is not installed (poppler-utils); install it and sync".into())
+        }
+        Err(e) => return Err(format!("a PDF pdftotext could not read ({e})")),
+    };
+    if !out.status.success() {
+        return Err(if path.exists() { "a PDF pdftotext could not read (damaged or encrypted?)".into() } else { "vanished during ingest".into() });
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.replace('\u{c}', "").trim().is_empty() {
+        return Err("a PDF without a text layer (scanned pages need OCR first)".into());
+    }
+    Ok(text)
 }
 
 fn reason(e: &std::io::Error) -> String {
@@ -178,12 +228,29 @@ struct Pending {
     rows: Vec<ChunkRow>,
 }
 
-/// Ingests `sources` (as `normalize_source` gives them) into `coll`. `prune`: documents of these
-/// sources that are no longer there lose their chunks.
+/// The reader, dataset and column of a `dataset:` source.
+fn rows_of<'s, 'r>(source: &'s str, rows: Option<&'r dyn Rows>) -> Result<(&'r dyn Rows, &'s str, &'s str), KbError> {
+    let (name, column) = dataset_source(source).ok_or_else(|| KbError::Dataset(format!("{source} names no column; write dataset:NAME.COLUMN.")))?;
+    let rows = rows.ok_or_else(|| KbError::Dataset(format!("{source} needs the workspace's catalog, which is not open.")))?;
+    Ok((rows, name, column))
+}
+
+/// One document to embed: where it is, how to read it, its size and whether the collection had
+/// an older version of it.
+struct Todo {
+    path: String,
+    kind: Kind,
+    size: u64,
+    had: bool,
+}
+
+/// Ingests `sources` (as `normalize_source` gives them) into `coll`; `rows` reads the
+/// `dataset:` ones. Documents of these sources that are no longer there lose their chunks.
 pub fn ingest(
     coll: &mut Collection,
     embedder: &Embedder,
     sources: &[String],
+    rows: Option<&dyn Rows>,
     opts: &IngestOptions,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
@@ -191,106 +258,89 @@ pub fn ingest(
     let start = Instant::now();
     let mut report = Report::default();
     let known = coll.documents()?;
-    let mut p = Progress { phase: Phase::Scanning, files_done: 0, files_total: 0, chunks: 0, bytes_done: 0, bytes_total: 0, chunks_per_s: 0.0, eta_s: None };
+    let p = Progress { phase: Phase::Scanning, files_done: 0, files_total: 0, chunks: 0, bytes_done: 0, bytes_total: 0, chunks_per_s: 0.0, eta_s: None };
     progress(&p);
 
     // 1. List and hash.
     let mut seen = std::collections::BTreeSet::new();
-    let mut todo: Vec<(String, Kind, u64, bool)> = Vec::new();
-    for source in sources {
-        for (path, kind) in files_of(source) {
-            let key = path.display().to_string();
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            if cancel.load(Ordering::Relaxed) {
-                report.cancelled = true;
-                return Ok(report);
-            }
-            match read_text(&path, opts.max_file_bytes) {
-                Err(why) => report.skipped.push(Skipped { path: key, reason: why }),
-                Ok(text) => match known.get(&key) {
-                    Some(h) if *h == hash(&text) => report.unchanged += 1,
-                    had => todo.push((key, kind, text.len() as u64, had.is_some())),
-                },
-            }
+    let mut todo: Vec<Todo> = Vec::new();
+    let mut check = |key: String, text: Result<String, String>, kind: Kind, report: &mut Report| {
+        if !seen.insert(key.clone()) {
+            return;
         }
+        match text {
+            Err(why) => report.skipped.push(Skipped { path: key, reason: why }),
+            Ok(text) => match known.get(&key) {
+                Some(h) if *h == hash(&text) => report.unchanged += 1,
+                had => todo.push(Todo { had: had.is_some(), path: key, kind, size: text.len() as u64 }),
+            },
+        }
+    };
+    for source in sources {
+        if source.starts_with(DATASET) {
+            let (rows, name, column) = rows_of(source, rows)?;
+            rows.each_row(name, column, &mut |n, text| {
+                check(format!("{source}/{n}"), Ok(text), Kind::Text, &mut report);
+                !cancel.load(Ordering::Relaxed)
+            })
+            .map_err(KbError::Dataset)?;
+            continue;
+        }
+        for (path, kind) in files_of(source) {
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            check(path.display().to_string(), read_text(&path, kind, opts.max_file_bytes), kind, &mut report);
+        }
+    }
+    if cancel.load(Ordering::Relaxed) {
+        report.cancelled = true;
+        return Ok(report);
     }
     let gone: Vec<String> = known.keys().filter(|k| !seen.contains(*k) && sources.iter().any(|s| belongs(k, s))).cloned().collect();
 
-    // 2. Chunk, embed, commit.
-    p.phase = Phase::Embedding;
-    p.files_total = todo.len();
-    p.bytes_total = todo.iter().map(|t| t.2).sum();
-    progress(&p);
-    let prompt = document_prompt(embedder);
-    let budget = budget(embedder);
-    let overlap = budget / 8;
-    let count = |s: &str| embedder.tokens(s).map(|t| t.len().saturating_sub(2)).unwrap_or(s.len() / 4);
-    let mut pending = Pending { paths: Vec::new(), rows: Vec::new() };
+    // 2. Chunk, embed, commit: files one by one, a dataset's wanted rows in one pass over it.
+    let mut w = Writer::new(coll, embedder, opts, cancel, progress, report, &todo);
     let mut vanished = Vec::new();
-    let embed_start = Instant::now();
-    for (path, kind, size, had) in todo {
-        if cancel.load(Ordering::Relaxed) {
-            report.cancelled = true;
-            break;
-        }
-        let text = match read_text(Path::new(&path), opts.max_file_bytes) {
-            Ok(t) => t,
-            Err(why) => {
-                if had {
-                    vanished.push(path.clone());
+    let mut i = 0;
+    while i < todo.len() && !w.report.cancelled {
+        let t = &todo[i];
+        let Some(source) = sources.iter().find(|s| s.starts_with(DATASET) && belongs(&t.path, s)) else {
+            i += 1;
+            match read_text(Path::new(&t.path), t.kind, opts.max_file_bytes) {
+                Ok(text) => w.add(t, text)?,
+                Err(why) => {
+                    if t.had {
+                        vanished.push(t.path.clone());
+                    }
+                    w.report.skipped.push(Skipped { path: t.path.clone(), reason: why });
                 }
-                report.skipped.push(Skipped { path, reason: why });
-                continue;
             }
+            continue;
         };
-        let file_hash = hash(&text);
-        for c in chunk(&text, kind, budget, overlap, &count) {
-            let (first, last) = (c.first_line as u32, c.last_line as u32);
-            pending.rows.push(ChunkRow {
-                chunk_id: ChunkRow::id_of(&path, first, &c.text),
-                path: path.clone(),
-                first_line: first,
-                last_line: last,
-                headings: c.headings.join(" > "),
-                hash: hash(&c.text),
-                text: c.text,
-                file_hash: file_hash.clone(),
-                vector: Vec::new(),
-            });
-        }
-        pending.paths.push(path);
-        if had {
-            report.updated += 1;
-        } else {
-            report.added += 1;
-        }
-        p.files_done += 1;
-        p.bytes_done += size;
-        if pending.rows.len() >= opts.commit_chunks {
-            if !flush(coll, embedder, &prompt, &mut pending, &mut report, cancel)? {
-                report.cancelled = true;
-                break;
+        let wanted: std::collections::HashMap<&str, &Todo> = todo[i..].iter().take_while(|t| belongs(&t.path, source)).map(|t| (t.path.as_str(), t)).collect();
+        i += wanted.len();
+        let (rows, name, column) = rows_of(source, rows)?;
+        let mut failed = None;
+        rows.each_row(name, column, &mut |n, text| {
+            let key = format!("{source}/{n}");
+            if let Some(t) = wanted.get(key.as_str()) {
+                if let Err(e) = w.add(t, text) {
+                    failed = Some(e);
+                }
             }
-            p.chunks = report.chunks;
-            p.chunks_per_s = report.chunks as f64 / embed_start.elapsed().as_secs_f64().max(1e-3);
-            let rate = p.bytes_done as f64 / embed_start.elapsed().as_secs_f64().max(1e-3);
-            p.eta_s = (rate > 0.0).then(|| (p.bytes_total - p.bytes_done) as f64 / rate);
-            progress(&p);
+            failed.is_none() && !w.report.cancelled
+        })
+        .map_err(KbError::Dataset)?;
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
+    let (mut report, mut p) = w.finish()?;
     if report.cancelled {
         report.seconds = start.elapsed().as_secs_f64();
         return Ok(report);
     }
-    if !flush(coll, embedder, &prompt, &mut pending, &mut report, cancel)? {
-        report.cancelled = true;
-        report.seconds = start.elapsed().as_secs_f64();
-        return Ok(report);
-    }
-    p.chunks = report.chunks;
-    progress(&p);
 
     // 3. Documents gone, then upkeep.
     let removed: Vec<String> = gone.into_iter().chain(vanished).collect();
@@ -302,6 +352,106 @@ pub fn ingest(
     report.indices = coll.update_indices()?;
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Chunks documents, embeds them and commits them a few hundred chunks at a time.
+struct Writer<'a> {
+    coll: &'a mut Collection,
+    embedder: &'a Embedder,
+    opts: &'a IngestOptions,
+    cancel: &'a AtomicBool,
+    progress: &'a mut dyn FnMut(&Progress),
+    report: Report,
+    p: Progress,
+    pending: Pending,
+    prompt: String,
+    budget: usize,
+    started: Instant,
+}
+
+impl<'a> Writer<'a> {
+    fn new(
+        coll: &'a mut Collection,
+        embedder: &'a Embedder,
+        opts: &'a IngestOptions,
+        cancel: &'a AtomicBool,
+        progress: &'a mut dyn FnMut(&Progress),
+        report: Report,
+        todo: &[Todo],
+    ) -> Self {
+        let p = Progress {
+            phase: Phase::Embedding,
+            files_done: 0,
+            files_total: todo.len(),
+            chunks: 0,
+            bytes_done: 0,
+            bytes_total: todo.iter().map(|t| t.size).sum(),
+            chunks_per_s: 0.0,
+            eta_s: None,
+        };
+        progress(&p);
+        let (prompt, budget) = (document_prompt(embedder), budget(embedder));
+        let pending = Pending { paths: Vec::new(), rows: Vec::new() };
+        Writer { coll, embedder, opts, cancel, progress, report, p, pending, prompt, budget, started: Instant::now() }
+    }
+
+    /// Chunks one document's text and queues it; commits when enough is queued.
+    fn add(&mut self, t: &Todo, text: String) -> Result<(), KbError> {
+        if self.report.cancelled || self.cancel.load(Ordering::Relaxed) {
+            self.report.cancelled = true;
+            return Ok(());
+        }
+        let file_hash = hash(&text);
+        let e = self.embedder;
+        let count = |s: &str| e.tokens(s).map(|t| t.len().saturating_sub(2)).unwrap_or(s.len() / 4);
+        for c in chunk(&text, t.kind, self.budget, self.budget / 8, &count) {
+            let (first, last) = (c.first_line as u32, c.last_line as u32);
+            self.pending.rows.push(ChunkRow {
+                chunk_id: ChunkRow::id_of(&t.path, first, &c.text),
+                path: t.path.clone(),
+                first_line: first,
+                last_line: last,
+                headings: c.headings.join(" > "),
+                hash: hash(&c.text),
+                text: c.text,
+                file_hash: file_hash.clone(),
+                vector: Vec::new(),
+            });
+        }
+        self.pending.paths.push(t.path.clone());
+        if t.had {
+            self.report.updated += 1;
+        } else {
+            self.report.added += 1;
+        }
+        self.p.files_done += 1;
+        self.p.bytes_done += t.size;
+        if self.pending.rows.len() >= self.opts.commit_chunks {
+            if !flush(self.coll, self.embedder, &self.prompt, &mut self.pending, &mut self.report, self.cancel)? {
+                self.report.cancelled = true;
+                return Ok(());
+            }
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            self.p.chunks = self.report.chunks;
+            self.p.chunks_per_s = self.report.chunks as f64 / secs;
+            let rate = self.p.bytes_done as f64 / secs;
+            self.p.eta_s = (rate > 0.0).then(|| (self.p.bytes_total - self.p.bytes_done) as f64 / rate);
+            (self.progress)(&self.p);
+        }
+        Ok(())
+    }
+
+    /// Commits what is queued (unless cancelled); the report and the last progress.
+    fn finish(mut self) -> Result<(Report, Progress), KbError> {
+        if !self.report.cancelled && !flush(self.coll, self.embedder, &self.prompt, &mut self.pending, &mut self.report, self.cancel)? {
+            self.report.cancelled = true;
+        }
+        self.p.chunks = self.report.chunks;
+        if !self.report.cancelled {
+            (self.progress)(&self.p);
+        }
+        Ok((self.report, self.p))
+    }
 }
 
 /// Embeds the pending chunks and commits them with their documents; false when cancelled first.
@@ -352,11 +502,11 @@ mod tests {
         std::fs::write(&big, vec![b'a'; 2 << 20]).unwrap();
         std::fs::write(&bad, b"caf\xe9").unwrap();
         std::fs::write(&ok, "# T\n\ntext").unwrap();
-        assert_eq!(read_text(&bin, 1 << 20).unwrap_err(), "binary");
-        assert_eq!(read_text(&big, 1 << 20).unwrap_err(), "larger than 1 MiB");
-        assert_eq!(read_text(&bad, 1 << 20).unwrap_err(), "not UTF-8 text");
-        assert_eq!(read_text(&dir.join("gone.md"), 1 << 20).unwrap_err(), "vanished during ingest");
-        assert_eq!(read_text(&ok, 1 << 20).unwrap(), "# T\n\ntext");
+        assert_eq!(read_text(&bin, Kind::Text, 1 << 20).unwrap_err(), "binary");
+        assert_eq!(read_text(&big, Kind::Text, 1 << 20).unwrap_err(), "larger than 1 MiB");
+        assert_eq!(read_text(&bad, Kind::Text, 1 << 20).unwrap_err(), "not UTF-8 text");
+        assert_eq!(read_text(&dir.join("gone.md"), Kind::Markdown, 1 << 20).unwrap_err(), "vanished during ingest");
+        assert_eq!(read_text(&ok, Kind::Markdown, 1 << 20).unwrap(), "# T\n\ntext");
         // A folder gives the kinds lathe reads; hidden entries are left alone.
         std::fs::create_dir_all(dir.join(".git")).unwrap();
         std::fs::write(dir.join(".git/x.md"), "hidden").unwrap();

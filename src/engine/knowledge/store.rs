@@ -54,8 +54,11 @@ pub enum KbError {
     Empty(String),
     #[error("Collection {0:?} has no text index yet; `lathe kb sync {0}` builds it.")]
     NoTextIndex(String),
-    #[error("{0} does not exist; give a file, a folder or a glob pattern.")]
+    #[error("{0} does not exist; give a file, a folder, a glob pattern or dataset:NAME.COLUMN.")]
     NoPath(String),
+    /// A `dataset:NAME.COLUMN` source the catalog cannot give (a sentence from it).
+    #[error("{0}")]
+    Dataset(String),
     #[error("Collection {name:?} was made with {model}, which is not at {dir} any more; pass the model's folder with --model.")]
     ModelGone { name: String, model: String, dir: String },
     #[error(transparent)]
