@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod logging;
 pub mod present;
+pub mod server;
 pub mod service;
 pub mod ui;
 pub mod units;

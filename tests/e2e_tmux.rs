@@ -518,7 +518,7 @@ fn a_collection_filled_searched_and_dropped_from_the_knowledge_pane() {
     t.wait_for("tiny-bert-mean");
     // Add a folder (Tab completes the path), then watch the ingest's report.
     t.keys(&["a"]);
-    t.wait_for("Add a file, folder or glob to notes");
+    t.wait_for("Add a file, folder, glob or dataset:NAME.COLUMN to notes");
     t.tmux(&["send-keys", "-t", "e2e", "-l", &format!("{}/do", t.home.display())]);
     t.keys(&["Tab"]);
     t.wait_for("docs");

@@ -547,8 +547,9 @@ fn knowledge_pane_with_collections_results_and_an_ingest() {
         for c in "aphids on tomatoes".chars() {
             a.update(Action::Text(KeyPress { key: TextKey::Char(c), ctrl: false, alt: false, shift: false }));
         }
+        // The first letter was searched as it was typed; Enter searches the whole text (request 2).
         a.update(Action::Search);
-        a.update(Action::Searched { request: 1, result: Ok(SearchResult { hits: hits.clone(), mode: SearchMode::Hybrid, millis: 18.0, truncated: false }) });
+        a.update(Action::Searched { request: 2, result: Ok(SearchResult { hits: hits.clone(), mode: SearchMode::Hybrid, millis: 18.0, truncated: false }) });
         a.update(Action::LeaveSearch);
         a.update(Action::ScrollDown);
         if w == 200 {

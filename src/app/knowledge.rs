@@ -249,6 +249,8 @@ impl KnowledgePane {
         let query = self.query_text();
         self.search_request += 1;
         self.searching = true;
+        // This search has the newest text: nothing waits behind it.
+        self.retype = false;
         self.asked = query.clone();
         let req = SearchRequest { collection, query, mode: self.mode, k: RESULTS, path: None, model: None };
         out.push(Command::SearchCollection { request: self.search_request, req });

@@ -117,6 +117,32 @@ fn a_search_is_typed_run_and_opened() {
     assert_eq!((a.knowledge.selected, a.knowledge.results.is_none()), (1, true));
 }
 
+/// In the add prompt, Tab after `dataset:` completes dataset and column names from the schema
+/// the Data pane last read (a path is completed by the service instead).
+#[test]
+fn a_dataset_column_is_completed_in_the_add_prompt() {
+    let mut a = listed();
+    a.data.schema = vec![
+        ("faq".into(), vec![("question".into(), "VARCHAR".into()), ("answer".into(), "VARCHAR".into())]),
+        ("fruit".into(), vec![("name".into(), "VARCHAR".into())]),
+    ];
+    a.update(Action::AddToCollection);
+    for c in "dataset:fa".chars() {
+        a.update(typed(c));
+    }
+    assert!(a.update(Action::Complete).is_empty());
+    let p = a.prompt.as_ref().unwrap();
+    assert_eq!((p.text(), p.completions.clone()), ("dataset:faq.".to_string(), vec!["dataset:faq.question".to_string(), "dataset:faq.answer".to_string()]));
+    a.update(typed('a'));
+    a.update(Action::Complete);
+    assert_eq!(a.prompt.as_ref().unwrap().text(), "dataset:faq.answer");
+    assert_eq!(a.update(Action::Confirm), vec![Command::IngestCollection { name: "notes".into(), paths: vec!["dataset:faq.answer".into()] }]);
+    // Anything else is a path, completed by the service.
+    a.update(Action::AddToCollection);
+    a.update(typed('/'));
+    assert_eq!(a.update(Action::Complete), vec![Command::CompletePath("/".into())]);
+}
+
 #[test]
 fn paths_are_added_synced_and_collections_dropped_after_asking() {
     let mut a = listed();

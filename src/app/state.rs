@@ -16,6 +16,7 @@ use super::training::TrainingPanes;
 use crate::engine::data::worker::DataEvent;
 use crate::engine::data::DatasetInfo;
 use crate::engine::jobs::{JobInfo, JobKind, JobStatus};
+use crate::engine::knowledge::ingest::DATASET;
 use crate::ui::theme::Theme;
 
 /// The context a pane's update gets: the shell's fields, borrowed apart from the panes.
@@ -249,6 +250,20 @@ impl App {
                     match names.as_slice() {
                         [one] => *p = Prompt::new(PromptKind::AttachKb, one),
                         _ => p.completions = names,
+                    }
+                } else if let Some(p) = self.prompt.as_mut().filter(|p| p.kind == PromptKind::KbAdd && p.text().starts_with(DATASET)) {
+                    // A dataset's column: names from the catalog's schema, as last read.
+                    let typed = p.text();
+                    let names: Vec<String> = self
+                        .data
+                        .schema
+                        .iter()
+                        .flat_map(|(t, cols)| cols.iter().map(move |(c, _)| format!("{DATASET}{t}.{c}")))
+                        .filter(|n| n.starts_with(typed.trim()))
+                        .collect();
+                    match crate::engine::data::import::common_prefix(&names).filter(|c| c.len() > typed.len()) {
+                        Some(longer) => *p = Prompt { completions: names, ..Prompt::new(PromptKind::KbAdd, &longer) },
+                        None => p.completions = names,
                     }
                 } else if let Some(p) = &self.prompt {
                     out.push(Command::CompletePath(p.text()));

@@ -112,6 +112,18 @@ pub enum Cmd {
         #[command(subcommand)]
         what: kb::KbCmd,
     },
+    /// Own the workspace and answer over HTTP until stopped (SIGTERM or Ctrl-C): /health and
+    /// OpenAI's /v1/models and /v1/embeddings so far.
+    Serve {
+        /// Where to listen; loopback unless an API key is given. Port 0 picks a free one (the
+        /// address is printed and recorded in the workspace's serve.json).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The key every request must bring (`Authorization: Bearer KEY`); LATHE_API_KEY when
+        /// not given.
+        #[arg(long)]
+        api_key: Option<String>,
+    },
     /// Measure lathe itself; each figure is printed beside its target.
     Bench {
         #[command(subcommand)]

@@ -143,6 +143,9 @@ pub struct Embeddings {
     /// The texts (by position) longer than `max_tokens`, cut there.
     #[serde(skip)]
     pub truncated: Vec<usize>,
+    /// Tokens the model read, over all texts (special ones included).
+    #[serde(skip)]
+    pub tokens: usize,
 }
 
 fn embed(embedders: &Embedders, model: &Path, prompt: Option<&str>, texts: &[String]) -> Result<Embeddings, ServiceError> {
@@ -152,7 +155,12 @@ fn embed(embedders: &Embedders, model: &Path, prompt: Option<&str>, texts: &[Str
     let e = embedders.get(model)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let done = e.embed(&refs, &prefix)?;
+    let mut tokens = 0;
+    for t in texts {
+        tokens += e.tokens(&format!("{prefix}{t}"))?.len();
+    }
     Ok(Embeddings {
+        tokens,
         model: spec.name.clone(),
         dimension: spec.dim,
         pooling: spec.pooling.name(),
@@ -207,6 +215,21 @@ impl Service {
     /// Searches a collection (blocking: loads its model the first time).
     pub fn kb_search(&self, req: &SearchRequest) -> Result<SearchResult, ServiceError> {
         search(&vectors(self.ws.as_ref())?, &self.embedders, req)
+    }
+
+    /// The folder of the embedding model `name`: a folder path, or a name the library lists as an
+    /// embedding model.
+    pub fn embedding_model(&self, name: &str) -> Result<PathBuf, ServiceError> {
+        if Path::new(name).is_dir() {
+            return Ok(PathBuf::from(name));
+        }
+        let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
+        let cat = self.wait_catalog(std::time::Duration::from_secs(30)).ok();
+        super::models::list(ws, cat.as_ref())
+            .into_iter()
+            .find(|m| m.format == "embedding" && m.name == name)
+            .map(|m| m.path)
+            .ok_or_else(|| ServiceError::NotFound(format!("There is no embedding model named {name:?}; the model list shows the embedding models, or give a folder's path.")))
     }
 
     /// Embeds `texts` with the model in `model` (kept loaded for the next call).

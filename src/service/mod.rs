@@ -10,6 +10,7 @@ mod chat;
 mod event;
 pub mod knowledge;
 pub mod models;
+pub mod owner;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -168,7 +169,7 @@ impl Service {
     /// Writes a query's result to .csv, .parquet or .jsonl in a job.
     pub fn export_result(&mut self, sql: String, path: String) -> Option<JobId> {
         let wait = self.catalog()?;
-        Some(self.jobs.spawn(JobKind::Export, format!("export {}", file_name(&path)), move |ctx| {
+        Some(self.jobs.spawn(JobKind::Export, file_name(&path), move |ctx| {
             let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
             let rows = cat.export(&ExportSource::Query(sql), Path::new(&path)).map_err(|e| JobError::Failed(e.to_string()))?;
             ctx.progress(Some(1.0), format!("Wrote {rows} rows to {path}."));
@@ -235,6 +236,14 @@ impl Service {
             let cat = wait.and_then(|w| w(Duration::ZERO).ok());
             emit(Event::Models { request, result: Ok(models::list(&ws, cat.as_ref())) });
         });
+    }
+
+    /// `list_models` for a headless caller (the server's threads): blocks up to 10 s for the
+    /// catalog (its added paths).
+    pub fn models(&self) -> Vec<crate::engine::infer::library::ModelEntry> {
+        let Some(ws) = &self.ws else { return Vec::new() };
+        let cat = self.wait_catalog(Duration::from_secs(10)).ok();
+        models::list(ws, cat.as_ref())
     }
 
     /// Exports a run (its base with its adapter merged, or its trained weights) or a Hugging Face

@@ -262,7 +262,7 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App) {
         PromptKind::AttachKb => format!("The knowledge collection answers draw on; empty for none ({tab} completes, {enter} attaches)"),
         PromptKind::KbAdd => {
             let name = app.knowledge.add_target.clone().unwrap_or_default();
-            format!("Add a file, folder or glob to {name} ({tab} completes, {enter} adds)")
+            format!("Add a file, folder, glob or dataset:NAME.COLUMN to {name} ({tab} completes, {enter} adds)")
         }
         PromptKind::Model => format!("Open a GGUF file or a library name, or ollama:MODEL[@HOST:PORT] or openai:MODEL@http(s)://HOST:PORT/v1 ({enter} loads)"),
     };

@@ -1,0 +1,253 @@
+//! `lathe serve`: the workspace's owner over HTTP. It opens the workspace as its only writer
+//! (through the service, like the workstation and the CLI), records where it listens
+//! (`service::owner`), and answers until SIGTERM or Ctrl-C, then lets the answers in flight
+//! finish. Loopback by default; any other address only with an API key, checked on every request
+//! in constant time. Routes so far: `/health`, and OpenAI's `/v1/models` and `/v1/embeddings`
+//! (the knowledge engine's models, `float` and `base64`); every error is OpenAI's
+//! `{"error": {"message", "type", "code"}}`. Bodies are read by hand (no axum `json` feature:
+//! see ENGINE-NOTES), up to `BODY_LIMIT`.
+
+mod embeddings;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::engine::workspace::Workspace;
+use crate::service::owner::Owner;
+use crate::service::{Service, ServiceError, Settings};
+
+/// The largest request body read (a batch of embedding inputs fits; 413 beyond).
+pub const BODY_LIMIT: usize = 8 << 20;
+
+pub struct Options {
+    pub listen: SocketAddr,
+    pub api_key: Option<String>,
+}
+
+/// What every route shares.
+struct Shared {
+    service: Mutex<Service>,
+    key: Option<String>,
+}
+
+type AppState = Arc<Shared>;
+
+/// An error as OpenAI's API gives it.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"message": self.message, "type": self.kind, "code": self.code, "param": null}});
+        json_response(self.status, &body)
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        let (status, kind, code) = match e {
+            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_value"),
+            ServiceError::AlreadyExists(_) | ServiceError::Busy(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
+            ServiceError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_failed"),
+        };
+        ApiError { status, kind, code, message }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The request's body as JSON: 413 over the limit (refused from its declared length before
+/// reading, or when it gets there), 400 when it does not parse or is no object.
+async fn read_json(req: Request) -> Result<Value, ApiError> {
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        kind: "invalid_request_error",
+        code: "request_too_large",
+        message: format!("The request body is over {} MiB; send fewer or shorter inputs per request.", BODY_LIMIT >> 20),
+    };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await.map_err(|_| too_large())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("invalid_json", format!("The body is not valid JSON ({e}).")))?;
+    if !v.is_object() {
+        return Err(ApiError::invalid("invalid_json", "The body must be a JSON object."));
+    }
+    Ok(v)
+}
+
+/// Runs blocking service work off the async threads.
+async fn blocking<T: Send + 'static>(state: &AppState, f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let service = state.service.lock().unwrap_or_else(|p| p.into_inner());
+        f(&service)
+    })
+    .await
+    .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", code: "panicked", message: format!("The request failed inside lathe ({e}); see logs/lathe.log.") })?
+}
+
+/// Whether `given` equals the key, in time that depends only on the key's length.
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = given.len() ^ key.len();
+    for (i, k) in key.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ k);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.key {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if !same_key(given.as_bytes(), key.as_bytes()) {
+            let e = ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                kind: "invalid_request_error",
+                code: "invalid_api_key",
+                message: "A missing or wrong API key; send it as `Authorization: Bearer KEY`.".into(),
+            };
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// The library's models a client can use here: GGUF files and embedding folders.
+async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let list = blocking(&state, |s| Ok(s.models())).await?;
+    let data: Vec<Value> = list
+        .iter()
+        .filter(|m| m.problem.is_none() && (m.format == "gguf" || m.format == "embedding"))
+        .map(|m| {
+            let created = std::fs::metadata(&m.path).and_then(|md| md.modified()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+            json!({"id": m.name, "object": "model", "created": created, "owned_by": m.source})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, kind: "invalid_request_error", code: "unknown_route", message: format!("There is no route {} {}.", req.method(), req.uri().path()) }
+}
+
+async fn wrong_method(req: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        kind: "invalid_request_error",
+        code: "method_not_allowed",
+        message: format!("{} does not take {}.", req.uri().path(), req.method()),
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Serves the workspace until SIGTERM or Ctrl-C.
+pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
+    let key = opts.api_key.filter(|k| !k.is_empty());
+    if !opts.listen.ip().is_loopback() && key.is_none() {
+        anyhow::bail!(
+            "{} is reachable from other machines; give an API key (--api-key KEY or LATHE_API_KEY) to listen there, or listen on 127.0.0.1.",
+            opts.listen
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); pick another --listen address.", opts.listen))?;
+        let address = listener.local_addr()?;
+        let _owner = Owner::claim(ws, address, key.is_some())?;
+        let service = Service::start(Some(ws), Settings::default(), |ev| tracing::debug!(?ev, "service event"));
+        // The owner is the catalog's one writer: a workstation or CLI holding it is said now.
+        service.wait_catalog(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let state = Arc::new(Shared { service: Mutex::new(service), key });
+        tracing::info!(%address, "lathe serve listening");
+        // Said on stdout for a person or a script that started it; the record says it too.
+        println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
+        axum::serve(listener, router(state.clone())).with_graceful_shutdown(stopped()).await?;
+        tracing::info!("lathe serve stopping");
+        // Whatever still holds the service (a request past the drain) lets go within a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut state = state;
+        let service = loop {
+            match Arc::try_unwrap(state) {
+                Ok(shared) => break Some(shared.service.into_inner().unwrap_or_else(|p| p.into_inner())),
+                Err(s) if std::time::Instant::now() < deadline => {
+                    state = s;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => break None,
+            }
+        };
+        if let Some(s) = service {
+            s.shutdown();
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stopped() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(same_key(b"secret", b"secret"));
+        assert!(!same_key(b"secreT", b"secret"));
+        assert!(!same_key(b"secret-and-more", b"secret"));
+        assert!(!same_key(b"", b"secret"));
+        assert!(!same_key(b"secre", b"secret"));
+    }
+}

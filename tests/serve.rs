@@ -1,0 +1,258 @@
+//! `lathe serve` end to end: a real server on a free loopback port of a scratch workspace, spoken
+//! to over plain HTTP/1.1 sockets. Health, the model list, embeddings (float and base64, equal to
+//! the engine's own vectors) with an embedding folder in the workspace's models/, the errors in
+//! OpenAI's shape (malformed JSON, wrong types, an unknown model, token-id input, a body over the
+//! limit, an unknown route, a wrong method), the API key on a non-loopback address, a second
+//! server on the same workspace refused, and SIGTERM ending it cleanly (its record removed).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lathe::engine::embed::Embedder;
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed").join(name)
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lathe-serve-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A running `lathe serve`, stopped (SIGKILL) if the test ends early.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    home: PathBuf,
+}
+
+impl Server {
+    fn start(home: &Path, args: &[&str], env_key: Option<&str>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lathe"));
+        cmd.arg("--home").arg(home).arg("serve").args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        match env_key {
+            Some(k) => cmd.env("LATHE_API_KEY", k),
+            None => cmd.env_remove("LATHE_API_KEY"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        // It records where it listens once it does.
+        let record = home.join("serve.json");
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&record) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if v["pid"] == child.id() {
+                        let addr = v["address"].as_str().unwrap().parse().unwrap();
+                        return Server { child, addr, home: home.to_path_buf() };
+                    }
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                panic!("lathe serve ended ({status}): {err}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "lathe serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        request(self.addr, method, path, headers, body)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "lathe serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status and the body as JSON.
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn error_of(v: &Value) -> (&str, &str) {
+    (v["error"]["type"].as_str().unwrap_or("?"), v["error"]["code"].as_str().unwrap_or("?"))
+}
+
+#[test]
+fn health_models_and_embeddings_in_openai_shapes() {
+    let root = scratch("api");
+    let home = root.join("ws");
+    copy_dir(&fixture("tiny-bert-mean"), &home.join("models/tiny-bert-mean"));
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0"], None);
+    assert!(s.addr.ip().is_loopback());
+    assert_eq!(s.get("/health"), (200, json!({"status": "ok"})));
+
+    let (status, models) = s.get("/v1/models");
+    assert_eq!(status, 200, "{models}");
+    assert_eq!(models["object"], "list");
+    let m = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "tiny-bert-mean").unwrap_or_else(|| panic!("{models}"));
+    assert!(m["object"] == "model" && m["created"].is_u64() && m["owned_by"].is_string(), "{m}");
+
+    // Float vectors equal the engine's own.
+    let texts = ["The cat sat on the mat.", "How do I reset my password?"];
+    let (status, r) = s.post("/v1/embeddings", &json!({"model": "tiny-bert-mean", "input": texts}));
+    assert_eq!(status, 200, "{r}");
+    let want = Embedder::load(&fixture("tiny-bert-mean")).unwrap().embed(&texts, "").unwrap().vectors;
+    assert_eq!((r["object"].as_str(), r["model"].as_str()), (Some("list"), Some("tiny-bert-mean")));
+    for (i, w) in want.iter().enumerate() {
+        let d = &r["data"][i];
+        assert_eq!((d["object"].as_str(), d["index"].as_u64()), (Some("embedding"), Some(i as u64)));
+        let got: Vec<f32> = d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        assert!(got.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?} vs {w:?}");
+    }
+    let tokens = r["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(tokens >= 8 && r["usage"]["total_tokens"] == tokens, "{r}");
+
+    // base64: little-endian f32, the same numbers.
+    let (status, r) = s.post("/v1/embeddings", &json!({"model": "tiny-bert-mean", "input": texts[0], "encoding_format": "base64"}));
+    assert_eq!(status, 200, "{r}");
+    let b64 = r["data"][0]["embedding"].as_str().unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let got: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(got, want[0]);
+
+    // Bad input: each an OpenAI-shaped error with a sentence.
+    let bad = |status: u16, v: &Value, kind: &str, code: &str| {
+        assert_eq!((status, error_of(v)), (status, (kind, code)), "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.ends_with('.')), "{v}");
+    };
+    let (st, v) = s.request("POST", "/v1/embeddings", &[], b"{\"model\": ");
+    assert_eq!(st, 400);
+    bad(st, &v, "invalid_request_error", "invalid_json");
+    let (st, v) = s.post("/v1/embeddings", &json!({"model": "tiny-bert-mean", "input": 5}));
+    assert_eq!(st, 400);
+    bad(st, &v, "invalid_request_error", "invalid_input");
+    let (st, v) = s.post("/v1/embeddings", &json!({"model": "tiny-bert-mean", "input": [[1, 2, 3]]}));
+    assert!(st == 400 && v["error"]["message"].as_str().unwrap().contains("token ids"), "{v}");
+    let (st, v) = s.post("/v1/embeddings", &json!({"model": "no-such-model", "input": "x"}));
+    assert_eq!(st, 404);
+    bad(st, &v, "invalid_request_error", "model_not_found");
+    let (st, v) = s.post("/v1/embeddings", &json!({"model": "tiny-bert-mean", "input": "x", "dimensions": 8}));
+    assert!(st == 400 && v["error"]["message"].as_str().unwrap().contains("gives 32 dimensions"), "{v}");
+    let (st, v) = s.post("/v1/embeddings", &json!({"model": "tiny-bert-mean", "input": "x", "encoding_format": "int8"}));
+    assert_eq!(st, 400, "{v}");
+    // Refused from its declared length, before the body is read (or sent).
+    let (st, v) = s.request("POST", "/v1/embeddings", &[("Content-Length", "9437184")], b"");
+    assert_eq!(st, 413);
+    bad(st, &v, "invalid_request_error", "request_too_large");
+    let (st, v) = s.get("/v1/nothing");
+    assert_eq!(st, 404);
+    bad(st, &v, "invalid_request_error", "unknown_route");
+    let (st, v) = s.get("/v1/embeddings");
+    assert_eq!(st, 405);
+    bad(st, &v, "invalid_request_error", "method_not_allowed");
+    // The server still answers after all that.
+    assert_eq!(s.get("/health").0, 200);
+
+    // One owner per workspace.
+    let o = Command::new(env!("CARGO_BIN_EXE_lathe")).arg("--home").arg(&home).args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&format!("Another lathe serve (pid {}) owns", s.child.id())), "{err}");
+
+    // SIGTERM ends it cleanly and removes its record.
+    let home = s.home.clone();
+    assert!(s.stop().success());
+    assert!(!home.join("serve.json").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn beyond_loopback_a_key_is_required() {
+    let root = scratch("key");
+    let home = root.join("ws");
+    let o = Command::new(env!("CARGO_BIN_EXE_lathe")).arg("--home").arg(&home).args(["serve", "--listen", "0.0.0.0:0"]).env_remove("LATHE_API_KEY").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("give an API key (--api-key KEY or LATHE_API_KEY)"), "{err}");
+    assert!(!home.join("serve.json").exists());
+
+    let s = Server::start(&home, &["--listen", "0.0.0.0:0"], Some("s3cret-key"));
+    let at = SocketAddr::from(([127, 0, 0, 1], s.addr.port()));
+    let (st, v) = request(at, "GET", "/health", &[], b"");
+    assert_eq!((st, error_of(&v)), (401, ("invalid_request_error", "invalid_api_key")), "{v}");
+    let (st, _) = request(at, "GET", "/health", &[("Authorization", "Bearer s3cret-kez")], b"");
+    assert_eq!(st, 401);
+    let (st, v) = request(at, "GET", "/health", &[("Authorization", "Bearer s3cret-key")], b"");
+    assert_eq!((st, v), (200, json!({"status": "ok"})));
+    assert!(s.stop().success());
+    std::fs::remove_dir_all(&root).unwrap();
+}
