@@ -256,3 +256,48 @@ fn beyond_loopback_a_key_is_required() {
     assert!(s.stop().success());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// The official `openai` Python client, with strict response validation, reads the model list and
+/// float embeddings and gets a typed error for an unknown model; without it (strict validation
+/// checks base64 answers against the float schema before decoding them, whoever serves them) it
+/// reads its default, base64.
+/// Skipped, saying so, where Python has no `openai` package (LATHE_PEER_PYTHON picks the Python).
+#[test]
+fn the_official_openai_client_reads_models_and_embeddings() {
+    let python = std::env::var("LATHE_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = scratch("openai");
+    let has = Command::new(&python).current_dir(&root).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
+    if !has {
+        eprintln!("skipped: {python} has no `openai` package (pip install openai, or set LATHE_PEER_PYTHON)");
+        return;
+    }
+    let home = root.join("ws");
+    copy_dir(&fixture("tiny-bert-mean"), &home.join("models/tiny-bert-mean"));
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0"], None);
+    let script = r#"
+import json, sys, openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="unused", _strict_response_validation=True, max_retries=0)
+ids = [m.id for m in c.models.list().data]
+assert "tiny-bert-mean" in ids, ids
+f = c.embeddings.create(model="tiny-bert-mean", input="The cat sat on the mat.", encoding_format="float")
+assert f.usage.prompt_tokens > 0 and f.model == "tiny-bert-mean", f
+loose = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0)
+r = loose.embeddings.create(model="tiny-bert-mean", input=["The cat sat on the mat.", "How do I reset my password?"])
+assert [d.index for d in r.data] == [0, 1], r
+try:
+    c.embeddings.create(model="no-such-model", input="x")
+    sys.exit("an unknown model gave no error")
+except openai.NotFoundError as e:
+    assert e.code == "model_not_found", e.body
+print(json.dumps({"base64": [list(map(float, d.embedding)) for d in r.data], "float": list(map(float, f.data[0].embedding))}))
+"#;
+    let o = Command::new(&python).current_dir(&root).arg("-c").arg(script).arg(format!("http://{}/v1", s.addr)).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let texts = ["The cat sat on the mat.", "How do I reset my password?"];
+    let want = Embedder::load(&fixture("tiny-bert-mean")).unwrap().embed(&texts, "").unwrap().vectors;
+    let close = |got: &Value, w: &[f32]| got.as_array().unwrap().iter().zip(w).all(|(a, b)| (a.as_f64().unwrap() as f32 - b).abs() < 1e-6);
+    assert!(close(&v["base64"][0], &want[0]) && close(&v["base64"][1], &want[1]) && close(&v["float"], &want[0]), "{v}");
+    assert!(s.stop().success());
+    std::fs::remove_dir_all(&root).unwrap();
+}
