@@ -1,7 +1,7 @@
 //! Human-readable figures shared by the UI and the CLI.
 
-/// 1536 -> "1.5 KiB".
-/// Standard base64 (with padding): what OSC 52 carries to the terminal's clipboard.
+/// Standard base64 (with padding): what OSC 52 carries to the terminal's clipboard, and embeddings
+/// as OpenAI's `base64` encoding.
 pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -63,6 +63,7 @@ pub fn strftime_date(fmt: &str, secs: i64) -> String {
     out
 }
 
+/// 1536 -> "1.5 KiB".
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;

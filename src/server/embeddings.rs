@@ -7,7 +7,6 @@
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::{blocking, json_response, read_json, ApiError, AppState};
@@ -42,7 +41,7 @@ fn inputs(v: &Value) -> Result<Vec<String>, ApiError> {
 
 fn base64_of(v: &[f32]) -> String {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    crate::units::base64(&bytes)
 }
 
 pub(super) async fn embeddings(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
