@@ -4,14 +4,17 @@
 //! as sentence-transformers reads them: `modules.json` (the modules, and whether the result is
 //! normalised), the pooling module's `config.json` (CLS, mean or max), `sentence_bert_config.json`
 //! or `tokenizer_config.json` (the maximum length) and `config_sentence_transformers.json`
-//! (query/document prompts), in the layouts of sentence-transformers 2 to 6. Texts are batched
-//! with an attention mask, padded to the longest of each batch.
+//! (query/document prompts), in the layouts of sentence-transformers 2 to 6. BERT-family models
+//! run through lathe's own forward pass (bert.rs, texts packed without padding); nomic-bert through
+//! candle's, texts padded to the longest of each batch with an attention mask.
+
+mod bert;
+mod kernels;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::nomic_bert::{Config as NomicConfig, NomicBertModel};
 use serde_json::Value;
 
@@ -178,7 +181,7 @@ impl EmbedSpec {
 
 /// The network that gives token vectors.
 enum Encoder {
-    Bert(BertModel),
+    Bert(bert::Bert),
     Nomic(NomicBertModel),
 }
 
@@ -208,7 +211,7 @@ impl Embedder {
         let damaged = |path: &Path, why: String| EmbedError::Damaged { path: path.display().to_string(), why };
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| damaged(&cfg_path, e.to_string()))?;
-        let nomic = serde_json::from_str::<Value>(&text).ok().is_some_and(|v| v["model_type"] == "nomic_bert");
+        let cfg: Value = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
         let weights = dir.join("model.safetensors");
         if !weights.exists() {
             return Err(EmbedError::NoConfig { path: dir.display().to_string(), file: "model.safetensors".into() });
@@ -216,12 +219,15 @@ impl Embedder {
         let bytes = std::fs::read(&weights).map_err(|e| damaged(&weights, e.to_string()))?;
         let device = Device::Cpu;
         let vb = candle_nn::VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).map_err(|e| damaged(&weights, e.to_string()))?;
-        let (model, pad) = if nomic {
-            let cfg: NomicConfig = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
-            (Encoder::Nomic(NomicBertModel::load(vb, &cfg).map_err(|e| damaged(&weights, e.to_string()))?), 0)
+        // Texts are cut to the shorter of the model's length and its position table.
+        let (model, pad, positions) = if cfg["model_type"] == "nomic_bert" {
+            let nc: NomicConfig = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
+            (Encoder::Nomic(NomicBertModel::load(vb, &nc).map_err(|e| damaged(&weights, e.to_string()))?), 0, usize::MAX)
         } else {
-            let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| damaged(&cfg_path, e.to_string()))?;
-            (Encoder::Bert(BertModel::load(vb, &cfg).map_err(|e| damaged(&weights, e.to_string()))?), cfg.pad_token_id as u32)
+            let shape = bert::Shape::read(&cfg).map_err(|why| EmbedError::Unsupported { path: dir.display().to_string(), why: format!("{why}.") })?;
+            let (pad, positions) = (shape.pad, shape.positions);
+            let model = bert::Bert::load(vb, shape, cfg["model_type"].as_str()).map_err(|e| damaged(&weights, e.to_string()))?;
+            (Encoder::Bert(model), pad, positions)
         };
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.exists() {
@@ -230,7 +236,7 @@ impl Embedder {
         let mut tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| damaged(&tok_path, e.to_string()))?;
         // Truncated to the model's length; padded here, to the longest of each batch.
         tok.with_padding(None);
-        tok.with_truncation(Some(tokenizers::TruncationParams { max_length: spec.max_len, ..Default::default() }))
+        tok.with_truncation(Some(tokenizers::TruncationParams { max_length: spec.max_len.min(positions), ..Default::default() }))
             .map_err(|e| damaged(&tok_path, e.to_string()))?;
         let pad_id = tok.token_to_id("[PAD]").unwrap_or(pad);
         Ok(Embedder { spec, model, tok, pad_id, device })
@@ -261,33 +267,56 @@ impl Embedder {
     }
 
     fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let (b, t) = (ids.len(), ids.iter().map(|i| i.len()).max().unwrap_or(1).max(1));
-        let mut flat = Vec::with_capacity(b * t);
-        let mut mask = Vec::with_capacity(b * t);
-        for row in ids {
-            flat.extend(row.iter().copied().chain(std::iter::repeat_n(self.pad_id, t - row.len())));
-            mask.extend((0..t).map(|j| if j < row.len() { 1u32 } else { 0 }));
+        let (h, lens) = (self.spec.dim, ids.iter().map(|i| i.len()).collect::<Vec<_>>());
+        let packed = match &self.model {
+            Encoder::Bert(m) => m.forward(ids)?,
+            Encoder::Nomic(m) => {
+                let (b, t) = (ids.len(), lens.iter().copied().max().unwrap_or(1).max(1));
+                let mut flat = Vec::with_capacity(b * t);
+                let mut mask = Vec::with_capacity(b * t);
+                for row in ids {
+                    flat.extend(row.iter().copied().chain(std::iter::repeat_n(self.pad_id, t - row.len())));
+                    mask.extend((0..t).map(|j| if j < row.len() { 1u32 } else { 0 }));
+                }
+                let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
+                let mask_t = Tensor::from_vec(mask, (b, t), &self.device)?;
+                let hidden = m.forward(&ids_t, Some(&ids_t.zeros_like()?), Some(&mask_t))?.to_vec3::<f32>()?;
+                hidden.into_iter().zip(&lens).flat_map(|(rows, &n)| rows.into_iter().take(n).flatten()).collect()
+            }
+        };
+        let mut at = 0;
+        let mut out = Vec::with_capacity(ids.len());
+        for &n in &lens {
+            let rows = &packed[at * h..(at + n) * h];
+            at += n;
+            let mut v = pool(rows, h, self.spec.pooling);
+            if self.spec.normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            out.push(v);
         }
-        let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
-        let mask_t = Tensor::from_vec(mask, (b, t), &self.device)?;
-        let hidden = match &self.model {
-            Encoder::Bert(m) => m.forward(&ids_t, &ids_t.zeros_like()?, Some(&mask_t))?,
-            Encoder::Nomic(m) => m.forward(&ids_t, Some(&ids_t.zeros_like()?), Some(&mask_t))?,
-        };
-        let m = mask_t.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let pooled = match self.spec.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => (hidden.broadcast_mul(&m)?.sum(1)? / m.sum(1)?.clamp(1e-9, f64::MAX)?.broadcast_as((b, self.spec.dim))?)?,
-            // Padding set to -1e9 so it never wins, as sentence-transformers does.
-            Pooling::Max => hidden.broadcast_mul(&m)?.broadcast_add(&((m.ones_like()? - &m)? * -1e9)?)?.max(1)?,
-        };
-        let pooled = if self.spec.normalize {
-            let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            pooled.broadcast_div(&norm)?
-        } else {
-            pooled
-        };
-        pooled.to_vec2::<f32>()
+        Ok(out)
+    }
+}
+
+/// One text's vector from its token rows (n × h), as sentence-transformers pools.
+fn pool(rows: &[f32], h: usize, pooling: Pooling) -> Vec<f32> {
+    let n = rows.len() / h;
+    match pooling {
+        Pooling::Cls => rows[..h].to_vec(),
+        Pooling::Mean => {
+            let mut v = vec![0f32; h];
+            rows.chunks(h).for_each(|r| v.iter_mut().zip(r).for_each(|(v, x)| *v += x));
+            let inv = 1.0 / (n as f32).max(1e-9);
+            v.iter_mut().for_each(|x| *x *= inv);
+            v
+        }
+        Pooling::Max => {
+            let mut v = vec![f32::NEG_INFINITY; h];
+            rows.chunks(h).for_each(|r| v.iter_mut().zip(r).for_each(|(v, x)| *v = v.max(*x)));
+            v
+        }
     }
 }
 
