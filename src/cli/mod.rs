@@ -113,7 +113,7 @@ pub enum Cmd {
         what: kb::KbCmd,
     },
     /// Own the workspace and answer over HTTP until stopped (SIGTERM or Ctrl-C): /health and
-    /// OpenAI's /v1/models and /v1/embeddings so far.
+    /// OpenAI's /v1/models, /v1/chat/completions, /v1/completions and /v1/embeddings so far.
     Serve {
         /// Where to listen; loopback unless an API key is given. Port 0 picks a free one (the
         /// address is printed and recorded in the workspace's serve.json).
@@ -123,6 +123,19 @@ pub enum Cmd {
         /// not given.
         #[arg(long)]
         api_key: Option<String>,
+        /// Answers decoded together from one model (llama.cpp sequences in one batch).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        slots: u16,
+        /// Requests that may wait for a slot; one more is answered 503 with Retry-After. Queued
+        /// requests hold their bodies (at most 8 MiB each).
+        #[arg(long, default_value_t = 32)]
+        queue: usize,
+        /// Tokens of context shared equally by the slots (0: the model's own, at most 8192).
+        #[arg(long, default_value_t = 0)]
+        ctx: usize,
+        /// llama.cpp's threads (default: one per physical core).
+        #[arg(long)]
+        threads: Option<i32>,
     },
     /// Measure lathe itself; each figure is printed beside its target.
     Bench {

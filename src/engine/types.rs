@@ -92,6 +92,12 @@ pub struct Sampling {
     pub seed: u32,
     pub max_tokens: usize,
     pub stop: Vec<String>,
+    /// OpenAI's penalties: subtracted from a token's logit per time it appeared (frequency) or
+    /// once if it did (presence), over the last `repeat_last_n` tokens.
+    #[serde(default)]
+    pub frequency_penalty: f32,
+    #[serde(default)]
+    pub presence_penalty: f32,
 }
 
 impl Default for Sampling {
@@ -106,6 +112,8 @@ impl Default for Sampling {
             seed: 0,
             max_tokens: 512,
             stop: Vec::new(),
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
         }
     }
 }

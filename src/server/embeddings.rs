@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{blocking, json_response, read_json, ApiError, AppState};
-use crate::service::ServiceError;
+use super::{blocking, json_response, model_error, read_json, ApiError, AppState};
 
 /// Inputs per request, as OpenAI allows.
 const MAX_INPUTS: usize = 2048;
@@ -59,10 +58,7 @@ pub(super) async fn embeddings(State(state): State<AppState>, req: Request) -> R
     };
     let name = model.clone();
     let done = blocking(&state, move |s| {
-        let dir = s.embedding_model(&name).map_err(|e| match e {
-            ServiceError::NotFound(m) => ApiError { status: StatusCode::NOT_FOUND, kind: "invalid_request_error", code: "model_not_found", message: m },
-            e => e.into(),
-        })?;
+        let dir = s.library_embedding_model(&name).map_err(model_error)?;
         Ok(s.embed(&dir, None, &texts)?)
     })
     .await?;

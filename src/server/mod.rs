@@ -1,13 +1,17 @@
 //! `lathe serve`: the workspace's owner over HTTP. It opens the workspace as its only writer
 //! (through the service, like the workstation and the CLI), records where it listens
-//! (`service::owner`), and answers until SIGTERM or Ctrl-C, then lets the answers in flight
-//! finish. Loopback by default; any other address only with an API key, checked on every request
-//! in constant time. Routes so far: `/health`, and OpenAI's `/v1/models` and `/v1/embeddings`
-//! (the knowledge engine's models, `float` and `base64`); every error is OpenAI's
-//! `{"error": {"message", "type", "code"}}`. Bodies are read by hand (no axum `json` feature:
-//! see ENGINE-NOTES), up to `BODY_LIMIT`.
+//! (`service::owner`), and answers until SIGTERM or Ctrl-C: requests waiting for a slot are then
+//! refused (503) and the answers in flight finish. Loopback by default; any other address only
+//! with an API key, checked on every request in constant time. Routes so far: `/health`,
+//! `/metrics` (Prometheus' text: metrics.rs), and OpenAI's `/v1/models`, `/v1/chat/completions`
+//! and `/v1/completions` (the library's GGUF models through the service's slot engine: chat.rs)
+//! and `/v1/embeddings` (the knowledge engine's models, `float` and `base64`). Every error is
+//! OpenAI's `{"error": {"message", "type", "code"}}`. Bodies are read by hand (no axum `json`
+//! feature: see ENGINE-NOTES), up to `BODY_LIMIT`.
 
+mod chat;
 mod embeddings;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::engine::infer::slots::{self, Slots};
 use crate::engine::workspace::Workspace;
 use crate::service::owner::Owner;
 use crate::service::{Service, ServiceError, Settings};
@@ -31,12 +36,16 @@ pub const BODY_LIMIT: usize = 8 << 20;
 pub struct Options {
     pub listen: SocketAddr,
     pub api_key: Option<String>,
+    pub slots: slots::Config,
 }
 
 /// What every route shares.
 struct Shared {
     service: Mutex<Service>,
     key: Option<String>,
+    /// The GGUF models' answers.
+    slots: Slots,
+    counters: Arc<metrics::Counters>,
 }
 
 type AppState = Arc<Shared>;
@@ -73,6 +82,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_failed"),
         };
         ApiError { status, kind, code, message }
+    }
+}
+
+/// A model lookup's error: an unknown name is OpenAI's 404 `model_not_found`.
+fn model_error(e: ServiceError) -> ApiError {
+    match e {
+        ServiceError::NotFound(message) => ApiError { status: StatusCode::NOT_FOUND, kind: "invalid_request_error", code: "model_not_found", message },
+        e => e.into(),
     }
 }
 
@@ -137,7 +154,11 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
-async fn health() -> Response {
+/// 200 when requests can be answered; 503 while a model loads.
+async fn health(State(state): State<AppState>) -> Response {
+    if state.slots.figures.loading.load(std::sync::atomic::Ordering::Relaxed) {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "loading model"}));
+    }
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
@@ -171,11 +192,15 @@ async fn wrong_method(req: Request) -> ApiError {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
 
@@ -193,14 +218,28 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); pick another --listen address.", opts.listen))?;
         let address = listener.local_addr()?;
         let _owner = Owner::claim(ws, address, key.is_some())?;
-        let service = Service::start(Some(ws), Settings::default(), |ev| tracing::debug!(?ev, "service event"));
+        let settings = Settings { serving: Some(opts.slots), ..Default::default() };
+        let counters = Arc::new(metrics::Counters::default());
+        let seen = counters.clone();
+        let service = Service::start(Some(ws), settings, move |ev| {
+            if let crate::service::Event::Job(j) = &ev {
+                seen.job(j);
+            }
+            tracing::debug!(?ev, "service event");
+        });
         // The owner is the catalog's one writer: a workstation or CLI holding it is said now.
         service.wait_catalog(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let state = Arc::new(Shared { service: Mutex::new(service), key });
+        let slots = service.serving().ok_or_else(|| anyhow::anyhow!("the service started without its answering engine"))?;
+        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters });
         tracing::info!(%address, "lathe serve listening");
         // Said on stdout for a person or a script that started it; the record says it too.
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
-        axum::serve(listener, router(state.clone())).with_graceful_shutdown(stopped()).await?;
+        // On the signal: waiting requests are refused (503), answers in flight end.
+        let drain = async move {
+            stopped().await;
+            slots.drain();
+        };
+        axum::serve(listener, router(state.clone())).with_graceful_shutdown(drain).await?;
         tracing::info!("lathe serve stopping");
         // Whatever still holds the service (a request past the drain) lets go within a moment.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -223,6 +223,12 @@ impl Service {
         if Path::new(name).is_dir() {
             return Ok(PathBuf::from(name));
         }
+        self.library_embedding_model(name)
+    }
+
+    /// The library's embedding model named `name`, by name only (what the server takes: a request
+    /// never names a path).
+    pub fn library_embedding_model(&self, name: &str) -> Result<PathBuf, ServiceError> {
         let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
         let cat = self.wait_catalog(std::time::Duration::from_secs(30)).ok();
         super::models::list(ws, cat.as_ref())

@@ -53,6 +53,8 @@ pub struct Settings {
     pub sample_interval: Option<Duration>,
     /// How chat models are loaded (context, threads, batch).
     pub chat: LoadOptions,
+    /// Answers for API clients, several at once (`lathe serve`): the slot engine's settings.
+    pub serving: Option<crate::engine::infer::slots::Config>,
 }
 
 pub struct Service {
@@ -65,6 +67,7 @@ pub struct Service {
     chat: chat::ChatSides,
     training: train::Training,
     embedders: knowledge::Embedders,
+    serving: Option<crate::engine::infer::slots::Slots>,
     _sysmon: Option<SysMonitor>,
     data: Option<DataWorker>,
 }
@@ -89,7 +92,14 @@ impl Service {
         });
         let mut chat = chat::ChatSides::start(&emit);
         chat.options = opts.chat;
-        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), embedders: Default::default(), _sysmon: sysmon, data }
+        let serving = opts.serving.map(crate::engine::infer::slots::Slots::start);
+        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), embedders: Default::default(), serving, _sysmon: sysmon, data }
+    }
+
+    /// The slot engine that answers API clients (a handle: clones reach the same engine), when
+    /// the service was started with `Settings::serving`.
+    pub fn serving(&self) -> Option<crate::engine::infer::slots::Slots> {
+        self.serving.clone()
     }
 
     /// A connection to the catalog for a headless caller (the CLI), once it is open: blocks up to
@@ -244,6 +254,19 @@ impl Service {
         let Some(ws) = &self.ws else { return Vec::new() };
         let cat = self.wait_catalog(Duration::from_secs(10)).ok();
         models::list(ws, cat.as_ref())
+    }
+
+    /// The GGUF file of the library's model named `name`, to answer with over the API: library
+    /// names only (a request never names a path); a Hugging Face folder is said to need an export.
+    pub fn chat_model(&self, name: &str) -> Result<PathBuf, ServiceError> {
+        let found = self.models().into_iter().find(|m| m.name == name);
+        match found {
+            Some(m) if m.format == "gguf" => m.problem.map_or(Ok(m.path), |p| Err(ServiceError::Invalid(p))),
+            Some(m) if m.format == "embedding" => Err(ServiceError::Invalid(format!("{name} is an embedding model; use it with /v1/embeddings."))),
+            Some(m) if m.format == "remote" => Err(ServiceError::Invalid(format!("{name} is answered by another server; lathe serve does not pass requests on to it yet, so ask that server directly."))),
+            Some(_) => Err(ServiceError::Invalid(format!("{name} is a Hugging Face folder; export it to GGUF first (lathe export {name})."))),
+            None => Err(ServiceError::NotFound(format!("There is no model named {name:?}; GET /v1/models lists them."))),
+        }
     }
 
     /// Exports a run (its base with its adapter merged, or its trained weights) or a Hugging Face

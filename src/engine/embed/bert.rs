@@ -48,7 +48,7 @@ impl Shape {
             act,
             pad: cfg["pad_token_id"].as_u64().unwrap_or(0) as u32,
         };
-        if shape.heads == 0 || shape.hidden % shape.heads != 0 {
+        if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
             return Err(format!("hidden_size {} is not a multiple of num_attention_heads {}", shape.hidden, shape.heads));
         }
         Ok(shape)

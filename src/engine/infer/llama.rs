@@ -273,9 +273,7 @@ impl<'m> Session<'m> {
         let mut sampler = sampler_chain(s, vocab.n_tokens());
         let tail = prompt.len().saturating_sub(s.repeat_last_n.max(0) as usize);
         sampler.accept_many(&prompt[tail..]);
-        let mut text = String::new();
-        let mut emitted = 0usize;
-        let mut pending: Vec<u8> = Vec::new();
+        let mut out = Streamed::default();
         let mut first = None;
         let mut generated = 0usize;
         let t_gen = Instant::now();
@@ -297,37 +295,18 @@ impl<'m> Session<'m> {
             }
             on_token(tok);
             generated += 1;
-            pending.extend(vocab.token_to_piece(tok, false, None));
-            let valid = match std::str::from_utf8(&pending) {
-                Ok(_) => pending.len(),
-                Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                // Bytes that can never become UTF-8: shown as the replacement character.
-                Err(_) => pending.len(),
-            };
-            text.push_str(&String::from_utf8_lossy(&pending[..valid]));
-            pending.drain(..valid);
-            if let Some(at) = s.stop.iter().filter(|x| !x.is_empty()).filter_map(|x| text.find(x.as_str())).min() {
-                text.truncate(at);
-                if emitted < text.len() {
-                    on_text(&text[emitted..]);
-                }
-                emitted = text.len();
+            if out.push(&vocab.token_to_piece(tok, false, None), &s.stop, on_text) {
                 break StopReason::StopString;
-            }
-            let hold = s.stop.iter().map(|x| held_back(&text, x)).max().unwrap_or(0);
-            let safe = text.len() - hold;
-            if safe > emitted {
-                on_text(&text[emitted..safe]);
-                emitted = safe;
             }
             batch.clear();
             batch.add(tok, self.cached.len() as i32, &[0], true).map_err(|e| e.to_string())?;
             self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
             self.cached.push(tok);
         };
-        if stop != StopReason::StopString && emitted < text.len() {
-            on_text(&text[emitted..]);
+        if stop != StopReason::StopString {
+            out.finish(on_text);
         }
+        let text = out.text;
         let stats = Stats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
@@ -364,6 +343,55 @@ pub fn exact_match(g: &Gguf, session: &mut Session, examples: &[Example], max_ne
     Ok((correct, total))
 }
 
+/// Sampled tokens' bytes as text safe to stream: only whole UTF-8 goes out, and nothing that
+/// could be the start of a stop string until it is known not to be one.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// The answer so far (cut before a stop string once one is found).
+    pub text: String,
+    emitted: usize,
+    pending: Vec<u8>,
+}
+
+impl Streamed {
+    /// Adds a token's bytes; `on_text` gets what may be shown now. True when a stop string
+    /// appeared: the text ends before it, and generation should stop.
+    pub fn push(&mut self, bytes: &[u8], stop: &[String], on_text: &mut dyn FnMut(&str)) -> bool {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            // Bytes that can never become UTF-8: shown as the replacement character.
+            Err(_) => self.pending.len(),
+        };
+        self.text.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+        self.pending.drain(..valid);
+        if let Some(at) = stop.iter().filter(|x| !x.is_empty()).filter_map(|x| self.text.find(x.as_str())).min() {
+            self.text.truncate(at);
+            if self.emitted < self.text.len() {
+                on_text(&self.text[self.emitted..]);
+            }
+            self.emitted = self.text.len();
+            return true;
+        }
+        let hold = stop.iter().map(|x| held_back(&self.text, x)).max().unwrap_or(0);
+        let safe = self.text.len() - hold;
+        if safe > self.emitted {
+            on_text(&self.text[self.emitted..safe]);
+            self.emitted = safe;
+        }
+        false
+    }
+
+    /// The end (not at a stop string): what was held back goes out.
+    pub fn finish(&mut self, on_text: &mut dyn FnMut(&str)) {
+        if self.emitted < self.text.len() {
+            on_text(&self.text[self.emitted..]);
+            self.emitted = self.text.len();
+        }
+    }
+}
+
 /// How many bytes at the end of `text` could be the start of `stop` (held back from streaming).
 fn held_back(text: &str, stop: &str) -> usize {
     (1..stop.len().min(text.len() + 1))
@@ -372,10 +400,10 @@ fn held_back(text: &str, stop: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn sampler_chain(s: &Sampling, n_vocab: i32) -> LlamaSampler {
+pub fn sampler_chain(s: &Sampling, n_vocab: i32) -> LlamaSampler {
     let mut chain = Vec::new();
-    if s.repeat_penalty != 1.0 {
-        chain.push(LlamaSampler::penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0));
+    if s.repeat_penalty != 1.0 || s.frequency_penalty != 0.0 || s.presence_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty));
     }
     if s.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());

@@ -3,4 +3,5 @@
 pub mod library;
 pub mod llama;
 pub mod remote;
+pub mod slots;
 pub mod worker;

@@ -4,6 +4,9 @@
 //! OpenAI's shape (malformed JSON, wrong types, an unknown model, token-id input, a body over the
 //! limit, an unknown route, a wrong method), the API key on a non-loopback address, a second
 //! server on the same workspace refused, and SIGTERM ending it cleanly (its record removed).
+//! Chat and completions from a GGUF model are in chat.rs.
+
+mod chat;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
