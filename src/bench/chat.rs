@@ -230,9 +230,19 @@ fn terminal_figures(exe: &Path, file: &Path, threads: i32, gen: usize, runs: usi
     Ok(Some((tui, headless, a, b)))
 }
 
-pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, peer: bool) -> anyhow::Result<()> {
+/// The random TinyLlama-shaped model as a GGUF file of `quant`, made (and kept) on first use.
+pub(crate) fn gguf(dir: &Path, quant: Quant) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let base = base_folder(dir)?;
+    let file = dir.join(format!("tinyllama-random-{}.gguf", quant.name()));
+    if !file.exists() {
+        let base = base_folder(dir)?;
+        eprintln!("exporting {} with lathe export", file.display());
+        export(&base, None, &file, quant, &mut |_| {}).map_err(|e| anyhow!(e))?;
+    }
+    Ok(file)
+}
+
+pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, peer: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let have_peer = peer && Command::new("python3").args(["-c", "import llama_cpp, numpy"]).output().is_ok_and(|o| o.status.success());
     let script = std::env::temp_dir().join(format!("lathe-peer-llama-{}.py", std::process::id()));
@@ -249,11 +259,7 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
     println!("{:<8} {:>9} {:>22} {:>22} {:>20} {:>26}", "", "", "lathe / llama.cpp", "lathe / llama.cpp", "lathe / llama.cpp", "tok/s (overhead)");
     let mut peer_version = None;
     for quant in [Quant::Q8_0, Quant::Q4KM] {
-        let file = dir.join(format!("tinyllama-random-{}.gguf", quant.name()));
-        if !file.exists() {
-            eprintln!("exporting {} with lathe export", file.display());
-            export(&base, None, &file, quant, &mut |_| {}).map_err(|e| anyhow!(e))?;
-        }
+        let file = gguf(dir, quant)?;
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", &runs.to_string()];
         let ours = super::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;

@@ -8,6 +8,7 @@ pub mod data;
 pub mod embed;
 pub mod kb;
 pub mod qlora;
+pub mod serve;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -113,7 +114,7 @@ pub fn run_ui(home: &Path, idle_seconds: u64, starts: usize) -> anyhow::Result<(
     Ok(())
 }
 
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 

@@ -329,6 +329,19 @@ pub enum BenchCmd {
         #[arg(long, hide = true)]
         texts: Option<PathBuf>,
     },
+    /// `lathe serve` under load: 1, 4 and 16 clients streaming chat answers at once from the
+    /// TinyLlama-shaped Q4_K_M file of `bench chat`: aggregate tokens/s, time to first token,
+    /// nothing lost; one stream beside the same generation in-process.
+    Serve {
+        #[arg(long, default_value_t = 2)]
+        threads: i32,
+        /// Tokens per answer.
+        #[arg(long, default_value_t = 128)]
+        gen: usize,
+        /// Concurrent clients, one measurement each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
+        clients: Vec<usize>,
+    },
     /// llama.cpp inference through lathe against llama.cpp itself (llama-cpp-python, when
     /// installed) at TinyLlama-1.1B shapes, Q8_0 and Q4_K_M: prompt and generation tokens/s, time
     /// to the first token, and the Chat pane's cost while streaming.

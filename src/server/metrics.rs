@@ -2,8 +2,8 @@
 //! requests and their durations by route, method and status; the answering engine's requests
 //! running, waiting and refused, prompt and generated tokens and seconds, time to first token and
 //! queue wait (sums and counts); jobs by kind and status; models loaded; resident memory. Every
-//! name starts `lathe_`. Routes are labelled from a fixed list (anything else is "other"), so a
-//! client cannot grow the label set.
+//! name starts `lathe_`. Routes are labelled from the route table (anything else is "other"), so
+//! a client cannot grow the label set.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,9 +18,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::engine::jobs::{JobEvent, JobKind, JobStatus};
-
-/// The routes a label may name.
-pub const ROUTES: &[&str] = &["/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
 /// Upper bounds (seconds) of the request-duration histogram's buckets.
 const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -93,7 +90,7 @@ impl Counters {
 /// (a stream's length is the client's business).
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let route = ROUTES.iter().copied().find(|r| *r == path).unwrap_or("other");
+    let route = state.paths.iter().copied().find(|r| *r == path).unwrap_or("other");
     let method = req.method().as_str().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;

@@ -2,16 +2,17 @@
 //! (through the service, like the workstation and the CLI), records where it listens
 //! (`service::owner`), and answers until SIGTERM or Ctrl-C: requests waiting for a slot are then
 //! refused (503) and the answers in flight finish. Loopback by default; any other address only
-//! with an API key, checked on every request in constant time. Routes so far: `/health`,
-//! `/metrics` (Prometheus' text: metrics.rs), and OpenAI's `/v1/models`, `/v1/chat/completions`
-//! and `/v1/completions` (the library's GGUF models through the service's slot engine: chat.rs)
-//! and `/v1/embeddings` (the knowledge engine's models, `float` and `base64`). Every error is
-//! OpenAI's `{"error": {"message", "type", "code"}}`. Bodies are read by hand (no axum `json`
-//! feature: see ENGINE-NOTES), up to `BODY_LIMIT`.
+//! with an API key, checked on every request in constant time. The routes (`table`): `/health`,
+//! `/metrics` (Prometheus' text: metrics.rs), `/openapi.json` and `/docs` (openapi.rs), OpenAI's
+//! `/v1/models`, `/v1/chat/completions` and `/v1/completions` (the library's GGUF models through
+//! the service's slot engine: chat.rs) and `/v1/embeddings` (the knowledge engine's models,
+//! `float` and `base64`). Every error is OpenAI's `{"error": {"message", "type", "code"}}`.
+//! Bodies are read by hand (no axum `json` feature: see ENGINE-NOTES), up to `BODY_LIMIT`.
 
 mod chat;
 mod embeddings;
 mod metrics;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value};
 
@@ -46,6 +47,9 @@ struct Shared {
     /// The GGUF models' answers.
     slots: Slots,
     counters: Arc<metrics::Counters>,
+    /// The routes' paths (metrics label only these) and the OpenAPI document, from `table`.
+    paths: Vec<&'static str>,
+    doc: Value,
 }
 
 type AppState = Arc<Shared>;
@@ -189,15 +193,30 @@ async fn wrong_method(req: Request) -> ApiError {
     }
 }
 
-fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/completions", post(chat::completions))
-        .route("/v1/embeddings", post(embeddings::embeddings))
-        .fallback(not_found)
+/// A route: its path, method, handler and OpenAPI operation.
+type Route = (&'static str, &'static str, MethodRouter<AppState>, Value);
+
+/// Every route. The router and /openapi.json are both built from this table, so a route cannot
+/// go undocumented.
+fn table() -> Vec<Route> {
+    vec![
+        ("/health", "get", get(health), openapi::health()),
+        ("/metrics", "get", get(metrics::metrics), openapi::metrics()),
+        ("/openapi.json", "get", get(|State(s): State<AppState>| async move { openapi::json_doc(&s.doc) }), openapi::openapi_doc()),
+        ("/docs", "get", get(|| async { openapi::page() }), openapi::docs_doc()),
+        ("/v1/models", "get", get(models), openapi::models()),
+        ("/v1/chat/completions", "post", post(chat::chat_completions), openapi::chat()),
+        ("/v1/completions", "post", post(chat::completions), openapi::completions()),
+        ("/v1/embeddings", "post", post(embeddings::embeddings), openapi::embeddings()),
+    ]
+}
+
+fn router(state: AppState, table: Vec<Route>) -> Router {
+    let mut r = Router::new();
+    for (path, _, handler, _) in table {
+        r = r.route(path, handler);
+    }
+    r.fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -230,7 +249,10 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         // The owner is the catalog's one writer: a workstation or CLI holding it is said now.
         service.wait_catalog(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let slots = service.serving().ok_or_else(|| anyhow::anyhow!("the service started without its answering engine"))?;
-        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters });
+        let routes = table();
+        let paths = routes.iter().map(|r| r.0).collect();
+        let doc = openapi::document(&routes.iter().map(|(p, m, _, op)| (*p, *m, op.clone())).collect::<Vec<_>>());
+        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc });
         tracing::info!(%address, "lathe serve listening");
         // Said on stdout for a person or a script that started it; the record says it too.
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
@@ -239,7 +261,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
             stopped().await;
             slots.drain();
         };
-        axum::serve(listener, router(state.clone())).with_graceful_shutdown(drain).await?;
+        axum::serve(listener, router(state.clone(), routes)).with_graceful_shutdown(drain).await?;
         tracing::info!("lathe serve stopping");
         // Whatever still holds the service (a request past the drain) lets go within a moment.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -322,3 +322,51 @@ print(json.dumps({"base64": [list(map(float, d.embedding)) for d in r.data], "fl
     assert!(s.stop().success());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// The status of one exchange, whatever the body (text, HTML or JSON), and the body.
+fn raw(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap();
+    let text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), text)
+}
+
+/// /openapi.json describes every route the server answers, each reference resolves, and a
+/// request to each route (an empty object as the body) gets a status its operation lists;
+/// /docs is a page that loads nothing from elsewhere.
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let root = scratch("openapi");
+    let home = root.join("ws");
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0"], None);
+    let (status, doc) = s.get("/openapi.json");
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.1.0")), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for want in ["/health", "/metrics", "/openapi.json", "/docs", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+        assert!(paths.contains_key(want), "{want} is not documented");
+    }
+    // Every $ref points at a schema the document has.
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &part[..part.find('"').unwrap()];
+        assert!(doc["components"]["schemas"].get(name).is_some(), "{name} is referenced but not defined");
+    }
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let listed: Vec<u16> = op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
+            assert!(listed.contains(&200) && op["summary"].is_string(), "{method} {path}: {op}");
+            let body = if method == "post" { "{}" } else { "" };
+            let (got, answer) = raw(s.addr, &method.to_uppercase(), path, body);
+            assert!(listed.contains(&got), "{method} {path} answered {got}, which its operation does not list ({listed:?}): {answer}");
+        }
+    }
+    let (status, page) = raw(s.addr, "GET", "/docs", "");
+    assert_eq!(status, 200);
+    assert!(page.contains("fetch('/openapi.json')") && !page.contains("src=\"http") && !page.contains("href=\"http"), "{page}");
+    assert!(s.stop().success());
+    std::fs::remove_dir_all(&root).unwrap();
+}

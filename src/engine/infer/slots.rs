@@ -200,7 +200,9 @@ fn engine(rx: Receiver<Msg>, config: &Config, figures: &Figures) {
             Ok((g, (ctx, per_slot))) => {
                 figures.loaded.store(1, Ordering::Relaxed);
                 figures.per_slot.store(per_slot, Ordering::Relaxed);
-                let mut run = Run { g, ctx, per_slot, config, figures, slots: (0..config.slots.max(1)).map(|_| None).collect() };
+                let slots = config.slots.max(1);
+                let batch = LlamaBatch::new(config.batch.max(slots), 1);
+                let mut run = Run { g, ctx, batch, per_slot, config, figures, slots: (0..slots).map(|_| None).collect() };
                 let go_on = run.serve(&path, &rx, &mut queue, &mut draining);
                 drop(run);
                 figures.loaded.store(0, Ordering::Relaxed);
@@ -278,6 +280,8 @@ impl Slot {
 struct Run<'m, 'c> {
     g: &'m Gguf,
     ctx: LlamaContext<'m>,
+    /// Reused by every step.
+    batch: LlamaBatch<'static>,
     per_slot: usize,
     config: &'c Config,
     figures: &'c Figures,
@@ -395,7 +399,8 @@ impl Run<'_, '_> {
                 self.finish(i, Ok(StopReason::Cancelled));
             }
         }
-        let mut batch = LlamaBatch::new(self.config.batch.max(self.slots.len()), 1);
+        let batch = &mut self.batch;
+        batch.clear();
         // (slot, the batch row whose logits it samples from)
         let mut sample_at = Vec::new();
         // Answering sequences first: one token each keeps every answer moving.
@@ -431,7 +436,7 @@ impl Run<'_, '_> {
         if batch.n_tokens() == 0 {
             return Ok(());
         }
-        self.ctx.decode(&mut batch).map_err(|e| e.to_string())?;
+        self.ctx.decode(batch).map_err(|e| e.to_string())?;
         for (i, row) in sample_at {
             let ended = self.sample(i, row);
             if let Some(reason) = ended {

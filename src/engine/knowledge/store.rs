@@ -655,10 +655,15 @@ impl Collection {
             SearchMode::Vector => self.search_vector(vector, k, filter, false),
             SearchMode::Text => self.search_text(text, k, filter),
             SearchMode::Hybrid => {
+                // The two searches at once, each on its own thread.
                 let n = candidates(k);
-                let v = self.search_vector(vector, n, filter, false)?;
-                let t = self.search_text(text, n, filter)?;
-                Ok(fuse(v, t, k))
+                let (v, t) = std::thread::scope(|s| {
+                    let t = s.spawn(|| self.search_text(text, n, filter));
+                    let v = self.search_vector(vector, n, filter, false);
+                    (v, t.join())
+                });
+                let t = t.map_err(|_| KbError::Read { name: self.name.clone(), why: "the text search panicked".into() })?;
+                Ok(fuse(v?, t?, k))
             }
         }
     }

@@ -1,0 +1,209 @@
+//! `lathe bench serve`: a real `lathe serve` under load, measured as its clients see it. On the
+//! TinyLlama-shaped random Q4_K_M GGUF of `lathe bench chat`, 1, 4 and 16 clients stream chat
+//! answers at once (greedy, the same prompt): aggregate generated tokens/s, time to the first
+//! token (p50, p99) and every stream accounted for (200, its usage, `[DONE]`). One stream is also
+//! set beside the same generation in-process (the engine's `Session`, no HTTP), which gives the
+//! API's cost. Targets: 4 streams at least 2x one stream's aggregate; the API's cost under 3%.
+//! llama-cpp-python's OpenAI server as a peer is not measured yet (the output says so).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+use crate::engine::export::gguf::Quant;
+use crate::engine::infer::llama::{Gguf, Options};
+use crate::engine::types::{Message, Sampling};
+
+/// The prompt: words of the random model's tokenizer (about 80 tokens with the template).
+fn prompt() -> String {
+    "The quick brown fox jumps over the lazy dog. ".repeat(8)
+}
+
+/// What one client saw.
+struct Seen {
+    first: f64,
+    end: f64,
+    tokens: u64,
+}
+
+/// One streamed answer; times from `t0`.
+fn client(addr: SocketAddr, model: &str, gen: usize, t0: Instant) -> anyhow::Result<Seen> {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": prompt()}], "max_tokens": gen, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}).to_string();
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(600)))?;
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if !line.starts_with("HTTP/1.1 200") {
+        bail!("the server answered {}", line.trim());
+    }
+    while line != "\r\n" {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("the connection closed in the head");
+        }
+    }
+    let (mut pending, mut first, mut tokens, mut done) = (String::new(), None, None, false);
+    while !done {
+        // One chunk of the chunked body.
+        let mut size = String::new();
+        r.read_line(&mut size)?;
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let mut chunk = vec![0; n + 2];
+        r.read_exact(&mut chunk)?;
+        pending.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        while let Some(at) = pending.find("\n\n") {
+            let event: String = pending.drain(..at + 2).collect();
+            let Some(data) = event.trim().strip_prefix("data: ") else { continue };
+            if data == "[DONE]" {
+                done = true;
+                break;
+            }
+            let v: Value = serde_json::from_str(data)?;
+            if v["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) {
+                first.get_or_insert(t0.elapsed().as_secs_f64());
+            }
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = Some(n);
+            }
+        }
+    }
+    if !done {
+        bail!("the stream ended without [DONE]");
+    }
+    let end = t0.elapsed().as_secs_f64();
+    Ok(Seen { first: first.unwrap_or(end), end, tokens: tokens.ok_or_else(|| anyhow!("no usage chunk"))? })
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn start(home: &Path, slots: usize, ctx: usize, threads: i32) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?;
+    let args = ["serve", "--listen", "127.0.0.1:0", "--slots", &slots.to_string(), "--ctx", &ctx.to_string(), "--threads", &threads.to_string()];
+    let mut child = Command::new(exe).arg("--home").arg(home).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let record = home.join("serve.json");
+    let t = Instant::now();
+    loop {
+        if let Ok(v) = std::fs::read_to_string(&record).map(|t| serde_json::from_str::<Value>(&t).unwrap_or_default()) {
+            if v["pid"] == child.id() {
+                let addr = v["address"].as_str().unwrap_or_default().parse()?;
+                return Ok(Server { child, addr });
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("lathe serve ended at start ({status})");
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("lathe serve did not start within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The same answer in-process: generation tokens/s of the engine's session.
+fn in_process(file: &Path, threads: i32, gen: usize) -> anyhow::Result<f64> {
+    let g = Gguf::load(file).map_err(|e| anyhow!(e))?;
+    let mut session = g.session(&Options { ctx: 1024, threads, batch: 512 }).map_err(|e| anyhow!(e))?;
+    let prompt = g.tokenize(&g.render(&[Message { role: "user".into(), content: prompt() }], true).map_err(|e| anyhow!(e))?);
+    let s = Sampling { temperature: 0.0, repeat_penalty: 1.0, max_tokens: gen, ..Default::default() };
+    let mut best = 0f64;
+    for _ in 0..2 {
+        let (_, stats) = session.generate(&prompt, &s, &AtomicBool::new(false), &mut |_| {}).map_err(|e| anyhow!(e))?;
+        best = best.max(stats.tokens_per_s());
+    }
+    Ok(best)
+}
+
+pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
+    let dir = super::chat::cache_dir();
+    let file = super::chat::gguf(&dir, Quant::Q4KM)?;
+    let home = dir.join("serve-ws");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(home.join("models"))?;
+    let name = "tinyllama-random.gguf";
+    std::os::unix::fs::symlink(&file, home.join("models").join(name)).context("linking the model into the scratch workspace")?;
+    let most = clients.iter().copied().max().unwrap_or(1);
+    // Each slot holds the prompt and the answer.
+    let per_slot = (gen + 256).next_power_of_two();
+    println!(
+        "lathe serve under load: {} (TinyLlama-1.1B shapes, random weights), {gen} tokens per answer, greedy, {most} slots of {per_slot} tokens",
+        file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    println!(
+        "machine: {}, {} cores; lathe {} (llama.cpp {}, {threads} threads)",
+        super::cpu_model(),
+        super::cores(),
+        env!("CARGO_PKG_VERSION"),
+        crate::engine::info::engine_info().llama_cpp
+    );
+    let server = start(&home, most, most * per_slot, threads)?;
+    // The model loads on the first request.
+    client(server.addr, name, 4, Instant::now()).context("the first request")?;
+    println!("{:>8} {:>16} {:>12} {:>14} {:>14} {:>8}", "clients", "aggregate tok/s", "per stream", "first p50", "first p99", "lost");
+    let mut aggregates = Vec::new();
+    let mut one_stream = 0.0;
+    for &n in clients {
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..n).map(|_| std::thread::spawn({
+            let addr = server.addr;
+            move || client(addr, name, gen, t0)
+        })).collect();
+        let results: Vec<anyhow::Result<Seen>> = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a client panicked")))).collect();
+        let lost = results.iter().filter(|r| r.is_err()).count();
+        let seen: Vec<&Seen> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let end = seen.iter().map(|s| s.end).fold(0.0, f64::max);
+        let tokens: u64 = seen.iter().map(|s| s.tokens).sum();
+        let aggregate = tokens as f64 / end.max(1e-9);
+        let firsts: Vec<f64> = seen.iter().map(|s| s.first).collect();
+        let per_stream: Vec<f64> = seen.iter().map(|s| s.tokens.saturating_sub(1) as f64 / (s.end - s.first).max(1e-9)).collect();
+        if n == 1 {
+            one_stream = per_stream.first().copied().unwrap_or(0.0);
+        }
+        println!(
+            "{n:>8} {aggregate:>16.1} {:>12.1} {:>12.0} ms {:>12.0} ms {lost:>8}",
+            super::median(&per_stream),
+            super::median(&firsts) * 1e3,
+            super::percentile(&firsts, 0.99) * 1e3
+        );
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            println!("         lost: {e}");
+        }
+        aggregates.push((n, aggregate));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&home);
+    let base = aggregates.iter().find(|(n, _)| *n == 1).map(|a| a.1);
+    if let (Some(b), Some((_, four))) = (base, aggregates.iter().find(|(n, _)| *n == 4)) {
+        println!("4 streams against 1: {:.2}x aggregate (target at least 2x)", four / b.max(1e-9));
+    }
+    let inproc = in_process(&file, threads, gen)?;
+    println!(
+        "one stream through the API {one_stream:.1} tok/s, in-process {inproc:.1} tok/s: the API costs {:+.1}% (target under 3%)",
+        (inproc - one_stream) / inproc.max(1e-9) * 100.0
+    );
+    println!("(peer not measured yet: llama-cpp-python's OpenAI server under the same load is the next step)");
+    Ok(())
+}
