@@ -326,7 +326,8 @@ async fn answer(state: AppState, req: Request, kind: Kind) -> Result<Response, A
     Err(gen_error(GenError::Decode("the engine stopped mid-answer".into())))
 }
 
-/// The answer as server-sent events: chunks, the final one with its finish reason, the usage
+/// The answer as server-sent events: the first chunk (the role, for chat) when the first token is
+/// sampled, then one per piece of text, the final one with its finish reason, the usage
 /// chunk if asked, then `[DONE]`. An error mid-answer is sent as an `error` object, then the end.
 fn stream(rx: UnboundedReceiver<Event>, head: Head, include_usage: bool) -> Response {
     struct St {
@@ -337,11 +338,7 @@ fn stream(rx: UnboundedReceiver<Event>, head: Head, include_usage: bool) -> Resp
         first: bool,
         done: bool,
     }
-    let mut st = St { rx, head, include_usage, out: VecDeque::new(), first: true, done: false };
-    if st.head.kind == Kind::Chat {
-        st.out.push_back(st.head.chunk(Some(""), true, None, include_usage));
-        st.first = false;
-    }
+    let st = St { rx, head, include_usage, out: VecDeque::new(), first: true, done: false };
     let events = futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(data) = st.out.pop_front() {
@@ -351,11 +348,13 @@ fn stream(rx: UnboundedReceiver<Event>, head: Head, include_usage: bool) -> Resp
                 return None;
             }
             match st.rx.recv().await {
-                Some(Event::Text(t)) => {
+                // The first chunk (with the role) goes out when the first token is sampled.
+                Some(Event::Text(t)) if st.first || !t.is_empty() => {
                     let c = st.head.chunk(Some(&t), st.first, None, st.include_usage);
                     st.first = false;
                     st.out.push_back(c);
                 }
+                Some(Event::Text(_)) => {}
                 Some(Event::Done(stats)) => {
                     st.out.push_back(st.head.chunk(None, false, Some(stats.stop), st.include_usage));
                     if st.include_usage {

@@ -234,6 +234,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        let signals = Signals::register().map_err(|e| anyhow::anyhow!("cannot watch for SIGTERM ({e})."))?;
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); pick another --listen address.", opts.listen))?;
         let address = listener.local_addr()?;
         let _owner = Owner::claim(ws, address, key.is_some())?;
@@ -258,7 +259,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
         // On the signal: waiting requests are refused (503), answers in flight end.
         let drain = async move {
-            stopped().await;
+            signals.stopped().await;
             slots.drain();
         };
         axum::serve(listener, router(state.clone(), routes)).with_graceful_shutdown(drain).await?;
@@ -283,19 +284,25 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
     })
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn stopped() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGTERM and SIGINT (Ctrl-C), registered before the server says where it listens: a signal
+/// that comes at any moment after that drains it rather than killing it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Resolves on the first of them.
+    async fn stopped(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

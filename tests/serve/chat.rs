@@ -201,7 +201,8 @@ fn chat_and_completions_answer_in_openai_shapes() {
     assert!(figure(&m, "lathe_time_to_first_token_seconds_count") >= 8.0 && figure(&m, "lathe_resident_memory_bytes") > 1e6, "{m}");
     assert_eq!((figure(&m, "lathe_models_loaded"), figure(&m, "lathe_inference_requests_rejected_total")), (1.0, 0.0), "{m}");
     assert!(m.contains("lathe_http_request_duration_seconds_bucket{route=\"/v1/completions\",method=\"POST\",le=\"+Inf\"}"), "{m}");
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -262,7 +263,8 @@ fn slots_answer_together_then_queue_then_refuse_and_a_leaving_client_frees_its_s
     assert_eq!(figure(&m, "lathe_inference_requests_rejected_total"), 1.0, "{m}");
     let list: Vec<String> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("B's answer is not its list ({e}): {text}"));
     assert_eq!(list.len(), 40);
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -340,6 +342,7 @@ print("ok")
 "#;
     let o = Command::new(&python).current_dir(&root).arg("-c").arg(script).arg(format!("http://{}/v1", s.addr)).output().unwrap();
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }

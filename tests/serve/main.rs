@@ -252,7 +252,8 @@ fn health_models_and_embeddings_in_openai_shapes() {
 
     // SIGTERM ends it cleanly and removes its record.
     let home = s.home.clone();
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     assert!(!home.join("serve.json").exists());
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -274,7 +275,8 @@ fn beyond_loopback_a_key_is_required() {
     assert_eq!(st, 401);
     let (st, v) = request(at, "GET", "/health", &[("Authorization", "Bearer s3cret-key")], b"");
     assert_eq!((st, v), (200, json!({"status": "ok"})));
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -319,7 +321,8 @@ print(json.dumps({"base64": [list(map(float, d.embedding)) for d in r.data], "fl
     let want = Embedder::load(&fixture("tiny-bert-mean")).unwrap().embed(&texts, "").unwrap().vectors;
     let close = |got: &Value, w: &[f32]| got.as_array().unwrap().iter().zip(w).all(|(a, b)| (a.as_f64().unwrap() as f32 - b).abs() < 1e-6);
     assert!(close(&v["base64"][0], &want[0]) && close(&v["base64"][1], &want[1]) && close(&v["float"], &want[0]), "{v}");
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -367,6 +370,7 @@ fn the_openapi_document_describes_every_route() {
     let (status, page) = raw(s.addr, "GET", "/docs", "");
     assert_eq!(status, 200);
     assert!(page.contains("fetch('/openapi.json')") && !page.contains("src=\"http") && !page.contains("href=\"http"), "{page}");
-    assert!(s.stop().success());
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }

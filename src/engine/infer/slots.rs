@@ -42,7 +42,8 @@ pub struct Request {
     pub events: tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
-/// What a request hears, in order: `Started`, `Text`s, then `Done` or `Failed`.
+/// What a request hears, in order: `Started`, `Text`s (the first, maybe empty, when the first
+/// token is sampled), then `Done` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A slot took it: how long it waited, and its prompt's length in tokens.
@@ -451,8 +452,13 @@ impl Run<'_, '_> {
         let vocab = self.g.model.vocab();
         let s = self.slots[i].as_mut()?;
         let tok = s.sampler.sample(&self.ctx, row);
-        s.first_token_secs.get_or_insert_with(|| s.started.elapsed().as_secs_f64());
-        s.gen_started.get_or_insert_with(Instant::now);
+        if s.first_token_secs.is_none() {
+            s.first_token_secs = Some(s.started.elapsed().as_secs_f64());
+            s.gen_started = Some(Instant::now());
+            // The first token is said at once, even when it has no text (an end of turn, or a
+            // piece that is not whole UTF-8 yet): the client's time to first token is real.
+            let _ = s.req.events.send(Event::Text(String::new()));
+        }
         s.next = None;
         if vocab.is_eog(tok) {
             return Some(StopReason::EndOfTurn);
