@@ -231,7 +231,7 @@ impl Service {
     pub fn library_embedding_model(&self, name: &str) -> Result<PathBuf, ServiceError> {
         let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
         let cat = self.wait_catalog(std::time::Duration::from_secs(30)).ok();
-        super::models::list(ws, cat.as_ref())
+        super::models::local(ws, cat.as_ref())
             .into_iter()
             .find(|m| m.format == "embedding" && m.name == name)
             .map(|m| m.path)

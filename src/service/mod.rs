@@ -259,11 +259,13 @@ impl Service {
     /// The GGUF file of the library's model named `name`, to answer with over the API: library
     /// names only (a request never names a path); a Hugging Face folder is said to need an export.
     pub fn chat_model(&self, name: &str) -> Result<PathBuf, ServiceError> {
-        let found = self.models().into_iter().find(|m| m.name == name);
+        // The disks only: a request does not wait on an Ollama server being asked for its list.
+        let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
+        let cat = self.wait_catalog(Duration::from_secs(10)).ok();
+        let found = models::local(ws, cat.as_ref()).into_iter().find(|m| m.name == name);
         match found {
             Some(m) if m.format == "gguf" => m.problem.map_or(Ok(m.path), |p| Err(ServiceError::Invalid(p))),
             Some(m) if m.format == "embedding" => Err(ServiceError::Invalid(format!("{name} is an embedding model; use it with /v1/embeddings."))),
-            Some(m) if m.format == "remote" => Err(ServiceError::Invalid(format!("{name} is answered by another server; lathe serve does not pass requests on to it yet, so ask that server directly."))),
             Some(_) => Err(ServiceError::Invalid(format!("{name} is a Hugging Face folder; export it to GGUF first (lathe export {name})."))),
             None => Err(ServiceError::NotFound(format!("There is no model named {name:?}; GET /v1/models lists them."))),
         }

@@ -15,10 +15,15 @@ use crate::engine::workspace::Workspace;
 /// Every model the library finds. `cat` gives the added paths (None while the catalog opens:
 /// they are left out until the next listing).
 pub fn list(ws: &Workspace, cat: Option<&Catalog>) -> Vec<ModelEntry> {
-    let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
-    let mut list = library::scan(&Roots::standard(&ws.models_dir(), added));
+    let mut list = local(ws, cat);
     list.extend(library::ollama_server());
     list
+}
+
+/// The models on this machine's disks (no server asked).
+pub fn local(ws: &Workspace, cat: Option<&Catalog>) -> Vec<ModelEntry> {
+    let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
+    library::scan(&Roots::standard(&ws.models_dir(), added))
 }
 
 /// A server spec or a file as it is; any other name looked up in the library (a file in models/,

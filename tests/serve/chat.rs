@@ -2,7 +2,8 @@
 //! the tiny Llama fixture: OpenAI's shapes whole and streamed (the stream's text equals the whole
 //! answer's, greedily), stop strings, a JSON schema's answer that parses, errors with their
 //! statuses; two answers decoded at once, a third waiting, a fourth refused with 503 and
-//! Retry-After, and a client that leaves giving its slot back; and the official `openai` client.
+//! Retry-After, and a client that leaves giving its slot back; SIGTERM while streaming; and the
+//! official `openai` client.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -265,6 +266,33 @@ fn slots_answer_together_then_queue_then_refuse_and_a_leaving_client_frees_its_s
     assert_eq!(list.len(), 40);
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// SIGTERM while an answer streams and another waits: the waiting one is refused (503,
+/// server_stopping), the streaming one ends whole with [DONE], and the server exits cleanly.
+#[test]
+fn sigterm_lets_the_answer_in_flight_end_and_refuses_the_waiting_one() {
+    let (root, home) = workspace("term");
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--slots", "1", "--queue", "2", "--ctx", "2048", "--threads", "1"], None);
+    let mut a = Stream::open(s.addr, "/v1/chat/completions", &long_answer(40, true));
+    let a_start = first_text(&mut a);
+    let addr = s.addr;
+    let waiting = std::thread::spawn(move || raw_post(addr, "/v1/chat/completions", &chat("Hi.", json!({"max_tokens": 4}))));
+    let t = Instant::now();
+    while figure(&metrics(s.addr), "lathe_inference_requests_waiting") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the second request never waited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.term();
+    let (status, _, v) = waiting.join().unwrap();
+    assert_eq!((status, error_of(&v)), (503, ("server_error", "server_stopping")), "{v}");
+    let text: String = std::iter::once(a_start.as_str()).chain(a.rest().iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str())).collect();
+    let list: Vec<String> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("the answer in flight was cut ({e}): {text}"));
+    assert_eq!(list.len(), 40);
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
+    assert!(!home.join("serve.json").exists());
     std::fs::remove_dir_all(&root).unwrap();
 }
 

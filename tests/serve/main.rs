@@ -89,12 +89,17 @@ impl Server {
         self.request("GET", path, &[], b"")
     }
 
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and returns at once.
+    fn term(&self) {
         // SAFETY: sending a signal to our own child.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.term();
         let start = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
