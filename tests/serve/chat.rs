@@ -191,6 +191,10 @@ fn chat_and_completions_answer_in_openai_shapes() {
     assert_eq!((status, error_of(&e).1), (400, "invalid_value"), "{e}");
     let (status, e) = s.post("/v1/chat/completions", &chat("x", json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})));
     assert_eq!((status, error_of(&e).1), (400, "invalid_response_format"), "{e}");
+    // A schema llama.cpp's grammar engine refuses (a repetition over 2,000).
+    let huge = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 3000}}});
+    let (status, e) = s.post("/v1/chat/completions", &chat("x", json!({"response_format": huge})));
+    assert_eq!((status, error_of(&e).1), (400, "invalid_schema"), "{e}");
     // Still answering after all that.
     assert_eq!(s.post("/v1/chat/completions", &greedy).0, 200);
 
