@@ -112,8 +112,9 @@ pub enum Cmd {
         #[command(subcommand)]
         what: kb::KbCmd,
     },
-    /// Own the workspace and answer over HTTP until stopped (SIGTERM or Ctrl-C): /health and
-    /// OpenAI's /v1/models, /v1/chat/completions, /v1/completions and /v1/embeddings so far.
+    /// Own the workspace and answer over HTTP until stopped (SIGTERM or Ctrl-C): /health,
+    /// /metrics, /openapi.json, /docs and OpenAI's /v1/models, /v1/chat/completions,
+    /// /v1/completions and /v1/embeddings so far.
     Serve {
         /// Where to listen; loopback unless an API key is given. Port 0 picks a free one (the
         /// address is printed and recorded in the workspace's serve.json).
