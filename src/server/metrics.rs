@@ -141,6 +141,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ("lathe_inference_requests_running", "Answers being decoded now.", f.running.load(Ordering::Relaxed) as f64),
         ("lathe_inference_requests_waiting", "Requests waiting for a slot.", f.waiting.load(Ordering::Relaxed) as f64),
         ("lathe_inference_slots", "Answers that can be decoded together.", state.slots.config.slots as f64),
+        ("lathe_slot_context_tokens", "Tokens each answer may use, prompt included (0 until a model loads).", f.per_slot.load(Ordering::Relaxed) as f64),
         ("lathe_models_loaded", "Generation models loaded (0 or 1).", f.loaded.load(Ordering::Relaxed) as f64),
         ("lathe_model_loading", "1 while a model loads.", f64::from(u8::from(f.loading.load(Ordering::Relaxed)))),
         ("lathe_resident_memory_bytes", "Resident memory of the server process.", resident_bytes() as f64),

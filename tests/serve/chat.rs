@@ -205,6 +205,7 @@ fn chat_and_completions_answer_in_openai_shapes() {
     assert!(figure(&m, "lathe_generated_tokens_total") >= 10.0 && figure(&m, "lathe_prompt_tokens_total") > 0.0, "{m}");
     assert!(figure(&m, "lathe_time_to_first_token_seconds_count") >= 8.0 && figure(&m, "lathe_resident_memory_bytes") > 1e6, "{m}");
     assert_eq!((figure(&m, "lathe_models_loaded"), figure(&m, "lathe_inference_requests_rejected_total")), (1.0, 0.0), "{m}");
+    assert!(figure(&m, "lathe_slot_context_tokens") >= 64.0, "{m}");
     assert!(m.contains("lathe_http_request_duration_seconds_bucket{route=\"/v1/completions\",method=\"POST\",le=\"+Inf\"}"), "{m}");
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
