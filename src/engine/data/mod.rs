@@ -9,6 +9,7 @@ pub mod demo;
 pub mod import;
 pub mod paging;
 pub mod query;
+pub mod readonly;
 pub mod runs;
 pub mod views;
 pub mod worker;
