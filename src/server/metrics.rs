@@ -90,12 +90,24 @@ impl Counters {
 /// (a stream's length is the client's business).
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let route = state.paths.iter().copied().find(|r| *r == path).unwrap_or("other");
+    let route = state.paths.iter().copied().find(|r| matches_route(r, path)).unwrap_or("other");
     let method = req.method().as_str().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
     state.counters.record(route, &method, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
+}
+
+/// Whether `path` is an instance of the route `pattern` (a `{name}` segment takes any one segment).
+fn matches_route(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a.starts_with('{') && a.ends_with('}') && !b.is_empty()) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Escapes a label value.
@@ -184,4 +196,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         let _ = writeln!(out, "lathe_jobs_finished_total{{kind=\"{kind}\",status=\"{status}\"}} {n}");
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_route;
+
+    #[test]
+    fn routes_with_parameters_match_their_instances_only() {
+        assert!(matches_route("/api/runs/{id}", "/api/runs/r-1"));
+        assert!(matches_route("/api/runs/{id}/metrics", "/api/runs/r-1/metrics"));
+        assert!(!matches_route("/api/runs/{id}", "/api/runs/r-1/metrics"));
+        assert!(!matches_route("/api/runs/{id}", "/api/runs/"));
+        assert!(matches_route("/v1/models", "/v1/models"));
+        assert!(!matches_route("/v1/models", "/v1/models/x"));
+    }
 }

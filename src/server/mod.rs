@@ -6,13 +6,16 @@
 //! `/metrics` (Prometheus' text: metrics.rs), `/openapi.json` and `/docs` (openapi.rs), OpenAI's
 //! `/v1/models`, `/v1/chat/completions` and `/v1/completions` (the library's GGUF models through
 //! the service's slot engine: chat.rs) and `/v1/embeddings` (the knowledge engine's models,
-//! `float` and `base64`). Every error is OpenAI's `{"error": {"message", "type", "code"}}`.
+//! `float` and `base64`), and lathe's own API under `/api/` (datasets, read-only SQL, runs,
+//! conversations, knowledge, jobs and the service's events: workspace.rs). Every error is
+//! OpenAI's `{"error": {"message", "type", "code"}}`.
 //! Bodies are read by hand (no axum `json` feature: see ENGINE-NOTES), up to `BODY_LIMIT`.
 
 mod chat;
 mod embeddings;
 mod metrics;
 mod openapi;
+mod workspace;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,7 +29,10 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value};
 
+use tokio::sync::{broadcast, watch};
+
 use crate::engine::infer::slots::{self, Slots};
+use crate::engine::jobs::JobInfo;
 use crate::engine::workspace::Workspace;
 use crate::service::owner::Owner;
 use crate::service::{Service, ServiceError, Settings};
@@ -50,6 +56,12 @@ struct Shared {
     /// The routes' paths (metrics label only these) and the OpenAPI document, from `table`.
     paths: Vec<&'static str>,
     doc: Value,
+    /// Every job this server has run, as `JobInfo::apply` folds their events.
+    jobs: Arc<Mutex<Vec<JobInfo>>>,
+    /// The service's events, for `/api/events` (a slow reader misses some and is told).
+    events: broadcast::Sender<crate::service::Event>,
+    /// Turns true when the server stops: endless streams end then.
+    stopping: watch::Receiver<bool>,
 }
 
 type AppState = Arc<Shared>;
@@ -208,6 +220,20 @@ fn table() -> Vec<Route> {
         ("/v1/chat/completions", "post", post(chat::chat_completions), openapi::chat()),
         ("/v1/completions", "post", post(chat::completions), openapi::completions()),
         ("/v1/embeddings", "post", post(embeddings::embeddings), openapi::embeddings()),
+        ("/api/datasets", "get", get(workspace::datasets), openapi::datasets()),
+        ("/api/sql", "post", post(workspace::sql), openapi::sql()),
+        ("/api/runs", "get", get(workspace::runs), openapi::runs()),
+        ("/api/runs/{id}", "get", get(workspace::run), openapi::run()),
+        ("/api/runs/{id}/metrics", "get", get(workspace::metrics), openapi::run_metrics()),
+        ("/api/conversations", "get", get(workspace::conversations), openapi::conversations()),
+        ("/api/conversations/{id}", "get", get(workspace::conversation), openapi::conversation()),
+        ("/api/conversations/{id}/markdown", "get", get(workspace::conversation_markdown), openapi::conversation_markdown()),
+        ("/api/collections", "get", get(workspace::collections), openapi::collections()),
+        ("/api/collections/{name}/search", "post", post(workspace::search), openapi::search()),
+        ("/api/jobs", "get", get(workspace::jobs), openapi::jobs()),
+        ("/api/jobs/{id}/cancel", "post", post(workspace::cancel_job), openapi::cancel_job()),
+        ("/api/jobs/{id}/events", "get", get(workspace::job_events), openapi::job_events()),
+        ("/api/events", "get", get(workspace::all_events), openapi::events()),
     ]
 }
 
@@ -240,12 +266,18 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let _owner = Owner::claim(ws, address, key.is_some())?;
         let settings = Settings { serving: Some(opts.slots), ..Default::default() };
         let counters = Arc::new(metrics::Counters::default());
-        let seen = counters.clone();
+        let jobs: Arc<Mutex<Vec<JobInfo>>> = Arc::default();
+        let (events, _) = broadcast::channel(1024);
+        let (stop, stopping) = watch::channel(false);
+        let (seen, folded, sent) = (counters.clone(), jobs.clone(), events.clone());
         let service = Service::start(Some(ws), settings, move |ev| {
             if let crate::service::Event::Job(j) = &ev {
                 seen.job(j);
+                JobInfo::apply(&mut folded.lock().unwrap_or_else(|p| p.into_inner()), j);
             }
             tracing::debug!(?ev, "service event");
+            // No subscriber is no error.
+            let _ = sent.send(ev);
         });
         // The owner is the catalog's one writer: a workstation or CLI holding it is said now.
         service.wait_catalog(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -253,7 +285,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let routes = table();
         let paths = routes.iter().map(|r| r.0).collect();
         let doc = openapi::document(&routes.iter().map(|(p, m, _, op)| (*p, *m, op.clone())).collect::<Vec<_>>());
-        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc });
+        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc, jobs, events, stopping });
         tracing::info!(%address, "lathe serve listening");
         // Said on stdout for a person or a script that started it; the record says it too.
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
@@ -261,6 +293,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let drain = async move {
             signals.stopped().await;
             slots.drain();
+            let _ = stop.send(true);
         };
         axum::serve(listener, router(state.clone(), routes)).with_graceful_shutdown(drain).await?;
         tracing::info!("lathe serve stopping");

@@ -20,8 +20,9 @@ fn errors(codes: &[u16]) -> Map<String, Value> {
     let said = |c: u16| match c {
         400 => "The request is malformed or asks for something the model cannot do (the message says which field).",
         401 => "The API key is missing or wrong (the server was started with one).",
-        404 => "No such model, or no such route.",
+        404 => "No such model, run, conversation, collection or job, or no such route.",
         405 => "The route does not take this method.",
+        409 => "Another process or job holds what the request needs (the message says which).",
         413 => "The body is over 8 MiB.",
         500 => "The engine failed while answering.",
         503 => "Every slot is busy and the queue is full (Retry-After: 1), the model cannot be loaded, or the server is stopping.",
@@ -85,12 +86,104 @@ pub fn embeddings() -> Value {
     op("Embed texts", "Sentence embeddings from the library's embedding models (the ones the knowledge engine uses).", Some("EmbeddingRequest"), ok_json("EmbeddingList", "One vector per input, in order."), &[400, 401, 404, 413, 500])
 }
 
+fn ok_list(item: &str, description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"type": "object", "required": ["object", "data"], "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": schema(item)}}}}}})
+}
+
+fn ok_events(description: &str) -> Value {
+    json!({"description": description, "content": {"text/event-stream": {"schema": {"type": "string", "description": "`data: ` lines, each one service event as JSON (externally tagged: {\"Job\": {\"Progress\": {...}}}); `event: lagged` with {\"missed\": N} when a slow reader missed some."}}}})
+}
+
+pub fn datasets() -> Value {
+    op("The workspace's datasets", "Each dataset of the catalog with its rows, columns, source and import time.", None, ok_list("Dataset", "The datasets."), &[401, 409, 500])
+}
+
+pub fn sql() -> Value {
+    op(
+        "Read the workspace with SQL",
+        "One SELECT over the workspace's own tables and views (datasets, lathe.runs, lathe.metrics, lathe.chats, ...): no writes, no files, no settings, no other database; at most `limit` rows, stopped after `timeout_s`.",
+        Some("SqlRequest"),
+        ok_json("SqlResult", "The columns and rows."),
+        &[400, 401, 409, 413, 500],
+    )
+}
+
+pub fn runs() -> Value {
+    op("Training runs", "Every run, newest first, with its status, losses and speed.", None, ok_list("Run", "The runs."), &[401, 409, 500])
+}
+
+pub fn run() -> Value {
+    op("One training run", "The run's row of lathe.runs.", None, ok_json("Run", "The run."), &[401, 404, 409, 500])
+}
+
+pub fn run_metrics() -> Value {
+    op("A run's metrics", "Per-step train metrics and per-evaluation eval metrics, in step order.", None, ok_list("Metric", "The metrics."), &[401, 404, 409, 500])
+}
+
+pub fn conversations() -> Value {
+    op("Saved conversations", "Each with its title, model, turn count and last change.", None, ok_list("ConversationSummary", "The conversations."), &[401, 409, 500])
+}
+
+pub fn conversation() -> Value {
+    op("One conversation", "Its turns (with their figures and sources), system prompt and sampling.", None, ok_json("Conversation", "The conversation."), &[401, 404, 409, 500])
+}
+
+pub fn conversation_markdown() -> Value {
+    let md = json!({"description": "The conversation as Markdown (what `lathe chats export` writes).", "content": {"text/markdown": {"schema": {"type": "string"}}}});
+    op("One conversation as Markdown", "Headed by its title and model; each turn under its role.", None, md, &[401, 404, 409, 500])
+}
+
+pub fn collections() -> Value {
+    op("Knowledge collections", "Each Lance collection with its model, documents, chunks, size and indexes.", None, ok_list("Collection", "The collections."), &[401, 500])
+}
+
+pub fn search() -> Value {
+    op("Search a collection", "Vector, full-text or hybrid (reciprocal rank fusion) search with the collection's own model.", Some("SearchRequest"), ok_json("SearchResult", "The hits, best first."), &[400, 401, 404, 413, 500])
+}
+
+pub fn jobs() -> Value {
+    op("Jobs", "Every job this server has run (training, export, import, ingest): status, progress and its last message.", None, ok_list("Job", "The jobs."), &[401])
+}
+
+pub fn cancel_job() -> Value {
+    let mut v = op("Cancel a job", "Asks the job to stop; it ends at its next check (training checkpoints first).", None, json!({"description": "Unused."}), &[400, 401, 404]);
+    let map = v["responses"].as_object_mut().expect("responses");
+    map.remove("200");
+    map.insert("202".into(), json!({"description": "Cancelling.", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "cancelling"], "properties": {"id": {"type": "integer"}, "cancelling": {"type": "boolean"}}}}}}));
+    v
+}
+
+pub fn job_events() -> Value {
+    op("A job's progress", "The job's events as server-sent events, ending with its Finished event (at once when it has ended).", None, ok_events("The job's events."), &[401, 404])
+}
+
+pub fn events() -> Value {
+    op("Everything the workspace reports", "The service's events as server-sent events (jobs, training steps, ingest progress, exports) until the server stops.", None, ok_events("The events."), &[401])
+}
+
 pub fn openapi_doc() -> Value {
     op("This document", "OpenAPI 3.1, generated from the server's route table.", None, json!({"description": "The document.", "content": {"application/json": {"schema": {"type": "object"}}}}), &[401])
 }
 
 pub fn docs_doc() -> Value {
     op("This document as a page", "HTML that renders /openapi.json; it loads nothing from the internet.", None, json!({"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}), &[401])
+}
+
+/// The shapes of lathe's own API (/api/).
+fn workspace_schemas() -> Value {
+    json!({
+        "Dataset": {"type": "object", "required": ["name", "rows", "columns", "source_bytes", "source", "format", "imported_at"], "properties": {"name": {"type": "string"}, "rows": {"type": "integer"}, "columns": {"type": "integer"}, "source_bytes": {"type": "integer"}, "source": {"type": "string"}, "format": {"type": "string"}, "imported_at": {"type": "string"}}},
+        "SqlRequest": {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string", "minLength": 1, "description": "One SELECT statement."}, "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Rows at most (default 1000); `truncated` says when there were more."}, "timeout_s": {"type": ["number", "null"], "minimum": 0.1, "maximum": 60, "description": "Seconds the statement may run (default 10)."}}},
+        "SqlResult": {"type": "object", "required": ["columns", "rows", "truncated", "elapsed_ms"], "properties": {"columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "description": "Arrow's name of the column's type."}}}}, "rows": {"type": "array", "items": {"type": "object", "description": "Column name to value."}}, "truncated": {"type": "boolean"}, "elapsed_ms": {"type": "number"}}},
+        "Run": {"type": "object", "required": ["id", "status", "method", "model", "view", "created_at", "base", "optimizer"], "properties": {"id": {"type": "string"}, "status": {"enum": ["starting", "running", "paused", "completed", "stopped_early", "cancelled", "interrupted", "failed"]}, "method": {"type": "string"}, "model": {"type": "string"}, "view": {"type": "string"}, "created_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]}, "step": {"type": ["integer", "null"]}, "total_steps": {"type": ["integer", "null"]}, "train_loss": {"type": ["number", "null"]}, "eval_loss": {"type": ["number", "null"]}, "best_eval_loss": {"type": ["number", "null"]}, "exact_match": {"type": ["number", "null"]}, "tokens_per_s": {"type": ["number", "null"]}, "peak_rss_bytes": {"type": ["integer", "null"]}, "params": {"type": ["string", "null"], "description": "The run's settings as JSON."}, "artifacts": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]}, "base": {"type": "string"}, "optimizer": {"type": "string"}}},
+        "Metric": {"type": "object", "required": ["step", "kind", "loss"], "properties": {"step": {"type": "integer"}, "kind": {"enum": ["train", "eval"]}, "loss": {"type": "number"}, "lr": {"type": ["number", "null"]}, "grad_norm": {"type": ["number", "null"]}, "tokens_per_s": {"type": ["number", "null"]}, "epoch": {"type": ["number", "null"]}, "elapsed_s": {"type": ["number", "null"]}}},
+        "ConversationSummary": {"type": "object", "required": ["id", "title", "model", "turns", "updated_at"], "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "model": {"type": "string"}, "turns": {"type": "integer"}, "updated_at": {"type": "string"}}},
+        "Conversation": {"type": "object", "required": ["id", "title", "model", "turns", "sampling", "updated_at"], "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "model": {"type": "string"}, "system": {"type": ["string", "null"]}, "updated_at": {"type": "string"}, "sampling": {"type": "object"}, "turns": {"type": "array", "items": {"type": "object", "required": ["role", "text"], "properties": {"role": {"type": "string"}, "text": {"type": "string"}, "stats": {"type": ["object", "null"]}, "retrieval": {"type": ["object", "null"], "description": "The sources the answer was given."}}}}, "compare": {"type": ["object", "null"]}}},
+        "Collection": {"type": "object", "required": ["name", "model", "documents", "chunks", "bytes", "version", "vector_index", "text_index"], "properties": {"name": {"type": "string"}, "model": {"type": "object", "description": "The embedding model's identity and dimension."}, "documents": {"type": "integer"}, "chunks": {"type": "integer"}, "bytes": {"type": "integer"}, "sources": {"type": "array", "items": {"type": "string"}}, "version": {"type": "integer"}, "vector_index": {"type": "boolean"}, "text_index": {"type": "boolean"}, "path": {"type": "string"}}},
+        "SearchRequest": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string", "minLength": 1}, "mode": {"enum": ["hybrid", "vector", "text", null], "description": "Default hybrid."}, "k": {"type": ["integer", "null"], "minimum": 1, "maximum": 100, "description": "Hits (default 5)."}, "path": {"type": ["string", "null"], "description": "Only documents whose path starts with it or holds it."}}},
+        "SearchResult": {"type": "object", "required": ["hits", "mode", "millis", "truncated"], "properties": {"mode": {"enum": ["hybrid", "vector", "text"]}, "millis": {"type": "number"}, "truncated": {"type": "boolean", "description": "The query was longer than the model takes and was cut."}, "hits": {"type": "array", "items": {"type": "object", "required": ["rank", "score", "chunk_id", "path", "first_line", "last_line", "text"], "properties": {"rank": {"type": "integer"}, "score": {"type": "number"}, "chunk_id": {"type": "string"}, "path": {"type": "string"}, "first_line": {"type": "integer"}, "last_line": {"type": "integer"}, "headings": {"type": "string"}, "text": {"type": "string"}, "vector_rank": {"type": ["integer", "null"]}, "text_rank": {"type": ["integer", "null"]}}}}}},
+        "Job": {"type": "object", "required": ["id", "kind", "title", "status", "message"], "properties": {"id": {"type": "integer"}, "kind": {"enum": ["train", "export", "import", "ingest", "stress"]}, "title": {"type": "string"}, "status": {"description": "\"running\", \"done\", \"cancelled\", or {\"failed\": why} / {\"exists\": what}."}, "fraction": {"type": ["number", "null"]}, "message": {"type": "string"}}}
+    })
 }
 
 fn components() -> Value {
@@ -138,19 +231,38 @@ fn components() -> Value {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "Required when the server was started with an API key (always off loopback)."}}})
 }
 
+/// Every shape: OpenAI's and lathe's own.
+fn all_components() -> Value {
+    let mut c = components();
+    if let (Some(all), Value::Object(more)) = (c["schemas"].as_object_mut(), workspace_schemas()) {
+        all.extend(more);
+    }
+    c
+}
+
 /// The document from the route table: (path, method, operation).
 pub fn document(routes: &[(&str, &str, Value)]) -> Value {
     let mut paths = Map::new();
     for (path, method, operation) in routes {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = operation.clone();
+        let mut operation = operation.clone();
+        // Each `{name}` segment is a path parameter.
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}))
+            .collect();
+        if !params.is_empty() {
+            operation["parameters"] = Value::Array(params);
+        }
+        entry[*method] = operation;
     }
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "lathe serve", "version": env!("CARGO_PKG_VERSION"), "description": "The workspace's owner over HTTP: OpenAI-compatible inference on the model library's GGUF models, embeddings, health and metrics. Every error is {\"error\": {\"message\", \"type\", \"code\"}}."},
+        "info": {"title": "lathe serve", "version": env!("CARGO_PKG_VERSION"), "description": "The workspace's owner over HTTP: OpenAI-compatible inference on the model library's GGUF models, embeddings, health and metrics; lathe's own API under /api/ (datasets, read-only SQL, runs, conversations, knowledge, jobs, events). Every error is {\"error\": {\"message\", \"type\", \"code\"}}."},
         "security": [{}, {"bearer": []}],
         "paths": paths,
-        "components": components(),
+        "components": all_components(),
     })
 }
 

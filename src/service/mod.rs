@@ -12,6 +12,7 @@ pub mod knowledge;
 pub mod models;
 pub mod owner;
 mod train;
+mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};

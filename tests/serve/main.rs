@@ -7,6 +7,7 @@
 //! Chat and completions from a GGUF model are in chat.rs.
 
 mod chat;
+mod workspace;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -354,7 +355,30 @@ fn the_openapi_document_describes_every_route() {
     let (status, doc) = s.get("/openapi.json");
     assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.1.0")), "{doc}");
     let paths = doc["paths"].as_object().unwrap();
-    for want in ["/health", "/metrics", "/openapi.json", "/docs", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+    for want in [
+        "/health",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/v1/models",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/api/datasets",
+        "/api/sql",
+        "/api/runs",
+        "/api/runs/{id}",
+        "/api/runs/{id}/metrics",
+        "/api/conversations",
+        "/api/conversations/{id}",
+        "/api/conversations/{id}/markdown",
+        "/api/collections",
+        "/api/collections/{name}/search",
+        "/api/jobs",
+        "/api/jobs/{id}/cancel",
+        "/api/jobs/{id}/events",
+        "/api/events",
+    ] {
         assert!(paths.contains_key(want), "{want} is not documented");
     }
     // Every $ref points at a schema the document has.
@@ -366,9 +390,20 @@ fn the_openapi_document_describes_every_route() {
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
             let listed: Vec<u16> = op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
-            assert!(listed.contains(&200) && op["summary"].is_string(), "{method} {path}: {op}");
+            assert!((listed.contains(&200) || listed.contains(&202)) && op["summary"].is_string(), "{method} {path}: {op}");
+            if path == "/api/events" {
+                // A stream that lasts until the server stops: workspace.rs reads it.
+                continue;
+            }
+            // Each path parameter documented, and given a value that names nothing.
+            let mut concrete = path.clone();
+            for p in op["parameters"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                assert_eq!((p["in"].as_str(), p["required"].as_bool()), (Some("path"), Some(true)), "{path}: {p}");
+                concrete = concrete.replace(&format!("{{{}}}", p["name"].as_str().unwrap()), "nothing-here");
+            }
+            assert!(!concrete.contains('{'), "{path} has an undocumented parameter");
             let body = if method == "post" { "{}" } else { "" };
-            let (got, answer) = raw(s.addr, &method.to_uppercase(), path, body);
+            let (got, answer) = raw(s.addr, &method.to_uppercase(), &concrete, body);
             assert!(listed.contains(&got), "{method} {path} answered {got}, which its operation does not list ({listed:?}): {answer}");
         }
     }
