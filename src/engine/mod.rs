@@ -6,6 +6,7 @@ pub mod info;
 pub mod data;
 pub mod embed;
 pub mod export;
+pub mod http;
 pub mod infer;
 pub mod jobs;
 pub mod knowledge;
