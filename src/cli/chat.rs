@@ -69,7 +69,7 @@ pub enum ChatsCmd {
 }
 
 pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = crate::service::open_catalog(ws)?;
+    let cat = crate::service::Records::open(ws)?;
     match what {
         ChatsCmd::List { json } => {
             let list = cat.chats()?;

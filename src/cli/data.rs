@@ -1,9 +1,14 @@
 //! `lathe data ...` and `lathe sql`: the catalog from the command line.
 
 use std::io::Write;
+use std::time::Duration;
 
 use crate::engine::data::{Catalog, ExportSource, ImportOptions, OutputFormat};
+use crate::engine::data::query::{csv_field, write_table};
+use crate::engine::data::readonly::Rows;
 use crate::engine::workspace::Workspace;
+use crate::service::attached::SERVER_ROWS;
+use crate::service::Records;
 use crate::units::bytes;
 
 use crate::engine::data::views::{Split, ViewFormat};
@@ -11,35 +16,16 @@ use crate::engine::data::views::{Split, ViewFormat};
 use super::{DataCmd, Format, ViewCmd};
 
 pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let DataCmd::List { json } = cmd {
+        return list(&Records::open(ws)?, json, out);
+    }
     let cat = crate::service::open_catalog(ws)?;
     match cmd {
         DataCmd::Import { path, name, replace } => {
             let d = cat.import(&path, &ImportOptions { name, replace })?;
             writeln!(out, "imported {}: {} rows, {} columns from {}", d.name, d.rows, d.columns, d.source)?;
         }
-        DataCmd::List { json } => {
-            let list = cat.list()?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
-            } else if list.is_empty() {
-                writeln!(out, "no datasets; add one with `lathe data import PATH`")?;
-            } else {
-                let w = list.iter().map(|d| d.name.len()).max().unwrap_or(4).max(4);
-                writeln!(out, "{:<w$}  {:>10}  {:>7}  {:>10}  {:<19}  source", "name", "rows", "columns", "bytes", "imported at")?;
-                for d in list {
-                    writeln!(
-                        out,
-                        "{:<w$}  {:>10}  {:>7}  {:>10}  {:<19}  {}",
-                        d.name,
-                        d.rows,
-                        d.columns,
-                        bytes(d.source_bytes),
-                        d.imported_at,
-                        d.source
-                    )?;
-                }
-            }
-        }
+        DataCmd::List { .. } => unreachable!("answered above"),
         DataCmd::View { what } => view(&cat, what, out)?,
         DataCmd::Drop { name } => {
             cat.drop_dataset(&name)?;
@@ -109,8 +95,47 @@ fn view(cat: &Catalog, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The datasets, here or through the workspace's server.
+fn list(records: &Records, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let list = records.datasets()?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+    } else if list.is_empty() {
+        writeln!(out, "no datasets; add one with `lathe data import PATH`")?;
+    } else {
+        let w = list.iter().map(|d| d.name.len()).max().unwrap_or(4).max(4);
+        writeln!(out, "{:<w$}  {:>10}  {:>7}  {:>10}  {:<19}  source", "name", "rows", "columns", "bytes", "imported at")?;
+        for d in list {
+            writeln!(
+                out,
+                "{:<w$}  {:>10}  {:>7}  {:>10}  {:<19}  {}",
+                d.name,
+                d.rows,
+                d.columns,
+                bytes(d.source_bytes),
+                d.imported_at,
+                d.source
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub fn sql(ws: &Workspace, query: &str, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = crate::service::open_catalog(ws)?;
+    let cat = match Records::open(ws)? {
+        Records::Local(cat) => cat,
+        // The workspace's server answers: one read-only SELECT, as it allows every client.
+        attached => {
+            let pid = attached.server().map(|o| o.pid).unwrap_or(0);
+            let rows = attached.read_sql(query, SERVER_ROWS, Duration::from_secs(60)).map_err(|e| match e {
+                crate::service::ServiceError::Refused(m) => {
+                    anyhow::anyhow!("{m} (lathe serve, pid {pid}, owns this workspace and reads it for its clients; to write, stop it with `kill -TERM {pid}`.)")
+                }
+                e => e.into(),
+            })?;
+            return print_rows(&rows, format, out);
+        }
+    };
     let format = match format {
         Format::Table => OutputFormat::Table,
         Format::Csv => OutputFormat::Csv,
@@ -119,5 +144,37 @@ pub fn sql(ws: &Workspace, query: &str, format: Format, out: &mut dyn Write) -> 
     let r = cat.run_sql(query, format, out)?;
     out.flush()?;
     tracing::info!(rows = r.rows, ms = r.elapsed_ms, "sql");
+    Ok(())
+}
+
+/// A result read through the server, in the format asked: the table as `lathe sql` lays it out
+/// here, CSV, or a JSON array of row objects.
+fn print_rows(r: &Rows, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
+    let null = if format == Format::Table { "NULL" } else { "" };
+    let cell = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => null.to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    let grid: Vec<Vec<String>> = r.rows.iter().map(|row| r.columns.iter().map(|c| cell(row.get(&c.name))).collect()).collect();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&r.rows)?)?,
+        Format::Csv => {
+            writeln!(out, "{}", r.columns.iter().map(|c| csv_field(&c.name)).collect::<Vec<_>>().join(","))?;
+            for row in &grid {
+                writeln!(out, "{}", row.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+            }
+        }
+        Format::Table => {
+            let header: Vec<String> = r.columns.iter().map(|c| format!("{} ({})", c.name, c.ty)).collect();
+            write_table(&header, &grid, out)?;
+            let n = grid.len();
+            let more = if r.truncated { format!(", the first {n} (the server's limit)") } else { String::new() };
+            writeln!(out, "({n} row{}{more})", if n == 1 { "" } else { "s" })?;
+        }
+    }
+    if r.truncated && format != Format::Table {
+        eprintln!("lathe: only the first {} rows come through lathe serve; stop it to read them all here.", r.rows.len());
+    }
     Ok(())
 }

@@ -307,7 +307,7 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = crate::service::open_catalog(ws)?;
+    let cat = crate::service::Records::open(ws)?;
     let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
     match cmd {
         RunsCmd::List { json } => {

@@ -94,6 +94,7 @@ impl From<ServiceError> for ApiError {
         let (status, kind, code) = match e {
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_value"),
+            ServiceError::Refused(_) => (StatusCode::FORBIDDEN, "invalid_request_error", "refused"),
             ServiceError::AlreadyExists(_) | ServiceError::Busy(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
             ServiceError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_failed"),
         };

@@ -20,6 +20,7 @@ fn errors(codes: &[u16]) -> Map<String, Value> {
     let said = |c: u16| match c {
         400 => "The request is malformed or asks for something the model cannot do (the message says which field).",
         401 => "The API key is missing or wrong (the server was started with one).",
+        403 => "Not allowed here, however it is asked (SQL that writes, or reads files or settings).",
         404 => "No such model, run, conversation, collection or job, or no such route.",
         405 => "The route does not take this method.",
         409 => "Another process or job holds what the request needs (the message says which).",
@@ -104,7 +105,7 @@ pub fn sql() -> Value {
         "One SELECT over the workspace's own tables and views (datasets, lathe.runs, lathe.metrics, lathe.chats, ...): no writes, no files, no settings, no other database; at most `limit` rows, stopped after `timeout_s`.",
         Some("SqlRequest"),
         ok_json("SqlResult", "The columns and rows."),
-        &[400, 401, 409, 413, 500],
+        &[400, 401, 403, 409, 413, 500],
     )
 }
 

@@ -28,6 +28,9 @@ pub enum ServiceError {
     Busy(String),
     #[error("{0}")]
     Invalid(String),
+    /// Not allowed to this caller, however it is asked (a write through read-only SQL).
+    #[error("{0}")]
+    Refused(String),
     /// An engine failed doing what was asked (a database error, a full disk, a crash).
     #[error("{0}")]
     Engine(String),
@@ -39,6 +42,7 @@ impl From<DataError> for ServiceError {
             DataError::Locked { .. } => ServiceError::Busy(e.to_string()),
             DataError::Exists(_) => ServiceError::AlreadyExists(e.to_string()),
             DataError::User(m) => ServiceError::Invalid(m),
+            DataError::Refused(m) => ServiceError::Refused(m),
             DataError::Db(_) | DataError::Io(_) => ServiceError::Engine(e.to_string()),
         }
     }

@@ -6,6 +6,7 @@
 //! an id; long work reports `Event`s (plain serde data) to the subscriber given at start. Nothing
 //! here blocks its caller on the catalog: work that needs it waits for it on its own thread.
 
+pub mod attached;
 mod chat;
 mod event;
 pub mod knowledge;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+pub use attached::Records;
 pub use event::{Event, ServiceError, TrainPlan};
 pub use knowledge::{SearchRequest, SearchResult};
 pub use models::{export_path, run_export_name, ModelSource};
@@ -27,7 +29,14 @@ pub use train::{plan, TrainWhat};
 /// lookup): the one door through which the CLI reaches the workspace's database, so that `lathe
 /// serve` can answer these for its clients instead. A catalog held by another process is `Busy`.
 pub fn open_catalog(ws: &Workspace) -> Result<Catalog, ServiceError> {
-    Catalog::open_workspace(ws).map_err(ServiceError::from)
+    Catalog::open_workspace(ws).map_err(|e| match (&e, owner::Owner::find(ws)) {
+        // The holder is the workspace's server: say so, and how to get the workspace back.
+        (DataError::Locked { .. }, Some(o)) => ServiceError::Busy(format!(
+            "lathe serve (pid {}, http://{}) owns this workspace and this command does not go through it yet; stop it with `kill -TERM {}` and run the command again.",
+            o.pid, o.address, o.pid
+        )),
+        _ => ServiceError::from(e),
+    })
 }
 
 use crate::engine::data::chats::ChatRecord;

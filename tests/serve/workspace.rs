@@ -61,7 +61,7 @@ fn the_workspace_over_its_own_api() {
         "select 1; drop table chat".into(),
     ] {
         let (status, v) = s.post("/api/sql", &json!({"sql": q}));
-        assert_eq!(status, 400, "{q}: {v}");
+        assert_eq!((status, error_of(&v).1), (403, "refused"), "{q}: {v}");
         assert!(message(&v).contains("only one SELECT over the workspace's tables and views"), "{q}: {v}");
     }
     assert!(!root.join("out.csv").exists() && !root.join("o.duckdb").exists());
@@ -108,6 +108,26 @@ fn the_workspace_over_its_own_api() {
     assert_eq!((status, &v["data"]), (200, &json!([])), "{v}");
     let (status, v) = s.post("/api/jobs/41/cancel", &json!({}));
     assert_eq!(status, 404, "{v}");
+
+    // The CLI on the same workspace goes through the server instead of failing on the lock.
+    let out = |o: &std::process::Output| (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+    let (ok, stdout, stderr) = out(&lathe(&home, &["sql", "select task, count(*) as n from instruct group by task order by task limit 2"]));
+    assert!(ok && stdout.contains("task (Utf8) │ n (Int64)") && stdout.contains("(2 rows)"), "{stdout}{stderr}");
+    let (ok, stdout, _) = out(&lathe(&home, &["sql", "select name from lathe.datasets order by name", "--format", "csv"]));
+    assert!(ok && stdout == "name\nchat\ninstruct\n", "{stdout:?}");
+    let (ok, stdout, _) = out(&lathe(&home, &["data", "list"]));
+    assert!(ok && stdout.contains("instruct") && stdout.contains("8000"), "{stdout}");
+    let (ok, stdout, _) = out(&lathe(&home, &["runs", "list"]));
+    assert!(ok && stdout.contains("no runs yet"), "{stdout}");
+    let (ok, _, stderr) = out(&lathe(&home, &["runs", "show", "r-nope"]));
+    assert!(!ok && stderr.contains("There is no run r-nope"), "{stderr}");
+    let pid = s.child.id().to_string();
+    let (ok, _, stderr) = out(&lathe(&home, &["sql", "drop table chat"]));
+    assert!(!ok && stderr.contains("not a SELECT") && stderr.contains(&format!("kill -TERM {pid}")), "{stderr}");
+    let (ok, _, stderr) = out(&lathe(&home, &["data", "drop", "chat"]));
+    assert!(!ok && stderr.contains(&format!("lathe serve (pid {pid}")) && stderr.contains("does not go through it yet"), "{stderr}");
+    let (_, v) = s.post("/api/sql", &json!({"sql": "select count(*) as n from chat"}));
+    assert_eq!(v["rows"][0]["n"], 1500, "the CLI changed the data through the server");
 
     // The events stream stays open (keep-alive comments) and ends when the server stops.
     let mut events = TcpStream::connect(s.addr).unwrap();

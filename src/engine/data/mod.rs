@@ -32,6 +32,9 @@ pub enum DataError {
     /// replace it. Front ends may ask before replacing.
     #[error("{0}")]
     Exists(String),
+    /// Not allowed to this caller (read-only SQL that would write or read a file): a sentence.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Db(String),
     #[error("{0}")]

@@ -105,25 +105,7 @@ impl Sink for TableSink {
         Ok(())
     }
     fn finish(&mut self, rows: u64, out: &mut dyn Write) -> Result<(), DataError> {
-        let clip = |s: &str| -> String {
-            let s = s.replace('\n', "\\n");
-            if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
-        };
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        let rows_txt: Vec<Vec<String>> = self.rows.iter().map(|r| r.iter().map(|c| clip(c)).collect()).collect();
-        for r in &rows_txt {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: &[String]| -> String {
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" │ ")
-        };
-        writeln!(out, "{}", line(&self.header).trim_end())?;
-        writeln!(out, "{}", widths.iter().map(|w| "─".repeat(*w)).collect::<Vec<_>>().join("─┼─"))?;
-        for r in &rows_txt {
-            writeln!(out, "{}", line(r).trim_end())?;
-        }
+        write_table(&self.header, &self.rows, out)?;
         if rows as usize > self.rows.len() {
             writeln!(out, "({} rows, first {} shown; use --format csv or json for all)", rows, self.rows.len())?;
         } else {
@@ -133,11 +115,34 @@ impl Sink for TableSink {
     }
 }
 
+/// Lays out a header and rows as `lathe sql` prints them: columns padded to their widest cell,
+/// cells over 60 characters clipped, newlines shown as \n.
+pub fn write_table(header: &[String], rows: &[Vec<String>], out: &mut dyn Write) -> std::io::Result<()> {
+    let clip = |s: &str| -> String {
+        let s = s.replace('\n', "\\n");
+        if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
+    };
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let rows_txt: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| clip(c)).collect()).collect();
+    for r in &rows_txt {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String { cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" │ ") };
+    writeln!(out, "{}", line(header).trim_end())?;
+    writeln!(out, "{}", widths.iter().map(|w| "─".repeat(*w)).collect::<Vec<_>>().join("─┼─"))?;
+    for r in &rows_txt {
+        writeln!(out, "{}", line(r).trim_end())?;
+    }
+    Ok(())
+}
+
 struct CsvSink {
     header_done: bool,
 }
 
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 

@@ -44,7 +44,7 @@ pub struct Column {
 }
 
 fn refused(why: &str) -> DataError {
-    DataError::User(format!("{why}; only one SELECT over the workspace's tables and views runs here."))
+    DataError::Refused(format!("{why}; only one SELECT over the workspace's tables and views runs here."))
 }
 
 impl Catalog {
@@ -262,7 +262,7 @@ mod tests {
             "select 1; select 2".into(),
         ] {
             let e = c.read_only(&q, 10, Duration::from_secs(5)).expect_err(&q);
-            assert!(matches!(&e, DataError::User(m) if m.contains("only one SELECT")), "{q}: {e:?}");
+            assert!(matches!(&e, DataError::Refused(_)), "{q}: {e:?}");
         }
         // Nothing was written.
         let n: i64 = c.conn.query_row("select count(*) from t", [], |r| r.get(0)).unwrap();

@@ -1,0 +1,160 @@
+//! The workspace's records for a one-shot CLI command, wherever they are: in this process (the
+//! catalog opened here) or, when a `lathe serve` owns the workspace, through that server's API
+//! (`Attached`, a client of `/api/`). The command asks `Records` the same questions either way;
+//! the server's answers come back as the same types and its errors as the same `ServiceError`
+//! kinds. Through a server, SQL is read-only (its rule for every client).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::owner::Owner;
+use super::ServiceError;
+use crate::engine::data::chats::{ChatRecord, ChatSummary};
+use crate::engine::data::import::DatasetInfo;
+use crate::engine::data::readonly::Rows;
+use crate::engine::data::runs::{MetricRow, RunRow};
+use crate::engine::data::Catalog;
+use crate::engine::workspace::Workspace;
+
+/// Rows a command reads through a server at most (the server's own ceiling).
+pub const SERVER_ROWS: usize = 10_000;
+
+/// A client of the `lathe serve` that owns a workspace.
+pub struct Attached {
+    pub owner: Owner,
+    base: String,
+    key: Option<String>,
+}
+
+impl Attached {
+    /// The server that owns `ws`, if one runs; its key (when it asks for one) from LATHE_API_KEY.
+    pub fn find(ws: &Workspace) -> Option<Attached> {
+        let owner = Owner::find(ws)?;
+        let key = std::env::var("LATHE_API_KEY").ok().filter(|k| !k.is_empty());
+        let base = format!("http://{}", owner.address);
+        Some(Attached { owner, base, key })
+    }
+
+    /// One call: the answer's JSON, or the server's error as the kind it was.
+    fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&Value>) -> Result<T, ServiceError> {
+        let url = format!("{}{path}", self.base);
+        let body = body.map(Value::to_string);
+        let (status, text) = crate::engine::http::exchange(method, &url, body.as_deref(), self.key.as_deref())
+            .map_err(|e| ServiceError::Engine(format!("lathe serve (pid {}) owns this workspace but did not answer: {e}", self.owner.pid)))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&text).map_err(|e| ServiceError::Engine(format!("lathe serve gave an answer this lathe cannot read ({e}); are both the same version?")));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("lathe serve answered {status}."));
+        Err(match status {
+            401 => ServiceError::Invalid(format!("lathe serve (pid {}) owns this workspace and asks for its API key: set LATHE_API_KEY.", self.owner.pid)),
+            403 => ServiceError::Refused(message),
+            404 => ServiceError::NotFound(message),
+            409 => ServiceError::Busy(message),
+            400..=499 => ServiceError::Invalid(message),
+            _ => ServiceError::Engine(message),
+        })
+    }
+
+    fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct List<T> {
+            data: Vec<T>,
+        }
+        Ok(self.call::<List<T>>("GET", path, None)?.data)
+    }
+}
+
+/// A path segment: ids are the workspace's own (letters, digits, `-`, `_`); anything else is
+/// escaped so it cannot reach another route.
+fn seg(id: &str) -> String {
+    id.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// Where a command reads the workspace's records.
+pub enum Records {
+    Local(Catalog),
+    Attached(Attached),
+}
+
+impl Records {
+    /// Through the server that owns `ws` when one runs, else the catalog opened here.
+    pub fn open(ws: &Workspace) -> Result<Records, ServiceError> {
+        match Attached::find(ws) {
+            Some(a) => Ok(Records::Attached(a)),
+            None => Ok(Records::Local(super::open_catalog(ws)?)),
+        }
+    }
+
+    /// The server it goes through, if any.
+    pub fn server(&self) -> Option<&Owner> {
+        match self {
+            Records::Attached(a) => Some(&a.owner),
+            Records::Local(_) => None,
+        }
+    }
+
+    pub fn datasets(&self) -> Result<Vec<DatasetInfo>, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.list()?),
+            Records::Attached(a) => a.list("/api/datasets"),
+        }
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRow>, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.runs()?),
+            Records::Attached(a) => a.list("/api/runs"),
+        }
+    }
+
+    pub fn run(&self, id: &str) -> Result<RunRow, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.run(id)?),
+            Records::Attached(a) => a.call("GET", &format!("/api/runs/{}", seg(id)), None),
+        }
+    }
+
+    pub fn metrics(&self, id: &str) -> Result<Vec<MetricRow>, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.metrics(id)?),
+            Records::Attached(a) => a.list(&format!("/api/runs/{}/metrics", seg(id))),
+        }
+    }
+
+    pub fn chats(&self) -> Result<Vec<ChatSummary>, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.chats()?),
+            Records::Attached(a) => a.list("/api/conversations"),
+        }
+    }
+
+    pub fn chat(&self, id: &str) -> Result<ChatRecord, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.chat(id)?),
+            Records::Attached(a) => a.call("GET", &format!("/api/conversations/{}", seg(id)), None),
+        }
+    }
+
+    /// A read-only SELECT through the server (only there: here `Catalog::run_sql` runs anything).
+    pub fn read_sql(&self, sql: &str, limit: usize, timeout: Duration) -> Result<Rows, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.read_only(sql, limit, timeout)?),
+            Records::Attached(a) => a.call("POST", "/api/sql", Some(&json!({"sql": sql, "limit": limit, "timeout_s": timeout.as_secs_f64()}))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seg;
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(seg("r-20261202-0407_ab"), "r-20261202-0407_ab");
+        assert_eq!(seg("../x"), "%2E%2E%2Fx");
+        assert_eq!(seg("a b?c#"), "a%20b%3Fc%23");
+    }
+}
