@@ -61,11 +61,12 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             workstation(config, ws, Some((model, args)))
         }
         Some(Cmd::Chat(args)) => lathe::cli::chat::chat(&ws, args),
-        Some(Cmd::Serve { listen, api_key, slots, queue, ctx, threads }) => {
+        Some(Cmd::Serve { detach: true, .. }) => lathe::server::detach(&ws),
+        Some(Cmd::Serve { listen, api_key, slots, queue, ctx, threads, allow, detach: false }) => {
             let api_key = api_key.or_else(|| std::env::var("LATHE_API_KEY").ok());
             let threads = threads.filter(|n| *n > 0).unwrap_or_else(lathe::engine::infer::llama::default_threads);
             let slots = lathe::engine::infer::slots::Config { slots: slots as usize, ctx, queue, threads, batch: 512 };
-            lathe::server::run(&ws, lathe::server::Options { listen, api_key, slots })
+            lathe::server::run(&ws, lathe::server::Options { listen, api_key, slots, allow })
         }
         Some(Cmd::Kb { what }) => lathe::cli::kb::run(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Embed { model, prompt, texts }) => lathe::cli::embed(&model, prompt.as_deref(), texts),

@@ -137,6 +137,14 @@ pub enum Cmd {
         /// llama.cpp's threads (default: one per physical core).
         #[arg(long)]
         threads: Option<i32>,
+        /// A folder whose files API clients may import as datasets or add to collections
+        /// (repeat it for several). Without one, requests name no files at all.
+        #[arg(long = "allow", value_name = "DIR")]
+        allow: Vec<std::path::PathBuf>,
+        /// Start it in the background (its own session: closing the terminal or losing the SSH
+        /// link leaves it running), print where it listens, and return.
+        #[arg(long)]
+        detach: bool,
     },
     /// Measure lathe itself; each figure is printed beside its target.
     Bench {

@@ -44,6 +44,8 @@ pub struct Options {
     pub listen: SocketAddr,
     pub api_key: Option<String>,
     pub slots: slots::Config,
+    /// Folders whose files requests may name (imports, ingest).
+    pub allow: Vec<std::path::PathBuf>,
 }
 
 /// What every route shares.
@@ -62,6 +64,8 @@ struct Shared {
     events: broadcast::Sender<crate::service::Event>,
     /// Turns true when the server stops: endless streams end then.
     stopping: watch::Receiver<bool>,
+    /// The allowed folders, resolved (no symbolic links, no `..`).
+    allow: Vec<std::path::PathBuf>,
 }
 
 type AppState = Arc<Shared>;
@@ -133,6 +137,17 @@ async fn read_json(req: Request) -> Result<Value, ApiError> {
         return Err(ApiError::invalid("invalid_json", "The body must be a JSON object."));
     }
     Ok(v)
+}
+
+/// Runs blocking service work that starts something (a job) off the async threads.
+async fn blocking_mut<T: Send + 'static>(state: &AppState, f: impl FnOnce(&mut Service) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut service = state.service.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut service)
+    })
+    .await
+    .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", code: "panicked", message: format!("The request failed inside lathe ({e}); see logs/lathe.log.") })?
 }
 
 /// Runs blocking service work off the async threads.
@@ -222,8 +237,10 @@ fn table() -> Vec<Route> {
         ("/v1/completions", "post", post(chat::completions), openapi::completions()),
         ("/v1/embeddings", "post", post(embeddings::embeddings), openapi::embeddings()),
         ("/api/datasets", "get", get(workspace::datasets), openapi::datasets()),
+        ("/api/datasets/import", "post", post(workspace::import), openapi::import()),
         ("/api/sql", "post", post(workspace::sql), openapi::sql()),
         ("/api/runs", "get", get(workspace::runs), openapi::runs()),
+        ("/api/runs", "post", post(workspace::train), openapi::train()),
         ("/api/runs/{id}", "get", get(workspace::run), openapi::run()),
         ("/api/runs/{id}/metrics", "get", get(workspace::metrics), openapi::run_metrics()),
         ("/api/conversations", "get", get(workspace::conversations), openapi::conversations()),
@@ -231,6 +248,7 @@ fn table() -> Vec<Route> {
         ("/api/conversations/{id}/markdown", "get", get(workspace::conversation_markdown), openapi::conversation_markdown()),
         ("/api/collections", "get", get(workspace::collections), openapi::collections()),
         ("/api/collections/{name}/search", "post", post(workspace::search), openapi::search()),
+        ("/api/collections/{name}/ingest", "post", post(workspace::ingest), openapi::ingest()),
         ("/api/jobs", "get", get(workspace::jobs), openapi::jobs()),
         ("/api/jobs/{id}/cancel", "post", post(workspace::cancel_job), openapi::cancel_job()),
         ("/api/jobs/{id}/events", "get", get(workspace::job_events), openapi::job_events()),
@@ -259,6 +277,11 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
             opts.listen
         );
     }
+    let allow = opts
+        .allow
+        .iter()
+        .map(|d| d.canonicalize().ok().filter(|c| c.is_dir()).ok_or_else(|| anyhow::anyhow!("--allow {} is not a folder; name folders that exist.", d.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let signals = Signals::register().map_err(|e| anyhow::anyhow!("cannot watch for SIGTERM ({e})."))?;
@@ -286,7 +309,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let routes = table();
         let paths = routes.iter().map(|r| r.0).collect();
         let doc = openapi::document(&routes.iter().map(|(p, m, _, op)| (*p, *m, op.clone())).collect::<Vec<_>>());
-        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc, jobs, events, stopping });
+        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc, jobs, events, stopping, allow });
         tracing::info!(%address, "lathe serve listening");
         // Said on stdout for a person or a script that started it; the record says it too.
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
@@ -316,6 +339,42 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// `lathe serve --detach`: the same command again without `--detach`, in a session of its own
+/// (no terminal: a closed window or a dropped SSH link sends it nothing), its output appended to
+/// logs/serve.log; returns once it says where it listens, or with its last words if it ended.
+pub fn detach(ws: &Workspace) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    if let Some(o) = Owner::find(ws) {
+        anyhow::bail!("lathe serve (pid {}) already owns {} at http://{}; stop it with `kill -TERM {}` first.", o.pid, ws.root.display(), o.address, o.pid);
+    }
+    let log_path = ws.logs_dir().join("serve.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| anyhow::anyhow!("cannot write {} ({e}).", log_path.display()))?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).filter(|a| a != "--detach").collect();
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(&args).env("LATHE_HOME", &ws.root).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches nothing of this process but its session.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start lathe serve in the background ({e})."))?;
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(o) = Owner::find(ws).filter(|o| o.pid == child.id()) {
+            println!("lathe serve: listening on http://{} (pid {}, workspace {}); its log is {}; stop it with `kill -TERM {}`", o.address, o.pid, ws.root.display(), log_path.display(), o.pid);
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            anyhow::bail!("lathe serve ended at once ({status}): {last}");
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("lathe serve (pid {}) did not start listening within 2 minutes; see {}.", child.id(), log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), registered before the server says where it listens: a signal

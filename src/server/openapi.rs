@@ -20,7 +20,7 @@ fn errors(codes: &[u16]) -> Map<String, Value> {
     let said = |c: u16| match c {
         400 => "The request is malformed or asks for something the model cannot do (the message says which field).",
         401 => "The API key is missing or wrong (the server was started with one).",
-        403 => "Not allowed here, however it is asked (SQL that writes, or reads files or settings).",
+        403 => "Not allowed here, however it is asked: SQL that writes or reads files or settings, a path outside the folders the server allows.",
         404 => "No such model, run, conversation, collection or job, or no such route.",
         405 => "The route does not take this method.",
         409 => "Another process or job holds what the request needs (the message says which).",
@@ -113,6 +113,18 @@ pub fn runs() -> Value {
     op("Training runs", "Every run, newest first, with its status, losses and speed.", None, ok_list("Run", "The runs."), &[401, 409, 500])
 }
 
+pub fn train() -> Value {
+    let mut v = op(
+        "Start or resume a training run",
+        "In a job of this server: it goes on when the client leaves. `resume` continues a run from its last checkpoint; otherwise a library model (a Hugging Face folder, by name) on a view, or with neither the bundled demo; `config` changes training settings (those of `lathe train --print-config`). Refused when it would not fit in memory.",
+        Some("TrainRequest"),
+        json!({}),
+        &[400, 401, 404, 409, 413, 500],
+    );
+    accepted(&mut v);
+    v
+}
+
 pub fn run() -> Value {
     op("One training run", "The run's row of lathe.runs.", None, ok_json("Run", "The run."), &[401, 404, 409, 500])
 }
@@ -140,6 +152,36 @@ pub fn collections() -> Value {
 
 pub fn search() -> Value {
     op("Search a collection", "Vector, full-text or hybrid (reciprocal rank fusion) search with the collection's own model.", Some("SearchRequest"), ok_json("SearchResult", "The hits, best first."), &[400, 401, 404, 413, 500])
+}
+
+fn accepted(v: &mut Value) {
+    let map = v["responses"].as_object_mut().expect("responses");
+    map.remove("200");
+    map.insert("202".into(), json!({"description": "The job started; its progress streams at `events`.", "headers": {"Location": {"schema": {"type": "string"}, "description": "/api/jobs/{id}"}}, "content": {"application/json": {"schema": {"type": "object", "required": ["job", "events"], "properties": {"job": {"type": "integer"}, "events": {"type": "string"}}}}}}));
+}
+
+pub fn import() -> Value {
+    let mut v = op(
+        "Import a file as a dataset",
+        "A CSV, Parquet or JSON Lines file (or a folder of them) inside a folder the server allows (--allow DIR), imported in a job. A name that exists fails the job unless `replace`.",
+        Some("ImportRequest"),
+        json!({}),
+        &[400, 401, 403, 404, 413, 500],
+    );
+    accepted(&mut v);
+    v
+}
+
+pub fn ingest() -> Value {
+    let mut v = op(
+        "Add documents to a collection",
+        "Files or folders inside the allowed folders, chunked, embedded and written in a job; with no paths, the collection's recorded sources are read again (only what changed is redone).",
+        Some("IngestRequest"),
+        json!({}),
+        &[400, 401, 403, 404, 413, 500],
+    );
+    accepted(&mut v);
+    v
 }
 
 pub fn jobs() -> Value {
@@ -183,6 +225,9 @@ fn workspace_schemas() -> Value {
         "Collection": {"type": "object", "required": ["name", "model", "documents", "chunks", "bytes", "version", "vector_index", "text_index"], "properties": {"name": {"type": "string"}, "model": {"type": "object", "description": "The embedding model's identity and dimension."}, "documents": {"type": "integer"}, "chunks": {"type": "integer"}, "bytes": {"type": "integer"}, "sources": {"type": "array", "items": {"type": "string"}}, "version": {"type": "integer"}, "vector_index": {"type": "boolean"}, "text_index": {"type": "boolean"}, "path": {"type": "string"}}},
         "SearchRequest": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string", "minLength": 1}, "mode": {"enum": ["hybrid", "vector", "text", null], "description": "Default hybrid."}, "k": {"type": ["integer", "null"], "minimum": 1, "maximum": 100, "description": "Hits (default 5)."}, "path": {"type": ["string", "null"], "description": "Only documents whose path starts with it or holds it."}}},
         "SearchResult": {"type": "object", "required": ["hits", "mode", "millis", "truncated"], "properties": {"mode": {"enum": ["hybrid", "vector", "text"]}, "millis": {"type": "number"}, "truncated": {"type": "boolean", "description": "The query was longer than the model takes and was cut."}, "hits": {"type": "array", "items": {"type": "object", "required": ["rank", "score", "chunk_id", "path", "first_line", "last_line", "text"], "properties": {"rank": {"type": "integer"}, "score": {"type": "number"}, "chunk_id": {"type": "string"}, "path": {"type": "string"}, "first_line": {"type": "integer"}, "last_line": {"type": "integer"}, "headings": {"type": "string"}, "text": {"type": "string"}, "vector_rank": {"type": ["integer", "null"]}, "text_rank": {"type": ["integer", "null"]}}}}}},
+        "TrainRequest": {"type": "object", "properties": {"resume": {"type": ["string", "null"], "description": "A run's id: continue it."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "view": {"type": ["string", "null"], "description": "A training-set view."}, "config": {"type": ["object", "null"], "description": "Training settings to change (method, lr, max_steps, lora_r, ...)."}}},
+        "ImportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path inside an allowed folder."}, "replace": {"type": ["boolean", "null"]}}},
+        "IngestRequest": {"type": "object", "properties": {"paths": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Absolute paths inside the allowed folders; none: sync the recorded sources."}}},
         "Job": {"type": "object", "required": ["id", "kind", "title", "status", "message"], "properties": {"id": {"type": "integer"}, "kind": {"enum": ["train", "export", "import", "ingest", "stress"]}, "title": {"type": "string"}, "status": {"description": "\"running\", \"done\", \"cancelled\", or {\"failed\": why} / {\"exists\": what}."}, "fraction": {"type": ["number", "null"]}, "message": {"type": "string"}}}
     })
 }

@@ -2,7 +2,8 @@
 //! own tables and views, a row limit, a time limit), runs and their metrics, saved conversations
 //! (JSON or Markdown), knowledge collections and search, jobs (listed, cancelled) and the
 //! service's events as server-sent events. Every answer comes from the service's calls, the ones
-//! the workstation and the CLI make; a request never names a file or a folder here.
+//! the workstation and the CLI make. A request names a file or folder only to import or ingest
+//! it, and only inside the folders the server was started with (`--allow DIR`).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{blocking, json_response, read_json, ApiError, AppState};
+use super::{blocking, blocking_mut, json_response, read_json, ApiError, AppState};
 use crate::engine::jobs::JobEvent;
 use crate::engine::knowledge::store::SearchMode;
-use crate::service::{Event, SearchRequest, ServiceError};
+use crate::service::{Event, SearchRequest, ServiceError, TrainWhat};
 
 /// Rows a SQL answer holds by default, and at most.
 const SQL_ROWS: (u64, u64) = (1_000, 10_000);
@@ -66,6 +67,33 @@ pub(super) async fn runs(State(state): State<AppState>) -> Result<Response, ApiE
     list(blocking(&state, |s| Ok(s.runs()?)).await?)
 }
 
+/// `{"resume": ID}`, or `{"model"?, "view"?, "config"?}` (no model and view: the bundled demo):
+/// a training run in a job, in this server (it outlives the client that asked).
+pub(super) async fn train(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let field = |k: &str| match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid("invalid_value", format!("{k} must be a non-empty string."))),
+    };
+    let (resume, model, view) = (field("resume")?, field("model")?, field("view")?);
+    let config = body.get("config").filter(|c| !c.is_null()).cloned();
+    let what = match resume {
+        Some(id) if model.is_none() && view.is_none() && config.is_none() => {
+            let known = id.clone();
+            blocking(&state, move |s| Ok(s.run(&known)?)).await?;
+            TrainWhat::Resume(id)
+        }
+        Some(_) => return Err(ApiError::invalid("invalid_value", "resume takes no model, view or config: the run continues as it started.")),
+        None => {
+            let spec = blocking(&state, move |s| Ok(s.new_run(model.as_deref(), view.as_deref(), config.as_ref())?)).await?;
+            TrainWhat::Spec(Box::new(spec))
+        }
+    };
+    let id = blocking_mut(&state, move |s| s.train(what).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())).await?;
+    Ok(started(id))
+}
+
 pub(super) async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     one(blocking(&state, move |s| Ok(s.run(&id)?)).await?)
 }
@@ -110,6 +138,63 @@ pub(super) async fn search(State(state): State<AppState>, Path(name): Path<Strin
     one(blocking(&state, move |s| Ok(s.kb_search(&req)?)).await?)
 }
 
+/// `path` resolved, if it lies inside an allowed folder: 403 outside them (or with none allowed),
+/// 400 for a pattern or a relative path, 404 when nothing is there.
+fn allowed(state: &AppState, path: &str) -> Result<String, ApiError> {
+    if state.allow.is_empty() {
+        return Err(ServiceError::Refused("This server reads no files for its clients; start it with --allow DIR to let them import from DIR.".into()).into());
+    }
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() || path.contains(['*', '?', '[']) {
+        return Err(ApiError::invalid("invalid_value", format!("{path:?} must be an absolute path to a file or folder (no patterns).")));
+    }
+    let real = p.canonicalize().map_err(|_| ServiceError::NotFound(format!("Nothing is at {path}; check the path.")))?;
+    if !state.allow.iter().any(|a| real.starts_with(a)) {
+        let dirs: Vec<String> = state.allow.iter().map(|a| a.display().to_string()).collect();
+        return Err(ServiceError::Refused(format!("{path} is outside the folders this server may read ({}).", dirs.join(", "))).into());
+    }
+    Ok(real.display().to_string())
+}
+
+/// A job started: 202 with its id and where its progress streams.
+fn started(id: u64) -> Response {
+    let mut r = json_response(StatusCode::ACCEPTED, &json!({"job": id, "events": format!("/api/jobs/{id}/events")}));
+    if let Ok(v) = format!("/api/jobs/{id}").parse() {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// `{"path", "replace"?}`: a file or folder inside an allowed folder, imported as a dataset in a
+/// job (the name from the file, as `lathe data import` names it).
+pub(super) async fn import(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let path = allowed(&state, text(&body, "path", "the absolute path of a file or folder to import")?)?;
+    let replace = match body.get("replace") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("invalid_value", "replace must be true or false.")),
+    };
+    let id = blocking_mut(&state, move |s| s.import(path, replace).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())).await?;
+    Ok(started(id))
+}
+
+/// `{"paths"?}`: files or folders inside the allowed folders added to the collection in a job;
+/// none re-reads the collection's recorded sources (a sync).
+pub(super) async fn ingest(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let paths = match body.get("paths") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().ok_or_else(|| ApiError::invalid("invalid_value", "paths must be a list of strings.")).and_then(|p| allowed(&state, p)))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(ApiError::invalid("invalid_value", "paths must be a list of strings.")),
+    };
+    let id = blocking_mut(&state, move |s| Ok(s.kb_ingest(&name, &paths, None)?)).await?;
+    Ok(started(id))
+}
+
 pub(super) async fn jobs(State(state): State<AppState>) -> Result<Response, ApiError> {
     let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
     list(jobs)
@@ -133,8 +218,7 @@ pub(super) async fn cancel_job(State(state): State<AppState>, Path(id): Path<Str
 
 /// The service's events as they happen (jobs, training, ingest, exports), each a `data:` line
 /// of JSON; `job` keeps only that job's and ends when it finishes.
-fn events(state: AppState, job: Option<u64>) -> Response {
-    let rx = state.events.subscribe();
+fn events(state: AppState, rx: tokio::sync::broadcast::Receiver<Event>, job: Option<u64>) -> Response {
     let stop = state.stopping.clone();
     let st = (rx, stop, false);
     let stream = futures::stream::unfold(st, move |(mut rx, mut stop, done)| async move {
@@ -177,7 +261,8 @@ fn job_of(ev: &Event) -> Option<u64> {
 }
 
 pub(super) async fn all_events(State(state): State<AppState>) -> Response {
-    events(state, None)
+    let rx = state.events.subscribe();
+    events(state, rx, None)
 }
 
 pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -185,6 +270,8 @@ pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<Str
     let Some(job) = job else {
         return Err(ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into());
     };
+    // Subscribed before looking, so an end that comes in between is not missed.
+    let rx = state.events.subscribe();
     let finished = state.jobs.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|j| j.id == job).map(|j| j.status.clone()).filter(|s| s.is_finished());
     if let Some(status) = finished {
         // Nothing more will come: the end, at once.
@@ -192,5 +279,5 @@ pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<Str
         let one = futures::stream::iter([Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default()))]);
         return Ok(Sse::new(one).into_response());
     }
-    Ok(events(state, Some(job)))
+    Ok(events(state, rx, Some(job)))
 }

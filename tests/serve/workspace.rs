@@ -150,3 +150,190 @@ fn the_workspace_over_its_own_api() {
     assert!(status.success(), "lathe serve ended with {status} while a client read its events");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A job's events until it finishes (`GET /api/jobs/{id}/events`): the Finished event's status.
+fn job_end(addr: std::net::SocketAddr, id: u64) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    for line in BufReader::new(s).lines() {
+        let line = line.unwrap();
+        if let Some(data) = line.strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            if let Some(status) = v.pointer("/Job/Finished/status") {
+                return status.clone();
+            }
+        }
+    }
+    panic!("job {id}'s events ended without its end");
+}
+
+/// Imports and ingest started over the API run as jobs, and read only inside `--allow` folders.
+#[test]
+fn jobs_read_files_only_inside_the_allowed_folders() {
+    let root = scratch("workspace-jobs");
+    let (home, allowed, outside) = (root.join("ws"), root.join("allowed"), root.join("outside"));
+    std::fs::create_dir_all(allowed.join("docs")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(allowed.join("plants.csv"), "name,water\nfern,often\ncactus,rarely\n").unwrap();
+    std::fs::write(outside.join("secret.csv"), "key\nhunter2\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.csv"), allowed.join("link.csv")).unwrap();
+    std::fs::write(allowed.join("docs/orbit.md"), "# Orbits\n\nSaturn's rings are made of ice and rock.\n").unwrap();
+    let model = fixture("tiny-bert-mean");
+    let o = lathe(&home, &["kb", "create", "notes", "--model", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1", "--allow", allowed.to_str().unwrap()], None);
+
+    // An import inside the folder: a job that ends done, and the dataset is there.
+    let (status, v) = s.post("/api/datasets/import", &json!({"path": allowed.join("plants.csv")}));
+    assert_eq!(status, 202, "{v}");
+    let job = v["job"].as_u64().unwrap();
+    assert_eq!(job_end(s.addr, job), json!("done"));
+    let (_, v) = s.post("/api/sql", &json!({"sql": "select name from plants order by name"}));
+    assert_eq!(v["rows"], json!([{"name": "cactus"}, {"name": "fern"}]), "{v}");
+    let (_, v) = s.get("/api/jobs");
+    assert_eq!((&v["data"][0]["id"], &v["data"][0]["kind"], &v["data"][0]["status"]), (&json!(job), &json!("import"), &json!("done")), "{v}");
+    // Again without replace: the job says it exists; its events, asked after its end, end at once.
+    let (_, v) = s.post("/api/datasets/import", &json!({"path": allowed.join("plants.csv")}));
+    let again = v["job"].as_u64().unwrap();
+    assert!(job_end(s.addr, again)["exists"].is_string());
+    assert!(job_end(s.addr, again)["exists"].is_string());
+    let (status, v) = s.post(&format!("/api/jobs/{again}/cancel"), &json!({}));
+    assert_eq!(status, 400, "an ended job cannot be cancelled: {v}");
+
+    // Outside, through a link, relative, a pattern, nothing there: each refused before any job.
+    for (path, want) in [
+        (outside.join("secret.csv").display().to_string(), (403, "refused")),
+        (allowed.join("link.csv").display().to_string(), (403, "refused")),
+        (allowed.join("../outside/secret.csv").display().to_string(), (403, "refused")),
+        ("plants.csv".to_string(), (400, "invalid_value")),
+        (allowed.join("*.csv").display().to_string(), (400, "invalid_value")),
+        (allowed.join("gone.csv").display().to_string(), (404, "not_found")),
+    ] {
+        let (status, v) = s.post("/api/datasets/import", &json!({"path": path}));
+        assert_eq!((status, error_of(&v).1), want, "{path}: {v}");
+    }
+    let (_, v) = s.get("/api/jobs");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "a refused request started a job: {v}");
+    let (_, v) = s.post("/api/sql", &json!({"sql": "select count(*) as n from lathe.datasets where name = 'secret'"}));
+    assert_eq!(v["rows"][0]["n"], 0);
+
+    // Ingest: the folder's documents into the collection, then found by search.
+    let (status, v) = s.post("/api/collections/notes/ingest", &json!({"paths": [allowed.join("docs")]}));
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(job_end(s.addr, v["job"].as_u64().unwrap()), json!("done"));
+    let (_, v) = s.post("/api/collections/notes/search", &json!({"query": "rings", "mode": "text"}));
+    assert!(v["hits"][0]["path"].as_str().unwrap().ends_with("orbit.md"), "{v}");
+    let (status, v) = s.post("/api/collections/notes/ingest", &json!({"paths": [outside]}));
+    assert_eq!((status, error_of(&v).1), (403, "refused"), "{v}");
+    let (status, v) = s.post("/api/collections/nope/ingest", &json!({}));
+    assert_eq!(status, 404, "{v}");
+
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Without --allow a server reads no files for its clients.
+#[test]
+fn without_allowed_folders_no_request_names_a_file() {
+    let root = scratch("workspace-noallow");
+    let home = root.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.csv"), "x\n1\n").unwrap();
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1"], None);
+    let (status, v) = s.post("/api/datasets/import", &json!({"path": root.join("a.csv")}));
+    assert_eq!((status, error_of(&v).1), (403, "refused"), "{v}");
+    assert!(message(&v).contains("--allow DIR"), "{v}");
+    let status = s.stop();
+    assert!(status.success());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `lathe serve --detach` returns once the server listens, in a session of its own (so a closed
+/// terminal sends it nothing), and the server answers until SIGTERM.
+#[test]
+fn detach_leaves_the_server_running_on_its_own() {
+    let root = scratch("detach");
+    let home = root.join("ws");
+    let o = lathe(&home, &["serve", "--detach", "--listen", "127.0.0.1:0", "--threads", "1"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(home.join("serve.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_u64().unwrap() as libc::pid_t;
+    struct Kill(libc::pid_t);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: the server this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _guard = Kill(pid);
+    assert!(stdout.contains(&format!("pid {pid}")) && stdout.contains(record["address"].as_str().unwrap()), "{stdout}");
+    // Its own session: not this test's, so a hang-up of the terminal that started it misses it.
+    // SAFETY: getsid only reads.
+    assert_eq!(unsafe { libc::getsid(pid) }, pid, "the server leads its own session");
+    let addr: std::net::SocketAddr = record["address"].as_str().unwrap().parse().unwrap();
+    let (status, _) = super::request(addr, "GET", "/health", &[], b"");
+    assert_eq!(status, 200);
+    // A second one is refused while the first runs.
+    let o = lathe(&home, &["serve", "--detach", "--listen", "127.0.0.1:0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(&format!("kill -TERM {pid}")), "{o:?}");
+    // SAFETY: the server this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = std::time::Instant::now();
+    while home.join("serve.json").exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the detached server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::read_to_string(home.join("logs/serve.log")).unwrap().contains("listening on"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A run started through the server trains in the server; SIGKILL cuts it off, the next server
+/// shows it interrupted, and a resume through the API finishes it from its last checkpoint.
+#[test]
+fn a_run_killed_with_its_server_resumes_through_the_next_one() {
+    let root = scratch("kill-train");
+    let home = root.join("ws");
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1"], None);
+    let (status, v) = s.post("/api/runs", &json!({"config": {"max_steps": 40, "checkpoint_every": 4, "eval_every": 1000, "exact_match": 0}}));
+    assert_eq!(status, 202, "{v}");
+    let (status, v) = s.post("/api/runs", &json!({"config": {"max_stepz": 3}}));
+    assert!(status == 400 && message(&v).contains("max_stepz"), "{v}");
+    // Wait for a checkpoint or two, then kill the server mid-run.
+    let start = std::time::Instant::now();
+    let id = loop {
+        let (_, v) = s.get("/api/runs");
+        if let Some(r) = v["data"].as_array().and_then(|a| a.first()) {
+            if r["step"].as_i64().unwrap_or(0) >= 9 {
+                break r["id"].as_str().unwrap().to_string();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the run did not reach step 9: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut s = s;
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    drop(s);
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1"], None);
+    let (_, v) = s.get(&format!("/api/runs/{id}"));
+    assert_eq!(v["status"], "interrupted", "{v}");
+    let cut_at = v["step"].as_i64().unwrap();
+    assert!(cut_at < 40, "{v}");
+    let (status, v) = s.post("/api/runs", &json!({"resume": id, "config": {"lr": 1}}));
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = s.post("/api/runs", &json!({"resume": id}));
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(job_end(s.addr, v["job"].as_u64().unwrap()), json!("done"));
+    let (_, v) = s.get(&format!("/api/runs/{id}"));
+    assert_eq!((&v["status"], &v["step"]), (&json!("completed"), &json!(40)), "{v}");
+    let (_, m) = s.get(&format!("/api/runs/{id}/metrics"));
+    let steps: Vec<i64> = m["data"].as_array().unwrap().iter().filter(|r| r["kind"] == "train").map(|r| r["step"].as_i64().unwrap()).collect();
+    assert_eq!(steps.last(), Some(&40));
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "the metrics repeat or go back after the resume: {steps:?}");
+    let status = s.stop();
+    assert!(status.success());
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -186,6 +186,11 @@ impl DataWorker {
                 let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 let session = format!("{}-{}", since_epoch.as_secs(), std::process::id());
                 let seeded = cat.seed_demo();
+                // The catalog is this process's alone: a run still marked running was cut off
+                // (the workstation or a server killed while it trained), before any run starts here.
+                if let Err(e) = cat.mark_interrupted() {
+                    emit(DataEvent::Failed(format!("Runs cut off earlier could not be marked interrupted: {e}")));
+                }
                 // Jobs get the catalog once a new workspace holds its demo datasets: a demo run
                 // started at once must find its view.
                 *for_jobs2.lock().unwrap() = Some(cat.try_clone().map_err(|e| e.to_string()));

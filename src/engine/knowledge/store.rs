@@ -588,9 +588,12 @@ impl Collection {
             scan.nearest("vector", &q, k)?;
             scan.distance_metric(DistanceType::Cosine);
             if indexed {
-                // Enough partitions, and exact distances for the candidates, that recall stays high.
+                // Enough partitions, a wide enough walk of each partition's graph (Lance's default
+                // ef is 1.5x the candidates: 0.94 recall@10 in one bench run at 104k chunks), and
+                // exact distances for the candidates, that recall stays high.
                 scan.minimum_nprobes(20);
                 scan.refine(4);
+                scan.ef((8 * k).max(100));
             } else {
                 scan.use_index(false);
             }
