@@ -3,8 +3,10 @@
 //! answers at once (greedy, the same prompt): aggregate generated tokens/s, time to the first
 //! token (p50, p99) and every stream accounted for (200, its usage, `[DONE]`). One stream is also
 //! set beside the same generation in-process (the engine's `Session`, no HTTP), which gives the
-//! API's cost. Targets: 4 streams at least 2x one stream's aggregate; the API's cost under 3%.
-//! llama-cpp-python's OpenAI server as a peer is not measured yet (the output says so).
+//! API's cost. The peer: llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`,
+//! uvicorn) on the same file, threads and load, measured by the same clients; skipped with a
+//! message where the Python package is missing. Targets: 4 streams at least 2x one stream's
+//! aggregate, and ahead of the peer; the API's cost under 3%.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,7 +53,7 @@ fn client(addr: SocketAddr, model: &str, gen: usize, t0: Instant) -> anyhow::Res
             bail!("the connection closed in the head");
         }
     }
-    let (mut pending, mut first, mut tokens, mut done) = (String::new(), None, None, false);
+    let (mut pending, mut first, mut tokens, mut done, mut counted) = (String::new(), None, None, false, 0u64);
     while !done {
         // One chunk of the chunked body.
         let mut size = String::new();
@@ -77,13 +79,17 @@ fn client(addr: SocketAddr, model: &str, gen: usize, t0: Instant) -> anyhow::Res
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 tokens = Some(n);
             }
+            // A server without include_usage: one chunk per token.
+            if v["choices"][0]["delta"].get("content").is_some() {
+                counted += 1;
+            }
         }
     }
     if !done {
         bail!("the stream ended without [DONE]");
     }
     let end = t0.elapsed().as_secs_f64();
-    Ok(Seen { first: first.unwrap_or(end), end, tokens: tokens.ok_or_else(|| anyhow!("no usage chunk"))? })
+    Ok(Seen { first: first.unwrap_or(end), end, tokens: tokens.unwrap_or(counted) })
 }
 
 struct Server {
@@ -163,38 +169,43 @@ pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
     let server = start(&home, most, most * per_slot, threads)?;
     // The model loads on the first request.
     client(server.addr, name, 4, Instant::now()).context("the first request")?;
-    println!("{:>8} {:>16} {:>12} {:>14} {:>14} {:>8}", "clients", "aggregate tok/s", "per stream", "first p50", "first p99", "lost");
-    let mut aggregates = Vec::new();
-    let mut one_stream = 0.0;
-    for &n in clients {
-        let t0 = Instant::now();
-        let handles: Vec<_> = (0..n).map(|_| std::thread::spawn({
-            let addr = server.addr;
-            move || client(addr, name, gen, t0)
-        })).collect();
-        let results: Vec<anyhow::Result<Seen>> = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a client panicked")))).collect();
-        let lost = results.iter().filter(|r| r.is_err()).count();
-        let seen: Vec<&Seen> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        let end = seen.iter().map(|s| s.end).fold(0.0, f64::max);
-        let tokens: u64 = seen.iter().map(|s| s.tokens).sum();
-        let aggregate = tokens as f64 / end.max(1e-9);
-        let firsts: Vec<f64> = seen.iter().map(|s| s.first).collect();
-        let per_stream: Vec<f64> = seen.iter().map(|s| s.tokens.saturating_sub(1) as f64 / (s.end - s.first).max(1e-9)).collect();
-        if n == 1 {
-            one_stream = per_stream.first().copied().unwrap_or(0.0);
-        }
+    let ours = measure(server.addr, name, gen, clients);
+    drop(server);
+    let peer = peer_server(&file, name, threads, most * per_slot).and_then(|p| {
+        client(p.addr, name, 4, Instant::now()).context("the peer's first request")?;
+        Ok(measure(p.addr, name, gen, clients))
+    });
+    println!("{:>8} {:>24} {:>12} {:>22} {:>8}", "clients", "aggregate tok/s (peer)", "per stream", "first p50/p99 (peer)", "lost");
+    for (i, o) in ours.iter().enumerate() {
+        let p = peer.as_ref().ok().and_then(|p| p.get(i));
+        let pa = p.map(|p| format!("({:.1})", p.aggregate)).unwrap_or_default();
+        let pf = p.map(|p| format!("({:.0}/{:.0})", p.first_p50 * 1e3, p.first_p99 * 1e3)).unwrap_or_default();
         println!(
-            "{n:>8} {aggregate:>16.1} {:>12.1} {:>12.0} ms {:>12.0} ms {lost:>8}",
-            super::median(&per_stream),
-            super::median(&firsts) * 1e3,
-            super::percentile(&firsts, 0.99) * 1e3
+            "{:>8} {:>11.1} {pa:>12} {:>12.1} {:>7.0}/{:<5.0}{pf:>10} ms {:>5}{}",
+            o.clients,
+            o.aggregate,
+            o.per_stream,
+            o.first_p50 * 1e3,
+            o.first_p99 * 1e3,
+            o.lost.len(),
+            p.map(|p| format!(" ({})", p.lost.len())).unwrap_or_default()
         );
-        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        for e in o.lost.iter().chain(p.map(|p| p.lost.as_slice()).unwrap_or_default()) {
             println!("         lost: {e}");
         }
-        aggregates.push((n, aggregate));
     }
-    drop(server);
+    match &peer {
+        Ok(p) => {
+            for (o, q) in ours.iter().zip(p) {
+                print!("{} clients: {:.2}x the peer's aggregate;  ", o.clients, o.aggregate / q.aggregate.max(1e-9));
+            }
+            println!("(target: ahead at 4)");
+            println!("peer: llama-cpp-python {} (python -m llama_cpp.server, one model, {threads} threads, n_ctx {})", peer_version(), most * per_slot);
+        }
+        Err(e) => println!("peer not measured: {e}"),
+    }
+    let one_stream = ours.iter().find(|o| o.clients == 1).map(|o| o.per_stream).unwrap_or(0.0);
+    let aggregates: Vec<(usize, f64)> = ours.iter().map(|o| (o.clients, o.aggregate)).collect();
     let _ = std::fs::remove_dir_all(&home);
     let base = aggregates.iter().find(|(n, _)| *n == 1).map(|a| a.1);
     if let (Some(b), Some((_, four))) = (base, aggregates.iter().find(|(n, _)| *n == 4)) {
@@ -205,6 +216,77 @@ pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
         "one stream through the API {one_stream:.1} tok/s, in-process {inproc:.1} tok/s: the API costs {:+.1}% (target under 3%)",
         (inproc - one_stream) / inproc.max(1e-9) * 100.0
     );
-    println!("(peer not measured yet: llama-cpp-python's OpenAI server under the same load is the next step)");
     Ok(())
+}
+
+/// One load level as the clients saw it.
+struct Level {
+    clients: usize,
+    aggregate: f64,
+    per_stream: f64,
+    first_p50: f64,
+    first_p99: f64,
+    lost: Vec<String>,
+}
+
+/// `clients` streams at once for each level, against the server at `addr`.
+fn measure(addr: SocketAddr, name: &str, gen: usize, clients: &[usize]) -> Vec<Level> {
+    let mut out = Vec::new();
+    for &n in clients {
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let name = name.to_string();
+                std::thread::spawn(move || client(addr, &name, gen, t0))
+            })
+            .collect();
+        let results: Vec<anyhow::Result<Seen>> = handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a client panicked")))).collect();
+        let seen: Vec<&Seen> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let end = seen.iter().map(|s| s.end).fold(0.0, f64::max);
+        let tokens: u64 = seen.iter().map(|s| s.tokens).sum();
+        let firsts: Vec<f64> = seen.iter().map(|s| s.first).collect();
+        let per_stream: Vec<f64> = seen.iter().map(|s| s.tokens.saturating_sub(1) as f64 / (s.end - s.first).max(1e-9)).collect();
+        out.push(Level {
+            clients: n,
+            aggregate: tokens as f64 / end.max(1e-9),
+            per_stream: super::median(&per_stream),
+            first_p50: super::median(&firsts),
+            first_p99: super::percentile(&firsts, 0.99),
+            lost: results.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect(),
+        });
+    }
+    out
+}
+
+/// llama-cpp-python's OpenAI server on `file`, answering as `name`, on a free loopback port.
+fn peer_server(file: &Path, name: &str, threads: i32, ctx: usize) -> anyhow::Result<Server> {
+    let python = super::peer_python();
+    let ok = Command::new(&python).args(["-c", "import llama_cpp.server, uvicorn"]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        bail!("{python} lacks llama-cpp-python's server (CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install 'llama-cpp-python[server]'; LATHE_PEER_PYTHON names another python)");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let file = file.display().to_string();
+    let (threads, ctx, port_s) = (threads.to_string(), ctx.to_string(), port.to_string());
+    let args = ["-m", "llama_cpp.server", "--model", &file, "--model_alias", name, "--n_threads", &threads, "--n_threads_batch", &threads, "--n_ctx", &ctx, "--host", "127.0.0.1", "--port", &port_s];
+    let mut child = Command::new(&python).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let t = Instant::now();
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(Server { child, addr });
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("llama-cpp-python's server ended at start ({status})");
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!("llama-cpp-python's server did not listen within 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn peer_version() -> String {
+    let out = Command::new(super::peer_python()).args(["-c", "import llama_cpp; print(llama_cpp.__version__)"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
 }
