@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{blocking, json_response, model_error, read_json, ApiError, AppState};
+use super::{blocking, json_response, model_error, read_json, whole, ApiError, AppState};
 use crate::engine::infer::slots::{self, Event, GenError, Prompt};
 use crate::engine::types::{Message, Sampling, Stats, StopReason};
 
@@ -148,7 +148,7 @@ fn parse(body: &Value, kind: Kind) -> Result<Ask, ApiError> {
         Kind::Chat => Prompt::Chat(messages(body)?),
         Kind::Completion => Prompt::Text(prompt_text(body)?),
     };
-    if body.get("n").is_some_and(|n| !n.is_null() && n.as_u64() != Some(1)) {
+    if body.get("n").is_some_and(|n| !n.is_null() && whole(n) != Some(1)) {
         return Err(bad("invalid_n", "n must be 1: lathe gives one answer per request."));
     }
     if body["logprobs"].as_bool() == Some(true) || body["logprobs"].is_number() {
@@ -159,7 +159,7 @@ fn parse(body: &Value, kind: Kind) -> Result<Ask, ApiError> {
     }
     let max = |key: &'static str| match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().filter(|&n| n > 0).map(|n| Some(n as usize)).ok_or_else(|| bad("invalid_value", format!("{key} must be a whole number of at least 1."))),
+        Some(v) => whole(v).filter(|&n| n > 0).map(|n| Some(n as usize)).ok_or_else(|| bad("invalid_value", format!("{key} must be a whole number of at least 1."))),
     };
     let max_tokens = max("max_completion_tokens")?.or(max("max_tokens")?).unwrap_or(usize::MAX);
     let defaults = Sampling::default();
@@ -173,7 +173,7 @@ fn parse(body: &Value, kind: Kind) -> Result<Ask, ApiError> {
         // llama.cpp's "pick a seed at random".
         seed: match body.get("seed") {
             None | Some(Value::Null) => u32::MAX,
-            Some(v) => v.as_i64().ok_or_else(|| bad("invalid_value", "seed must be a whole number."))? as u32,
+            Some(v) => whole(v).ok_or_else(|| bad("invalid_value", "seed must be a whole number."))? as u32,
         },
         max_tokens,
         stop: stops(body)?,

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{blocking, json_response, model_error, read_json, ApiError, AppState};
+use super::{blocking, json_response, model_error, read_json, whole, ApiError, AppState};
 
 /// Inputs per request, as OpenAI allows.
 const MAX_INPUTS: usize = 2048;
@@ -54,7 +54,7 @@ pub(super) async fn embeddings(State(state): State<AppState>, req: Request) -> R
     };
     let dimensions = match body.get("dimensions") {
         None | Some(Value::Null) => None,
-        Some(d) => Some(d.as_u64().ok_or_else(|| ApiError::invalid("invalid_dimensions", "dimensions must be a positive whole number."))?),
+        Some(d) => Some(whole(d).filter(|&n| n > 0).ok_or_else(|| ApiError::invalid("invalid_dimensions", "dimensions must be a positive whole number."))? as u64),
     };
     let name = model.clone();
     let done = blocking(&state, move |s| {

@@ -114,6 +114,11 @@ fn model_error(e: ServiceError) -> ApiError {
     }
 }
 
+/// A JSON number that is a whole number, as JSON Schema counts them (`5` and `5.0` alike).
+fn whole(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
@@ -402,6 +407,16 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_as_json_schema_counts_them() {
+        assert_eq!(whole(&json!(5)), Some(5));
+        assert_eq!(whole(&json!(5.0)), Some(5));
+        assert_eq!(whole(&json!(-3)), Some(-3));
+        assert_eq!(whole(&json!(5.5)), None);
+        assert_eq!(whole(&json!("5")), None);
+        assert_eq!(whole(&json!(1e300)), None);
+    }
 
     #[test]
     fn keys_compare_whole() {

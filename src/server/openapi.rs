@@ -234,10 +234,10 @@ fn workspace_schemas() -> Value {
 
 fn components() -> Value {
     let sampling = json!({
-        "max_tokens": {"type": ["integer", "null"], "minimum": 1, "description": "Tokens to generate at most (default: until the model ends or its context is full)."},
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 2147483647, "description": "Tokens to generate at most (default: until the model ends or its context is full)."},
         "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2, "description": "0 picks the likeliest token; default 0.8."},
         "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "description": "Default 0.95."},
-        "seed": {"type": ["integer", "null"], "description": "The same seed and request give the same answer; default random."},
+        "seed": {"type": ["integer", "null"], "minimum": -9000000000000000i64, "maximum": 9000000000000000i64, "description": "The same seed and request give the same answer; default random."},
         "stop": {"description": "Up to 16 strings; the answer ends before the first that appears.", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 16}, {"type": "null"}]},
         "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
         "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
@@ -262,15 +262,19 @@ fn components() -> Value {
     json!({"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"}, "param": {"type": ["string", "null"]}}}}},
         "Usage": usage,
-        "ResponseFormat": {"type": ["object", "null"], "required": ["type"], "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}, "json_schema": {"type": "object", "required": ["schema"], "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean"}}}}, "description": "json_object and json_schema constrain the answer with the grammar llama.cpp's converter makes from the schema, so it parses."},
+        "ResponseFormat": {"oneOf": [
+            {"type": "null"},
+            {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "json_object"]}}},
+            {"type": "object", "required": ["type", "json_schema"], "properties": {"type": {"const": "json_schema"}, "json_schema": {"type": "object", "required": ["schema"], "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean"}}}}}
+        ], "description": "json_object and json_schema constrain the answer with the grammar llama.cpp's converter makes from the schema, so it parses."},
         "ChatMessage": {"type": "object", "required": ["role"], "properties": {"role": {"enum": ["system", "developer", "user", "assistant"]}, "content": {"oneOf": [{"type": "string"}, {"type": "null"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}}},
-        "ChatRequest": with(json!({"model": {"type": "string", "description": "A GGUF model's name from GET /v1/models."}, "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}}, "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "description": "Wins over max_tokens."}}), &["model", "messages"]),
+        "ChatRequest": with(json!({"model": {"type": "string", "description": "A GGUF model's name from GET /v1/models."}, "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}}, "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 2147483647, "description": "Wins over max_tokens."}}), &["model", "messages"]),
         "CompletionRequest": with(json!({"model": {"type": "string"}, "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1}]}}), &["model", "prompt"]),
         "ChatCompletion": obj("chat.completion", json!({"usage": {"$ref": "#/components/schemas/Usage"}, "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "message": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}, "refusal": {"type": "null"}}}, "logprobs": {"type": "null"}, "finish_reason": finish}}}})),
         "ChatCompletionChunk": obj("chat.completion.chunk", json!({"usage": {"oneOf": [{"$ref": "#/components/schemas/Usage"}, {"type": "null"}]}, "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "delta": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}}, "logprobs": {"type": "null"}, "finish_reason": finish}}}})),
         "Completion": obj("text_completion", json!({"usage": {"$ref": "#/components/schemas/Usage"}, "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "logprobs": {"type": "null"}, "finish_reason": finish}}}})),
         "CompletionChunk": obj("text_completion", json!({"usage": {"oneOf": [{"$ref": "#/components/schemas/Usage"}, {"type": "null"}]}, "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "logprobs": {"type": "null"}, "finish_reason": finish}}}})),
-        "EmbeddingRequest": {"type": "object", "required": ["model", "input"], "properties": {"model": {"type": "string"}, "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048}]}, "encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer", "description": "Only the model's own."}}},
+        "EmbeddingRequest": {"type": "object", "required": ["model", "input"], "properties": {"model": {"type": "string"}, "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048}]}, "encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer", "minimum": 1, "maximum": 65536, "description": "Only the model's own."}}},
         "EmbeddingList": {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {"object": {"const": "list"}, "model": {"type": "string"}, "data": {"type": "array", "items": {"type": "object", "properties": {"object": {"const": "embedding"}, "index": {"type": "integer"}, "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "description": "base64 of little-endian f32"}]}}}}, "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}},
         "ModelList": {"type": "object", "required": ["object", "data"], "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"}, "owned_by": {"type": "string"}}}}}}
     },
@@ -296,7 +300,11 @@ pub fn document(routes: &[(&str, &str, Value)]) -> Value {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}))
+            .map(|name| {
+                // A collection's name is letters, digits, `-` and `_` (store.rs refuses others).
+                let schema = if name == "name" { json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}) } else { json!({"type": "string", "minLength": 1}) };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
             .collect();
         if !params.is_empty() {
             operation["parameters"] = Value::Array(params);
