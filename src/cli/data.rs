@@ -125,8 +125,8 @@ pub fn sql(ws: &Workspace, query: &str, format: Format, out: &mut dyn Write) -> 
     let cat = match Records::open(ws)? {
         Records::Local(cat) => cat,
         // The workspace's server answers: one read-only SELECT, as it allows every client.
-        attached => {
-            let pid = attached.server().map(|o| o.pid).unwrap_or(0);
+        Records::Attached(attached) => {
+            let pid = attached.owner.pid;
             let rows = attached.read_sql(query, SERVER_ROWS, Duration::from_secs(60)).map_err(|e| match e {
                 crate::service::ServiceError::Refused(m) => {
                     anyhow::anyhow!("{m} (lathe serve, pid {pid}, owns this workspace and reads it for its clients; to write, stop it with `kill -TERM {pid}`.)")

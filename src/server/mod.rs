@@ -157,13 +157,7 @@ async fn blocking_mut<T: Send + 'static>(state: &AppState, f: impl FnOnce(&mut S
 
 /// Runs blocking service work off the async threads.
 async fn blocking<T: Send + 'static>(state: &AppState, f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let service = state.service.lock().unwrap_or_else(|p| p.into_inner());
-        f(&service)
-    })
-    .await
-    .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", code: "panicked", message: format!("The request failed inside lathe ({e}); see logs/lathe.log.") })?
+    blocking_mut(state, move |s| f(s)).await
 }
 
 /// Whether `given` equals the key, in time that depends only on the key's length.

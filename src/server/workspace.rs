@@ -200,11 +200,14 @@ pub(super) async fn jobs(State(state): State<AppState>) -> Result<Response, ApiE
     list(jobs)
 }
 
-pub(super) async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// The job `id` names, as this server last heard of it.
+fn job(state: &AppState, id: &str) -> Result<crate::engine::jobs::JobInfo, ApiError> {
     let known = id.parse::<u64>().ok().and_then(|n| state.jobs.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|j| j.id == n).cloned());
-    let Some(job) = known else {
-        return Err(ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into());
-    };
+    known.ok_or_else(|| ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into())
+}
+
+pub(super) async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let job = job(&state, &id)?;
     if job.status.is_finished() {
         return Err(ServiceError::Invalid(format!("Job {id} has ended already ({:?}).", job.status)).into());
     }
@@ -266,14 +269,13 @@ pub(super) async fn all_events(State(state): State<AppState>) -> Response {
 }
 
 pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = id.parse::<u64>().ok().filter(|n| state.jobs.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|j| j.id == *n));
-    let Some(job) = job else {
-        return Err(ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into());
-    };
-    // Subscribed before looking, so an end that comes in between is not missed.
+    job(&state, &id)?;
+    // Subscribed before looking again, so an end that comes in between is not missed.
     let rx = state.events.subscribe();
-    let finished = state.jobs.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|j| j.id == job).map(|j| j.status.clone()).filter(|s| s.is_finished());
-    if let Some(status) = finished {
+    let now = job(&state, &id)?;
+    let job = now.id;
+    if now.status.is_finished() {
+        let status = now.status;
         // Nothing more will come: the end, at once.
         let ev = Event::Job(JobEvent::Finished { id: job, status });
         let one = futures::stream::iter([Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default()))]);

@@ -58,6 +58,12 @@ impl Attached {
         })
     }
 
+    /// A read-only SELECT, as the server allows every client (here `Catalog::run_sql` runs
+    /// anything).
+    pub fn read_sql(&self, sql: &str, limit: usize, timeout: Duration) -> Result<Rows, ServiceError> {
+        self.call("POST", "/api/sql", Some(&json!({"sql": sql, "limit": limit, "timeout_s": timeout.as_secs_f64()})))
+    }
+
     fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ServiceError> {
         #[derive(serde::Deserialize)]
         struct List<T> {
@@ -85,14 +91,6 @@ impl Records {
         match Attached::find(ws) {
             Some(a) => Ok(Records::Attached(a)),
             None => Ok(Records::Local(super::open_catalog(ws)?)),
-        }
-    }
-
-    /// The server it goes through, if any.
-    pub fn server(&self) -> Option<&Owner> {
-        match self {
-            Records::Attached(a) => Some(&a.owner),
-            Records::Local(_) => None,
         }
     }
 
@@ -138,13 +136,6 @@ impl Records {
         }
     }
 
-    /// A read-only SELECT through the server (only there: here `Catalog::run_sql` runs anything).
-    pub fn read_sql(&self, sql: &str, limit: usize, timeout: Duration) -> Result<Rows, ServiceError> {
-        match self {
-            Records::Local(c) => Ok(c.read_only(sql, limit, timeout)?),
-            Records::Attached(a) => a.call("POST", "/api/sql", Some(&json!({"sql": sql, "limit": limit, "timeout_s": timeout.as_secs_f64()}))),
-        }
-    }
 }
 
 #[cfg(test)]
