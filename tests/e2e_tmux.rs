@@ -24,6 +24,13 @@ impl Tmux {
         t
     }
 
+    /// A new tmux server on the same socket and home (the last one was killed).
+    fn restart(&self, w: u16, h: u16) {
+        let shell = "env -u NO_COLOR -u RUST_BACKTRACE PS1='e2e$ ' sh";
+        self.tmux(&["-f", "/dev/null", "new-session", "-d", "-s", "e2e", "-x", &w.to_string(), "-y", &h.to_string(), shell]);
+        self.wait_for("e2e$");
+    }
+
     fn tmux(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .arg("-L")
@@ -542,4 +549,115 @@ fn a_collection_filled_searched_and_dropped_from_the_knowledge_pane() {
     t.wait_for("No collections");
     t.keys(&["q"]);
     t.assert_clean_exit("0");
+}
+
+/// A `lathe serve` in the background on the test's workspace; SIGTERM when dropped.
+struct Serve {
+    pid: u32,
+}
+
+impl Serve {
+    fn detach(t: &Tmux) -> Serve {
+        let out = Command::new(env!("CARGO_BIN_EXE_lathe"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--detach"])
+            .env("LATHE_HOME", t.home.join("ws"))
+            .env("XDG_CONFIG_HOME", t.home.join("config"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let pid = stdout.split("(pid ").nth(1).and_then(|r| r.split(',').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no pid in {stdout:?}"));
+        Serve { pid }
+    }
+
+    fn alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(self.pid as i32, 0) == 0 }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // SAFETY: a plain signal to the server this test started.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.alive() && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// With a `lathe serve` owning the workspace, the workstation attaches to it: the status bar says
+/// where, SQL and the System pane go through it, and a run started from the Training pane trains
+/// in the server: it goes on after the tmux session is killed, and a new workstation shows it
+/// live (its steps so far) and can cancel it; a library model chats through the server.
+#[test]
+fn a_run_started_in_the_attached_workstation_outlives_it() {
+    let t = Tmux::start("attached", 130, 34);
+    // A GGUF model in the workspace's library, for the chat through the server.
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
+    std::fs::create_dir_all(t.home.join("ws/models")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .args(["--home", t.home.join("ws").to_str().unwrap(), "export", fixture.to_str().unwrap(), "--out", t.home.join("ws/models/named.gguf").to_str().unwrap(), "--quant", "f16"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let serve = Serve::detach(&t);
+    let lathe = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lathe")).args(args).env("LATHE_HOME", t.home.join("ws")).output().unwrap();
+        assert!(out.status.success(), "lathe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    t.launch("");
+    t.wait_for("⇄ serve 127.0.0.1:");
+    // SQL through the server, paged and counted as in-process.
+    t.keys(&["3"]);
+    t.wait_for("F5 or Ctrl-R");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "select task, count(*) as n from instruct group by task order by n desc"]);
+    t.keys(&["F5"]);
+    t.wait_for(" rows ·");
+    // The System pane shows the server's own figures.
+    t.keys(&["F6", "5"]);
+    let s = t.wait_for("answering 0/");
+    assert!(s.contains(&format!("pid {}", serve.pid)), "{s}");
+    // The demo trains in the server; the pane follows its events.
+    t.keys(&["1"]);
+    t.wait_for("No run in this session");
+    t.keys(&["d"]);
+    t.wait_until("steps", |s| s.contains("running") && s.contains("tok/s") && !s.contains(" 0/"));
+    // The terminal goes (as with a dropped SSH link); the run does not.
+    t.tmux(&["kill-server"]);
+    let step = || lathe(&["sql", "--format", "csv", "select coalesce(max(step), 0) as s from lathe.metrics"]).lines().nth(1).unwrap_or("0").parse::<u64>().unwrap();
+    let before = step();
+    let start = Instant::now();
+    while step() <= before {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run stopped with the workstation (step {before})");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let runs = lathe(&["runs", "list"]);
+    assert!(runs.contains("running"), "{runs}");
+    // A new workstation attaches and shows the run where it is; c cancels it in the server.
+    t.restart(130, 34);
+    t.launch("");
+    let s = t.wait_until("the run so far", |s| s.contains("running") && s.contains("tok/s") && s.contains("⇄ serve"));
+    assert!(s.contains("instruct"), "{s}");
+    t.keys(&["c"]);
+    t.wait_for("cancelled");
+    t.wait_until("the job to end", |s| !s.contains("● train"));
+    // A library model chats through the server (one copy of it for every client): the answer
+    // streams, and the server counts the request.
+    t.keys(&["4"]);
+    t.keys(&["C-o"]);
+    t.wait_for("Open a GGUF file");
+    t.type_line("named");
+    t.wait_for("openai:named.gguf@http://127.0.0.1:");
+    t.type_line("hello there");
+    t.wait_until("the answer", |s| s.contains("tok/s") && !s.contains("answering"));
+    t.keys(&["Escape", "5"]);
+    t.wait_for(" 1 requests");
+    t.keys(&["q"]);
+    t.assert_clean_exit("0");
+    let runs = lathe(&["runs", "list"]);
+    assert!(runs.contains("cancelled") && !runs.contains("running"), "{runs}");
+    assert!(serve.alive(), "lathe serve ended with its clients");
 }

@@ -38,7 +38,7 @@ fn jobs_record_themselves_and_a_taken_name_is_a_typed_error() {
     // An import of a name the demo data already holds ends as `Exists`, not as a message to parse.
     let csv = ws.root.join("instruct.csv");
     std::fs::write(&csv, "a,b\n1,2\n").unwrap();
-    let id = service.import(csv.display().to_string(), false).expect("a workspace");
+    let id = service.import(csv.display().to_string(), None, false).expect("a workspace");
     let seen = until(&rx, |e| matches!(e, Event::Job(JobEvent::Finished { id: j, .. }) if *j == id));
     let Some(Event::Job(JobEvent::Finished { status, .. })) = seen.last() else { unreachable!() };
     assert!(matches!(status, JobStatus::Exists(m) if m.contains("--replace")), "{status:?}");

@@ -231,6 +231,10 @@ pub enum Action {
     ForceQuit(String),
     // From engines.
     Sys(SysSample),
+    /// The figures of the `lathe serve` this workstation is attached to.
+    Server(crate::service::attached::ServerStatus),
+    /// That server has gone (why).
+    Detached(String),
     Job(JobEvent),
     Data(DataEvent),
     Train(crate::engine::train::trainer::TrainEvent),
@@ -452,6 +456,8 @@ pub enum Command {
     IngestCollection { name: String, paths: Vec<String> },
     /// Drops a collection; the answer is the list, for request `request`.
     DropCollection { name: String, request: u64 },
+    /// The server went: work through the workspace's new owner, or open it here again.
+    Reattach,
 }
 
 #[cfg(test)]

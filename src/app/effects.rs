@@ -29,7 +29,7 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::PreviewViews => service.preview_views(),
         Command::CompletePath(typed) => service.complete_path(typed),
         Command::ImportDataset { path, replace } => {
-            service.import(path, replace);
+            service.import(path, None, replace);
         }
         Command::ExportResult { sql, path } => {
             service.export_result(sql, path);
@@ -73,6 +73,7 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::Retrieve { id, collection, query } => service.retrieve(id, collection, query),
         Command::IngestCollection { name, paths } => service.ingest_collection(name, paths),
         Command::DropCollection { name, request } => service.drop_collection(name, request),
+        Command::Reattach => service.reattach(),
     }
 }
 
@@ -100,6 +101,8 @@ pub fn action(ev: Event) -> Option<Action> {
         Event::Retrieved { id, result } => Action::Retrieved { id, result: result.map_err(|e| e.to_string()) },
         Event::Ingest { job, progress } => Action::IngestProgress { job, progress },
         Event::Ingested { job, result } => Action::Ingested { job, result: result.map_err(|e| e.to_string()) },
+        Event::Server(s) => Action::Server(s),
+        Event::Detached(why) => Action::Detached(why),
     })
 }
 

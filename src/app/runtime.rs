@@ -199,8 +199,10 @@ pub fn run_terminal(launch: Launch) -> anyhow::Result<()> {
         let Launch { mut app, workspace, sample_interval, max_fps, initial, chat_options } = launch;
         let (tx, rx) = mpsc::unbounded_channel();
         spawn_signal_listener(tx.clone())?;
-        let settings = Settings { sample_interval: Some(sample_interval), chat: chat_options, ..Default::default() };
+        let settings = Settings { sample_interval: Some(sample_interval), chat: chat_options, attach: true, ..Default::default() };
         let mut service = effects::start_service(tx.clone(), Some(&workspace), settings);
+        // Said from the first frame: the workspace's owner is a server, and where.
+        app.server = service.attached_to().map(|address| crate::app::state::ServerLink { address, status: None });
         for c in initial {
             effects::execute(&mut service, c);
         }

@@ -34,6 +34,13 @@ macro_rules! cx {
     };
 }
 
+/// The server the workstation is attached to: where it listens and its last figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerLink {
+    pub address: String,
+    pub status: Option<crate::service::attached::ServerStatus>,
+}
+
 pub struct App {
     pub focus: PaneId,
     pub zoomed: bool,
@@ -44,6 +51,8 @@ pub struct App {
     pub theme_idx: usize,
     pub workspace: PathBuf,
     pub sys: SysState,
+    /// The `lathe serve` that owns the workspace, when the workstation works through it.
+    pub server: Option<ServerLink>,
     pub jobs: Vec<JobInfo>,
     /// The catalog's datasets once the data engine has listed them; Err says why it could not.
     pub datasets: Option<Result<Vec<DatasetInfo>, String>>,
@@ -82,6 +91,7 @@ impl App {
             theme_idx: 0,
             workspace,
             sys: SysState::default(),
+            server: None,
             jobs: Vec::new(),
             datasets: None,
             data: DataState::default(),
@@ -502,9 +512,21 @@ impl App {
             }
             Action::Resize(w, h) => self.size = (w, h),
             Action::Sys(s) => self.sys.push(s),
+            Action::Server(s) => self.server = Some(ServerLink { address: s.address.clone(), status: Some(s) }),
+            Action::Detached(why) => {
+                self.server = None;
+                // Its jobs are gone from here; what they saved is in the catalog.
+                self.jobs.clear();
+                self.notify(Level::Warn, format!("{why}; the workstation opens the workspace itself again."));
+                out.push(Command::Reattach);
+            }
             Action::Job(ev) => {
                 JobInfo::apply(&mut self.jobs, &ev);
                 if let crate::engine::jobs::JobEvent::Started { id, kind: JobKind::Train, .. } = &ev {
+                    // A run this session did not ask for (the server's) takes the Training pane too.
+                    if self.training.live.as_ref().is_none_or(|r| !r.is_active()) {
+                        self.training.live = Some(crate::app::train::LiveRun { status: crate::engine::types::RunStatus::Starting, ..Default::default() });
+                    }
                     if let Some(r) = self.training.live.as_mut() {
                         r.job = Some(*id);
                     }

@@ -134,6 +134,14 @@ impl TrainingPanes {
                 if matches!(ev, crate::engine::train::trainer::TrainEvent::Started { .. }) {
                     out.push(self.runs.refresh());
                 }
+                // A run this session did not start (the server's, seen on attaching or started by
+                // another client) becomes the live one when it starts.
+                if let crate::engine::train::trainer::TrainEvent::Started { run_id, .. } = &ev {
+                    if self.live.as_ref().is_none_or(|r| !r.id.is_empty() && r.id != *run_id) {
+                        let job = self.live.as_ref().and_then(|r| r.job);
+                        self.live = Some(LiveRun { job, ..Default::default() });
+                    }
+                }
                 if let Some(r) = &mut self.live {
                     r.apply(&ev);
                 }

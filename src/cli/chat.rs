@@ -236,11 +236,14 @@ impl ChatArgs {
 /// `lathe export`: a job of the service (recorded in `lathe.jobs` like one started in the
 /// workstation); its phases are printed as they come.
 pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
-    use crate::engine::jobs::{JobEvent, JobStatus};
+    use crate::engine::jobs::JobEvent;
     use crate::service::{Event, ModelSource, Service, Settings};
     let quant = Quant::parse(&args.quant).map_err(anyhow::Error::msg)?;
     let source = ModelSource::parse(&args.source)?;
     let name = source.name();
+    if let Some(server) = crate::service::attached::Attached::find(ws) {
+        return export_through(&server, source, args.out, quant);
+    }
     let out = args.out.unwrap_or_else(|| crate::service::export_path(ws, &name, quant));
     let (tx, events) = std::sync::mpsc::channel::<Event>();
     let mut service = Service::start(Some(ws), Settings::default(), move |ev| {
@@ -264,6 +267,12 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
     }
     // Closing the service writes the job's record before the process ends.
     drop(service);
+    report_export(ended, wrote, quant, &name, t)
+}
+
+/// What `lathe export` says at the end: the file written, or why there is none.
+fn report_export(ended: Option<crate::engine::jobs::JobStatus>, wrote: Option<crate::engine::export::gguf::Exported>, quant: Quant, name: &str, t: std::time::Instant) -> anyhow::Result<()> {
+    use crate::engine::jobs::JobStatus;
     match (ended, wrote) {
         (Some(JobStatus::Done), Some(e)) => {
             println!(
@@ -282,6 +291,35 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
         (Some(JobStatus::Cancelled), _) => bail!("The export was cancelled; nothing was kept."),
         _ => bail!("The export ended without a result; see logs/lathe.log."),
     }
+}
+
+/// `lathe export` when a `lathe serve` owns the workspace: the server writes the file into the
+/// workspace's models/ folder in a job (a run by id, a model folder the library lists).
+fn export_through(server: &crate::service::attached::Attached, source: crate::service::ModelSource, out: Option<PathBuf>, quant: Quant) -> anyhow::Result<()> {
+    use crate::engine::jobs::JobEvent;
+    use crate::service::{Event, ModelSource};
+    if let Some(out) = out {
+        bail!("lathe serve (pid {}) owns this workspace and writes exports into its models/ folder; drop --out {} (or stop the server with `kill -TERM {}`).", server.owner.pid, out.display(), server.owner.pid);
+    }
+    let name = source.name();
+    let body = match &source {
+        ModelSource::Run(id) => serde_json::json!({"run": id, "quant": quant.name()}),
+        ModelSource::Folder(dir) => serde_json::json!({"model": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(), "quant": quant.name()}),
+    };
+    super::catch_interrupts();
+    let t = std::time::Instant::now();
+    let job = server.start_job("/api/exports", &body)?;
+    let (mut wrote, mut ended) = (None, None);
+    super::wait_server_job(server, job, |ev| {
+        match ev {
+            Event::Job(JobEvent::Progress { message, .. }) => eprintln!("lathe: {message}"),
+            Event::Exported(e) => wrote = Some(e),
+            Event::Job(JobEvent::Finished { status, .. }) => ended = Some(status),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    report_export(ended, wrote, quant, &name, t)
 }
 
 /// A GGUF path or server spec as it is, or a name looked up in the model library.

@@ -19,6 +19,9 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
     if let DataCmd::List { json } = cmd {
         return list(&Records::open(ws)?, json, out);
     }
+    if let (DataCmd::Import { path, name, replace }, Some(server)) = (&cmd, crate::service::attached::Attached::find(ws)) {
+        return import_through(&server, path, name.clone(), *replace, out);
+    }
     let cat = crate::service::open_catalog(ws)?;
     match cmd {
         DataCmd::Import { path, name, replace } => {
@@ -48,6 +51,31 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// `lathe data import` when a `lathe serve` owns the workspace: the server imports the file in a
+/// job, if it lies inside a folder the server was started with (`--allow DIR`).
+fn import_through(server: &crate::service::attached::Attached, path: &std::path::Path, name: Option<String>, replace: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::engine::jobs::{JobEvent, JobStatus};
+    use crate::service::Event;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    super::catch_interrupts();
+    let job = server.start_job("/api/datasets/import", &serde_json::json!({"path": path.display().to_string(), "name": name, "replace": replace}))?;
+    let (mut said, mut ended) = (String::new(), None);
+    super::wait_server_job(server, job, |ev| {
+        match ev {
+            Event::Job(JobEvent::Progress { message, .. }) => said = message,
+            Event::Job(JobEvent::Finished { status, .. }) => ended = Some(status),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    match ended {
+        Some(JobStatus::Done) => Ok(writeln!(out, "{said}")?),
+        Some(JobStatus::Failed(e) | JobStatus::Exists(e)) => anyhow::bail!(e),
+        Some(JobStatus::Cancelled) => anyhow::bail!("The import was cancelled; nothing was kept."),
+        _ => anyhow::bail!("The import ended without a result; see the server's logs/serve.log."),
+    }
 }
 
 fn view(cat: &Catalog, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> {

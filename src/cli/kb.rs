@@ -72,6 +72,9 @@ pub enum KbCmd {
 }
 
 pub fn run(ws: &Workspace, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(server) = crate::service::attached::Attached::find(ws) {
+        return through(&server, cmd, out);
+    }
     let (tx, events) = std::sync::mpsc::channel::<Event>();
     let mut service = Service::start(Some(ws), Settings::default(), move |ev| {
         let _ = tx.send(ev);
@@ -95,23 +98,7 @@ pub fn run(ws: &Workspace, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()
         }
         KbCmd::Search { name, query, mode, k, path, model, json } => {
             let r = service.kb_search(&SearchRequest { collection: name, query, mode, k, path, model })?;
-            if r.truncated {
-                eprintln!("note: the query was longer than the model takes and was cut there.");
-            }
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
-            } else if r.hits.is_empty() {
-                writeln!(out, "nothing found ({:.0} ms)", r.millis)?;
-            } else {
-                for h in &r.hits {
-                    let place = if h.headings.is_empty() { String::new() } else { format!("  ({})", h.headings) };
-                    writeln!(out, "{:>2}. {:.4}  {}:{}{place}", h.rank, h.score, h.path, h.first_line)?;
-                    for line in snippet(&h.text, 3) {
-                        writeln!(out, "      {line}")?;
-                    }
-                }
-                writeln!(out, "{} results, {:?} search, {:.0} ms", r.hits.len(), r.mode, r.millis)?;
-            }
+            print_hits(&r, json, out)?;
         }
         KbCmd::Add { name, paths, model, json } => ingest(&mut service, &events, &name, &paths, model, json, out)?,
         KbCmd::Sync { name, model, json } => ingest(&mut service, &events, &name, &[], model, json, out)?,
@@ -119,6 +106,51 @@ pub fn run(ws: &Workspace, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()
     // Closing the service writes lathe.collections and the job records before the process ends.
     drop(service);
     Ok(())
+}
+
+/// The collections when a `lathe serve` owns the workspace: listed, searched, filled and
+/// dropped through it (it holds the catalog that records them, and one writer per collection).
+fn through(server: &crate::service::attached::Attached, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::service::attached::seg;
+    let busy = || anyhow!("lathe serve (pid {}) owns this workspace and makes no collections for its clients yet; stop it with `kill -TERM {}` and run the command again.", server.owner.pid, server.owner.pid);
+    match cmd {
+        KbCmd::Create { .. } => return Err(busy()),
+        KbCmd::Add { model: Some(_), .. } | KbCmd::Sync { model: Some(_), .. } | KbCmd::Search { model: Some(_), .. } => {
+            return Err(anyhow!("Through lathe serve (pid {}) a collection uses its own model; drop --model.", server.owner.pid))
+        }
+        KbCmd::List { json } => {
+            let list: Vec<CollectionInfo> = server.list("/api/collections")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                write_list(out, &list)?;
+            }
+        }
+        KbCmd::Drop { name } => {
+            server.call::<serde_json::Value>("DELETE", &format!("/api/collections/{}", seg(&name)), None)?;
+            writeln!(out, "dropped collection {name}")?;
+        }
+        KbCmd::Search { name, query, mode, k, path, json, .. } => {
+            let body = serde_json::json!({"query": query, "mode": mode.name(), "k": k, "path": path});
+            let r: crate::service::SearchResult = server.call("POST", &format!("/api/collections/{}/search", seg(&name)), Some(&body))?;
+            print_hits(&r, json, out)?;
+        }
+        KbCmd::Add { name, paths, json, .. } => {
+            // Files by their absolute paths; a dataset column (dataset:NAME.COLUMN) as it is.
+            let paths: Vec<String> = paths.iter().map(|p| if p.starts_with("dataset:") { p.clone() } else { std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_else(|_| p.clone()) }).collect();
+            ingest_through(server, &name, &paths, json, out)?;
+        }
+        KbCmd::Sync { name, json, .. } => ingest_through(server, &name, &[], json, out)?,
+    }
+    Ok(())
+}
+
+fn ingest_through(server: &crate::service::attached::Attached, name: &str, paths: &[String], json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    super::catch_interrupts();
+    let job = server.start_job(&format!("/api/collections/{}/ingest", crate::service::attached::seg(name)), &serde_json::json!({"paths": paths}))?;
+    let mut follow = IngestFollower::new(json);
+    super::wait_server_job(server, job, |ev| follow.on_event(job, ev))?;
+    follow.finish(name, out)
 }
 
 fn write_list(out: &mut dyn Write, list: &[CollectionInfo]) -> anyhow::Result<()> {
@@ -149,6 +181,27 @@ fn snippet(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+fn print_hits(r: &crate::service::SearchResult, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if r.truncated {
+        eprintln!("note: the query was longer than the model takes and was cut there.");
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    } else if r.hits.is_empty() {
+        writeln!(out, "nothing found ({:.0} ms)", r.millis)?;
+    } else {
+        for h in &r.hits {
+            let place = if h.headings.is_empty() { String::new() } else { format!("  ({})", h.headings) };
+            writeln!(out, "{:>2}. {:.4}  {}:{}{place}", h.rank, h.score, h.path, h.first_line)?;
+            for line in snippet(&h.text, 3) {
+                writeln!(out, "      {line}")?;
+            }
+        }
+        writeln!(out, "{} results, {:?} search, {:.0} ms", r.hits.len(), r.mode, r.millis)?;
+    }
+    Ok(())
+}
+
 fn ingest(
     service: &mut Service,
     events: &std::sync::mpsc::Receiver<Event>,
@@ -160,49 +213,70 @@ fn ingest(
 ) -> anyhow::Result<()> {
     super::catch_interrupts();
     let job = service.kb_ingest(name, paths, model.as_deref())?;
-    let tty = std::io::stderr().is_terminal();
-    let (mut report, mut failed): (Option<Report>, Option<String>) = (None, None);
-    super::wait_job(service, events, job, |ev| {
+    let mut follow = IngestFollower::new(json);
+    super::wait_job(service, events, job, |ev| follow.on_event(job, ev))?;
+    follow.finish(name, out)
+}
+
+/// An ingest's progress on one line (rewritten on a terminal) and its report at the end.
+struct IngestFollower {
+    json: bool,
+    tty: bool,
+    report: Option<Report>,
+    failed: Option<String>,
+}
+
+impl IngestFollower {
+    fn new(json: bool) -> IngestFollower {
+        IngestFollower { json, tty: std::io::stderr().is_terminal(), report: None, failed: None }
+    }
+
+    fn on_event(&mut self, job: crate::engine::jobs::JobId, ev: Event) -> anyhow::Result<()> {
         match ev {
             Event::Ingest { job: j, progress } if j == job => {
                 let line = progress_line(&progress);
-                if tty {
+                if self.tty {
                     eprint!("\r\x1b[K{line}");
-                } else if !json {
+                } else if !self.json {
                     eprintln!("{line}");
                 }
             }
             Event::Ingested { job: j, result } if j == job => match result {
-                Ok(r) => report = Some(r),
-                Err(e) => failed = Some(e.to_string()),
+                Ok(r) => self.report = Some(r),
+                Err(e) => self.failed = Some(e.to_string()),
             },
+            // A job that failed before it could report (a refused path) says why in its end.
+            Event::Job(crate::engine::jobs::JobEvent::Finished { id, status: crate::engine::jobs::JobStatus::Failed(e) }) if id == job && self.failed.is_none() => self.failed = Some(e),
             _ => {}
         }
         Ok(())
-    })?;
-    if tty {
-        eprintln!();
     }
-    if let Some(e) = failed {
-        return Err(anyhow!(e));
-    }
-    let r = report.ok_or_else(|| anyhow!("the ingest ended without a report; see logs/lathe.log"))?;
-    if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
-    } else {
-        writeln!(out, "{}", report_line(&r))?;
-        for s in &r.skipped {
-            writeln!(out, "  skipped {}: {}", s.path, s.reason)?;
+
+    fn finish(self, name: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+        if self.tty {
+            eprintln!();
         }
-        if r.truncated > 0 {
-            writeln!(out, "  {} chunks were longer than the model takes and were cut there", r.truncated)?;
+        if let Some(e) = self.failed {
+            return Err(anyhow!(e));
         }
-        for i in &r.indices {
-            writeln!(out, "  {i}")?;
+        let r = self.report.ok_or_else(|| anyhow!("the ingest ended without a report; see logs/lathe.log"))?;
+        if self.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        } else {
+            writeln!(out, "{}", report_line(&r))?;
+            for s in &r.skipped {
+                writeln!(out, "  skipped {}: {}", s.path, s.reason)?;
+            }
+            if r.truncated > 0 {
+                writeln!(out, "  {} chunks were longer than the model takes and were cut there", r.truncated)?;
+            }
+            for i in &r.indices {
+                writeln!(out, "  {i}")?;
+            }
         }
+        if r.cancelled {
+            return Err(anyhow!("Cancelled; what was committed stays, and `lathe kb sync {name}` finishes the rest."));
+        }
+        Ok(())
     }
-    if r.cancelled {
-        return Err(anyhow!("Cancelled; what was committed stays, and `lathe kb sync {name}` finishes the rest."));
-    }
-    Ok(())
 }

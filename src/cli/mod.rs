@@ -171,6 +171,45 @@ pub(crate) fn catch_interrupts() {
     }
 }
 
+/// `wait_job` for a job of the server that owns the workspace: its events (a run's training
+/// events and an export's result included) until it finishes; Ctrl-C asks the server to cancel
+/// it once. The server's job goes on if this process is killed.
+pub(crate) fn wait_server_job(
+    server: &crate::service::attached::Attached,
+    job: crate::engine::jobs::JobId,
+    mut on_event: impl FnMut(crate::service::Event) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use crate::engine::jobs::JobEvent;
+    use crate::service::Event;
+    use std::sync::mpsc::RecvTimeoutError;
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Event, String>>();
+    let follower = server.clone();
+    std::thread::spawn(move || {
+        let r = follower.follow_job(job, &mut |ev| tx.send(Ok(ev)).is_ok());
+        if let Err(e) = r {
+            let _ = tx.send(Err(e));
+        }
+    });
+    let mut cancelling = false;
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) && !cancelling {
+            cancelling = true;
+            server.cancel_job(job)?;
+        }
+        let ev = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(Ok(ev)) => ev,
+            Ok(Err(e)) => anyhow::bail!("lost lathe serve (pid {}) while following job {job}: {e}", server.owner.pid),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("lathe serve (pid {}) stopped before job {job} ended; `lathe runs list` shows where it got.", server.owner.pid),
+        };
+        let done = matches!(ev, Event::Job(JobEvent::Finished { id, .. }) if id == job);
+        on_event(ev)?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
 /// Follows one job's events until it finishes: Ctrl-C (after `catch_interrupts`) asks the service
 /// to cancel it once, and every event is handed to `on_event`, the finishing one included.
 pub(crate) fn wait_job(

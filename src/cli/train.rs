@@ -204,6 +204,9 @@ fn event_line(ev: &TrainEvent) -> String {
 /// `lathe train`: the run is a job of the service (recorded in `lathe.jobs` like one started in
 /// the workstation); its events are printed as they come.
 pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(server) = crate::service::attached::Attached::find(ws) {
+        return train_through(&server, args);
+    }
     let (tx, events) = std::sync::mpsc::channel::<Event>();
     let service = Service::start(Some(ws), Settings::default(), move |ev| {
         let _ = tx.send(ev);
@@ -241,18 +244,7 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
         }
         let p = crate::service::plan(&cat, &spec)?;
         if !json {
-            println!("preview ({} train, {} eval examples; trained tokens in [brackets]):", p.train_examples, p.eval_examples);
-            for e in &p.examples {
-                println!("  {}", e.replace('\n', "\\n"));
-            }
-            println!(
-                "token lengths: min {} median {} p95 {} max {}; {} of {} longer than max_len {}",
-                p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, p.lengths.count, p.max_len
-            );
-            println!("memory estimate: {} (available {})", bytes(p.memory_needed), bytes(p.memory_available));
-            if let Some(q) = p.memory_4bit.filter(|&q| !p.fits() && q <= p.memory_available) {
-                println!("  it does not fit; with a 4-bit base (--method lora --quant-base nf4, QLoRA) it needs about {}", bytes(q));
-            }
+            print_plan(&p);
         }
         if args.dry_run {
             return Ok(());
@@ -263,47 +255,132 @@ pub fn train(ws: &Workspace, args: TrainArgs) -> anyhow::Result<()> {
     super::catch_interrupts();
     let mut service = service;
     let job = service.train(what).ok_or_else(|| anyhow!("training needs a workspace"))?;
-    let mut out = std::io::stdout().lock();
-    let tty = std::io::stderr().is_terminal() && !json;
-    let mut outcome = None;
-    super::wait_job(&mut service, &events, job, |ev| {
+    let mut follow = RunFollower::new(json);
+    super::wait_job(&mut service, &events, job, |ev| follow.on_event(ev))?;
+    // Closing the service writes the job's record before the process ends.
+    drop(service);
+    follow.finish()
+}
+
+/// `lathe train` when a `lathe serve` owns the workspace: the run starts in the server (it goes
+/// on if this command is killed; Ctrl-C cancels it) and its events print here as they would in
+/// process. The settings go as the ones given (a --config file's and the flags'); the model is a
+/// library name or a folder the library lists.
+fn train_through(server: &crate::service::attached::Attached, args: TrainArgs) -> anyhow::Result<()> {
+    use serde_json::{json, Value};
+    let body = if let Some(id) = &args.resume {
+        if args.quant_base.is_some() || args.optim.is_some() {
+            bail!("Run {id} resumes as it started; drop --quant-base and --optim.");
+        }
+        json!({"resume": id})
+    } else {
+        let mut config = match &args.config {
+            Some(path) => TrainConfig::from_toml(path).map_err(|e| anyhow!(e))?,
+            None => TrainConfig::default(),
+        };
+        args.apply(&mut config);
+        config.check().map_err(|e| anyhow!(e))?;
+        // Only what differs from the defaults: the demo keeps its own settings otherwise.
+        let (given, defaults) = (serde_json::to_value(&config)?, serde_json::to_value(TrainConfig::default())?);
+        let changed: serde_json::Map<String, Value> = given.as_object().into_iter().flatten().filter(|(k, v)| defaults.get(k.as_str()) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if args.print_config {
+            print!("{}", toml::to_string(&config)?);
+            return Ok(());
+        }
+        let model = match (&args.demo, &args.model, &args.view) {
+            (true, _, _) => None,
+            (false, Some(m), Some(_)) => Some(std::path::absolute(m).unwrap_or_else(|_| m.clone()).display().to_string()),
+            (false, None, _) => bail!("--model is required"),
+            (false, _, None) => bail!("--view is required"),
+        };
+        let view = if args.demo { None } else { args.view.clone() };
+        json!({"model": model, "view": view, "config": changed})
+    };
+    if args.resume.is_none() {
+        let p: crate::service::TrainPlan = server.call("POST", "/api/runs/check", Some(&body))?;
+        if !args.json {
+            print_plan(&p);
+        }
+        if args.dry_run {
+            return Ok(());
+        }
+    }
+    super::catch_interrupts();
+    let job = server.start_job("/api/runs", &body)?;
+    eprintln!("lathe: training in lathe serve (pid {}, job {job}); Ctrl-C cancels it, and it goes on if this command is killed.", server.owner.pid);
+    let mut follow = RunFollower::new(args.json);
+    super::wait_server_job(server, job, |ev| follow.on_event(ev))?;
+    follow.finish()
+}
+
+fn print_plan(p: &crate::service::TrainPlan) {
+    println!("preview ({} train, {} eval examples; trained tokens in [brackets]):", p.train_examples, p.eval_examples);
+    for e in &p.examples {
+        println!("  {}", e.replace('\n', "\\n"));
+    }
+    println!(
+        "token lengths: min {} median {} p95 {} max {}; {} of {} longer than max_len {}",
+        p.lengths.min, p.lengths.median, p.lengths.p95, p.lengths.max, p.lengths.truncated, p.lengths.count, p.max_len
+    );
+    println!("memory estimate: {} (available {})", bytes(p.memory_needed), bytes(p.memory_available));
+    if let Some(q) = p.memory_4bit.filter(|&q| !p.fits() && q <= p.memory_available) {
+        println!("  it does not fit; with a 4-bit base (--method lora --quant-base nf4, QLoRA) it needs about {}", bytes(q));
+    }
+}
+
+/// Prints a run's events as they come (a line per event, JSON lines with --json, a bar on a
+/// terminal) and its end.
+struct RunFollower {
+    json: bool,
+    tty: bool,
+    outcome: Option<Result<trainer::Outcome, String>>,
+}
+
+impl RunFollower {
+    fn new(json: bool) -> RunFollower {
+        RunFollower { json, tty: std::io::stderr().is_terminal() && !json, outcome: None }
+    }
+
+    fn on_event(&mut self, ev: Event) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
         match ev {
-            Event::Train(ev) if json => {
+            Event::Train(ev) if self.json => {
                 writeln!(out, "{}", serde_json::to_string(&ev).unwrap_or_default())?;
                 out.flush()?;
             }
             Event::Train(ev) => {
                 writeln!(out, "{}", event_line(&ev))?;
                 out.flush()?;
-                if let (true, TrainEvent::Step(m)) = (tty, &ev) {
+                if let (true, TrainEvent::Step(m)) = (self.tty, &ev) {
                     let w = 30;
                     let done = (m.step * w / m.total.max(1)).min(w);
                     eprint!("\r[{}{}] {}/{}\r", "#".repeat(done), "-".repeat(w - done), m.step, m.total);
                 }
             }
-            Event::TrainDone(r) => outcome = Some(r),
+            Event::TrainDone(r) => self.outcome = Some(r),
             _ => {}
         }
         Ok(())
-    })?;
-    // Closing the service writes the job's record before the process ends.
-    drop(service);
-    if tty {
-        eprintln!();
     }
-    let o = outcome.ok_or_else(|| anyhow!("the run ended without a result; see logs/lathe.log"))?.map_err(|e| anyhow!(e))?;
-    println!(
-        "run {} {} after {} steps; {}: {}",
-        o.run_id,
-        o.ending.status().words(),
-        o.steps,
-        if o.ending == trainer::Ending::Cancelled { "checkpoint" } else { "saved" },
-        o.artifact.display()
-    );
-    if o.ending == trainer::Ending::Cancelled {
-        println!("`lathe train --resume {}` continues it.", o.run_id);
+
+    fn finish(self) -> anyhow::Result<()> {
+        if self.tty {
+            eprintln!();
+        }
+        let o = self.outcome.ok_or_else(|| anyhow!("the run ended without a result; see logs/lathe.log"))?.map_err(|e| anyhow!(e))?;
+        println!(
+            "run {} {} after {} steps; {}: {}",
+            o.run_id,
+            o.ending.status().words(),
+            o.steps,
+            if o.ending == trainer::Ending::Cancelled { "checkpoint" } else { "saved" },
+            o.artifact.display()
+        );
+        if o.ending == trainer::Ending::Cancelled {
+            println!("`lathe train --resume {}` continues it.", o.run_id);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -120,7 +120,7 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The resident set of this process, from /proc (Linux; 0 elsewhere).
-fn resident_bytes() -> u64 {
+pub(super) fn resident_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;

@@ -32,7 +32,6 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
 use crate::engine::infer::slots::{self, Slots};
-use crate::engine::jobs::JobInfo;
 use crate::engine::workspace::Workspace;
 use crate::service::owner::Owner;
 use crate::service::{Service, ServiceError, Settings};
@@ -58,8 +57,12 @@ struct Shared {
     /// The routes' paths (metrics label only these) and the OpenAPI document, from `table`.
     paths: Vec<&'static str>,
     doc: Value,
-    /// Every job this server has run, as `JobInfo::apply` folds their events.
-    jobs: Arc<Mutex<Vec<JobInfo>>>,
+    /// Every job this server has run and the training run's events so far: what a client that
+    /// subscribes now is told first. Events are folded and sent under its lock.
+    replay: Arc<Mutex<workspace::Replay>>,
+    /// When it started listening, and where.
+    started: std::time::Instant,
+    address: SocketAddr,
     /// The service's events, for `/api/events` (a slow reader misses some and is told).
     events: broadcast::Sender<crate::service::Event>,
     /// Turns true when the server stops: endless streams end then.
@@ -207,6 +210,31 @@ async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
 }
 
+/// This server's own figures, for a client's System pane (`/metrics` has them all, for
+/// Prometheus).
+async fn server_status(State(state): State<AppState>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = &state.slots.figures;
+    let jobs_running = state.replay.lock().unwrap_or_else(|p| p.into_inner()).jobs.iter().filter(|j| !j.status.is_finished()).count();
+    let status = crate::service::attached::ServerStatus {
+        pid: std::process::id(),
+        address: state.address.to_string(),
+        uptime_s: state.started.elapsed().as_secs_f64(),
+        rss_bytes: metrics::resident_bytes(),
+        slots: state.slots.config.slots,
+        running: f.running.load(Relaxed),
+        waiting: f.waiting.load(Relaxed),
+        requests: f.requests.load(Relaxed),
+        rejected: f.rejected.load(Relaxed),
+        generated_tokens: f.generated_tokens.load(Relaxed),
+        generation_s: f.generation_us.load(Relaxed) as f64 / 1e6,
+        model_loaded: f.loaded.load(Relaxed) > 0,
+        model_loading: f.loading.load(Relaxed),
+        jobs_running,
+    };
+    json_response(StatusCode::OK, &serde_json::to_value(status).unwrap_or_default())
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError { status: StatusCode::NOT_FOUND, kind: "invalid_request_error", code: "unknown_route", message: format!("There is no route {} {}.", req.method(), req.uri().path()) }
 }
@@ -237,21 +265,30 @@ fn table() -> Vec<Route> {
         ("/v1/embeddings", "post", post(embeddings::embeddings), openapi::embeddings()),
         ("/api/datasets", "get", get(workspace::datasets), openapi::datasets()),
         ("/api/datasets/import", "post", post(workspace::import), openapi::import()),
+        ("/api/schema", "get", get(workspace::schema), openapi::tables()),
+        ("/api/views", "get", get(workspace::views), openapi::views()),
         ("/api/sql", "post", post(workspace::sql), openapi::sql()),
+        ("/api/models", "get", get(workspace::library), openapi::library()),
+        ("/api/exports", "post", post(workspace::export), openapi::export()),
         ("/api/runs", "get", get(workspace::runs), openapi::runs()),
         ("/api/runs", "post", post(workspace::train), openapi::train()),
+        ("/api/runs/check", "post", post(workspace::check_run), openapi::check_run()),
+        ("/api/training/pause", "post", post(workspace::pause), openapi::pause()),
         ("/api/runs/{id}", "get", get(workspace::run), openapi::run()),
         ("/api/runs/{id}/metrics", "get", get(workspace::metrics), openapi::run_metrics()),
         ("/api/conversations", "get", get(workspace::conversations), openapi::conversations()),
         ("/api/conversations/{id}", "get", get(workspace::conversation), openapi::conversation()),
+        ("/api/conversations/{id}", "put", axum::routing::put(workspace::save_conversation), openapi::save_conversation()),
         ("/api/conversations/{id}/markdown", "get", get(workspace::conversation_markdown), openapi::conversation_markdown()),
         ("/api/collections", "get", get(workspace::collections), openapi::collections()),
+        ("/api/collections/{name}", "delete", axum::routing::delete(workspace::drop_collection), openapi::drop_collection()),
         ("/api/collections/{name}/search", "post", post(workspace::search), openapi::search()),
         ("/api/collections/{name}/ingest", "post", post(workspace::ingest), openapi::ingest()),
         ("/api/jobs", "get", get(workspace::jobs), openapi::jobs()),
         ("/api/jobs/{id}/cancel", "post", post(workspace::cancel_job), openapi::cancel_job()),
         ("/api/jobs/{id}/events", "get", get(workspace::job_events), openapi::job_events()),
         ("/api/events", "get", get(workspace::all_events), openapi::events()),
+        ("/api/server", "get", get(server_status), openapi::server_status()),
     ]
 }
 
@@ -289,16 +326,17 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let _owner = Owner::claim(ws, address, key.is_some())?;
         let settings = Settings { serving: Some(opts.slots), ..Default::default() };
         let counters = Arc::new(metrics::Counters::default());
-        let jobs: Arc<Mutex<Vec<JobInfo>>> = Arc::default();
+        let replay: Arc<Mutex<workspace::Replay>> = Arc::default();
         let (events, _) = broadcast::channel(1024);
         let (stop, stopping) = watch::channel(false);
-        let (seen, folded, sent) = (counters.clone(), jobs.clone(), events.clone());
+        let (seen, folded, sent) = (counters.clone(), replay.clone(), events.clone());
         let service = Service::start(Some(ws), settings, move |ev| {
             if let crate::service::Event::Job(j) = &ev {
                 seen.job(j);
-                JobInfo::apply(&mut folded.lock().unwrap_or_else(|p| p.into_inner()), j);
             }
             tracing::debug!(?ev, "service event");
+            let mut replay = folded.lock().unwrap_or_else(|p| p.into_inner());
+            replay.fold(&ev);
             // No subscriber is no error.
             let _ = sent.send(ev);
         });
@@ -308,7 +346,8 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let routes = table();
         let paths = routes.iter().map(|r| r.0).collect();
         let doc = openapi::document(&routes.iter().map(|(p, m, _, op)| (*p, *m, op.clone())).collect::<Vec<_>>());
-        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc, jobs, events, stopping, allow });
+        let started = std::time::Instant::now();
+        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc, replay, started, address, events, stopping, allow });
         tracing::info!(%address, "lathe serve listening");
         // Said on stdout for a person or a script that started it; the record says it too.
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());

@@ -204,6 +204,59 @@ pub fn events() -> Value {
     op("Everything the workspace reports", "The service's events as server-sent events (jobs, training steps, ingest progress, exports) until the server stops.", None, ok_events("The events."), &[401])
 }
 
+pub fn tables() -> Value {
+    op("Tables and their columns", "Each table and view of the workspace with its columns and their DuckDB types (for completion and a schema browser).", None, ok_list("Table", "The tables."), &[401, 409, 500])
+}
+
+pub fn views() -> Value {
+    op("Training-set views", "Each view with its split and its first training examples as the model sees them, or why it cannot be read.", None, ok_list("ViewPreview", "The views."), &[401, 409, 500])
+}
+
+pub fn library() -> Value {
+    op("The model library", "Every model lathe can see (the workspace's models/, added paths, the Hugging Face cache, Ollama's store) with its format, size and the memory it needs; `problem` says why one cannot be used.", None, ok_list("LibraryModel", "The models."), &[401])
+}
+
+pub fn export() -> Value {
+    let mut v = op(
+        "Export a run or a model as GGUF",
+        "A run (its base with its adapter merged, or its trained weights) or a library Hugging Face folder, written into the workspace's models/ folder as `lathe export` names it, in a job.",
+        Some("ExportRequest"),
+        json!({}),
+        &[400, 401, 404, 409, 413, 500],
+    );
+    accepted(&mut v);
+    v
+}
+
+pub fn check_run() -> Value {
+    op(
+        "Check a training run before starting it",
+        "The plan of the run POST /api/runs would start with the same body: memory needed and free, the split, token lengths and two examples with their trained tokens in [brackets]. Nothing starts.",
+        Some("TrainRequest"),
+        ok_json("TrainPlan", "The plan (`memory_needed` over `memory_available`: it would be refused)."),
+        &[400, 401, 404, 409, 413, 500],
+    )
+}
+
+pub fn pause() -> Value {
+    let ok = json!({"description": "Done.", "content": {"application/json": {"schema": {"type": "object", "required": ["paused"], "properties": {"paused": {"type": "boolean"}}}}}});
+    op("Pause or go on training", "Pauses the run training in this server (it keeps its memory and its place) or lets it go on.", Some("PauseRequest"), ok, &[400, 401, 413])
+}
+
+pub fn save_conversation() -> Value {
+    let ok = json!({"description": "Saved.", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "saved"], "properties": {"id": {"type": "string"}, "saved": {"type": "boolean"}}}}}});
+    op("Save a conversation", "The whole record, as GET gives it, under its id: a new conversation or the next version of one.", Some("Conversation"), ok, &[400, 401, 409, 413, 500])
+}
+
+pub fn drop_collection() -> Value {
+    let ok = json!({"description": "Dropped.", "content": {"application/json": {"schema": {"type": "object", "required": ["name", "dropped"], "properties": {"name": {"type": "string"}, "dropped": {"type": "boolean"}}}}}});
+    op("Drop a collection", "Its Lance dataset and its record go; the documents themselves are not touched.", None, ok, &[400, 401, 404, 500])
+}
+
+pub fn server_status() -> Value {
+    op("This server's figures", "Process, address, uptime, memory, the answering engine's requests and tokens, jobs running (what a workstation attached to it shows).", None, ok_json("ServerStatus", "The figures."), &[401])
+}
+
 pub fn openapi_doc() -> Value {
     op("This document", "OpenAPI 3.1, generated from the server's route table.", None, json!({"description": "The document.", "content": {"application/json": {"schema": {"type": "object"}}}}), &[401])
 }
@@ -212,12 +265,33 @@ pub fn docs_doc() -> Value {
     op("This document as a page", "HTML that renders /openapi.json; it loads nothing from the internet.", None, json!({"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}), &[401])
 }
 
-/// The shapes of lathe's own API (/api/).
+/// The shapes of lathe's own API (/api/): the workspace's records, then what clients use.
 fn workspace_schemas() -> Value {
+    let mut all = records_schemas();
+    if let (Some(a), Value::Object(more)) = (all.as_object_mut(), client_schemas()) {
+        a.extend(more);
+    }
+    all
+}
+
+/// What the workstation attached to a server asks for (tables, views, models, exports, plans).
+fn client_schemas() -> Value {
+    json!({
+        "Table": {"type": "object", "required": ["name", "columns"], "properties": {"name": {"type": "string"}, "columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string"}}}}}},
+        "ViewPreview": {"type": "object", "required": ["name", "info", "examples", "error"], "properties": {"name": {"type": "string"}, "info": {"type": ["object", "null"], "description": "The view's SQL, format, eval fraction and split sizes."}, "examples": {"type": "array", "items": {"type": "string"}}, "error": {"type": ["string", "null"]}}},
+        "LibraryModel": {"type": "object", "required": ["name", "path", "source", "format", "architecture", "params", "quantization", "context_length", "file_size", "ram_needed"], "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "source": {"type": "string"}, "format": {"type": "string"}, "architecture": {"type": "string"}, "params": {"type": "integer"}, "quantization": {"type": "string"}, "context_length": {"type": "integer"}, "file_size": {"type": "integer"}, "ram_needed": {"type": "integer"}, "problem": {"type": ["string", "null"]}}},
+        "ExportRequest": {"type": "object", "properties": {"run": {"type": ["string", "null"], "description": "A run's id."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "quant": {"enum": ["f32", "f16", "q8_0", "q4_0", "q4_k_m", null], "description": "Default f16."}}},
+        "PauseRequest": {"type": "object", "required": ["paused"], "properties": {"paused": {"type": "boolean"}}},
+        "TrainPlan": {"type": "object", "required": ["memory_needed", "memory_available", "train_examples", "eval_examples", "max_len", "lengths", "examples"], "properties": {"memory_needed": {"type": "integer"}, "memory_available": {"type": "integer"}, "memory_4bit": {"type": ["integer", "null"]}, "train_examples": {"type": "integer"}, "eval_examples": {"type": "integer"}, "max_len": {"type": "integer"}, "lengths": {"type": "object"}, "examples": {"type": "array", "items": {"type": "string"}}}},
+        "ServerStatus": {"type": "object", "required": ["pid", "address", "uptime_s", "rss_bytes", "slots", "running", "waiting", "requests", "rejected", "generated_tokens", "generation_s", "model_loaded", "model_loading", "jobs_running"], "properties": {"pid": {"type": "integer"}, "address": {"type": "string"}, "uptime_s": {"type": "number"}, "rss_bytes": {"type": "integer"}, "slots": {"type": "integer"}, "running": {"type": "integer"}, "waiting": {"type": "integer"}, "requests": {"type": "integer"}, "rejected": {"type": "integer"}, "generated_tokens": {"type": "integer"}, "generation_s": {"type": "number"}, "model_loaded": {"type": "boolean"}, "model_loading": {"type": "boolean"}, "jobs_running": {"type": "integer"}}}
+    })
+}
+
+fn records_schemas() -> Value {
     json!({
         "Dataset": {"type": "object", "required": ["name", "rows", "columns", "source_bytes", "source", "format", "imported_at"], "properties": {"name": {"type": "string"}, "rows": {"type": "integer"}, "columns": {"type": "integer"}, "source_bytes": {"type": "integer"}, "source": {"type": "string"}, "format": {"type": "string"}, "imported_at": {"type": "string"}}},
-        "SqlRequest": {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string", "minLength": 1, "description": "One SELECT statement."}, "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Rows at most (default 1000); `truncated` says when there were more."}, "timeout_s": {"type": ["number", "null"], "minimum": 0.1, "maximum": 60, "description": "Seconds the statement may run (default 10)."}}},
-        "SqlResult": {"type": "object", "required": ["columns", "rows", "truncated", "elapsed_ms"], "properties": {"columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "description": "Arrow's name of the column's type."}}}}, "rows": {"type": "array", "items": {"type": "object", "description": "Column name to value."}}, "truncated": {"type": "boolean"}, "elapsed_ms": {"type": "number"}}},
+        "SqlRequest": {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string", "minLength": 1, "description": "One SELECT statement."}, "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Rows at most (default 1000); `truncated` says when there were more."}, "timeout_s": {"type": ["number", "null"], "minimum": 0.1, "maximum": 60, "description": "Seconds the statement may run (default 10)."}, "offset": {"type": ["integer", "null"], "minimum": 0, "description": "Rows to skip (default 0): a client pages through a result."}, "count": {"type": ["boolean", "null"], "description": "Also count the statement's rows (`total`)."}}},
+        "SqlResult": {"type": "object", "required": ["columns", "rows", "truncated", "elapsed_ms"], "properties": {"columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "description": "Arrow's name of the column's type."}}}}, "rows": {"type": "array", "items": {"type": "object", "description": "Column name to value."}}, "truncated": {"type": "boolean"}, "elapsed_ms": {"type": "number"}, "total": {"type": "integer", "description": "Every row of the statement, when `count` asked."}}},
         "Run": {"type": "object", "required": ["id", "status", "method", "model", "view", "created_at", "base", "optimizer"], "properties": {"id": {"type": "string"}, "status": {"enum": ["starting", "running", "paused", "completed", "stopped_early", "cancelled", "interrupted", "failed"]}, "method": {"type": "string"}, "model": {"type": "string"}, "view": {"type": "string"}, "created_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]}, "step": {"type": ["integer", "null"]}, "total_steps": {"type": ["integer", "null"]}, "train_loss": {"type": ["number", "null"]}, "eval_loss": {"type": ["number", "null"]}, "best_eval_loss": {"type": ["number", "null"]}, "exact_match": {"type": ["number", "null"]}, "tokens_per_s": {"type": ["number", "null"]}, "peak_rss_bytes": {"type": ["integer", "null"]}, "params": {"type": ["string", "null"], "description": "The run's settings as JSON."}, "artifacts": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]}, "base": {"type": "string"}, "optimizer": {"type": "string"}}},
         "Metric": {"type": "object", "required": ["step", "kind", "loss"], "properties": {"step": {"type": "integer"}, "kind": {"enum": ["train", "eval"]}, "loss": {"type": "number"}, "lr": {"type": ["number", "null"]}, "grad_norm": {"type": ["number", "null"]}, "tokens_per_s": {"type": ["number", "null"]}, "epoch": {"type": ["number", "null"]}, "elapsed_s": {"type": ["number", "null"]}}},
         "ConversationSummary": {"type": "object", "required": ["id", "title", "model", "turns", "updated_at"], "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "model": {"type": "string"}, "turns": {"type": "integer"}, "updated_at": {"type": "string"}}},
@@ -226,7 +300,7 @@ fn workspace_schemas() -> Value {
         "SearchRequest": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string", "minLength": 1}, "mode": {"enum": ["hybrid", "vector", "text", null], "description": "Default hybrid."}, "k": {"type": ["integer", "null"], "minimum": 1, "maximum": 100, "description": "Hits (default 5)."}, "path": {"type": ["string", "null"], "description": "Only documents whose path starts with it or holds it."}}},
         "SearchResult": {"type": "object", "required": ["hits", "mode", "millis", "truncated"], "properties": {"mode": {"enum": ["hybrid", "vector", "text"]}, "millis": {"type": "number"}, "truncated": {"type": "boolean", "description": "The query was longer than the model takes and was cut."}, "hits": {"type": "array", "items": {"type": "object", "required": ["rank", "score", "chunk_id", "path", "first_line", "last_line", "text"], "properties": {"rank": {"type": "integer"}, "score": {"type": "number"}, "chunk_id": {"type": "string"}, "path": {"type": "string"}, "first_line": {"type": "integer"}, "last_line": {"type": "integer"}, "headings": {"type": "string"}, "text": {"type": "string"}, "vector_rank": {"type": ["integer", "null"]}, "text_rank": {"type": ["integer", "null"]}}}}}},
         "TrainRequest": {"type": "object", "properties": {"resume": {"type": ["string", "null"], "description": "A run's id: continue it."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "view": {"type": ["string", "null"], "description": "A training-set view."}, "config": {"type": ["object", "null"], "description": "Training settings to change (method, lr, max_steps, lora_r, ...)."}}},
-        "ImportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path inside an allowed folder."}, "replace": {"type": ["boolean", "null"]}}},
+        "ImportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path inside an allowed folder."}, "name": {"type": ["string", "null"], "description": "The dataset's name (default: from the file's)."}, "replace": {"type": ["boolean", "null"]}}},
         "IngestRequest": {"type": "object", "properties": {"paths": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Absolute paths inside the allowed folders; none: sync the recorded sources."}}},
         "Job": {"type": "object", "required": ["id", "kind", "title", "status", "message"], "properties": {"id": {"type": "integer"}, "kind": {"enum": ["train", "export", "import", "ingest", "stress"]}, "title": {"type": "string"}, "status": {"description": "\"running\", \"done\", \"cancelled\", or {\"failed\": why} / {\"exists\": what}."}, "fraction": {"type": ["number", "null"]}, "message": {"type": "string"}}}
     })

@@ -6,6 +6,8 @@
 //! it, and only inside the folders the server was started with (`--allow DIR`).
 
 use std::convert::Infallible;
+
+use futures::StreamExt;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
@@ -16,7 +18,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{blocking, blocking_mut, json_response, read_json, ApiError, AppState};
-use crate::engine::jobs::JobEvent;
+use crate::engine::data::readonly::Window;
+use crate::engine::jobs::{JobEvent, JobKind};
 use crate::engine::knowledge::store::SearchMode;
 use crate::service::{Event, SearchRequest, ServiceError, TrainWhat};
 
@@ -54,29 +57,151 @@ pub(super) async fn datasets(State(state): State<AppState>) -> Result<Response, 
     list(blocking(&state, |s| Ok(s.datasets()?)).await?)
 }
 
-/// `{"sql", "limit"?, "timeout_s"?}` → columns, rows (objects), truncated, elapsed_ms.
+/// `{"sql", "limit"?, "offset"?, "count"?, "timeout_s"?}` → columns, rows (objects), truncated,
+/// elapsed_ms, and `total` when `count` asked for it.
 pub(super) async fn sql(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let body = read_json(req).await?;
     let sql = text(&body, "sql", "one SELECT statement")?.to_string();
     let limit = number(&body, "limit", SQL_ROWS.0 as f64, (1.0, SQL_ROWS.1 as f64))? as usize;
+    let offset = match body.get("offset") {
+        None | Some(Value::Null) => 0,
+        Some(v) => super::whole(v).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| ApiError::invalid("invalid_value", "offset must be a whole number, 0 or more."))?,
+    };
+    let count = flag(&body, "count")?;
     let timeout = Duration::from_secs_f64(number(&body, "timeout_s", SQL_SECONDS.0, (0.1, SQL_SECONDS.1))?);
-    one(blocking(&state, move |s| Ok(s.read_sql(&sql, limit, timeout)?)).await?)
+    let window = Window { offset, count };
+    one(blocking(&state, move |s| Ok(s.read_sql_window(&sql, window, limit, timeout)?)).await?)
+}
+
+/// A true/false field, false when absent.
+fn flag(body: &Value, field: &str) -> Result<bool, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid("invalid_value", format!("{field} must be true or false."))),
+    }
+}
+
+/// Each table and view with its columns and their types.
+pub(super) async fn schema(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let tables = blocking(&state, |s| Ok(s.schema()?)).await?;
+    let data: Vec<Value> = tables
+        .into_iter()
+        .map(|(name, cols)| json!({"name": name, "columns": cols.into_iter().map(|(n, t)| json!({"name": n, "type": t})).collect::<Vec<_>>()}))
+        .collect();
+    list(data)
+}
+
+/// The training-set views: each one's split and its first training examples as text, or why
+/// it cannot be read.
+pub(super) async fn views(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let views = blocking(&state, |s| Ok(s.views()?)).await?;
+    let data: Vec<Value> = views
+        .into_iter()
+        .map(|(name, r)| match r {
+            Ok((info, examples)) => json!({"name": name, "info": info, "examples": examples, "error": null}),
+            Err(e) => json!({"name": name, "info": null, "examples": [], "error": e}),
+        })
+        .collect();
+    list(data)
+}
+
+/// Every model of the library, with its format, size and the memory it needs (or why it cannot
+/// be read).
+pub(super) async fn library(State(state): State<AppState>) -> Result<Response, ApiError> {
+    list(blocking(&state, |s| Ok(s.models())).await?)
 }
 
 pub(super) async fn runs(State(state): State<AppState>) -> Result<Response, ApiError> {
     list(blocking(&state, |s| Ok(s.runs()?)).await?)
 }
 
+/// An optional non-empty string field.
+fn field(body: &Value, k: &str) -> Result<Option<String>, ApiError> {
+    match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid("invalid_value", format!("{k} must be a non-empty string."))),
+    }
+}
+
+/// `{"model"?, "view"?, "config"?}` as POST /api/runs takes it → the run's plan (memory needed
+/// and free, split, lengths, two examples), whether or not it fits; nothing starts.
+pub(super) async fn check_run(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let (model, view) = (field(&body, "model")?, field(&body, "view")?);
+    let config = body.get("config").filter(|c| !c.is_null()).cloned();
+    let (_, plan) = blocking(&state, move |s| Ok(s.check_run(model.as_deref(), view.as_deref(), config.as_ref())?)).await?;
+    one(plan)
+}
+
+/// `{"paused": bool}`: pauses the run training in this server (it keeps its memory) or lets it go on.
+pub(super) async fn pause(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let paused = match body.get("paused") {
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(ApiError::invalid("invalid_value", "paused is required: true to pause the run, false to go on.")),
+    };
+    blocking(&state, move |s| {
+        s.pause_training(paused);
+        Ok(())
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"paused": paused})))
+}
+
+/// `{"run": ID}` or `{"model": NAME}` (a Hugging Face folder of the library), `"quant"?` (f32,
+/// f16, q8_0, q4_0, q4_k_m; default f16): written as GGUF into the workspace's models/ folder, as
+/// `lathe export` names it, in a job.
+pub(super) async fn export(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    use crate::service::ModelSource;
+    let body = read_json(req).await?;
+    let quant = match field(&body, "quant")? {
+        None => crate::engine::export::gguf::Quant::F16,
+        Some(q) => crate::engine::export::gguf::Quant::parse(&q).map_err(|e| ApiError::invalid("invalid_value", e))?,
+    };
+    let (run, model) = (field(&body, "run")?, field(&body, "model")?);
+    let id = blocking_mut(&state, move |s| {
+        let source = match (run, model) {
+            (Some(id), None) => {
+                s.run(&id)?;
+                ModelSource::Run(id)
+            }
+            (None, Some(name)) => ModelSource::Folder(s.library_folder(&name)?),
+            _ => return Err(ApiError::invalid("invalid_value", "Give a run (its id) or a model (a library name), one of them.")),
+        };
+        let out = s.export_path(&source.name(), quant)?;
+        s.export(source, out, quant).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())
+    })
+    .await?;
+    Ok(started(id))
+}
+
+/// A conversation saved under its id (the body is the whole record, as GET gives it): a new
+/// one, or the next version of one saved before.
+pub(super) async fn save_conversation(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let record: crate::engine::data::chats::ChatRecord =
+        serde_json::from_value(body).map_err(|e| ApiError::invalid("invalid_value", format!("The body is not a conversation ({e}); send one as GET /api/conversations/ID gives it.")))?;
+    if record.id != id {
+        return Err(ApiError::invalid("invalid_value", format!("The body's id ({}) is not the path's ({id}).", record.id)));
+    }
+    blocking(&state, move |s| Ok(s.save_chat_now(&record)?)).await?;
+    Ok(json_response(StatusCode::OK, &json!({"id": id, "saved": true})))
+}
+
+/// Drops a collection: its Lance dataset and its record.
+pub(super) async fn drop_collection(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let gone = name.clone();
+    blocking(&state, move |s| Ok(s.kb_drop(&name)?)).await?;
+    Ok(json_response(StatusCode::OK, &json!({"name": gone, "dropped": true})))
+}
+
 /// `{"resume": ID}`, or `{"model"?, "view"?, "config"?}` (no model and view: the bundled demo):
 /// a training run in a job, in this server (it outlives the client that asked).
 pub(super) async fn train(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let body = read_json(req).await?;
-    let field = |k: &str| match body.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::invalid("invalid_value", format!("{k} must be a non-empty string."))),
-    };
-    let (resume, model, view) = (field("resume")?, field("model")?, field("view")?);
+    let (resume, model, view) = (field(&body, "resume")?, field(&body, "model")?, field(&body, "view")?);
     let config = body.get("config").filter(|c| !c.is_null()).cloned();
     let what = match resume {
         Some(id) if model.is_none() && view.is_none() && config.is_none() => {
@@ -165,8 +290,8 @@ fn started(id: u64) -> Response {
     r
 }
 
-/// `{"path", "replace"?}`: a file or folder inside an allowed folder, imported as a dataset in a
-/// job (the name from the file, as `lathe data import` names it).
+/// `{"path", "name"?, "replace"?}`: a file or folder inside an allowed folder, imported as a
+/// dataset in a job (named as `lathe data import` names it: `name`, else from the file).
 pub(super) async fn import(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let body = read_json(req).await?;
     let path = allowed(&state, text(&body, "path", "the absolute path of a file or folder to import")?)?;
@@ -175,7 +300,8 @@ pub(super) async fn import(State(state): State<AppState>, req: Request) -> Resul
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::invalid("invalid_value", "replace must be true or false.")),
     };
-    let id = blocking_mut(&state, move |s| s.import(path, replace).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())).await?;
+    let name = field(&body, "name")?;
+    let id = blocking_mut(&state, move |s| s.import(path, name, replace).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())).await?;
     Ok(started(id))
 }
 
@@ -187,7 +313,13 @@ pub(super) async fn ingest(State(state): State<AppState>, Path(name): Path<Strin
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().ok_or_else(|| ApiError::invalid("invalid_value", "paths must be a list of strings.")).and_then(|p| allowed(&state, p)))
+            .map(|i| {
+                // A dataset's column is the workspace's own; a file must lie in an allowed folder.
+                i.as_str().ok_or_else(|| ApiError::invalid("invalid_value", "paths must be a list of strings.")).and_then(|p| match p.starts_with("dataset:") {
+                    true => Ok(p.to_string()),
+                    false => allowed(&state, p),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err(ApiError::invalid("invalid_value", "paths must be a list of strings.")),
     };
@@ -196,13 +328,13 @@ pub(super) async fn ingest(State(state): State<AppState>, Path(name): Path<Strin
 }
 
 pub(super) async fn jobs(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let jobs = state.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let jobs = state.replay.lock().unwrap_or_else(|p| p.into_inner()).jobs.clone();
     list(jobs)
 }
 
 /// The job `id` names, as this server last heard of it.
 fn job(state: &AppState, id: &str) -> Result<crate::engine::jobs::JobInfo, ApiError> {
-    let known = id.parse::<u64>().ok().and_then(|n| state.jobs.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|j| j.id == n).cloned());
+    let known = id.parse::<u64>().ok().and_then(|n| state.replay.lock().unwrap_or_else(|p| p.into_inner()).jobs.iter().find(|j| j.id == n).cloned());
     known.ok_or_else(|| ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into())
 }
 
@@ -221,10 +353,12 @@ pub(super) async fn cancel_job(State(state): State<AppState>, Path(id): Path<Str
 
 /// The service's events as they happen (jobs, training, ingest, exports), each a `data:` line
 /// of JSON; `job` keeps only that job's and ends when it finishes.
-fn events(state: AppState, rx: tokio::sync::broadcast::Receiver<Event>, job: Option<u64>) -> Response {
+/// The events from `rx` as SSE until the server stops; with `job`, only that job's (a run's
+/// training events and an export's result included) until it finishes.
+fn events_stream(state: AppState, rx: tokio::sync::broadcast::Receiver<Event>, job: Option<(u64, JobKind)>) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
     let stop = state.stopping.clone();
     let st = (rx, stop, false);
-    let stream = futures::stream::unfold(st, move |(mut rx, mut stop, done)| async move {
+    futures::stream::unfold(st, move |(mut rx, mut stop, done)| async move {
         if done || *stop.borrow() {
             return None;
         }
@@ -243,7 +377,7 @@ fn events(state: AppState, rx: tokio::sync::broadcast::Receiver<Event>, job: Opt
                 Err(RecvError::Closed) => return None,
             };
             if let Some(j) = job {
-                if job_of(&ev) != Some(j) {
+                if !of_job(&ev, j) {
                     continue;
                 }
             }
@@ -251,8 +385,17 @@ fn events(state: AppState, rx: tokio::sync::broadcast::Receiver<Event>, job: Opt
             let data = serde_json::to_string(&ev).unwrap_or_default();
             return Some((Ok(SseEvent::default().data(data)), (rx, stop, finished)));
         }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    })
+}
+
+/// Whether `ev` belongs to the job: its own events, and what its kind reports without a job id
+/// (one run trains at a time; an export's result).
+fn of_job(ev: &Event, (id, kind): (u64, JobKind)) -> bool {
+    match ev {
+        Event::Train(_) | Event::TrainDone(_) => kind == JobKind::Train,
+        Event::Exported(_) => kind == JobKind::Export,
+        ev => job_of(ev) == Some(id),
+    }
 }
 
 fn job_of(ev: &Event) -> Option<u64> {
@@ -263,23 +406,85 @@ fn job_of(ev: &Event) -> Option<u64> {
     }
 }
 
+/// Every service event from now on, after what a new client needs to catch up: the jobs
+/// running (started, with their last progress) and, while a run trains, its events so far.
 pub(super) async fn all_events(State(state): State<AppState>) -> Response {
-    let rx = state.events.subscribe();
-    events(state, rx, None)
+    let (rx, first) = {
+        // Under the lock that events are sent under: nothing is missed or told twice.
+        let replay = state.replay.lock().unwrap_or_else(|p| p.into_inner());
+        (state.events.subscribe(), replay.catch_up())
+    };
+    let first = first.into_iter().map(|ev| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default())));
+    let rest = events_stream(state, rx, None);
+    Sse::new(futures::stream::iter(first).chain(rest)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// Events the server has seen that a client subscribing now would need: every job, and the
+/// training run's events since it started (the loss curve so far).
+#[derive(Default)]
+pub(super) struct Replay {
+    pub jobs: Vec<crate::engine::jobs::JobInfo>,
+    train: Vec<Event>,
+}
+
+/// The training events kept for a client that attaches mid-run (a long run's oldest steps go
+/// first; its start stays).
+const REPLAY_EVENTS: usize = 20_000;
+
+impl Replay {
+    pub fn fold(&mut self, ev: &Event) {
+        match ev {
+            Event::Job(j) => crate::engine::jobs::JobInfo::apply(&mut self.jobs, j),
+            Event::Train(crate::engine::train::trainer::TrainEvent::Started { .. }) => self.train = vec![ev.clone()],
+            Event::Train(_) | Event::TrainDone(_) => {
+                if self.train.len() >= REPLAY_EVENTS {
+                    self.train.remove(1);
+                }
+                self.train.push(ev.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// What one job has said so far: its start, its last progress and, for a run, its events.
+    fn catch_up_job(&self, j: &crate::engine::jobs::JobInfo) -> Vec<Event> {
+        if j.status.is_finished() {
+            return Vec::new();
+        }
+        let mut out = vec![Event::Job(JobEvent::Started { id: j.id, kind: j.kind, title: j.title.clone() })];
+        if j.fraction.is_some() || !j.message.is_empty() {
+            out.push(Event::Job(JobEvent::Progress { id: j.id, fraction: j.fraction, message: j.message.clone() }));
+        }
+        if j.kind == JobKind::Train {
+            out.extend(self.train.iter().cloned());
+        }
+        out
+    }
+
+    /// The running jobs as a new client would have heard of them, and the run's events while
+    /// one trains.
+    fn catch_up(&self) -> Vec<Event> {
+        self.jobs.iter().flat_map(|j| self.catch_up_job(j)).collect()
+    }
 }
 
 pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     job(&state, &id)?;
-    // Subscribed before looking again, so an end that comes in between is not missed.
-    let rx = state.events.subscribe();
-    let now = job(&state, &id)?;
-    let job = now.id;
+    let (rx, now, first) = {
+        // Under the lock events are sent under: what the job said so far, then the rest.
+        let replay = state.replay.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = state.events.subscribe();
+        let now = replay.jobs.iter().find(|j| id.parse() == Ok(j.id)).cloned();
+        let first = now.as_ref().map(|j| replay.catch_up_job(j)).unwrap_or_default();
+        (rx, now, first)
+    };
+    let now = now.ok_or_else(|| ApiError::from(ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them."))))?;
+    let sse = |ev: Event| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default()));
     if now.status.is_finished() {
-        let status = now.status;
         // Nothing more will come: the end, at once.
-        let ev = Event::Job(JobEvent::Finished { id: job, status });
-        let one = futures::stream::iter([Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default()))]);
+        let one = futures::stream::iter([sse(Event::Job(JobEvent::Finished { id: now.id, status: now.status }))]);
         return Ok(Sse::new(one).into_response());
     }
-    Ok(events(state, rx, Some(job)))
+    let rest = events_stream(state, rx, Some((now.id, now.kind)));
+    Ok(Sse::new(futures::stream::iter(first.into_iter().map(sse)).chain(rest)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }

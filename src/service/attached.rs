@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::owner::Owner;
-use super::ServiceError;
+use super::{Event, ServiceError};
+use crate::engine::jobs::JobId;
 use crate::engine::data::chats::{ChatRecord, ChatSummary};
 use crate::engine::data::import::DatasetInfo;
 use crate::engine::data::readonly::Rows;
@@ -22,6 +23,7 @@ use crate::engine::workspace::Workspace;
 pub const SERVER_ROWS: usize = 10_000;
 
 /// A client of the `lathe serve` that owns a workspace.
+#[derive(Clone)]
 pub struct Attached {
     pub owner: Owner,
     base: String,
@@ -38,7 +40,7 @@ impl Attached {
     }
 
     /// One call: the answer's JSON, or the server's error as the kind it was.
-    fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&Value>) -> Result<T, ServiceError> {
+    pub(crate) fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&Value>) -> Result<T, ServiceError> {
         let url = format!("{}{path}", self.base);
         let body = body.map(Value::to_string);
         let (status, text) = crate::engine::http::exchange(method, &url, body.as_deref(), self.key.as_deref())
@@ -64,7 +66,56 @@ impl Attached {
         self.call("POST", "/api/sql", Some(&json!({"sql": sql, "limit": limit, "timeout_s": timeout.as_secs_f64()})))
     }
 
-    fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ServiceError> {
+    /// Starts a job in the server (`POST path` answering 202 with its id).
+    pub fn start_job(&self, path: &str, body: &Value) -> Result<JobId, ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct Started {
+            job: JobId,
+        }
+        Ok(self.call::<Started>("POST", path, Some(body))?.job)
+    }
+
+    pub fn cancel_job(&self, id: JobId) -> Result<(), ServiceError> {
+        self.call::<Value>("POST", &format!("/api/jobs/{id}/cancel"), None).map(drop)
+    }
+
+    /// The server's own figures.
+    pub fn status(&self) -> Result<ServerStatus, ServiceError> {
+        self.call("GET", "/api/server", None)
+    }
+
+    /// Follows the server's events (first what a new client needs to catch up: its running jobs
+    /// and the run training), each handed to `on_event` until it returns false or the stream
+    /// ends (the server stopped: Ok) or breaks (Err).
+    pub fn follow(&self, on_event: &mut dyn FnMut(Event) -> bool) -> Result<(), String> {
+        let url = format!("{}/api/events", self.base);
+        crate::engine::http::request("GET", &url, None, self.key.as_deref(), &mut |line| {
+            let Some(data) = line.strip_prefix("data:") else { return true };
+            match serde_json::from_str::<Event>(data.trim()) {
+                Ok(ev) => on_event(ev),
+                // An event this lathe does not know (another version): skipped.
+                Err(_) => true,
+            }
+        })
+    }
+
+    /// Follows one job (`/api/jobs/{id}/events`: what it said so far, then the rest, a run's
+    /// training events and an export's result included) until it finishes or `on_event` returns
+    /// false.
+    pub fn follow_job(&self, id: JobId, on_event: &mut dyn FnMut(Event) -> bool) -> Result<(), String> {
+        let url = format!("{}/api/jobs/{id}/events", self.base);
+        crate::engine::http::request("GET", &url, None, self.key.as_deref(), &mut |line| {
+            let Some(data) = line.strip_prefix("data:") else { return true };
+            serde_json::from_str::<Event>(data.trim()).map_or(true, &mut *on_event)
+        })
+    }
+
+    /// The OpenAI-compatible address of the server's models (`…/v1`) and its key.
+    pub fn openai(&self, model: &str) -> crate::engine::types::Remote {
+        crate::engine::types::Remote::OpenAi { base: format!("{}/v1", self.base), model: model.to_string(), api_key: self.key.clone() }
+    }
+
+    pub(crate) fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ServiceError> {
         #[derive(serde::Deserialize)]
         struct List<T> {
             data: Vec<T>,
@@ -73,9 +124,30 @@ impl Attached {
     }
 }
 
+/// What a server says of itself (GET /api/server), for a client's System pane.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServerStatus {
+    pub pid: u32,
+    pub address: String,
+    pub uptime_s: f64,
+    pub rss_bytes: u64,
+    /// Answers decoded together, at most.
+    pub slots: usize,
+    /// Answers being decoded now, and requests waiting for a slot.
+    pub running: usize,
+    pub waiting: usize,
+    pub requests: u64,
+    pub rejected: u64,
+    pub generated_tokens: u64,
+    pub generation_s: f64,
+    pub model_loaded: bool,
+    pub model_loading: bool,
+    pub jobs_running: usize,
+}
+
 /// A path segment: ids are the workspace's own (letters, digits, `-`, `_`); anything else is
 /// escaped so it cannot reach another route.
-fn seg(id: &str) -> String {
+pub(crate) fn seg(id: &str) -> String {
     id.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 

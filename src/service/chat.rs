@@ -48,10 +48,16 @@ impl ChatSides {
         t.max(1)
     }
 
-    /// Loads a model on a side with the threads for now. A name that is not a file or a server
-    /// (`tiny:latest` from the Ollama store, a library name) is looked up in the model library on
-    /// a thread of its own.
-    pub(super) fn load(&mut self, side: usize, name: String, training: bool, ws: Option<Workspace>, catalog: Option<CatalogWaiter>, emit: &Emit) {
+    /// Loads on a side the model `find` finds, on a thread of its own (a lookup can wait on a
+    /// server: the workspace's owner, asked which model a name is).
+    pub(super) fn load_found(&mut self, side: usize, training: bool, emit: &Emit, find: impl FnOnce() -> Result<ModelRef, ServiceError> + Send + 'static) {
+        let load = self.loader(side, training, emit);
+        std::thread::spawn(move || load(find()));
+    }
+
+    /// What loads a side's model once it is found (with the threads for now), or says why there
+    /// is none.
+    fn loader(&mut self, side: usize, training: bool, emit: &Emit) -> impl FnOnce(Result<ModelRef, ServiceError>) + Send + 'static {
         if side == 1 {
             self.comparing = true;
             self.retune(0, training);
@@ -61,13 +67,20 @@ impl ChatSides {
         let worker = self.workers[side].clone();
         let emit = emit.clone();
         // As with a file that fails to load, a name that names nothing leaves the side without a model.
-        let load = move |found: Result<ModelRef, ServiceError>| match found {
+        move |found: Result<ModelRef, ServiceError>| match found {
             Ok(model) => worker.load(model, opts),
             Err(e) => {
                 worker.unload();
                 emit(Event::Chat { side, event: ChatEvent::LoadFailed(e.to_string()) });
             }
-        };
+        }
+    }
+
+    /// Loads a model on a side with the threads for now. A name that is not a file or a server
+    /// (`tiny:latest` from the Ollama store, a library name) is looked up in the model library on
+    /// a thread of its own.
+    pub(super) fn load(&mut self, side: usize, name: String, training: bool, ws: Option<Workspace>, catalog: Option<CatalogWaiter>, emit: &Emit) {
+        let load = self.loader(side, training, emit);
         match (super::models::direct(&name), ws) {
             (Some(found), _) => load(found),
             (None, None) => load(Err(ServiceError::NotFound(format!("No model {name:?}: give a .gguf path or ollama:NAME.")))),

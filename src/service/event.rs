@@ -102,4 +102,8 @@ pub enum Event {
     PathCompletions { typed: String, list: Vec<String> },
     Info(String),
     Failure(String),
+    /// The figures of the server this service works through (every two seconds).
+    Server(super::attached::ServerStatus),
+    /// The server this service worked through has gone (a sentence saying so); `reattach` next.
+    Detached(String),
 }

@@ -245,12 +245,18 @@ impl Service {
 
     /// The collections, answered with `Event::Collections`.
     pub fn list_collections(&self, request: u64) {
+        if let Some(r) = &self.remote {
+            return r.list_collections(request);
+        }
         let (dir, emit) = (vectors(self.ws.as_ref()), self.emit.clone());
         std::thread::spawn(move || emit(Event::Collections { request, result: dir.and_then(|d| list(&d)) }));
     }
 
     /// A search, answered with `Event::Searched`.
     pub fn search_collection(&self, request: u64, req: SearchRequest) {
+        if let Some(r) = &self.remote {
+            return r.search_collection(request, req);
+        }
         let (dir, emit, embedders) = (vectors(self.ws.as_ref()), self.emit.clone(), self.embedders.clone());
         std::thread::spawn(move || emit(Event::Searched { request, result: dir.and_then(|d| search(&d, &embedders, &req)) }));
     }
@@ -260,11 +266,17 @@ impl Service {
     pub fn retrieve(&self, id: u64, collection: String, query: String) {
         let (dir, emit, embedders) = (vectors(self.ws.as_ref()), self.emit.clone(), self.embedders.clone());
         let req = SearchRequest { collection, query, mode: SearchMode::Hybrid, k: crate::engine::knowledge::ground::SOURCES, path: None, model: None };
+        if let Some(r) = &self.remote {
+            return r.retrieve(id, req);
+        }
         std::thread::spawn(move || emit(Event::Retrieved { id, result: dir.and_then(|d| search(&d, &embedders, &req)) }));
     }
 
     /// `kb_ingest` for the workstation: a refusal arrives as `Event::Failure`.
     pub fn ingest_collection(&mut self, name: String, paths: Vec<String>) {
+        if let Some(r) = &self.remote {
+            return r.ingest_collection(name, paths);
+        }
         if let Err(e) = self.kb_ingest(&name, &paths, None) {
             (self.emit)(Event::Failure(e.to_string()));
         }
@@ -273,6 +285,9 @@ impl Service {
     /// Drops a collection off the caller's thread; the answer is the new list (`Event::Collections`
     /// for `request`), after a sentence saying what happened.
     pub fn drop_collection(&self, name: String, request: u64) {
+        if let Some(r) = &self.remote {
+            return r.drop_collection(name, request);
+        }
         let (dir, emit) = (vectors(self.ws.as_ref()), self.emit.clone());
         let recorder = self.recorder.clone();
         std::thread::spawn(move || {

@@ -12,6 +12,7 @@ mod event;
 pub mod knowledge;
 pub mod models;
 pub mod owner;
+mod remote;
 mod train;
 mod workspace;
 
@@ -65,6 +66,9 @@ pub struct Settings {
     pub chat: LoadOptions,
     /// Answers for API clients, several at once (`lathe serve`): the slot engine's settings.
     pub serving: Option<crate::engine::infer::slots::Config>,
+    /// When a `lathe serve` owns the workspace, work through it (the workstation) instead of
+    /// opening the catalog here.
+    pub attach: bool,
 }
 
 pub struct Service {
@@ -80,6 +84,8 @@ pub struct Service {
     serving: Option<crate::engine::infer::slots::Slots>,
     _sysmon: Option<SysMonitor>,
     data: Option<DataWorker>,
+    /// The server that owns the workspace, when this service works through it.
+    remote: Option<remote::Remote>,
 }
 
 impl Service {
@@ -87,7 +93,8 @@ impl Service {
     /// Without a workspace (tests, benchmarks) only jobs and chat run.
     pub fn start(ws: Option<&Workspace>, opts: Settings, emit: impl Fn(Event) + Send + Sync + 'static) -> Service {
         let emit: Emit = Arc::new(emit);
-        let data = ws.map(|ws| {
+        let attached = ws.filter(|_| opts.attach).and_then(attached::Attached::find);
+        let data = ws.filter(|_| attached.is_none()).map(|ws| {
             let emit = emit.clone();
             DataWorker::spawn(ws.clone(), move |ev| emit(Event::Data(ev)))
         });
@@ -103,7 +110,29 @@ impl Service {
         let mut chat = chat::ChatSides::start(&emit);
         chat.options = opts.chat;
         let serving = opts.serving.map(crate::engine::infer::slots::Slots::start);
-        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), embedders: Default::default(), serving, _sysmon: sysmon, data }
+        let remote = attached.map(|a| remote::Remote::start(a, emit.clone()));
+        Service { jobs, recorder, ws: ws.cloned(), emit, chat, training: train::Training::default(), embedders: Default::default(), serving, _sysmon: sysmon, data, remote }
+    }
+
+    /// The address of the server this service works through, if it does.
+    pub fn attached_to(&self) -> Option<String> {
+        self.remote.as_ref().map(|r| r.address())
+    }
+
+    /// After the server it worked through has gone (`Event::Detached`): through the workspace's
+    /// new owner if one runs already, else with the catalog opened here again.
+    pub fn reattach(&mut self) {
+        let Some(ws) = self.ws.clone() else { return };
+        self.remote = None;
+        match attached::Attached::find(&ws) {
+            Some(a) => self.remote = Some(remote::Remote::start(a, self.emit.clone())),
+            None => {
+                let emit = self.emit.clone();
+                let data = DataWorker::spawn(ws, move |ev| emit(Event::Data(ev)));
+                *self.recorder.lock().unwrap() = data.requests();
+                self.data = Some(data);
+            }
+        }
     }
 
     /// The slot engine that answers API clients (a handle: clones reach the same engine), when
@@ -143,9 +172,15 @@ impl Service {
     // Data: queries on the data worker, imports and exports as jobs.
 
     pub fn query(&self, id: u64, sql: String) {
+        if let Some(r) = &self.remote {
+            return r.query(id, sql);
+        }
         self.send_data(DataRequest::Query { id, sql });
     }
     pub fn page(&self, id: u64, sql: String, offset: u64) {
+        if let Some(r) = &self.remote {
+            return r.page(id, sql, offset);
+        }
         self.send_data(DataRequest::Page { id, sql, offset });
     }
     pub fn cancel_query(&self) {
@@ -154,9 +189,15 @@ impl Service {
         }
     }
     pub fn refresh_datasets(&self) {
+        if let Some(r) = &self.remote {
+            return r.refresh_datasets();
+        }
         self.send_data(DataRequest::ListDatasets);
     }
     pub fn preview_views(&self) {
+        if let Some(r) = &self.remote {
+            return r.preview_views();
+        }
         self.send_data(DataRequest::PreviewViews);
     }
 
@@ -171,13 +212,17 @@ impl Service {
 
     /// Imports a file, glob or folder as a dataset in a job. A name that exists fails the job
     /// with `JobStatus::Exists` unless `replace`.
-    pub fn import(&mut self, path: String, replace: bool) -> Option<JobId> {
+    pub fn import(&mut self, path: String, name: Option<String>, replace: bool) -> Option<JobId> {
+        if let Some(r) = &self.remote {
+            r.import(path, replace);
+            return None;
+        }
         let wait = self.catalog()?;
         let title = file_name(&path);
         Some(self.jobs.spawn(JobKind::Import, title, move |ctx| {
             let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
             ctx.progress(None, format!("reading {path}"));
-            let d = cat.import(Path::new(&path), &ImportOptions { name: None, replace }).map_err(|e| match e {
+            let d = cat.import(Path::new(&path), &ImportOptions { name, replace }).map_err(|e| match e {
                 DataError::Exists(m) => JobError::Exists(m),
                 e => JobError::Failed(e.to_string()),
             })?;
@@ -188,6 +233,10 @@ impl Service {
 
     /// Writes a query's result to .csv, .parquet or .jsonl in a job.
     pub fn export_result(&mut self, sql: String, path: String) -> Option<JobId> {
+        if self.remote.is_some() {
+            (self.emit)(Event::Failure(format!("lathe serve owns this workspace and does not write query results to files for its clients yet; run `lathe sql \"...\" --format csv > {path}` instead.")));
+            return None;
+        }
         let wait = self.catalog()?;
         Some(self.jobs.spawn(JobKind::Export, file_name(&path), move |ctx| {
             let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
@@ -204,6 +253,9 @@ impl Service {
         self.jobs.spawn(JobKind::Stress, format!("{threads} busy threads"), move |ctx| jobs::stress(ctx, threads, seconds.map(Duration::from_secs)))
     }
     pub fn cancel_job(&self, id: JobId) {
+        if let Some(r) = &self.remote {
+            return r.cancel_job(id);
+        }
         // A paused run must wake to see its cancel.
         self.training.set_paused(false);
         self.jobs.cancel(id);
@@ -217,14 +269,24 @@ impl Service {
 
     /// Starts a run (a spec, the demo, a resume) in a job; None without a workspace.
     pub fn train(&mut self, what: TrainWhat) -> Option<JobId> {
+        if let Some(r) = &self.remote {
+            r.train(what);
+            return None;
+        }
         let (ws, wait) = (self.ws.clone()?, self.catalog()?);
         Some(self.training.spawn(&mut self.jobs, ws, wait, self.emit.clone(), what))
     }
     pub fn pause_training(&self, paused: bool) {
+        if let Some(r) = &self.remote {
+            return r.pause_training(paused);
+        }
         self.training.set_paused(paused);
     }
     /// Checks a run before it starts, off the caller's thread (`Event::TrainChecked`).
     pub fn check_training(&self, spec: crate::engine::train::spec::RunSpec) {
+        if let Some(r) = &self.remote {
+            return r.check_training(spec);
+        }
         let emit = self.emit.clone();
         self.with_catalog(move |cat| emit(Event::TrainChecked(plan(&cat, &spec))));
     }
@@ -232,10 +294,16 @@ impl Service {
     // Runs.
 
     pub fn list_runs(&self, request: u64) {
+        if let Some(r) = &self.remote {
+            return r.list_runs(request);
+        }
         let emit = self.emit.clone();
         self.with_catalog(move |cat| emit(Event::Runs { request, result: cat.runs().map_err(ServiceError::from) }));
     }
     pub fn run_metrics(&self, id: String, overlay: bool) {
+        if let Some(r) = &self.remote {
+            return r.run_metrics(id, overlay);
+        }
         let emit = self.emit.clone();
         self.with_catalog(move |cat| match cat.metrics(&id) {
             Ok(metrics) => emit(Event::RunMetrics { id, overlay, metrics }),
@@ -249,6 +317,9 @@ impl Service {
     /// Ollama's store and server). Without the catalog yet (at start), added paths are left out:
     /// the next listing has them.
     pub fn list_models(&self, request: u64) {
+        if let Some(r) = &self.remote {
+            return r.list_models(request);
+        }
         let Some(ws) = self.ws.clone() else { return };
         let wait = self.catalog();
         let emit = self.emit.clone();
@@ -284,6 +355,10 @@ impl Service {
     /// Exports a run (its base with its adapter merged, or its trained weights) or a Hugging Face
     /// folder as GGUF, in a job; `Event::Exported` says what was written.
     pub fn export(&mut self, source: ModelSource, out: PathBuf, quant: Quant) -> Option<JobId> {
+        if let Some(r) = &self.remote {
+            r.export(source, quant);
+            return None;
+        }
         let title = file_name(&out.display().to_string());
         // A run's weights are looked up in the catalog, in the job.
         let wait = match &source {
@@ -311,6 +386,13 @@ impl Service {
     // Chat: side 0 is the conversation's model, side 1 the one compared with it.
 
     pub fn load_model(&mut self, side: usize, name: String) {
+        if let Some(r) = &self.remote {
+            // A model of the library (by name or path) is answered by the server; any other
+            // file or server loads here.
+            let find = r.chat_model(name);
+            let busy = self.training.busy();
+            return self.chat.load_found(side, busy, &self.emit, find);
+        }
         let (busy, ws, wait) = (self.training.busy(), self.ws.clone(), self.catalog());
         self.chat.load(side, name, busy, ws, wait, &self.emit);
     }
@@ -327,14 +409,23 @@ impl Service {
     }
     /// Saves a conversation (in the order asked for, off the caller's thread).
     pub fn save_chat(&mut self, record: ChatRecord) {
+        if let Some(r) = &self.remote {
+            return r.save_chat(record);
+        }
         let wait = self.catalog();
         self.chat.save(record, wait, &self.emit);
     }
     pub fn list_chats(&self, request: u64) {
+        if let Some(r) = &self.remote {
+            return r.list_chats(request);
+        }
         let emit = self.emit.clone();
         self.with_catalog(move |cat| emit(Event::Chats { request, result: cat.chats().map_err(ServiceError::from) }));
     }
     pub fn open_chat(&self, id: String) {
+        if let Some(r) = &self.remote {
+            return r.open_chat(id);
+        }
         let emit = self.emit.clone();
         self.with_catalog(move |cat| emit(Event::ChatOpened(cat.chat(&id).map_err(ServiceError::from))));
     }

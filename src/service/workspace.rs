@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use super::{Service, ServiceError};
+use super::{Service, ServiceError, TrainPlan};
 use crate::engine::data::chats::{ChatRecord, ChatSummary};
 use crate::engine::data::import::DatasetInfo;
-use crate::engine::data::readonly::Rows;
+use crate::engine::data::readonly::{Rows, Window};
+use crate::engine::data::worker::{TableSchema, ViewPreviews};
 use crate::engine::data::runs::{MetricRow, RunRow};
 use crate::engine::data::Catalog;
 use crate::engine::train::spec::{RunSpec, TrainConfig};
@@ -29,6 +30,26 @@ impl Service {
     /// `limit` rows, stopped after `timeout`.
     pub fn read_sql(&self, sql: &str, limit: usize, timeout: Duration) -> Result<Rows, ServiceError> {
         Ok(self.cat()?.read_only(sql, limit, timeout)?)
+    }
+
+    /// `read_sql` from a row on, with the whole count when asked (a client paging a result).
+    pub fn read_sql_window(&self, sql: &str, window: Window, limit: usize, timeout: Duration) -> Result<Rows, ServiceError> {
+        Ok(self.cat()?.read_window(sql, window, limit, timeout)?)
+    }
+
+    /// Each table and view with its columns and their types.
+    pub fn schema(&self) -> Result<TableSchema, ServiceError> {
+        Ok(crate::engine::data::worker::schema(&self.cat()?)?)
+    }
+
+    /// The training-set views, each with its first examples or why it fails.
+    pub fn views(&self) -> Result<ViewPreviews, ServiceError> {
+        Ok(crate::engine::data::worker::preview_views(&self.cat()?))
+    }
+
+    /// Saves a conversation (a new one, or the next version of one saved before).
+    pub fn save_chat_now(&self, record: &ChatRecord) -> Result<(), ServiceError> {
+        Ok(self.cat()?.save_chat(record)?)
     }
 
     pub fn runs(&self) -> Result<Vec<RunRow>, ServiceError> {
@@ -52,6 +73,20 @@ impl Service {
     /// library (by name: a request never names a path) on a view; `overrides` (TrainConfig's
     /// fields as JSON) change the defaults. Checked as `lathe train` checks it, memory included.
     pub fn new_run(&self, model: Option<&str>, view: Option<&str>, overrides: Option<&serde_json::Value>) -> Result<RunSpec, ServiceError> {
+        let (spec, plan) = self.check_run(model, view, overrides)?;
+        if !plan.fits() {
+            return Err(ServiceError::Invalid(format!(
+                "The run needs about {} of memory and {} is free; lower max_len or micro_batch, or use a 4-bit base (quant_base nf4).",
+                crate::units::bytes(plan.memory_needed),
+                crate::units::bytes(plan.memory_available)
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// `new_run`'s spec and its plan, whether or not it fits (a client shows the plan before
+    /// starting). The model is a library name, or the path of a model the library lists.
+    pub fn check_run(&self, model: Option<&str>, view: Option<&str>, overrides: Option<&serde_json::Value>) -> Result<(RunSpec, TrainPlan), ServiceError> {
         let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
         if overrides.is_some_and(|o| !o.is_object()) {
             return Err(ServiceError::Invalid("config must be an object of training settings (lathe train --print-config lists them).".into()));
@@ -60,7 +95,7 @@ impl Service {
         let mut spec = match (model, view) {
             (None, None) => crate::engine::train::demo::demo_spec(&cat, &ws.models_dir()).map_err(ServiceError::Engine)?,
             (Some(name), Some(view)) => {
-                let found = super::models::local(ws, Some(&cat)).into_iter().find(|m| m.name == name);
+                let found = super::models::local(ws, Some(&cat)).into_iter().find(|m| is_named(m, name));
                 let m = found.ok_or_else(|| ServiceError::NotFound(format!("There is no model named {name:?} in the library; `lathe models list` shows them.")))?;
                 if m.format != "hf" {
                     return Err(ServiceError::Invalid(format!("{name} is a {} model; training takes a Hugging Face folder (safetensors).", m.format)));
@@ -79,14 +114,7 @@ impl Service {
         }
         spec.config.check().map_err(ServiceError::Invalid)?;
         let plan = super::plan(&cat, &spec)?;
-        if !plan.fits() {
-            return Err(ServiceError::Invalid(format!(
-                "The run needs about {} of memory and {} is free; lower max_len or micro_batch, or use a 4-bit base (quant_base nf4).",
-                crate::units::bytes(plan.memory_needed),
-                crate::units::bytes(plan.memory_available)
-            )));
-        }
-        Ok(spec)
+        Ok((spec, plan))
     }
 
     pub fn chats(&self) -> Result<Vec<ChatSummary>, ServiceError> {
@@ -100,4 +128,29 @@ impl Service {
         }
         Ok(cat.chat(id)?)
     }
+
+    /// The folder of the library's Hugging Face model `name` (or the path the library lists it
+    /// at: a request never names a folder the library does not have).
+    pub fn library_folder(&self, name: &str) -> Result<std::path::PathBuf, ServiceError> {
+        let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
+        let cat = self.cat().ok();
+        match super::models::local(ws, cat.as_ref()).into_iter().find(|m| is_named(m, name)) {
+            Some(m) if m.format == "hf" => Ok(m.path),
+            Some(m) => Err(ServiceError::Invalid(format!("{name} is a {} model; exports take a Hugging Face folder (safetensors) or a run.", m.format))),
+            None => Err(ServiceError::NotFound(format!("There is no model named {name:?} in the library; `lathe models list` shows them."))),
+        }
+    }
+
+    /// Where an export named `name` goes: the workspace's models/ folder.
+    pub fn export_path(&self, name: &str, quant: crate::engine::export::gguf::Quant) -> Result<std::path::PathBuf, ServiceError> {
+        let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
+        Ok(super::models::export_path(ws, name, quant))
+    }
+}
+
+/// Whether a library entry is the one a request names: by its name, or by the path the library
+/// lists it at (the same folder however the path is written).
+fn is_named(m: &crate::engine::infer::library::ModelEntry, name: &str) -> bool {
+    let given = std::path::Path::new(name);
+    m.name == name || m.path == given || (given.is_absolute() && m.path.canonicalize().ok().zip(given.canonicalize().ok()).is_some_and(|(a, b)| a == b))
 }

@@ -13,6 +13,10 @@ use crate::app::state::App;
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
     let mut spans: Vec<Span> = Vec::new();
+    // The workspace's owner is a server: its jobs go on when the workstation closes.
+    if let Some(s) = &app.server {
+        spans.push(Span::styled(format!(" ⇄ serve {} ", s.address), theme.key()));
+    }
     for j in app.running_jobs() {
         let pct = j.fraction.map(|p| format!(" {:.0}%", p * 100.0)).unwrap_or_default();
         spans.push(Span::styled(format!(" ● {}{pct} ", j.kind.words(&j.title)), theme.accent()));

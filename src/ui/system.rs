@@ -76,6 +76,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             Span::styled(format!("RSS {}  CPU {:.1}%", bytes(s.proc_rss), s.proc_cpu), theme.text()),
         ]),
     ];
+    if let Some(link) = &app.server {
+        lines.push(server_line(theme, link));
+    }
     if s.gpus.is_empty() {
         lines.push(Line::from(vec![
             Span::styled(format!("{:<6}", "GPU"), theme.muted()),
@@ -120,6 +123,32 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         let rows = Rect { y: cores_area.y + 1, height: cores_area.height - 1, ..cores_area };
         draw_cores(f, rows, app, theme);
     }
+}
+
+/// The server the workstation is attached to: where, its memory, its answers and its jobs.
+fn server_line<'a>(theme: &Theme, link: &crate::app::state::ServerLink) -> Line<'a> {
+    let figures = match &link.status {
+        None => "asking…".to_string(),
+        Some(st) => {
+            let model = if st.model_loading { "loading a model" } else if st.model_loaded { "model loaded" } else { "no model loaded" };
+            let speed = if st.generation_s > 0.0 { format!("  {:.1} tok/s", st.generated_tokens as f64 / st.generation_s) } else { String::new() };
+            format!(
+                "pid {}  RSS {}  answering {}/{} (waiting {})  {} requests{speed}  {model}  jobs {}",
+                st.pid,
+                bytes(st.rss_bytes),
+                st.running,
+                st.slots,
+                st.waiting,
+                st.requests,
+                st.jobs_running
+            )
+        }
+    };
+    Line::from(vec![
+        Span::styled(format!("{:<6}", "serve"), theme.muted()),
+        Span::styled(format!("{}  ", link.address), theme.key()),
+        Span::styled(figures, theme.text()),
+    ])
 }
 
 fn sparkline(f: &mut Frame, area: Rect, theme: &Theme, title: &str, data: &[u64], max: u64) {

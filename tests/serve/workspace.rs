@@ -103,6 +103,58 @@ fn the_workspace_over_its_own_api() {
     let (status, v) = s.post("/api/collections/nope/search", &json!({"query": "x"}));
     assert_eq!(status, 404, "{v}");
 
+    // What a workstation attached to the server asks for: a window of a result with its count,
+    // the tables, the views, the library, the server's figures, a run's plan, a conversation
+    // saved and read back, a collection dropped.
+    let (status, v) = s.post("/api/sql", &json!({"sql": "select id from instruct order by id", "limit": 3, "offset": 7998, "count": true}));
+    assert_eq!((status, &v["total"], v["rows"].as_array().map(Vec::len)), (200, &json!(8000), Some(2)), "{v}");
+    assert_eq!(v["rows"][0]["id"], 7998, "{v}");
+    let (status, v) = s.post("/api/sql", &json!({"sql": "select 1", "offset": -1}));
+    assert_eq!((status, error_of(&v).1), (400, "invalid_value"), "{v}");
+    let (status, v) = s.get("/api/schema");
+    let instruct = v["data"].as_array().unwrap().iter().find(|t| t["name"] == "instruct").cloned().unwrap_or_default();
+    assert!(status == 200 && instruct["columns"].as_array().unwrap().iter().any(|c| c["name"] == "output"), "{v}");
+    let (status, v) = s.get("/api/views");
+    assert!(status == 200 && v["data"].is_array(), "{v}");
+    let (status, v) = s.get("/api/models");
+    assert!(status == 200 && v["data"].is_array(), "{v}");
+    let (status, v) = s.get("/api/server");
+    assert_eq!((status, &v["pid"], &v["jobs_running"], &v["address"]), (200, &json!(s.child.id()), &json!(0), &json!(s.addr.to_string())), "{v}");
+    let (status, v) = s.post("/api/runs/check", &json!({"config": {"max_steps": 3}}));
+    assert!(status == 200 && v["train_examples"].as_u64().unwrap_or(0) > 0 && v["memory_needed"].as_u64().unwrap_or(0) > 0, "{v}");
+    let (status, v) = s.post("/api/runs/check", &json!({"model": "nope", "view": "instruct"}));
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = s.post("/api/runs/check", &json!({"config": {"no_such_setting": 1}}));
+    assert!(status == 400 && message(&v).contains("no_such_setting"), "{v}");
+    let (status, v) = s.post("/api/training/pause", &json!({"paused": "yes"}));
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = s.post("/api/training/pause", &json!({"paused": false}));
+    assert_eq!((status, &v["paused"]), (200, &json!(false)), "{v}");
+    let (status, v) = s.post("/api/exports", &json!({}));
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = s.post("/api/exports", &json!({"run": "r-nope"}));
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = s.post("/api/exports", &json!({"model": "nope", "quant": "q4_k_m"}));
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = s.post("/api/exports", &json!({"run": "r-nope", "quant": "q2"}));
+    assert_eq!(status, 400, "{v}");
+    let chat = json!({"id": "c-attached", "title": "Soil", "model": "tiny", "system": null, "turns": [{"role": "user", "text": "Is clay soil good?"}, {"role": "assistant", "text": "It holds water."}],
+        "sampling": {"temperature": 0.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0, "repeat_last_n": 64, "seed": 1, "max_tokens": 64, "stop": []}});
+    let (status, v) = s.request("PUT", "/api/conversations/c-attached", &[("content-type", "application/json")], chat.to_string().as_bytes());
+    assert_eq!((status, &v["saved"]), (200, &json!(true)), "{v}");
+    let (status, v) = s.get("/api/conversations/c-attached");
+    assert_eq!((status, &v["turns"][1]["text"]), (200, &json!("It holds water.")), "{v}");
+    let (status, v) = s.request("PUT", "/api/conversations/c-other", &[("content-type", "application/json")], chat.to_string().as_bytes());
+    assert!(status == 400 && message(&v).contains("not the path's"), "{v}");
+    let (status, v) = s.request("PUT", "/api/conversations/c-x", &[("content-type", "application/json")], br#"{"id": "c-x"}"#);
+    assert!(status == 400 && message(&v).contains("not a conversation"), "{v}");
+    let (status, v) = s.request("DELETE", "/api/collections/nope", &[], b"");
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = s.request("DELETE", "/api/collections/notes", &[], b"");
+    assert_eq!((status, &v["dropped"]), (200, &json!(true)), "{v}");
+    let (_, v) = s.get("/api/collections");
+    assert_eq!(v["data"], json!([]), "{v}");
+
     // Jobs: none run here yet; an unknown one cannot be cancelled.
     let (status, v) = s.get("/api/jobs");
     assert_eq!((status, &v["data"]), (200, &json!([])), "{v}");
@@ -335,5 +387,69 @@ fn a_run_killed_with_its_server_resumes_through_the_next_one() {
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "the metrics repeat or go back after the resume: {steps:?}");
     let status = s.stop();
     assert!(status.success());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The CLI's job commands with a server owning the workspace: each runs as a job in the server
+/// and prints what it prints in process (import, a training run's steps and end, an export, a
+/// collection filled and searched); what the server cannot do for a client says so.
+#[test]
+fn the_cli_runs_its_jobs_in_the_server() {
+    let root = scratch("workspace-cli-jobs");
+    let (home, allowed) = (root.join("ws"), root.join("allowed"));
+    std::fs::create_dir_all(allowed.join("docs")).unwrap();
+    std::fs::write(allowed.join("plants.csv"), "name,water\nfern,often\ncactus,rarely\n").unwrap();
+    std::fs::write(allowed.join("docs/orbit.md"), "# Orbits\n\nSaturn's rings are made of ice and rock.\n").unwrap();
+    let model = fixture("tiny-bert-mean");
+    let o = lathe(&home, &["kb", "create", "notes", "--model", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", String::from_utf8_lossy(&o.stderr));
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1", "--allow", allowed.to_str().unwrap()], None);
+    let out = |args: &[&str]| {
+        let o = lathe(&home, args);
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+
+    let (ok, stdout, stderr) = out(&["data", "import", allowed.join("plants.csv").to_str().unwrap(), "--name", "garden"]);
+    assert!(ok && stdout.contains("Imported garden: 2 rows, 2 columns"), "{stdout}{stderr}");
+    let (ok, _, stderr) = out(&["data", "import", allowed.join("plants.csv").to_str().unwrap(), "--name", "garden"]);
+    assert!(!ok && stderr.contains("garden"), "{stderr}");
+    let (ok, _, stderr) = out(&["data", "import", root.join("ws/lathe.duckdb").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("outside the folders this server may read"), "{stderr}");
+
+    // A run in the server: its plan, its steps and its end print here.
+    let (ok, stdout, stderr) = out(&["train", "--demo", "--max-steps", "3", "--dry-run"]);
+    assert!(ok && stdout.contains("memory estimate") && !stdout.contains("step"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = out(&["train", "--demo", "--max-steps", "3"]);
+    assert!(ok && stdout.contains("memory estimate") && stdout.contains("completed after 3 steps"), "{stdout}{stderr}");
+    assert!(stderr.contains("training in lathe serve"), "{stderr}");
+    let run = stdout.lines().last().unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let (_, v) = s.get(&format!("/api/runs/{run}"));
+    assert_eq!((&v["status"], &v["step"]), (&json!("completed"), &json!(3)), "{v}");
+    let (ok, _, stderr) = out(&["train", "--model", root.join("nowhere").to_str().unwrap(), "--view", "instruct"]);
+    assert!(!ok && stderr.contains("in the library"), "{stderr}");
+
+    // Its export, into the workspace's models/ folder; the server picks the path.
+    let (ok, stdout, stderr) = out(&["export", &run, "--quant", "q8_0"]);
+    let gguf = home.join(format!("models/run-{run}-q8_0.gguf"));
+    assert!(ok && stdout.contains("wrote") && gguf.exists(), "{stdout}{stderr}");
+    let (ok, _, stderr) = out(&["export", &run, "--out", root.join("x.gguf").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("drop --out"), "{stderr}");
+
+    // A collection filled and searched through the server.
+    let (ok, stdout, stderr) = out(&["kb", "add", "notes", allowed.join("docs").to_str().unwrap()]);
+    assert!(ok && stdout.contains("1 added"), "{stdout}{stderr}");
+    let (ok, stdout, _) = out(&["kb", "search", "notes", "rings", "--mode", "text"]);
+    assert!(ok && stdout.contains("orbit.md"), "{stdout}");
+    let (ok, stdout, _) = out(&["kb", "list"]);
+    assert!(ok && stdout.contains("notes"), "{stdout}");
+    let (ok, _, stderr) = out(&["kb", "create", "more", "--model", model.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("makes no collections for its clients yet"), "{stderr}");
+
+    // Every one of them was a job of the server.
+    let (_, v) = s.get("/api/jobs");
+    let kinds: Vec<&str> = v["data"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["import", "import", "train", "export", "ingest"], "{v}");
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -34,6 +34,17 @@ pub struct Rows {
     /// Whether the statement had more rows than the limit.
     pub truncated: bool,
     pub elapsed_ms: f64,
+    /// How many rows the whole statement gives, when it was asked for (`Window::count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+/// Which rows of a read come back: from `offset`, and whether the whole count is wanted too
+/// (a client paging through a result, as the SQL pane does).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    pub offset: u64,
+    pub count: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +92,13 @@ impl Catalog {
 
     /// Runs `sql` if `check_read_only` allows it: at most `limit` rows, interrupted after `timeout`.
     pub fn read_only(&self, sql: &str, limit: usize, timeout: Duration) -> Result<Rows, DataError> {
+        self.read_window(sql, Window::default(), limit, timeout)
+    }
+
+    /// `read_only` from row `window.offset` (the statement is checked as it was written, then
+    /// read as a subquery), with its whole row count when asked. Only a first window is recorded
+    /// in the statement history.
+    pub fn read_window(&self, sql: &str, window: Window, limit: usize, timeout: Duration) -> Result<Rows, DataError> {
         let sql = sql.trim().trim_end_matches(';');
         if sql.trim().is_empty() {
             return Err(DataError::User("The query is empty; give a SQL statement.".into()));
@@ -103,11 +121,24 @@ impl Catalog {
                 }
             })
         };
-        let result = self.read_rows(sql, limit);
+        let result = match window.offset {
+            0 => self.read_rows(sql, limit),
+            n => self.read_rows(&format!("SELECT * FROM ({sql}) OFFSET {n}"), limit),
+        };
+        let result = match result {
+            Ok(r) if window.count => self
+                .conn
+                .query_row(&format!("SELECT count(*) FROM ({sql})"), [], |row| row.get::<_, u64>(0))
+                .map_err(sql_error)
+                .map(|n| Rows { total: Some(n), ..r }),
+            r => r,
+        };
         done.store(true, Ordering::Release);
         let _ = watchdog.join();
         let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
-        self.record_query(sql, result.is_ok(), result.as_ref().ok().map(|r| r.rows.len() as u64), elapsed_ms);
+        if window.offset == 0 {
+            self.record_query(sql, result.is_ok(), result.as_ref().ok().map(|r| r.rows.len() as u64), elapsed_ms);
+        }
         match result {
             Err(_) if timed_out.load(Ordering::Acquire) => {
                 Err(DataError::User(format!("The query ran past its {} s limit and was stopped; narrow it or add a LIMIT.", timeout.as_secs_f64())))
@@ -134,7 +165,7 @@ impl Catalog {
                 break;
             }
         }
-        Ok(Rows { columns, rows, truncated, elapsed_ms: 0.0 })
+        Ok(Rows { columns, rows, truncated, elapsed_ms: 0.0, total: None })
     }
 }
 
@@ -282,5 +313,18 @@ mod tests {
         assert!(!all.truncated);
         let e = c.read_only("select count(*) from range(100000000) a, range(100000000) b", 10, Duration::from_millis(300)).unwrap_err();
         assert!(e.to_string().contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn a_window_reads_from_its_offset_and_counts_the_whole() {
+        let c = cat();
+        let w = Window { offset: 95, count: true };
+        let r = c.read_window("select x from t order by x;", w, 10, Duration::from_secs(5)).unwrap();
+        assert_eq!(r.rows.iter().map(|r| r["x"].as_i64().unwrap()).collect::<Vec<_>>(), [95, 96, 97, 98, 99]);
+        assert_eq!(r.total, Some(100));
+        assert!(!r.truncated);
+        // The window does not make a refused statement readable.
+        let e = c.read_window("delete from t", w, 10, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, DataError::Refused(_)), "{e:?}");
     }
 }

@@ -78,7 +78,7 @@ fn from_slot(slot: &JobSlot) -> Option<Result<Catalog, DataError>> {
 /// Each table with its (column, type) pairs.
 pub type TableSchema = Vec<(String, Vec<(String, String)>)>;
 
-fn schema(cat: &Catalog) -> Result<TableSchema, DataError> {
+pub(crate) fn schema(cat: &Catalog) -> Result<TableSchema, DataError> {
     let mut stmt = cat.conn.prepare(
         "SELECT table_name, column_name, data_type FROM duckdb_columns()
          WHERE database_name = current_database() AND schema_name = 'main'
@@ -138,7 +138,7 @@ fn record_job(cat: &Catalog, session: &str, j: &JobInfo) -> Result<(), DataError
 /// Each view by name: its info and first examples as text, or why it fails.
 pub type ViewPreviews = Vec<(String, Result<(ViewInfo, Vec<String>), String>)>;
 
-fn preview_views(cat: &Catalog) -> ViewPreviews {
+pub(crate) fn preview_views(cat: &Catalog) -> ViewPreviews {
     let names: Vec<String> = cat
         .conn
         .prepare("SELECT name FROM lathe.views ORDER BY name")
