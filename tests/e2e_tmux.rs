@@ -661,3 +661,46 @@ fn a_run_started_in_the_attached_workstation_outlives_it() {
     assert!(runs.contains("cancelled") && !runs.contains("running"), "{runs}");
     assert!(serve.alive(), "lathe serve ended with its clients");
 }
+
+/// The Models pane hands the workspace to a `lathe serve` in the background (s) and takes it back
+/// (s again): the status bar says where it serves, SQL goes through it, and once it has stopped
+/// the workstation opens the workspace itself again.
+#[test]
+fn the_models_pane_starts_and_stops_serving() {
+    let t = Tmux::start("serving", 130, 34);
+    t.launch("");
+    t.keys(&["7"]);
+    t.wait_for("s serves the");
+    t.keys(&["s"]);
+    let s = t.wait_for("⇄ serve 127.0.0.1:");
+    assert!(s.contains("s stops"), "{s}");
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.home.join("ws/serve.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_u64().unwrap() as i32;
+    // The CLI on the workspace goes through it too.
+    let out = Command::new(env!("CARGO_BIN_EXE_lathe")).args(["data", "list"]).env("LATHE_HOME", t.home.join("ws")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.keys(&["3"]);
+    t.wait_for("F5 or Ctrl-R");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "select count(*) as n from chat"]);
+    t.keys(&["F5"]);
+    t.wait_for("1500");
+    t.keys(&["F6", "7", "s"]);
+    t.wait_for("the workstation opens the workspace itself again");
+    t.wait_gone("⇄ serve");
+    // SAFETY: signal 0 only checks that the process exists.
+    assert!(unsafe { libc::kill(pid, 0) } != 0, "lathe serve is still running");
+    assert!(!t.home.join("ws/serve.json").exists());
+    // The catalog is this process's again: a statement that writes runs.
+    t.keys(&["3"]);
+    t.wait_for("select count(*) as n from chat");
+    // From the results back to the editor, then clear it.
+    t.keys(&["F6"]);
+    t.keys(&["BSpace"; 40]);
+    t.wait_gone("select count(*)");
+    t.tmux(&["send-keys", "-t", "e2e", "-l", "create table kept as select 42 as answer"]);
+    t.keys(&["F5"]);
+    // The schema browser lists the new table with its column.
+    t.wait_for("answer INTEGER");
+    t.keys(&["F6", "q"]);
+    t.assert_clean_exit("0");
+}

@@ -208,6 +208,39 @@ fn system_pane_with_a_gpu_and_many_cores() {
     insta::assert_snapshot!("system_gpu_32cores_80x24", render(&mut a, 80, 24));
 }
 
+/// Attached to a `lathe serve`: the status bar says where, the System pane shows its figures.
+#[test]
+fn attached_to_a_server() {
+    let mut a = app();
+    a.update(Action::Server(lathe::service::attached::ServerStatus {
+        pid: 4242,
+        address: "127.0.0.1:8080".into(),
+        uptime_s: 3600.0,
+        rss_bytes: 812 << 20,
+        slots: 4,
+        running: 2,
+        waiting: 1,
+        requests: 37,
+        rejected: 0,
+        generated_tokens: 4800,
+        generation_s: 200.0,
+        model_loaded: true,
+        model_loading: false,
+        jobs_running: 1,
+    }));
+    a.update(Action::Focus(PaneId::System));
+    a.update(Action::ToggleZoom);
+    let wide = render(&mut a, 200, 50);
+    assert!(wide.contains("⇄ serve 127.0.0.1:8080") && wide.contains("answering 2/4 (waiting 1)") && wide.contains("24.0 tok/s"), "{wide}");
+    insta::assert_snapshot!("attached_200x50", wide);
+    insta::assert_snapshot!("attached_80x24", render(&mut a, 80, 24));
+    // The server gone: the link goes, a notice says what happens, and the workspace reopens here.
+    let out = a.update(Action::Detached("lathe serve (pid 4242) stopped".into()));
+    assert_eq!(out, vec![lathe::app::action::Command::Reattach]);
+    assert!(a.server.is_none());
+    assert!(render(&mut a, 200, 50).contains("lathe serve (pid 4242) stopped; the workstation opens the workspace itself again"));
+}
+
 #[test]
 fn every_theme_renders_the_grid() {
     // Colours are not in the text snapshot; this checks each theme draws without panicking and

@@ -235,6 +235,10 @@ pub enum Action {
     Server(crate::service::attached::ServerStatus),
     /// That server has gone (why).
     Detached(String),
+    /// Hand the workspace to a `lathe serve` in the background, or stop the one attached to.
+    ToggleServing,
+    /// The server started for this workstation listens at this address, or why not.
+    Serving(Result<String, String>),
     Job(JobEvent),
     Data(DataEvent),
     Train(crate::engine::train::trainer::TrainEvent),
@@ -320,6 +324,7 @@ impl Action {
             "export_run" => Action::ExportRun,
             "export_model" => Action::ExportModel,
             "refresh_models" => Action::RefreshModels,
+            "toggle_serving" => Action::ToggleServing,
             "focus_search" => Action::FocusSearch,
             "leave_search" => Action::LeaveSearch,
             "search" => Action::Search,
@@ -397,6 +402,7 @@ impl Action {
             Action::ExportRun => "export the run as GGUF (f16) into models/".into(),
             Action::ExportModel => "export the selected model folder as GGUF (f16) into models/".into(),
             Action::RefreshModels => "scan for models again".into(),
+            Action::ToggleServing => "serve: hand the workspace to lathe serve in the background (jobs outlive the workstation), or stop it".into(),
             Action::FocusSearch => "search the selected collection".into(),
             Action::LeaveSearch => "leave the search box".into(),
             Action::Search => "search".into(),
@@ -458,6 +464,8 @@ pub enum Command {
     DropCollection { name: String, request: u64 },
     /// The server went: work through the workspace's new owner, or open it here again.
     Reattach,
+    StartServing,
+    StopServing,
 }
 
 #[cfg(test)]

@@ -74,6 +74,8 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::IngestCollection { name, paths } => service.ingest_collection(name, paths),
         Command::DropCollection { name, request } => service.drop_collection(name, request),
         Command::Reattach => service.reattach(),
+        Command::StartServing => service.start_serving(),
+        Command::StopServing => service.stop_serving(),
     }
 }
 
@@ -103,6 +105,7 @@ pub fn action(ev: Event) -> Option<Action> {
         Event::Ingested { job, result } => Action::Ingested { job, result: result.map_err(|e| e.to_string()) },
         Event::Server(s) => Action::Server(s),
         Event::Detached(why) => Action::Detached(why),
+        Event::Serving(r) => Action::Serving(r),
     })
 }
 

@@ -513,6 +513,25 @@ impl App {
             Action::Resize(w, h) => self.size = (w, h),
             Action::Sys(s) => self.sys.push(s),
             Action::Server(s) => self.server = Some(ServerLink { address: s.address.clone(), status: Some(s) }),
+            Action::ToggleServing if self.server.is_some() => {
+                self.notify(Level::Info, "Stopping lathe serve; its running jobs checkpoint and end.");
+                out.push(Command::StopServing);
+            }
+            Action::ToggleServing if self.running_jobs().next().is_some() => {
+                self.notify(Level::Warn, "A job is running here; let it finish (or cancel it) before handing the workspace to lathe serve.");
+            }
+            Action::ToggleServing => {
+                self.notify(Level::Info, "Starting lathe serve in the background…");
+                out.push(Command::StartServing);
+            }
+            Action::Serving(r) => {
+                match r {
+                    Ok(address) => self.notify(Level::Info, format!("lathe serve owns the workspace at http://{address}: its jobs go on when the workstation closes.")),
+                    Err(e) => self.notify(Level::Error, e),
+                }
+                // Through the new server, or with the catalog here again.
+                out.push(Command::Reattach);
+            }
             Action::Detached(why) => {
                 self.server = None;
                 // Its jobs are gone from here; what they saved is in the catalog.

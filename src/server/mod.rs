@@ -51,6 +51,8 @@ pub struct Options {
 struct Shared {
     service: Mutex<Service>,
     key: Option<String>,
+    /// The owner's token (`service::owner`): its bearer is this server's own user.
+    token: String,
     /// The GGUF models' answers.
     slots: Slots,
     counters: Arc<metrics::Counters>,
@@ -172,10 +174,20 @@ fn same_key(given: &[u8], key: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The bearer token a request brings ("" without one).
+fn bearer(headers: &axum::http::HeaderMap) -> &str {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("")
+}
+
+/// Whether the request comes from this server's own user (it brings the owner's token).
+fn from_owner(state: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    same_key(bearer(headers).as_bytes(), state.token.as_bytes())
+}
+
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-        if !same_key(given.as_bytes(), key.as_bytes()) {
+        let given = bearer(req.headers());
+        if !same_key(given.as_bytes(), key.as_bytes()) && !from_owner(&state, req.headers()) {
             let e = ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 kind: "invalid_request_error",
@@ -323,7 +335,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let signals = Signals::register().map_err(|e| anyhow::anyhow!("cannot watch for SIGTERM ({e})."))?;
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); pick another --listen address.", opts.listen))?;
         let address = listener.local_addr()?;
-        let _owner = Owner::claim(ws, address, key.is_some())?;
+        let owner = Owner::claim(ws, address, key.is_some())?;
         let settings = Settings { serving: Some(opts.slots), ..Default::default() };
         let counters = Arc::new(metrics::Counters::default());
         let replay: Arc<Mutex<workspace::Replay>> = Arc::default();
@@ -347,7 +359,7 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
         let paths = routes.iter().map(|r| r.0).collect();
         let doc = openapi::document(&routes.iter().map(|(p, m, _, op)| (*p, *m, op.clone())).collect::<Vec<_>>());
         let started = std::time::Instant::now();
-        let state = Arc::new(Shared { service: Mutex::new(service), key, slots: slots.clone(), counters, paths, doc, replay, started, address, events, stopping, allow });
+        let state = Arc::new(Shared { service: Mutex::new(service), key, token: owner.token.clone(), slots: slots.clone(), counters, paths, doc, replay, started, address, events, stopping, allow });
         tracing::info!(%address, "lathe serve listening");
         // Said on stdout for a person or a script that started it; the record says it too.
         println!("lathe serve: listening on http://{address} (workspace {})", ws.root.display());
@@ -379,40 +391,14 @@ pub fn run(ws: &Workspace, opts: Options) -> anyhow::Result<()> {
     })
 }
 
-/// `lathe serve --detach`: the same command again without `--detach`, in a session of its own
-/// (no terminal: a closed window or a dropped SSH link sends it nothing), its output appended to
-/// logs/serve.log; returns once it says where it listens, or with its last words if it ended.
+/// `lathe serve --detach`: the same command again without `--detach`, in the background
+/// (`Owner::spawn_server`); returns once it says where it listens, or with its last words.
 pub fn detach(ws: &Workspace) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
-    if let Some(o) = Owner::find(ws) {
-        anyhow::bail!("lathe serve (pid {}) already owns {} at http://{}; stop it with `kill -TERM {}` first.", o.pid, ws.root.display(), o.address, o.pid);
-    }
-    let log_path = ws.logs_dir().join("serve.log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| anyhow::anyhow!("cannot write {} ({e}).", log_path.display()))?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).filter(|a| a != "--detach").collect();
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(&args).env("LATHE_HOME", &ws.root).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches nothing of this process but its session.
-    unsafe {
-        cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
-    }
-    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start lathe serve in the background ({e})."))?;
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(o) = Owner::find(ws).filter(|o| o.pid == child.id()) {
-            println!("lathe serve: listening on http://{} (pid {}, workspace {}); its log is {}; stop it with `kill -TERM {}`", o.address, o.pid, ws.root.display(), log_path.display(), o.pid);
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            anyhow::bail!("lathe serve ended at once ({status}): {last}");
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("lathe serve (pid {}) did not start listening within 2 minutes; see {}.", child.id(), log_path.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let o = crate::service::owner::spawn_server(ws, &args).map_err(anyhow::Error::msg)?;
+    let log = ws.logs_dir().join("serve.log");
+    println!("lathe serve: listening on http://{} (pid {}, workspace {}); its log is {}; stop it with `kill -TERM {}`", o.address, o.pid, ws.root.display(), log.display(), o.pid);
+    Ok(())
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), registered before the server says where it listens: a signal

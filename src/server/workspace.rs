@@ -263,10 +263,11 @@ pub(super) async fn search(State(state): State<AppState>, Path(name): Path<Strin
     one(blocking(&state, move |s| Ok(s.kb_search(&req)?)).await?)
 }
 
-/// `path` resolved, if it lies inside an allowed folder: 403 outside them (or with none allowed),
-/// 400 for a pattern or a relative path, 404 when nothing is there.
-fn allowed(state: &AppState, path: &str) -> Result<String, ApiError> {
-    if state.allow.is_empty() {
+/// `path` resolved, if it lies inside an allowed folder (anywhere for the server's own user,
+/// `owner`): 403 outside them (or with none allowed), 400 for a pattern or a relative path, 404
+/// when nothing is there.
+fn allowed(state: &AppState, path: &str, owner: bool) -> Result<String, ApiError> {
+    if state.allow.is_empty() && !owner {
         return Err(ServiceError::Refused("This server reads no files for its clients; start it with --allow DIR to let them import from DIR.".into()).into());
     }
     let p = std::path::Path::new(path);
@@ -274,7 +275,7 @@ fn allowed(state: &AppState, path: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid("invalid_value", format!("{path:?} must be an absolute path to a file or folder (no patterns).")));
     }
     let real = p.canonicalize().map_err(|_| ServiceError::NotFound(format!("Nothing is at {path}; check the path.")))?;
-    if !state.allow.iter().any(|a| real.starts_with(a)) {
+    if !owner && !state.allow.iter().any(|a| real.starts_with(a)) {
         let dirs: Vec<String> = state.allow.iter().map(|a| a.display().to_string()).collect();
         return Err(ServiceError::Refused(format!("{path} is outside the folders this server may read ({}).", dirs.join(", "))).into());
     }
@@ -293,8 +294,9 @@ fn started(id: u64) -> Response {
 /// `{"path", "name"?, "replace"?}`: a file or folder inside an allowed folder, imported as a
 /// dataset in a job (named as `lathe data import` names it: `name`, else from the file).
 pub(super) async fn import(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let owner = super::from_owner(&state, req.headers());
     let body = read_json(req).await?;
-    let path = allowed(&state, text(&body, "path", "the absolute path of a file or folder to import")?)?;
+    let path = allowed(&state, text(&body, "path", "the absolute path of a file or folder to import")?, owner)?;
     let replace = match body.get("replace") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -308,6 +310,7 @@ pub(super) async fn import(State(state): State<AppState>, req: Request) -> Resul
 /// `{"paths"?}`: files or folders inside the allowed folders added to the collection in a job;
 /// none re-reads the collection's recorded sources (a sync).
 pub(super) async fn ingest(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let owner = super::from_owner(&state, req.headers());
     let body = read_json(req).await?;
     let paths = match body.get("paths") {
         None | Some(Value::Null) => Vec::new(),
@@ -317,7 +320,7 @@ pub(super) async fn ingest(State(state): State<AppState>, Path(name): Path<Strin
                 // A dataset's column is the workspace's own; a file must lie in an allowed folder.
                 i.as_str().ok_or_else(|| ApiError::invalid("invalid_value", "paths must be a list of strings.")).and_then(|p| match p.starts_with("dataset:") {
                     true => Ok(p.to_string()),
-                    false => allowed(&state, p),
+                    false => allowed(&state, p, owner),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,

@@ -31,10 +31,11 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// The server that owns `ws`, if one runs; its key (when it asks for one) from LATHE_API_KEY.
+    /// The server that owns `ws`, if one runs. It is asked with the owner's token from its
+    /// record (this user's: any path, no API key needed), else LATHE_API_KEY.
     pub fn find(ws: &Workspace) -> Option<Attached> {
         let owner = Owner::find(ws)?;
-        let key = std::env::var("LATHE_API_KEY").ok().filter(|k| !k.is_empty());
+        let key = Some(owner.token.clone()).filter(|t| !t.is_empty()).or_else(|| std::env::var("LATHE_API_KEY").ok().filter(|k| !k.is_empty()));
         let base = format!("http://{}", owner.address);
         Some(Attached { owner, base, key })
     }

@@ -106,4 +106,6 @@ pub enum Event {
     Server(super::attached::ServerStatus),
     /// The server this service worked through has gone (a sentence saying so); `reattach` next.
     Detached(String),
+    /// A server started by `start_serving` listens at this address, or why it does not.
+    Serving(Result<String, String>),
 }

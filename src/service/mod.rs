@@ -119,10 +119,50 @@ impl Service {
         self.remote.as_ref().map(|r| r.address())
     }
 
+    /// Hands the workspace to a `lathe serve` started in the background (on 127.0.0.1:8080, or a
+    /// free port when that is taken) and works through it from then on: its jobs outlive this
+    /// process. The catalog closes here first (the server is its one writer); `Event::Serving`
+    /// says how it went, and `reattach` follows either way. Refused while a job runs here.
+    pub fn start_serving(&mut self) {
+        let Some(ws) = self.ws.clone() else { return };
+        if self.remote.is_some() {
+            return;
+        }
+        if self.jobs.running() > 0 || self.training.busy() {
+            return (self.emit)(Event::Serving(Err("A job is running here; let it finish (or cancel it) before handing the workspace to lathe serve.".into())));
+        }
+        *self.recorder.lock().unwrap() = None;
+        // Dropping the worker closes the catalog (its thread checkpoints and ends).
+        self.data = None;
+        let emit = self.emit.clone();
+        std::thread::spawn(move || {
+            let args = |listen: &str| ["serve", "--listen", listen].map(std::ffi::OsString::from);
+            let started = owner::spawn_server(&ws, &args("127.0.0.1:8080")).or_else(|e| match e.contains("cannot listen") {
+                true => owner::spawn_server(&ws, &args("127.0.0.1:0")),
+                false => Err(e),
+            });
+            emit(Event::Serving(started.map(|o| o.address.to_string())));
+        });
+    }
+
+    /// Stops the server this service works through (SIGTERM: it drains and exits); its events
+    /// stream ends and `Event::Detached` follows once it has gone.
+    pub fn stop_serving(&self) {
+        if let (Some(r), Some(ws)) = (&self.remote, &self.ws) {
+            if let Some(o) = owner::Owner::find(ws).filter(|o| o.address.to_string() == r.address()) {
+                // SAFETY: a plain signal to the server this workspace records as its owner.
+                unsafe { libc::kill(o.pid as libc::pid_t, libc::SIGTERM) };
+            }
+        }
+    }
+
     /// After the server it worked through has gone (`Event::Detached`): through the workspace's
     /// new owner if one runs already, else with the catalog opened here again.
     pub fn reattach(&mut self) {
         let Some(ws) = self.ws.clone() else { return };
+        if self.remote.is_none() && self.data.is_some() {
+            return;
+        }
         self.remote = None;
         match attached::Attached::find(&ws) {
             Some(a) => self.remote = Some(remote::Remote::start(a, self.emit.clone())),

@@ -46,6 +46,12 @@ impl Remote {
                 !stop.load(Ordering::Relaxed)
             });
             if !stop.load(Ordering::Relaxed) {
+                // A stopping server ends the stream before it lets go of the catalog: wait for
+                // it to be gone, so that the workspace can be opened here again.
+                let start = std::time::Instant::now();
+                while super::owner::alive(c.owner.pid) && start.elapsed() < Duration::from_secs(60) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let why = match ended {
                     Ok(()) => format!("lathe serve (pid {}) stopped", c.owner.pid),
                     Err(err) => format!("lost lathe serve (pid {}): {err}", c.owner.pid),

@@ -25,9 +25,11 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         }
         Some(Err(e)) => return f.render_widget(Paragraph::new(Line::styled(e.clone(), theme.error())), inner),
         Some(Ok(l)) if l.is_empty() => {
+            let serve = if app.server.is_some() { "stops serving" } else { "serves the workspace over HTTP (lathe serve)" };
             let how = format!(
-                "`lathe models add PATH` adds a file or folder; `lathe export RUN` writes a trained run as GGUF; {} scans again.",
-                app.keymap.hint(Mode::Models, &Action::RefreshModels)
+                "`lathe models add PATH` adds a file or folder; `lathe export RUN` writes a trained run as GGUF; {} scans again; {} {serve}.",
+                app.keymap.hint(Mode::Models, &Action::RefreshModels),
+                app.keymap.hint(Mode::Models, &Action::ToggleServing)
             );
             let e = EmptyState {
                 headline: "No models found",
@@ -91,6 +93,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         };
         f.render_widget(Paragraph::new(vec![Line::styled(e.name.clone(), theme.accent()), second]), detail);
     }
-    let hints = key_hints(&app.keymap, Mode::Models, &[(Action::ChatWithModel, "chat"), (Action::ExportModel, "export as GGUF"), (Action::RefreshModels, "scan again")]);
+    let serve = if app.server.is_some() { "stop serving" } else { "serve" };
+    let hints = key_hints(&app.keymap, Mode::Models, &[(Action::ChatWithModel, "chat"), (Action::ExportModel, "export as GGUF"), (Action::RefreshModels, "scan again"), (Action::ToggleServing, serve)]);
     f.render_widget(Paragraph::new(Line::styled(hints, theme.muted())), keys);
 }

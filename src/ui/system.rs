@@ -77,7 +77,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         ]),
     ];
     if let Some(link) = &app.server {
-        lines.push(server_line(theme, link));
+        lines.extend(server_lines(theme, link));
     }
     if s.gpus.is_empty() {
         lines.push(Line::from(vec![
@@ -125,30 +125,28 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     }
 }
 
-/// The server the workstation is attached to: where, its memory, its answers and its jobs.
-fn server_line<'a>(theme: &Theme, link: &crate::app::state::ServerLink) -> Line<'a> {
-    let figures = match &link.status {
-        None => "asking…".to_string(),
+/// The server the workstation is attached to: where, its process and memory; then its answers
+/// and its jobs.
+fn server_lines<'a>(theme: &Theme, link: &crate::app::state::ServerLink) -> [Line<'a>; 2] {
+    let (process, work) = match &link.status {
+        None => (String::new(), "asking…".to_string()),
         Some(st) => {
             let model = if st.model_loading { "loading a model" } else if st.model_loaded { "model loaded" } else { "no model loaded" };
             let speed = if st.generation_s > 0.0 { format!("  {:.1} tok/s", st.generated_tokens as f64 / st.generation_s) } else { String::new() };
-            format!(
-                "pid {}  RSS {}  answering {}/{} (waiting {})  {} requests{speed}  {model}  jobs {}",
-                st.pid,
-                bytes(st.rss_bytes),
-                st.running,
-                st.slots,
-                st.waiting,
-                st.requests,
-                st.jobs_running
+            (
+                format!("pid {}  RSS {}", st.pid, bytes(st.rss_bytes)),
+                format!("answering {}/{} (waiting {})  {} requests{speed}  {model}  jobs {}", st.running, st.slots, st.waiting, st.requests, st.jobs_running),
             )
         }
     };
-    Line::from(vec![
-        Span::styled(format!("{:<6}", "serve"), theme.muted()),
-        Span::styled(format!("{}  ", link.address), theme.key()),
-        Span::styled(figures, theme.text()),
-    ])
+    [
+        Line::from(vec![
+            Span::styled(format!("{:<6}", "serve"), theme.muted()),
+            Span::styled(format!("{}  ", link.address), theme.key()),
+            Span::styled(process, theme.text()),
+        ]),
+        Line::from(vec![Span::raw(" ".repeat(6)), Span::styled(work, theme.text())]),
+    ]
 }
 
 fn sparkline(f: &mut Frame, area: Rect, theme: &Theme, title: &str, data: &[u64], max: u64) {

@@ -281,6 +281,14 @@ fn beyond_loopback_a_key_is_required() {
     assert_eq!(st, 401);
     let (st, v) = request(at, "GET", "/health", &[("Authorization", "Bearer s3cret-key")], b"");
     assert_eq!((st, v), (200, json!({"status": "ok"})));
+    // The server's own user brings the owner's token from its record instead: the CLI needs no key.
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(home.join("serve.json")).unwrap()).unwrap();
+    let token = format!("Bearer {}", record["token"].as_str().unwrap());
+    assert_eq!(token.len(), "Bearer ".len() + 32);
+    let (st, _) = request(at, "GET", "/health", &[("Authorization", &token)], b"");
+    assert_eq!(st, 200);
+    let o = Command::new(env!("CARGO_BIN_EXE_lathe")).arg("--home").arg(&home).args(["data", "list"]).env_remove("LATHE_API_KEY").output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("instruct"), "{}", String::from_utf8_lossy(&o.stderr));
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();

@@ -413,8 +413,16 @@ fn the_cli_runs_its_jobs_in_the_server() {
     assert!(ok && stdout.contains("Imported garden: 2 rows, 2 columns"), "{stdout}{stderr}");
     let (ok, _, stderr) = out(&["data", "import", allowed.join("plants.csv").to_str().unwrap(), "--name", "garden"]);
     assert!(!ok && stderr.contains("garden"), "{stderr}");
-    let (ok, _, stderr) = out(&["data", "import", root.join("ws/lathe.duckdb").to_str().unwrap()]);
-    assert!(!ok && stderr.contains("outside the folders this server may read"), "{stderr}");
+    // The CLI runs as the server's own user (it brings the owner's token from the record only
+    // that user can read), so it may name any file; a client without the token may not.
+    let elsewhere = root.join("elsewhere.csv");
+    std::fs::write(&elsewhere, "a\n1\n").unwrap();
+    let (ok, stdout, stderr) = out(&["data", "import", elsewhere.to_str().unwrap()]);
+    assert!(ok && stdout.contains("Imported elsewhere"), "{stdout}{stderr}");
+    let (status, v) = s.post("/api/datasets/import", &json!({"path": elsewhere, "replace": true}));
+    assert_eq!((status, error_of(&v).1), (403, "refused"), "{v}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(home.join("serve.json")).unwrap().permissions().mode() & 0o077, 0, "the owner's record is readable by others");
 
     // A run in the server: its plan, its steps and its end print here.
     let (ok, stdout, stderr) = out(&["train", "--demo", "--max-steps", "3", "--dry-run"]);
@@ -448,7 +456,7 @@ fn the_cli_runs_its_jobs_in_the_server() {
     // Every one of them was a job of the server.
     let (_, v) = s.get("/api/jobs");
     let kinds: Vec<&str> = v["data"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["import", "import", "train", "export", "ingest"], "{v}");
+    assert_eq!(kinds, ["import", "import", "import", "train", "export", "ingest"], "{v}");
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
