@@ -136,6 +136,10 @@ fn chat_and_completions_answer_in_openai_shapes() {
     assert_eq!(usage["total_tokens"].as_u64(), Some(done + usage["prompt_tokens"].as_u64().unwrap()));
     assert_eq!(choice["finish_reason"], if done == 12 { "length" } else { "stop" });
     assert_eq!(s.post("/v1/chat/completions", &greedy).1["choices"][0]["message"]["content"], text.as_str());
+    // The second read its prompt from the first's cache: only its last token again (the answer
+    // the same, as asserted above).
+    let read = figure(&metrics(s.addr), "lathe_prompt_tokens_total");
+    assert_eq!(read, usage["prompt_tokens"].as_f64().unwrap() + 1.0, "prompt tokens read by the two requests");
 
     // Streamed: the role first, the same text in pieces, the finish, the usage, [DONE].
     let mut streamed = greedy.clone();

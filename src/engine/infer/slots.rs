@@ -203,7 +203,7 @@ fn engine(rx: Receiver<Msg>, config: &Config, figures: &Figures) {
                 figures.per_slot.store(per_slot, Ordering::Relaxed);
                 let slots = config.slots.max(1);
                 let batch = LlamaBatch::new(config.batch.max(slots), 1);
-                let mut run = Run { g, ctx, batch, per_slot, config, figures, slots: (0..slots).map(|_| None).collect() };
+                let mut run = Run { g, ctx, batch, per_slot, config, figures, slots: (0..slots).map(|_| None).collect(), cached: vec![Vec::new(); slots] };
                 let go_on = run.serve(&path, &rx, &mut queue, &mut draining);
                 drop(run);
                 figures.loaded.store(0, Ordering::Relaxed);
@@ -260,6 +260,10 @@ struct Slot {
     prompt: Vec<LlamaToken>,
     /// Prompt tokens in the cache so far.
     fed: usize,
+    /// Prompt tokens found in the cache from the sequence's last answer.
+    reused: usize,
+    /// Answer tokens decoded into the cache (what the next request may reuse).
+    decoded: Vec<LlamaToken>,
     /// The token sampled last, to be decoded next.
     next: Option<LlamaToken>,
     sampler: LlamaSampler,
@@ -287,6 +291,10 @@ struct Run<'m, 'c> {
     config: &'c Config,
     figures: &'c Figures,
     slots: Vec<Option<Slot>>,
+    /// Per sequence, the tokens its cache holds from the answer it gave last: a request that
+    /// starts the same way (the next turn of a conversation, a repeated system prompt) reads
+    /// only what follows, as llama-server's `cache_prompt` does.
+    cached: Vec<Vec<LlamaToken>>,
 }
 
 impl Run<'_, '_> {
@@ -328,9 +336,10 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Fills free slots from the front of the queue (requests for this model, in order).
+    /// Fills free slots from the front of the queue (requests for this model, in order), each
+    /// into the free sequence whose cache shares the longest start with it.
     fn admit(&mut self, path: &Path, queue: &mut VecDeque<(Request, Instant)>) {
-        while let Some(free) = self.slots.iter().position(Option::is_none) {
+        while self.slots.iter().any(Option::is_none) {
             if queue.front().is_none_or(|(r, _)| r.model != path) {
                 return;
             }
@@ -347,13 +356,15 @@ impl Run<'_, '_> {
                     let _ = req.events.send(Event::Failed(e));
                 }
                 Ok((prompt, sampler)) => {
-                    let _ = self.ctx.clear_kv_cache_seq(Some(free as u32), None, None);
+                    let (free, reused) = self.reuse(&prompt);
                     let _ = req.events.send(Event::Started { waited_secs: waited.as_secs_f64(), prompt_tokens: prompt.len() });
                     self.figures.running.fetch_add(1, Ordering::SeqCst);
                     self.slots[free] = Some(Slot {
                         req,
                         prompt,
-                        fed: 0,
+                        fed: reused,
+                        reused,
+                        decoded: Vec::new(),
                         next: None,
                         sampler,
                         out: Streamed::default(),
@@ -366,6 +377,23 @@ impl Run<'_, '_> {
                 }
             }
         }
+    }
+
+    /// The free sequence to answer `prompt` in and how many of its first tokens are in that
+    /// sequence's cache already (the rest of the cache is dropped). One token at least is read
+    /// again: its logits give the first answer token.
+    fn reuse(&mut self, prompt: &[LlamaToken]) -> (usize, usize) {
+        let common = |c: &Vec<LlamaToken>| c.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
+        let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none());
+        let best = free.max_by_key(|&i| (common(&self.cached[i]), std::cmp::Reverse(i))).unwrap_or(0);
+        let mut n = common(&self.cached[best]);
+        // Positions n.. go; a cache that cannot drop part of a sequence is cleared whole.
+        if !matches!(self.ctx.clear_kv_cache_seq(Some(best as u32), Some(n as u32), None), Ok(true)) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(best as u32), None, None);
+            n = 0;
+        }
+        self.cached[best].clear();
+        (best, n)
     }
 
     /// The request's tokens and sampler, or why it cannot run.
@@ -411,6 +439,11 @@ impl Run<'_, '_> {
                     sample_at.push((i, batch.n_tokens()));
                     batch.add(tok, s.pos() as i32, &[i as i32], true).map_err(|e| e.to_string())?;
                 }
+            }
+        }
+        for s in self.slots.iter_mut().flatten() {
+            if let Some(tok) = s.next {
+                s.decoded.push(tok);
             }
         }
         // Then prompts, as much as the batch holds.
@@ -483,7 +516,15 @@ impl Run<'_, '_> {
     /// Ends slot i's answer (if it has one), says how, and frees its sequence.
     fn finish(&mut self, i: usize, how: Result<StopReason, GenError>) {
         let Some(mut s) = self.slots[i].take() else { return };
-        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        // The cache keeps what was decoded for the next request to reuse; after a failed decode
+        // nothing in it is trusted.
+        if matches!(how, Err(GenError::Decode(_))) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        } else {
+            let mut kept = s.prompt[..s.fed].to_vec();
+            kept.extend(&s.decoded);
+            self.cached[i] = kept;
+        }
         self.figures.running.fetch_sub(1, Ordering::SeqCst);
         let events = &s.req.events;
         let event = match how {
@@ -497,14 +538,14 @@ impl Run<'_, '_> {
                 let generation_secs = s.gen_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
                 let f = self.figures;
                 f.answered.fetch_add(1, Ordering::Relaxed);
-                f.prompt_tokens.fetch_add(s.prompt.len() as u64, Ordering::Relaxed);
+                f.prompt_tokens.fetch_add((s.prompt.len() - s.reused) as u64, Ordering::Relaxed);
                 f.generated_tokens.fetch_add(s.generated as u64, Ordering::Relaxed);
                 f.prompt_us.fetch_add((s.prompt_secs * 1e6) as u64, Ordering::Relaxed);
                 f.generation_us.fetch_add((generation_secs * 1e6) as u64, Ordering::Relaxed);
                 f.first_token_us.fetch_add((s.first_token_secs.unwrap_or(0.0) * 1e6) as u64, Ordering::Relaxed);
                 Event::Done(Stats {
                     prompt_tokens: s.prompt.len(),
-                    reused_tokens: 0,
+                    reused_tokens: s.reused,
                     prompt_secs: s.prompt_secs,
                     first_token_secs: s.first_token_secs.unwrap_or(s.prompt_secs),
                     generated_tokens: s.generated,
