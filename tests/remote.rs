@@ -247,3 +247,79 @@ fn a_server_that_never_answers_tls_is_given_up_on() {
     let e = ask(&r).unwrap_err();
     assert!(e.contains("did not answer TLS within 10 s"), "{e}");
 }
+
+/// One HTTP exchange with a local server: status and body (chunked bodies joined).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = String::new();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut r = rest;
+        while let Some((size, after)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            body.push_str(&after[..n]);
+            r = &after[n + 2..];
+        }
+    } else {
+        body = rest.to_string();
+    }
+    (status, body)
+}
+
+/// `lathe serve` passes the library's Ollama models through /v1: listed, answered whole and
+/// streamed in OpenAI's shapes; what needs a model of its own (a grammar, a raw prompt) is a 400.
+#[test]
+fn lathe_serve_passes_ollama_models_through() {
+    let ollama = server();
+    let home = std::env::temp_dir().join(format!("lathe-remote-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lathe"))
+        .env("OLLAMA_HOST", &ollama)
+        .env("OLLAMA_MODELS", home.join("no-store"))
+        .env_remove("LATHE_API_KEY")
+        .args(["--home", home.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let addr = loop {
+        let rec = std::fs::read_to_string(home.join("serve.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(a) = rec.and_then(|v| v["address"].as_str().map(str::to_string)) {
+            break a;
+        }
+        assert!(start.elapsed().as_secs() < 60, "lathe serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (status, models) = http(&addr, "GET", "/v1/models", "");
+    assert!(status == 200 && models.contains("\"ollama:tiny:latest\""), "{models}");
+    let ask = |extra: &str| format!(r#"{{"model": "ollama:tiny:latest", "messages": [{{"role": "user", "content": "hi"}}]{extra}}}"#);
+    let (status, body) = http(&addr, "POST", "/v1/chat/completions", &ask(""));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, v["choices"][0]["message"]["content"].as_str()), (200, Some("Hello ✓")), "{body}");
+    assert_eq!((v["usage"]["prompt_tokens"].as_u64(), v["usage"]["completion_tokens"].as_u64()), (Some(7), Some(2)), "{body}");
+    let (status, body) = http(&addr, "POST", "/v1/chat/completions", &ask(r#", "stream": true"#));
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert!(status == 200 && text == "Hello ✓" && body.contains("[DONE]"), "{body}");
+    let (status, body) = http(&addr, "POST", "/v1/chat/completions", &ask(r#", "response_format": {"type": "json_object"}"#));
+    assert!(status == 400 && body.contains("needs a GGUF model"), "{body}");
+    let (status, body) = http(&addr, "POST", "/v1/completions", r#"{"model": "ollama:tiny:latest", "prompt": "hi"}"#);
+    assert!(status == 400 && body.contains("chat messages only"), "{body}");
+    let (status, _) = http(&addr, "POST", "/v1/chat/completions", &ask("").replace("ollama:tiny:latest", "ollama:tiny@10.0.0.1:1"));
+    assert_eq!(status, 404, "a request named a host");
+    // SAFETY: a plain signal to the server this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&home);
+}

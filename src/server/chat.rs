@@ -1,5 +1,6 @@
 //! OpenAI's `POST /v1/chat/completions` and `POST /v1/completions`, answered by the library's
-//! GGUF models through the slot engine (`engine::infer::slots`): streamed over server-sent
+//! GGUF models through the slot engine (`engine::infer::slots`), or passed through to the
+//! library's Ollama server for its models (`ollama:NAME`, chat only): streamed over server-sent
 //! events or whole; `max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`,
 //! `stop` (a string or a list), the frequency and presence penalties, and `response_format`
 //! `json_object` or `json_schema`, constrained by the grammar llama.cpp's own converter makes, so
@@ -298,11 +299,16 @@ async fn answer(state: AppState, req: Request, kind: Kind) -> Result<Response, A
     let body = read_json(req).await?;
     let ask = parse(&body, kind)?;
     let name = ask.model.clone();
-    let path = blocking(&state, move |s| s.chat_model(&name).map_err(model_error)).await?;
+    let model = blocking(&state, move |s| s.chat_model(&name).map_err(model_error)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let request = slots::Request { model: path, prompt: ask.prompt, sampling: ask.sampling, grammar: ask.grammar, events: tx };
-    if state.slots.submit(request).is_err() {
-        return Ok(queue_full(state.slots.figures.waiting.load(Ordering::Relaxed)));
+    match model {
+        crate::engine::types::ModelRef::File(path) => {
+            let request = slots::Request { model: path, prompt: ask.prompt, sampling: ask.sampling, grammar: ask.grammar, events: tx };
+            if state.slots.submit(request).is_err() {
+                return Ok(queue_full(state.slots.figures.waiting.load(Ordering::Relaxed)));
+            }
+        }
+        crate::engine::types::ModelRef::Server(remote) => pass_through(remote, ask.prompt, ask.sampling, ask.grammar.is_some(), tx)?,
     }
     // Whether it runs is known before any byte of the answer is sent, so errors keep their status.
     match rx.recv().await {
@@ -324,6 +330,38 @@ async fn answer(state: AppState, req: Request, kind: Kind) -> Result<Response, A
         }
     }
     Err(gen_error(GenError::Decode("the engine stopped mid-answer".into())))
+}
+
+/// A model of another server (Ollama's) answers: its stream becomes the same events as the slot
+/// engine's, on a thread of its own; the client leaving stops it. A grammar (response_format)
+/// and a raw prompt (/v1/completions) need a GGUF model here.
+fn pass_through(remote: crate::engine::types::Remote, prompt: Prompt, sampling: Sampling, constrained: bool, tx: tokio::sync::mpsc::UnboundedSender<Event>) -> Result<(), ApiError> {
+    let messages = match prompt {
+        Prompt::Chat(m) => m,
+        Prompt::Text(_) => return Err(bad("model", format!("{} is answered by another server, which takes chat messages only; use /v1/chat/completions.", remote.describe()))),
+    };
+    if constrained {
+        return Err(bad("response_format", format!("{} is answered by another server; response_format needs a GGUF model of this one.", remote.describe())));
+    }
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Started { waited_secs: 0.0, prompt_tokens: 0 });
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let mut first = true;
+        let r = remote.generate(&messages, &sampling, &cancel, &mut |t| {
+            // The first piece opens the answer, as the slot engine's first token does.
+            if std::mem::take(&mut first) && tx.send(Event::Text(String::new())).is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            if tx.send(Event::Text(t.to_string())).is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+        let _ = tx.send(match r {
+            Ok((_, stats)) => Event::Done(stats),
+            Err(e) => Event::Failed(GenError::Load(e)),
+        });
+    });
+    Ok(())
 }
 
 /// The answer as server-sent events: the first chunk (the role, for chat) when the first token is

@@ -213,7 +213,7 @@ async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
     let list = blocking(&state, |s| Ok(s.models())).await?;
     let data: Vec<Value> = list
         .iter()
-        .filter(|m| m.problem.is_none() && (m.format == "gguf" || m.format == "embedding"))
+        .filter(|m| m.problem.is_none() && matches!(m.format.as_str(), "gguf" | "embedding" | "remote") && !m.name.contains('@'))
         .map(|m| {
             let created = std::fs::metadata(&m.path).and_then(|md| md.modified()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
             json!({"id": m.name, "object": "model", "created": created, "owned_by": m.source})

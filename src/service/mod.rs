@@ -377,15 +377,23 @@ impl Service {
         models::list(ws, cat.as_ref())
     }
 
-    /// The GGUF file of the library's model named `name`, to answer with over the API: library
-    /// names only (a request never names a path); a Hugging Face folder is said to need an export.
-    pub fn chat_model(&self, name: &str) -> Result<PathBuf, ServiceError> {
+    /// What answers for the library's model named `name` over the API: a GGUF file, or a model
+    /// of the Ollama server the library lists (`ollama:NAME`, at this machine's OLLAMA_HOST: a
+    /// request never names a host or a path); a Hugging Face folder is said to need an export.
+    pub fn chat_model(&self, name: &str) -> Result<crate::engine::types::ModelRef, ServiceError> {
+        use crate::engine::types::{ModelRef, Remote};
+        if let Some(model) = name.strip_prefix("ollama:").filter(|m| !m.is_empty() && !m.contains('@')) {
+            return match Remote::parse(&format!("ollama:{model}")) {
+                Some(Ok(r @ Remote::Ollama { .. })) => Ok(ModelRef::Server(r)),
+                _ => Err(ServiceError::NotFound(format!("There is no model named {name:?}; GET /v1/models lists them."))),
+            };
+        }
         // The disks only: a request does not wait on an Ollama server being asked for its list.
         let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
         let cat = self.wait_catalog(Duration::from_secs(10)).ok();
         let found = models::local(ws, cat.as_ref()).into_iter().find(|m| m.name == name);
         match found {
-            Some(m) if m.format == "gguf" => m.problem.map_or(Ok(m.path), |p| Err(ServiceError::Invalid(p))),
+            Some(m) if m.format == "gguf" => m.problem.map_or(Ok(ModelRef::File(m.path)), |p| Err(ServiceError::Invalid(p))),
             Some(m) if m.format == "embedding" => Err(ServiceError::Invalid(format!("{name} is an embedding model; use it with /v1/embeddings."))),
             Some(_) => Err(ServiceError::Invalid(format!("{name} is a Hugging Face folder; export it to GGUF first (lathe export {name})."))),
             None => Err(ServiceError::NotFound(format!("There is no model named {name:?}; GET /v1/models lists them."))),
