@@ -113,8 +113,9 @@ pub enum Cmd {
         what: kb::KbCmd,
     },
     /// Own the workspace and answer over HTTP until stopped (SIGTERM or Ctrl-C): /health,
-    /// /metrics, /openapi.json, /docs and OpenAI's /v1/models, /v1/chat/completions,
-    /// /v1/completions and /v1/embeddings so far.
+    /// /metrics, /openapi.json, /docs, OpenAI's /v1 (models, chat, completions, embeddings) and
+    /// lathe's own /api (datasets, read-only SQL, runs, jobs, conversations, collections, events).
+    /// While it runs, the workstation and the CLI on the same workspace work through it.
     Serve {
         /// Where to listen; loopback unless an API key is given. Port 0 picks a free one (the
         /// address is printed and recorded in the workspace's serve.json).
