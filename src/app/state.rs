@@ -542,13 +542,7 @@ impl App {
             Action::Job(ev) => {
                 JobInfo::apply(&mut self.jobs, &ev);
                 if let crate::engine::jobs::JobEvent::Started { id, kind: JobKind::Train, .. } = &ev {
-                    // A run this session did not ask for (the server's) takes the Training pane too.
-                    if self.training.live.as_ref().is_none_or(|r| !r.is_active()) {
-                        self.training.live = Some(crate::app::train::LiveRun { status: crate::engine::types::RunStatus::Starting, ..Default::default() });
-                    }
-                    if let Some(r) = self.training.live.as_mut() {
-                        r.job = Some(*id);
-                    }
+                    self.training.job_started(*id);
                 }
                 if let crate::engine::jobs::JobEvent::Started { id, kind: JobKind::Ingest, title } = &ev {
                     self.knowledge.ingest_started(*id, title);

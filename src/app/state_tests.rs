@@ -457,3 +457,39 @@ fn stress_and_cancel_become_commands() {
     );
     assert_eq!(a.update(Action::CancelJob(3)), vec![Command::CancelJob(3)]);
 }
+
+/// A run the session did not start (a server's, seen on attaching): its job and its start take
+/// the Training pane, and a later run replaces a finished one rather than adding to its curve.
+#[test]
+fn a_run_started_elsewhere_becomes_the_live_run() {
+    use crate::engine::train::trainer::TrainEvent;
+    use crate::engine::types::RunStatus;
+    let started = |run: &str| {
+        Action::Train(TrainEvent::Started {
+            run_id: run.into(),
+            model: "m".into(),
+            view: "instruct".into(),
+            method: "full".into(),
+            base: "f32".into(),
+            optimizer: "adamw".into(),
+            total_steps: 40,
+            start_step: 0,
+            train_examples: 10,
+            eval_examples: 2,
+            trainable_params: 1,
+            total_params: 1,
+            lengths: crate::engine::train::text::length_stats(&[4, 5], 8),
+        })
+    };
+    let mut a = app();
+    a.update(Action::Job(JobEvent::Started { id: 7, kind: JobKind::Train, title: "instruct".into() }));
+    a.update(started("r-1"));
+    let live = a.training.live.clone().unwrap();
+    assert_eq!((live.id.as_str(), live.job, live.status, live.total), ("r-1", Some(7), RunStatus::Running, 40));
+    a.training.live.as_mut().unwrap().train_points.push((1.0, 2.0));
+    a.update(Action::TrainDone(Ok(("r-1".into(), RunStatus::Completed))));
+    a.update(Action::Job(JobEvent::Started { id: 8, kind: JobKind::Train, title: "instruct".into() }));
+    a.update(started("r-2"));
+    let live = a.training.live.clone().unwrap();
+    assert_eq!((live.id.as_str(), live.job, live.train_points.len()), ("r-2", Some(8), 0));
+}

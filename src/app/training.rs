@@ -29,6 +29,17 @@ impl TrainingPanes {
         false
     }
 
+    /// A training job started: the live run's (the one this session asked for), or a run this
+    /// session did not ask for (the server's), which takes the Training pane too.
+    pub fn job_started(&mut self, job: u64) {
+        if self.live.as_ref().is_none_or(|r| !r.is_active()) {
+            self.live = Some(LiveRun { status: RunStatus::Starting, ..Default::default() });
+        }
+        if let Some(r) = self.live.as_mut() {
+            r.job = Some(job);
+        }
+    }
+
     /// Starts the run the form describes (Enter in the form), unless one is training.
     pub fn submit_form(&mut self, cx: &mut Ctx) -> Vec<Command> {
         let busy = self.live.as_ref().is_some_and(|r| r.is_active());

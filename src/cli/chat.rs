@@ -297,18 +297,14 @@ fn report_export(ended: Option<crate::engine::jobs::JobStatus>, wrote: Option<cr
 /// workspace's models/ folder in a job (a run by id, a model folder the library lists).
 fn export_through(server: &crate::service::attached::Attached, source: crate::service::ModelSource, out: Option<PathBuf>, quant: Quant) -> anyhow::Result<()> {
     use crate::engine::jobs::JobEvent;
-    use crate::service::{Event, ModelSource};
+    use crate::service::Event;
     if let Some(out) = out {
         bail!("lathe serve (pid {}) owns this workspace and writes exports into its models/ folder; drop --out {} (or stop the server with `kill -TERM {}`).", server.owner.pid, out.display(), server.owner.pid);
     }
     let name = source.name();
-    let body = match &source {
-        ModelSource::Run(id) => serde_json::json!({"run": id, "quant": quant.name()}),
-        ModelSource::Folder(dir) => serde_json::json!({"model": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(), "quant": quant.name()}),
-    };
     super::catch_interrupts();
     let t = std::time::Instant::now();
-    let job = server.start_job("/api/exports", &body)?;
+    let job = server.export(&source, quant)?;
     let (mut wrote, mut ended) = (None, None);
     super::wait_server_job(server, job, |ev| {
         match ev {

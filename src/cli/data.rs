@@ -54,13 +54,13 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
 }
 
 /// `lathe data import` when a `lathe serve` owns the workspace: the server imports the file in a
-/// job, if it lies inside a folder the server was started with (`--allow DIR`).
+/// job (this command brings the owner's token: any file its user can read).
 fn import_through(server: &crate::service::attached::Attached, path: &std::path::Path, name: Option<String>, replace: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::engine::jobs::{JobEvent, JobStatus};
     use crate::service::Event;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     super::catch_interrupts();
-    let job = server.start_job("/api/datasets/import", &serde_json::json!({"path": path.display().to_string(), "name": name, "replace": replace}))?;
+    let job = server.import(&path.display().to_string(), name.as_deref(), replace)?;
     let (mut said, mut ended) = (String::new(), None);
     super::wait_server_job(server, job, |ev| {
         match ev {

@@ -111,7 +111,6 @@ pub fn run(ws: &Workspace, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()
 /// The collections when a `lathe serve` owns the workspace: listed, searched, filled and
 /// dropped through it (it holds the catalog that records them, and one writer per collection).
 fn through(server: &crate::service::attached::Attached, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::service::attached::seg;
     let busy = || anyhow!("lathe serve (pid {}) owns this workspace and makes no collections for its clients yet; stop it with `kill -TERM {}` and run the command again.", server.owner.pid, server.owner.pid);
     match cmd {
         KbCmd::Create { .. } => return Err(busy()),
@@ -119,7 +118,7 @@ fn through(server: &crate::service::attached::Attached, cmd: KbCmd, out: &mut dy
             return Err(anyhow!("Through lathe serve (pid {}) a collection uses its own model; drop --model.", server.owner.pid))
         }
         KbCmd::List { json } => {
-            let list: Vec<CollectionInfo> = server.list("/api/collections")?;
+            let list = server.collections()?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else {
@@ -127,12 +126,11 @@ fn through(server: &crate::service::attached::Attached, cmd: KbCmd, out: &mut dy
             }
         }
         KbCmd::Drop { name } => {
-            server.call::<serde_json::Value>("DELETE", &format!("/api/collections/{}", seg(&name)), None)?;
+            server.drop_collection(&name)?;
             writeln!(out, "dropped collection {name}")?;
         }
         KbCmd::Search { name, query, mode, k, path, json, .. } => {
-            let body = serde_json::json!({"query": query, "mode": mode.name(), "k": k, "path": path});
-            let r: crate::service::SearchResult = server.call("POST", &format!("/api/collections/{}/search", seg(&name)), Some(&body))?;
+            let r = server.search(&SearchRequest { collection: name, query, mode, k, path, model: None })?;
             print_hits(&r, json, out)?;
         }
         KbCmd::Add { name, paths, json, .. } => {
@@ -147,7 +145,7 @@ fn through(server: &crate::service::attached::Attached, cmd: KbCmd, out: &mut dy
 
 fn ingest_through(server: &crate::service::attached::Attached, name: &str, paths: &[String], json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     super::catch_interrupts();
-    let job = server.start_job(&format!("/api/collections/{}/ingest", crate::service::attached::seg(name)), &serde_json::json!({"paths": paths}))?;
+    let job = server.ingest(name, paths)?;
     let mut follow = IngestFollower::new(json);
     super::wait_server_job(server, job, |ev| follow.on_event(job, ev))?;
     follow.finish(name, out)

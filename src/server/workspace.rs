@@ -337,8 +337,7 @@ pub(super) async fn jobs(State(state): State<AppState>) -> Result<Response, ApiE
 
 /// The job `id` names, as this server last heard of it.
 fn job(state: &AppState, id: &str) -> Result<crate::engine::jobs::JobInfo, ApiError> {
-    let known = id.parse::<u64>().ok().and_then(|n| state.replay.lock().unwrap_or_else(|p| p.into_inner()).jobs.iter().find(|j| j.id == n).cloned());
-    known.ok_or_else(|| ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into())
+    state.replay.lock().unwrap_or_else(|p| p.into_inner()).job(id)
 }
 
 pub(super) async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -449,6 +448,12 @@ impl Replay {
         }
     }
 
+    /// The job `id` names, as this server last heard of it.
+    fn job(&self, id: &str) -> Result<crate::engine::jobs::JobInfo, ApiError> {
+        let known = id.parse::<u64>().ok().and_then(|n| self.jobs.iter().find(|j| j.id == n).cloned());
+        known.ok_or_else(|| ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them.")).into())
+    }
+
     /// What one job has said so far: its start, its last progress and, for a run, its events.
     fn catch_up_job(&self, j: &crate::engine::jobs::JobInfo) -> Vec<Event> {
         if j.status.is_finished() {
@@ -472,16 +477,15 @@ impl Replay {
 }
 
 pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    job(&state, &id)?;
     let (rx, now, first) = {
         // Under the lock events are sent under: what the job said so far, then the rest.
         let replay = state.replay.lock().unwrap_or_else(|p| p.into_inner());
         let rx = state.events.subscribe();
-        let now = replay.jobs.iter().find(|j| id.parse() == Ok(j.id)).cloned();
+        let now = replay.job(&id);
         let first = now.as_ref().map(|j| replay.catch_up_job(j)).unwrap_or_default();
         (rx, now, first)
     };
-    let now = now.ok_or_else(|| ApiError::from(ServiceError::NotFound(format!("There is no job {id}; GET /api/jobs lists them."))))?;
+    let now = now?;
     let sse = |ev: Event| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default()));
     if now.status.is_finished() {
         // Nothing more will come: the end, at once.

@@ -76,6 +76,40 @@ impl Attached {
         Ok(self.call::<Started>("POST", path, Some(body))?.job)
     }
 
+    /// Imports a file or folder as a dataset, in a job of the server.
+    pub fn import(&self, path: &str, name: Option<&str>, replace: bool) -> Result<JobId, ServiceError> {
+        self.start_job("/api/datasets/import", &json!({"path": path, "name": name, "replace": replace}))
+    }
+
+    /// Exports a run or a model folder the library lists as GGUF into the workspace's models/
+    /// folder, in a job of the server (which names the file).
+    pub fn export(&self, source: &super::ModelSource, quant: crate::engine::export::gguf::Quant) -> Result<JobId, ServiceError> {
+        let body = match source {
+            super::ModelSource::Run(id) => json!({"run": id, "quant": quant.name()}),
+            super::ModelSource::Folder(dir) => json!({"model": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(), "quant": quant.name()}),
+        };
+        self.start_job("/api/exports", &body)
+    }
+
+    /// Adds files, folders or dataset columns to a collection (none: a sync), in a job.
+    pub fn ingest(&self, collection: &str, paths: &[String]) -> Result<JobId, ServiceError> {
+        self.start_job(&format!("/api/collections/{}/ingest", seg(collection)), &json!({"paths": paths}))
+    }
+
+    /// Searches a collection with its own model.
+    pub fn search(&self, req: &super::SearchRequest) -> Result<super::SearchResult, ServiceError> {
+        let body = json!({"query": req.query, "mode": req.mode.name(), "k": req.k, "path": req.path});
+        self.call("POST", &format!("/api/collections/{}/search", seg(&req.collection)), Some(&body))
+    }
+
+    pub fn collections(&self) -> Result<Vec<crate::engine::knowledge::store::CollectionInfo>, ServiceError> {
+        self.list("/api/collections")
+    }
+
+    pub fn drop_collection(&self, name: &str) -> Result<(), ServiceError> {
+        self.call::<Value>("DELETE", &format!("/api/collections/{}", seg(name)), None).map(drop)
+    }
+
     pub fn cancel_job(&self, id: JobId) -> Result<(), ServiceError> {
         self.call::<Value>("POST", &format!("/api/jobs/{id}/cancel"), None).map(drop)
     }

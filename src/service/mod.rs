@@ -132,10 +132,11 @@ impl Service {
             return (self.emit)(Event::Serving(Err("A job is running here; let it finish (or cancel it) before handing the workspace to lathe serve.".into())));
         }
         *self.recorder.lock().unwrap() = None;
-        // Dropping the worker closes the catalog (its thread checkpoints and ends).
-        self.data = None;
-        let emit = self.emit.clone();
+        let (data, emit) = (self.data.take(), self.emit.clone());
         std::thread::spawn(move || {
+            // Dropping the worker closes the catalog (its thread finishes what it runs, then
+            // checkpoints): off the caller's thread, and before the server opens it.
+            drop(data);
             let args = |listen: &str| ["serve", "--listen", listen].map(std::ffi::OsString::from);
             let started = owner::spawn_server(&ws, &args("127.0.0.1:8080")).or_else(|e| match e.contains("cannot listen") {
                 true => owner::spawn_server(&ws, &args("127.0.0.1:0")),
@@ -254,7 +255,7 @@ impl Service {
     /// with `JobStatus::Exists` unless `replace`.
     pub fn import(&mut self, path: String, name: Option<String>, replace: bool) -> Option<JobId> {
         if let Some(r) = &self.remote {
-            r.import(path, replace);
+            r.import(path, name, replace);
             return None;
         }
         let wait = self.catalog()?;

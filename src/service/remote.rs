@@ -88,8 +88,8 @@ impl Remote {
     }
 
     /// Starts a job in the server; a refusal is said as a failure.
-    fn job(&self, path: String, body: Value) {
-        self.spawn(move |c| c.start_job(&path, &body).err().map(|e| Event::Failure(e.to_string())));
+    fn job(&self, start: impl FnOnce(&Attached) -> Result<JobId, ServiceError> + Send + 'static) {
+        self.spawn(move |c| start(c).err().map(|e| Event::Failure(e.to_string())));
     }
 
     // Data.
@@ -172,8 +172,8 @@ impl Remote {
         });
     }
 
-    pub(super) fn import(&self, path: String, replace: bool) {
-        self.job("/api/datasets/import".into(), json!({"path": path, "replace": replace}));
+    pub(super) fn import(&self, path: String, name: Option<String>, replace: bool) {
+        self.job(move |c| c.import(&path, name.as_deref(), replace));
     }
 
     // Jobs and training.
@@ -222,11 +222,7 @@ impl Remote {
     /// A run or a library folder exported by the server into the workspace's models/ folder (the
     /// server names the file).
     pub(super) fn export(&self, source: ModelSource, quant: Quant) {
-        let body = match &source {
-            ModelSource::Run(id) => json!({"run": id, "quant": quant.name()}),
-            ModelSource::Folder(dir) => json!({"model": dir.file_name().map(|n| n.to_string_lossy().into_owned()), "quant": quant.name()}),
-        };
-        self.job("/api/exports".into(), body);
+        self.job(move |c| c.export(&source, quant));
     }
 
     /// Finds what `name` loads: a GGUF model of the library (by its name or its path) is answered
@@ -266,32 +262,27 @@ impl Remote {
     }
 
     pub(super) fn list_collections(&self, request: u64) {
-        self.spawn(move |c| Some(Event::Collections { request, result: c.list("/api/collections") }));
-    }
-
-    fn search(c: &Attached, req: &SearchRequest) -> Result<super::SearchResult, ServiceError> {
-        let body = json!({"query": req.query, "mode": req.mode.name(), "k": req.k, "path": req.path});
-        c.call("POST", &format!("/api/collections/{}/search", seg(&req.collection)), Some(&body))
+        self.spawn(move |c| Some(Event::Collections { request, result: c.collections() }));
     }
 
     pub(super) fn search_collection(&self, request: u64, req: SearchRequest) {
-        self.spawn(move |c| Some(Event::Searched { request, result: Self::search(c, &req) }));
+        self.spawn(move |c| Some(Event::Searched { request, result: c.search(&req) }));
     }
 
     pub(super) fn retrieve(&self, id: u64, req: SearchRequest) {
-        self.spawn(move |c| Some(Event::Retrieved { id, result: Self::search(c, &req) }));
+        self.spawn(move |c| Some(Event::Retrieved { id, result: c.search(&req) }));
     }
 
     pub(super) fn ingest_collection(&self, name: String, paths: Vec<String>) {
-        self.job(format!("/api/collections/{}/ingest", seg(&name)), json!({"paths": paths}));
+        self.job(move |c| c.ingest(&name, &paths));
     }
 
     pub(super) fn drop_collection(&self, name: String, request: u64) {
         self.spawn(move |c| {
-            if let Err(e) = c.call::<Value>("DELETE", &format!("/api/collections/{}", seg(&name)), None) {
+            if let Err(e) = c.drop_collection(&name) {
                 return Some(Event::Failure(e.to_string()));
             }
-            Some(Event::Collections { request, result: c.list("/api/collections") })
+            Some(Event::Collections { request, result: c.collections() })
         });
     }
 }
