@@ -32,7 +32,7 @@ pub fn execute(service: &mut Service, cmd: Command) {
             service.import(path, None, replace);
         }
         Command::ExportResult { sql, path } => {
-            service.export_result(sql, path);
+            service.export_data(crate::engine::data::ExportSource::Query(sql), path.into());
         }
         Command::StartStress { threads, seconds } => {
             service.stress(threads, seconds);

@@ -132,6 +132,34 @@ pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize)
     Ok(())
 }
 
+/// Each figure's best over the rounds: the highest rate, the shortest time to the first token.
+fn best_of(rounds: &[serde_json::Value]) -> serde_json::Value {
+    let mut best = serde_json::Map::new();
+    for r in rounds {
+        for (k, v) in r.as_object().into_iter().flatten() {
+            let Some(x) = v.as_f64() else {
+                best.entry(k.clone()).or_insert_with(|| v.clone());
+                continue;
+            };
+            let lower_is_better = k.ends_with("_s") && !k.ends_with("per_s");
+            let keep = match best.get(k).and_then(|b| b.as_f64()) {
+                Some(b) => if lower_is_better { b.min(x) } else { b.max(x) },
+                None => x,
+            };
+            best.insert(k.clone(), serde_json::json!(keep));
+        }
+    }
+    serde_json::Value::Object(best)
+}
+
+/// The slowest and fastest generation rate over the rounds ("16.1-17.9").
+fn spread(rounds: &[serde_json::Value]) -> String {
+    let rates: Vec<f64> = rounds.iter().filter_map(|r| r["tokens_per_s"].as_f64()).collect();
+    let lo = rates.iter().copied().fold(f64::MAX, f64::min);
+    let hi = rates.iter().copied().fold(0f64, f64::max);
+    format!("{lo:.1}-{hi:.1}")
+}
+
 const TERMINAL_PROMPT: &str = "Tell me about lathes and the history of the machine tool industry in detail please";
 
 /// The tok/s figures of the answers on a captured Chat pane ("N tokens · X tok/s · …", possibly
@@ -244,33 +272,48 @@ pub(crate) fn gguf(dir: &Path, quant: Quant) -> anyhow::Result<PathBuf> {
 
 pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, peer: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let have_peer = peer && Command::new("python3").args(["-c", "import llama_cpp, numpy"]).output().is_ok_and(|o| o.status.success());
+    let python = super::peer_python();
+    let have_peer = peer && Command::new(&python).args(["-c", "import llama_cpp, numpy"]).output().is_ok_and(|o| o.status.success());
     let script = std::env::temp_dir().join(format!("lathe-peer-llama-{}.py", std::process::id()));
     if have_peer {
         std::fs::write(&script, PEER)?;
     }
     println!(
-        "llama.cpp inference at TinyLlama-1.1B shapes (random weights), {threads} threads, prompt {prompt} tokens, {gen} generated, best of {runs}"
+        "llama.cpp inference at TinyLlama-1.1B shapes (random weights), {threads} threads, prompt {prompt} tokens, {gen} generated, best of {runs} rounds"
+    );
+    println!(
+        "machine: {}, {} cores; lathe {} (llama.cpp {}), {threads} threads on each side",
+        super::cpu_model(),
+        super::cores(),
+        env!("CARGO_PKG_VERSION"),
+        crate::engine::info::engine_info().llama_cpp
     );
     if !have_peer {
-        println!("(peer skipped: CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python to measure llama.cpp itself beside lathe)");
+        println!("(peer skipped: CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python (or set LATHE_PEER_PYTHON) to measure llama.cpp itself beside lathe)");
     }
     println!("{:<8} {:>9} {:>22} {:>22} {:>20} {:>26}", "", "file", "prompt tok/s", "generation tok/s", "first token", "Chat pane vs headless");
     println!("{:<8} {:>9} {:>22} {:>22} {:>20} {:>26}", "", "", "lathe / llama.cpp", "lathe / llama.cpp", "lathe / llama.cpp", "tok/s (overhead)");
     let mut peer_version = None;
+    let mut spreads = Vec::new();
     for quant in [Quant::Q8_0, Quant::Q4KM] {
         let file = gguf(dir, quant)?;
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", &runs.to_string()];
-        let ours = super::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?;
-        let theirs = if have_peer {
-            let o = Command::new("python3")
-                .args([script.display().to_string(), "--model".into(), file.display().to_string(), "--threads".into(), threads.to_string(), "--prompt".into(), prompt.to_string(), "--gen".into(), gen.to_string(), "--runs".into(), runs.to_string()])
-                .output()?;
-            Some(super::json_result(&o, "the llama.cpp peer")?)
-        } else {
-            None
-        };
+        let args = ["bench", "chat", "--child", "--model", &file.display().to_string(), "--threads", &threads.to_string(), "--prompt", &prompt.to_string(), "--gen", &gen.to_string(), "--runs", "1"];
+        // Rounds alternate the two sides, so a slow spell of a shared machine falls on both; each
+        // figure is the best of its rounds.
+        let (mut our_rounds, mut their_rounds) = (Vec::new(), Vec::new());
+        for _ in 0..runs.max(1) {
+            our_rounds.push(super::json_result(&Command::new(&exe).args(args).output().context("running lathe's measurement")?, "lathe")?);
+            if have_peer {
+                let o = Command::new(&python)
+                    .args([script.display().to_string(), "--model".into(), file.display().to_string(), "--threads".into(), threads.to_string(), "--prompt".into(), prompt.to_string(), "--gen".into(), gen.to_string(), "--runs".into(), "1".into()])
+                    .output()?;
+                their_rounds.push(super::json_result(&o, "the llama.cpp peer")?);
+            }
+        }
+        let ours = best_of(&our_rounds);
+        let theirs = have_peer.then(|| best_of(&their_rounds));
+        spreads.push(format!("{} lathe {}{}", quant.name(), spread(&our_rounds), if have_peer { format!(", llama.cpp {}", spread(&their_rounds)) } else { String::new() }));
         let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
         let pair = |k: &str, prec: usize| match &theirs {
             Some(t) => format!("{:.p$} / {:.p$} ({:.2}x)", f(&ours, k), f(t, k), f(&ours, k) / f(t, k).max(1e-9), p = prec),
@@ -295,6 +338,7 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
         }
     }
     println!("targets: lathe / llama.cpp >= 0.97x for prompt and generation; the Chat pane's cost <= 3% (a negative cost is noise: no measurable overhead)");
+    println!("(rounds alternate lathe and llama.cpp; generation tok/s, slowest and fastest round: {}; a ratio within that spread is noise)", spreads.join("; "));
     // The real terminal: the workstation in tmux with the Q4_K_M file.
     let file = dir.join(format!("tinyllama-random-{}.gguf", Quant::Q4KM.name()));
     match terminal_figures(&exe, &file, threads, gen, runs)? {

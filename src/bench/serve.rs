@@ -144,6 +144,41 @@ fn in_process(file: &Path, threads: i32, gen: usize) -> anyhow::Result<f64> {
     Ok(best)
 }
 
+/// llama.cpp's own rate decoding `seqs` sequences together, one token each per call (logits for
+/// every row, as the server asks; no sampling, no HTTP): the ceiling batching can reach here.
+fn decode_rate(g: &Gguf, threads: i32, seqs: usize, steps: usize) -> anyhow::Result<f64> {
+    use llama_cpp_2::context::params::LlamaContextParams;
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    use llama_cpp_2::token::LlamaToken;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new((seqs * (steps + 64)) as u32))
+        .with_n_seq_max(seqs as u32)
+        .with_kv_unified(true)
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let backend = crate::engine::infer::llama::backend().map_err(|e| anyhow!(e))?;
+    let mut ctx = g.model.new_context(backend, params).map_err(|e| anyhow!("llama.cpp could not make a context: {e}"))?;
+    let mut batch = LlamaBatch::new(512, seqs as i32);
+    let prompt = 16;
+    for s in 0..seqs {
+        for p in 0..prompt {
+            batch.add(LlamaToken(300 + (p * 7919 % 20_000) as i32), p as i32, &[s as i32], p + 1 == prompt)?;
+        }
+    }
+    ctx.decode(&mut batch).map_err(|e| anyhow!("llama.cpp could not decode: {e}"))?;
+    let t = Instant::now();
+    for step in 0..steps {
+        batch.clear();
+        for s in 0..seqs {
+            batch.add(LlamaToken(500 + ((step * 31 + s * 7) % 20_000) as i32), (prompt + step) as i32, &[s as i32], true)?;
+        }
+        ctx.decode(&mut batch).map_err(|e| anyhow!("llama.cpp could not decode: {e}"))?;
+    }
+    Ok((seqs * steps) as f64 / t.elapsed().as_secs_f64())
+}
+
 pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
     let dir = super::chat::cache_dir();
     let file = super::chat::gguf(&dir, Quant::Q4KM)?;
@@ -210,6 +245,14 @@ pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
     let base = aggregates.iter().find(|(n, _)| *n == 1).map(|a| a.1);
     if let (Some(b), Some((_, four))) = (base, aggregates.iter().find(|(n, _)| *n == 4)) {
         println!("4 streams against 1: {:.2}x aggregate (target at least 2x)", four / b.max(1e-9));
+    }
+    {
+        let g = Gguf::load(&file).map_err(|e| anyhow!(e))?;
+        let (one, four) = (decode_rate(&g, threads, 1, gen)?, decode_rate(&g, threads, 4, gen)?);
+        println!(
+            "llama.cpp's own decode calls, no sampling and no HTTP: 1 sequence {one:.1} tok/s, 4 together {four:.1} tok/s ({:.2}x: the most 4 streams can gain over 1 here)",
+            four / one.max(1e-9)
+        );
     }
     let inproc = in_process(&file, threads, gen)?;
     println!(

@@ -99,16 +99,15 @@ pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Res
 }
 
 pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = crate::service::open_catalog(ws)?;
+    use crate::service::Records;
     match what {
         ModelsCmd::Add { path } => {
-            let abs = std::fs::canonicalize(&path).map_err(|e| anyhow!("Cannot add {} ({e}); check the path.", path.display()))?;
-            let found = crate::engine::infer::library::scan(&crate::engine::infer::library::Roots { added: vec![abs.clone()], ..Default::default() });
-            if found.is_empty() {
-                bail!("{} holds no GGUF file or Hugging Face model folder; nothing was added.", abs.display());
-            }
-            cat.add_model_path(&abs)?;
-            writeln!(out, "added {} ({} model{})", abs.display(), found.len(), if found.len() == 1 { "" } else { "s" })?;
+            let n = match Records::open(ws)? {
+                Records::Attached(server) => server.add_model_path(&path)?,
+                Records::Local(cat) => crate::service::models::add_path(&cat, &path)?,
+            };
+            let abs = std::fs::canonicalize(&path).unwrap_or(path);
+            writeln!(out, "added {} ({n} model{})", abs.display(), if n == 1 { "" } else { "s" })?;
         }
         ModelsCmd::Server { address, openai } => {
             use crate::engine::infer::remote::Remote;
@@ -127,7 +126,7 @@ pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::R
             }
         }
         ModelsCmd::List { json } => {
-            let list = crate::service::models::list(ws, Some(&cat));
+            let list = Records::open(ws)?.models(ws)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
                 return Ok(());
@@ -318,8 +317,14 @@ fn export_through(server: &crate::service::attached::Attached, source: crate::se
     report_export(ended, wrote, quant, &name, t)
 }
 
-/// A GGUF path or server spec as it is, or a name looked up in the model library.
+/// A GGUF path or server spec as it is, or a name looked up in the model library (the
+/// server's, when one owns the workspace).
 pub fn resolve_model(ws: &Workspace, name: &str) -> anyhow::Result<ModelRef> {
+    // A library GGUF model is answered by the workspace's server when one runs (one copy of it
+    // for every client).
+    if let Some(server) = crate::service::attached::Attached::find(ws) {
+        return Ok(server.chat_model(name)?);
+    }
     if let Some(found) = crate::service::models::direct(name) {
         return Ok(found?);
     }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::engine::data::{Catalog, ExportSource, ImportOptions, OutputFormat};
+use crate::engine::data::{ExportSource, ImportOptions, OutputFormat};
 use crate::engine::data::query::{csv_field, write_table};
 use crate::engine::data::readonly::Rows;
 use crate::engine::workspace::Workspace;
@@ -11,31 +11,29 @@ use crate::service::attached::SERVER_ROWS;
 use crate::service::Records;
 use crate::units::bytes;
 
-use crate::engine::data::views::{Split, ViewFormat};
+use crate::engine::data::views::Split;
 
 use super::{DataCmd, Format, ViewCmd};
 
 pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    if let DataCmd::List { json } = cmd {
-        return list(&Records::open(ws)?, json, out);
-    }
-    if let (DataCmd::Import { path, name, replace }, Some(server)) = (&cmd, crate::service::attached::Attached::find(ws)) {
-        return import_through(&server, path, name.clone(), *replace, out);
-    }
-    let cat = crate::service::open_catalog(ws)?;
+    // Through the server that owns the workspace when one runs, else the catalog opened here.
+    let records = Records::open(ws)?;
     match cmd {
-        DataCmd::Import { path, name, replace } => {
-            let d = cat.import(&path, &ImportOptions { name, replace })?;
-            writeln!(out, "imported {}: {} rows, {} columns from {}", d.name, d.rows, d.columns, d.source)?;
-        }
-        DataCmd::List { .. } => unreachable!("answered above"),
-        DataCmd::View { what } => view(&cat, what, out)?,
+        DataCmd::List { json } => list(&records, json, out)?,
+        DataCmd::Import { path, name, replace } => match &records {
+            Records::Attached(server) => import_through(server, &path, name, replace, out)?,
+            Records::Local(cat) => {
+                let d = cat.import(&path, &ImportOptions { name, replace })?;
+                writeln!(out, "imported {}: {} rows, {} columns from {}", d.name, d.rows, d.columns, d.source)?;
+            }
+        },
+        DataCmd::View { what } => view(&records, what, out)?,
         DataCmd::Drop { name } => {
-            cat.drop_dataset(&name)?;
+            records.drop_dataset(&name)?;
             writeln!(out, "dropped {name}")?;
         }
         DataCmd::Export { mut args, sql, out: out_file } => {
-            let file = match out_file {
+            let file: std::path::PathBuf = match out_file {
                 Some(o) => o,
                 None if args.len() == 2 || (sql.is_some() && args.len() == 1) => args.pop().unwrap().into(),
                 None => anyhow::bail!("say where to write: lathe data export NAME OUT (or --sql QUERY OUT)"),
@@ -46,21 +44,26 @@ pub fn run(ws: &Workspace, cmd: DataCmd, out: &mut dyn Write) -> anyhow::Result<
                 (Some(_), Some(_)) => anyhow::bail!("give a dataset name or --sql, not both"),
                 (None, None) => anyhow::bail!("name a dataset or pass --sql QUERY"),
             };
-            let rows = cat.export(&what, &file)?;
-            writeln!(out, "wrote {rows} rows to {}", file.display())?;
+            match &records {
+                Records::Local(cat) => {
+                    let rows = cat.export(&what, &file)?;
+                    writeln!(out, "wrote {rows} rows to {}", file.display())?;
+                }
+                Records::Attached(server) => {
+                    super::catch_interrupts();
+                    let job = server.export_data(&what, &file)?;
+                    writeln!(out, "{}", server_job(server, job, "The export")?)?;
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// `lathe data import` when a `lathe serve` owns the workspace: the server imports the file in a
-/// job (this command brings the owner's token: any file its user can read).
-fn import_through(server: &crate::service::attached::Attached, path: &std::path::Path, name: Option<String>, replace: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Follows a job of the server to its end: its last message, or why it failed.
+fn server_job(server: &crate::service::attached::Attached, job: crate::engine::jobs::JobId, what: &str) -> anyhow::Result<String> {
     use crate::engine::jobs::{JobEvent, JobStatus};
     use crate::service::Event;
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    super::catch_interrupts();
-    let job = server.import(&path.display().to_string(), name.as_deref(), replace)?;
     let (mut said, mut ended) = (String::new(), None);
     super::wait_server_job(server, job, |ev| {
         match ev {
@@ -71,21 +74,30 @@ fn import_through(server: &crate::service::attached::Attached, path: &std::path:
         Ok(())
     })?;
     match ended {
-        Some(JobStatus::Done) => Ok(writeln!(out, "{said}")?),
+        Some(JobStatus::Done) => Ok(said),
         Some(JobStatus::Failed(e) | JobStatus::Exists(e)) => anyhow::bail!(e),
-        Some(JobStatus::Cancelled) => anyhow::bail!("The import was cancelled; nothing was kept."),
-        _ => anyhow::bail!("The import ended without a result; see the server's logs/serve.log."),
+        Some(JobStatus::Cancelled) => anyhow::bail!("{what} was cancelled; nothing was kept."),
+        _ => anyhow::bail!("{what} ended without a result; see the server's logs/serve.log."),
     }
 }
 
-fn view(cat: &Catalog, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> {
+/// `lathe data import` when a `lathe serve` owns the workspace: the server imports the file in a
+/// job (this command brings the owner's token: any file its user can read).
+fn import_through(server: &crate::service::attached::Attached, path: &std::path::Path, name: Option<String>, replace: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    super::catch_interrupts();
+    let job = server.import(&path.display().to_string(), name.as_deref(), replace)?;
+    Ok(writeln!(out, "{}", server_job(server, job, "The import")?)?)
+}
+
+fn view(records: &Records, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         ViewCmd::Create { name, sql, format, eval_fraction, replace } => {
-            let v = cat.create_view(&name, &sql, ViewFormat::parse(&format)?, eval_fraction, replace)?;
+            let v = records.create_view(&name, &sql, &format, eval_fraction, replace)?;
             writeln!(out, "view {}: {} format, {} train rows, {} eval rows", v.name, v.format.name(), v.train_rows, v.eval_rows)?;
         }
         ViewCmd::List { json } => {
-            let views = cat.views()?;
+            let views = records.views()?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&views)?)?;
             } else if views.is_empty() {
@@ -109,14 +121,14 @@ fn view(cat: &Catalog, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<()> 
         }
         ViewCmd::Show { name, limit, split } => {
             let split = if split == "eval" { Split::Eval } else { Split::Train };
-            let info = cat.view_info(&name)?;
-            for (i, ex) in cat.examples(&name, split, Some(limit))?.iter().enumerate() {
+            let (info, examples) = records.examples(&name, split, Some(limit))?;
+            for (i, ex) in examples.iter().enumerate() {
                 writeln!(out, "── {} #{} ({}, {}) ──", info.name, i + 1, if split == Split::Eval { "eval" } else { "train" }, info.format.name())?;
                 write!(out, "{}", ex.pretty())?;
             }
         }
         ViewCmd::Drop { name } => {
-            cat.drop_view(&name)?;
+            records.drop_view(&name)?;
             writeln!(out, "dropped view {name}")?;
         }
     }

@@ -108,12 +108,14 @@ pub fn run(ws: &Workspace, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()
     Ok(())
 }
 
-/// The collections when a `lathe serve` owns the workspace: listed, searched, filled and
+/// The collections when a `lathe serve` owns the workspace: made, listed, searched, filled and
 /// dropped through it (it holds the catalog that records them, and one writer per collection).
 fn through(server: &crate::service::attached::Attached, cmd: KbCmd, out: &mut dyn Write) -> anyhow::Result<()> {
-    let busy = || anyhow!("lathe serve (pid {}) owns this workspace and makes no collections for its clients yet; stop it with `kill -TERM {}` and run the command again.", server.owner.pid, server.owner.pid);
     match cmd {
-        KbCmd::Create { .. } => return Err(busy()),
+        KbCmd::Create { name, model } => {
+            let c = server.create_collection(&name, &model)?;
+            writeln!(out, "made collection {} for {} ({} dimensions, {} pooling); add documents with `lathe kb add {} PATH`", c.name, c.model.name, c.model.dim, c.model.pooling, c.name)?;
+        }
         KbCmd::Add { model: Some(_), .. } | KbCmd::Sync { model: Some(_), .. } | KbCmd::Search { model: Some(_), .. } => {
             return Err(anyhow!("Through lathe serve (pid {}) a collection uses its own model; drop --model.", server.owner.pid))
         }

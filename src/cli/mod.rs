@@ -401,8 +401,8 @@ pub enum BenchCmd {
         prompt: usize,
         #[arg(long, default_value_t = 64)]
         gen: usize,
-        /// Runs of each measurement (the best is shown).
-        #[arg(long, default_value_t = 3)]
+        /// Rounds of each measurement, lathe and the peer alternating (the best is shown).
+        #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Skip the llama.cpp peer.
         #[arg(long)]

@@ -436,7 +436,9 @@ pub fn runs(ws: &Workspace, cmd: RunsCmd, out: &mut dyn Write) -> anyhow::Result
 }
 
 pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let cat = crate::service::open_catalog(ws)?;
+    // The run and the view are read through the workspace's server when one runs; the model is
+    // evaluated in this process either way.
+    let cat = crate::service::Records::open(ws)?;
     if let Some(path) = &args.gguf {
         return eval_gguf(&cat, path, &args, out);
     }
@@ -470,7 +472,7 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
     } else {
         let view = args.view.clone().unwrap_or_default();
         let split = if args.split == "train" { Split::Train } else { Split::Eval };
-        let ex = cat.examples(&view, split, args.limit)?;
+        let (_, ex) = cat.examples(&view, split, args.limit)?;
         if ex.is_empty() {
             bail!("View {view} has no rows in its {} split.", args.split);
         }
@@ -496,12 +498,12 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
 }
 
 /// `lathe eval --gguf FILE --view NAME`: exact match through llama.cpp.
-fn eval_gguf(cat: &Catalog, path: &std::path::Path, args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+fn eval_gguf(cat: &crate::service::Records, path: &std::path::Path, args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::engine::infer::llama::{exact_match, Gguf, Options};
     let view = args.view.as_deref().unwrap_or_default();
     let split = if args.split == "train" { Split::Train } else { Split::Eval };
     let n = args.limit.unwrap_or(200);
-    let examples = cat.examples(view, split, Some(n))?;
+    let (_, examples) = cat.examples(view, split, Some(n))?;
     let g = Gguf::load(path).map_err(|e| anyhow!(e))?;
     let mut session = g.session(&Options { ctx: args.max_len.max(64) as u32, ..Default::default() }).map_err(|e| anyhow!(e))?;
     let t = std::time::Instant::now();

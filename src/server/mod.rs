@@ -11,6 +11,7 @@
 //! OpenAI's `{"error": {"message", "type", "code"}}`.
 //! Bodies are read by hand (no axum `json` feature: see ENGINE-NOTES), up to `BODY_LIMIT`.
 
+mod catalog;
 mod chat;
 mod embeddings;
 mod metrics;
@@ -277,10 +278,16 @@ fn table() -> Vec<Route> {
         ("/v1/embeddings", "post", post(embeddings::embeddings), openapi::embeddings()),
         ("/api/datasets", "get", get(workspace::datasets), openapi::datasets()),
         ("/api/datasets/import", "post", post(workspace::import), openapi::import()),
+        ("/api/datasets/export", "post", post(catalog::export), openapi::export_data()),
+        ("/api/datasets/{name}", "delete", axum::routing::delete(catalog::drop_dataset), openapi::drop_dataset()),
         ("/api/schema", "get", get(workspace::schema), openapi::tables()),
         ("/api/views", "get", get(workspace::views), openapi::views()),
+        ("/api/views", "post", post(catalog::create_view), openapi::create_view()),
+        ("/api/views/{name}", "delete", axum::routing::delete(catalog::drop_view), openapi::drop_view()),
+        ("/api/views/{name}/examples", "post", post(catalog::examples), openapi::view_examples()),
         ("/api/sql", "post", post(workspace::sql), openapi::sql()),
         ("/api/models", "get", get(workspace::library), openapi::library()),
+        ("/api/models", "post", post(catalog::add_model), openapi::add_model()),
         ("/api/exports", "post", post(workspace::export), openapi::export()),
         ("/api/runs", "get", get(workspace::runs), openapi::runs()),
         ("/api/runs", "post", post(workspace::train), openapi::train()),
@@ -293,6 +300,7 @@ fn table() -> Vec<Route> {
         ("/api/conversations/{id}", "put", axum::routing::put(workspace::save_conversation), openapi::save_conversation()),
         ("/api/conversations/{id}/markdown", "get", get(workspace::conversation_markdown), openapi::conversation_markdown()),
         ("/api/collections", "get", get(workspace::collections), openapi::collections()),
+        ("/api/collections", "post", post(catalog::create_collection), openapi::create_collection()),
         ("/api/collections/{name}", "delete", axum::routing::delete(workspace::drop_collection), openapi::drop_collection()),
         ("/api/collections/{name}/search", "post", post(workspace::search), openapi::search()),
         ("/api/collections/{name}/ingest", "post", post(workspace::ingest), openapi::ingest()),

@@ -249,8 +249,54 @@ pub fn save_conversation() -> Value {
 }
 
 pub fn drop_collection() -> Value {
-    let ok = json!({"description": "Dropped.", "content": {"application/json": {"schema": {"type": "object", "required": ["name", "dropped"], "properties": {"name": {"type": "string"}, "dropped": {"type": "boolean"}}}}}});
-    op("Drop a collection", "Its Lance dataset and its record go; the documents themselves are not touched.", None, ok, &[400, 401, 404, 500])
+    op("Drop a collection", "Its Lance dataset and its record go; the documents themselves are not touched.", None, dropped(), &[400, 401, 404, 500])
+}
+
+fn dropped() -> Value {
+    json!({"description": "Dropped.", "content": {"application/json": {"schema": {"type": "object", "required": ["name", "dropped"], "properties": {"name": {"type": "string"}, "dropped": {"type": "boolean"}}}}}})
+}
+
+pub fn drop_dataset() -> Value {
+    op("Drop a dataset", "Its table and its record go; the file it was imported from is not touched.", None, dropped(), &[400, 401, 404, 409, 500])
+}
+
+pub fn export_data() -> Value {
+    let mut v = op(
+        "Write a dataset or a query's result to a file",
+        "CSV, Parquet or JSON Lines by the path's extension, in a job. The path's folder must exist; a client without the owner's token writes only inside the folders the server allows (--allow DIR), never over a file, and its `sql` is held to /api/sql's rules.",
+        Some("DataExportRequest"),
+        json!({}),
+        &[400, 401, 403, 404, 409, 413, 500],
+    );
+    accepted(&mut v);
+    v
+}
+
+pub fn create_view() -> Value {
+    op(
+        "Define a training-set view",
+        "A SELECT over the workspace's datasets shaped as chat, alpaca, completion or text examples, split by a hash of each row (`eval_fraction` held out). A client without the owner's token is held to /api/sql's rules.",
+        Some("ViewRequest"),
+        ok_json("View", "The view and its split's sizes."),
+        &[400, 401, 403, 409, 413, 500],
+    )
+}
+
+pub fn drop_view() -> Value {
+    op("Drop a view", "Its definition goes; the datasets it reads are not touched.", None, dropped(), &[400, 401, 404, 409, 500])
+}
+
+pub fn view_examples() -> Value {
+    op("A view's examples", "Examples from its train or eval split, as the model is trained on them.", Some("ExamplesRequest"), ok_json("ViewExamples", "The view and its examples."), &[400, 401, 404, 409, 413, 500])
+}
+
+pub fn add_model() -> Value {
+    let ok = json!({"description": "Added.", "content": {"application/json": {"schema": {"type": "object", "required": ["path", "models"], "properties": {"path": {"type": "string"}, "models": {"type": "integer", "description": "The models found there."}}}}}});
+    op("Add models to the library", "A GGUF file, a Hugging Face folder or a folder of them (nothing is copied), inside the folders the server allows.", Some("PathRequest"), ok, &[400, 401, 403, 404, 409, 413, 500])
+}
+
+pub fn create_collection() -> Value {
+    op("Make a knowledge collection", "An empty Lance collection for an embedding model: a library name, or a folder inside the allowed folders.", Some("CollectionRequest"), ok_json("Collection", "The collection."), &[400, 401, 403, 404, 409, 413, 500])
 }
 
 pub fn server_status() -> Value {
@@ -281,6 +327,13 @@ fn client_schemas() -> Value {
         "ViewPreview": {"type": "object", "required": ["name", "info", "examples", "error"], "properties": {"name": {"type": "string"}, "info": {"type": ["object", "null"], "description": "The view's SQL, format, eval fraction and split sizes."}, "examples": {"type": "array", "items": {"type": "string"}}, "error": {"type": ["string", "null"]}}},
         "LibraryModel": {"type": "object", "required": ["name", "path", "source", "format", "architecture", "params", "quantization", "context_length", "file_size", "ram_needed"], "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "source": {"type": "string"}, "format": {"type": "string"}, "architecture": {"type": "string"}, "params": {"type": "integer"}, "quantization": {"type": "string"}, "context_length": {"type": "integer"}, "file_size": {"type": "integer"}, "ram_needed": {"type": "integer"}, "problem": {"type": ["string", "null"]}}},
         "ExportRequest": {"type": "object", "properties": {"run": {"type": ["string", "null"], "description": "A run's id."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "quant": {"enum": ["f32", "f16", "q8_0", "q4_0", "q4_k_m", null], "description": "Default f16."}}},
+        "DataExportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path ending .csv, .parquet or .jsonl."}, "dataset": {"type": ["string", "null"]}, "sql": {"type": ["string", "null"], "description": "One SELECT."}}},
+        "ViewRequest": {"type": "object", "required": ["name", "sql", "format"], "properties": {"name": {"type": "string", "minLength": 1}, "sql": {"type": "string", "minLength": 1}, "format": {"enum": ["chat", "alpaca", "completion", "text"]}, "eval_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 0.99, "description": "Default 0.05."}, "replace": {"type": ["boolean", "null"]}}},
+        "View": {"type": "object", "required": ["name", "sql", "format", "eval_fraction", "train_rows", "eval_rows"], "properties": {"name": {"type": "string"}, "sql": {"type": "string"}, "format": {"type": "string"}, "eval_fraction": {"type": "number"}, "train_rows": {"type": "integer"}, "eval_rows": {"type": "integer"}}},
+        "ExamplesRequest": {"type": "object", "properties": {"split": {"enum": ["train", "eval", null], "description": "Default train."}, "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000, "description": "Default 20."}}},
+        "ViewExamples": {"type": "object", "required": ["view", "examples"], "properties": {"view": schema("View"), "examples": {"type": "array", "items": {"type": "object", "description": "{messages} for chat, {instruction, input, output} for alpaca, {prompt, completion}, or {text}."}}}},
+        "PathRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path."}}},
+        "CollectionRequest": {"type": "object", "required": ["name", "model"], "properties": {"name": {"type": "string", "minLength": 1}, "model": {"type": "string", "minLength": 1, "description": "An embedding model's library name or absolute folder."}}},
         "PauseRequest": {"type": "object", "required": ["paused"], "properties": {"paused": {"type": "boolean"}}},
         "TrainPlan": {"type": "object", "required": ["memory_needed", "memory_available", "train_examples", "eval_examples", "max_len", "lengths", "examples"], "properties": {"memory_needed": {"type": "integer"}, "memory_available": {"type": "integer"}, "memory_4bit": {"type": ["integer", "null"]}, "train_examples": {"type": "integer"}, "eval_examples": {"type": "integer"}, "max_len": {"type": "integer"}, "lengths": {"type": "object"}, "examples": {"type": "array", "items": {"type": "string"}}}},
         "ServerStatus": {"type": "object", "required": ["pid", "address", "uptime_s", "rss_bytes", "slots", "running", "waiting", "requests", "rejected", "generated_tokens", "generation_s", "model_loaded", "model_loading", "jobs_running"], "properties": {"pid": {"type": "integer"}, "address": {"type": "string"}, "uptime_s": {"type": "number"}, "rss_bytes": {"type": "integer"}, "slots": {"type": "integer"}, "running": {"type": "integer"}, "waiting": {"type": "integer"}, "requests": {"type": "integer"}, "rejected": {"type": "integer"}, "generated_tokens": {"type": "integer"}, "generation_s": {"type": "number"}, "model_loaded": {"type": "boolean"}, "model_loading": {"type": "boolean"}, "jobs_running": {"type": "integer"}}}

@@ -28,18 +28,18 @@ const SQL_ROWS: (u64, u64) = (1_000, 10_000);
 /// Seconds a statement may run by default, and at most.
 const SQL_SECONDS: (f64, f64) = (10.0, 60.0);
 
-fn list(data: impl serde::Serialize) -> Result<Response, ApiError> {
+pub(super) fn list(data: impl serde::Serialize) -> Result<Response, ApiError> {
     let data = serde_json::to_value(data).map_err(|e| ServiceError::Engine(e.to_string()))?;
     Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
 }
 
-fn one(v: impl serde::Serialize) -> Result<Response, ApiError> {
+pub(super) fn one(v: impl serde::Serialize) -> Result<Response, ApiError> {
     let v = serde_json::to_value(v).map_err(|e| ServiceError::Engine(e.to_string()))?;
     Ok(json_response(StatusCode::OK, &v))
 }
 
 /// A number field of a request, within `range`, `default` when absent.
-fn number(body: &Value, field: &str, default: f64, range: (f64, f64)) -> Result<f64, ApiError> {
+pub(super) fn number(body: &Value, field: &str, default: f64, range: (f64, f64)) -> Result<f64, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v
@@ -49,7 +49,7 @@ fn number(body: &Value, field: &str, default: f64, range: (f64, f64)) -> Result<
     }
 }
 
-fn text<'a>(body: &'a Value, field: &str, what: &str) -> Result<&'a str, ApiError> {
+pub(super) fn text<'a>(body: &'a Value, field: &str, what: &str) -> Result<&'a str, ApiError> {
     body.get(field).and_then(Value::as_str).filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::invalid("invalid_value", format!("{field} is required: {what}.")))
 }
 
@@ -74,7 +74,7 @@ pub(super) async fn sql(State(state): State<AppState>, req: Request) -> Result<R
 }
 
 /// A true/false field, false when absent.
-fn flag(body: &Value, field: &str) -> Result<bool, ApiError> {
+pub(super) fn flag(body: &Value, field: &str) -> Result<bool, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -117,7 +117,7 @@ pub(super) async fn runs(State(state): State<AppState>) -> Result<Response, ApiE
 }
 
 /// An optional non-empty string field.
-fn field(body: &Value, k: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn field(body: &Value, k: &str) -> Result<Option<String>, ApiError> {
     match body.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
@@ -266,7 +266,7 @@ pub(super) async fn search(State(state): State<AppState>, Path(name): Path<Strin
 /// `path` resolved, if it lies inside an allowed folder (anywhere for the server's own user,
 /// `owner`): 403 outside them (or with none allowed), 400 for a pattern or a relative path, 404
 /// when nothing is there.
-fn allowed(state: &AppState, path: &str, owner: bool) -> Result<String, ApiError> {
+pub(super) fn allowed(state: &AppState, path: &str, owner: bool) -> Result<String, ApiError> {
     if state.allow.is_empty() && !owner {
         return Err(ServiceError::Refused("This server reads no files for its clients; start it with --allow DIR to let them import from DIR.".into()).into());
     }
@@ -283,7 +283,7 @@ fn allowed(state: &AppState, path: &str, owner: bool) -> Result<String, ApiError
 }
 
 /// A job started: 202 with its id and where its progress streams.
-fn started(id: u64) -> Response {
+pub(super) fn started(id: u64) -> Response {
     let mut r = json_response(StatusCode::ACCEPTED, &json!({"job": id, "events": format!("/api/jobs/{id}/events")}));
     if let Ok(v) = format!("/api/jobs/{id}").parse() {
         r.headers_mut().insert(header::LOCATION, v);

@@ -4,6 +4,7 @@
 //! the server's answers come back as the same types and its errors as the same `ServiceError`
 //! kinds. Through a server, SQL is read-only (its rule for every client).
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -16,7 +17,9 @@ use crate::engine::data::chats::{ChatRecord, ChatSummary};
 use crate::engine::data::import::DatasetInfo;
 use crate::engine::data::readonly::Rows;
 use crate::engine::data::runs::{MetricRow, RunRow};
-use crate::engine::data::Catalog;
+use crate::engine::data::views::{Example, Split, ViewInfo};
+use crate::engine::data::{Catalog, ExportSource};
+use crate::engine::knowledge::store::CollectionInfo;
 use crate::engine::workspace::Workspace;
 
 /// Rows a command reads through a server at most (the server's own ceiling).
@@ -102,12 +105,71 @@ impl Attached {
         self.call("POST", &format!("/api/collections/{}/search", seg(&req.collection)), Some(&body))
     }
 
-    pub fn collections(&self) -> Result<Vec<crate::engine::knowledge::store::CollectionInfo>, ServiceError> {
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>, ServiceError> {
         self.list("/api/collections")
     }
 
     pub fn drop_collection(&self, name: &str) -> Result<(), ServiceError> {
         self.call::<Value>("DELETE", &format!("/api/collections/{}", seg(name)), None).map(drop)
+    }
+
+    /// Writes a dataset or a query's result to a file (.csv, .parquet, .jsonl), in a job of the
+    /// server.
+    pub fn export_data(&self, what: &ExportSource, path: &Path) -> Result<JobId, ServiceError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+        let body = match what {
+            ExportSource::Dataset(name) => json!({"dataset": name, "path": path}),
+            ExportSource::Query(sql) => json!({"sql": sql, "path": path}),
+        };
+        self.start_job("/api/datasets/export", &body)
+    }
+
+    pub fn drop_dataset(&self, name: &str) -> Result<(), ServiceError> {
+        self.call::<Value>("DELETE", &format!("/api/datasets/{}", seg(name)), None).map(drop)
+    }
+
+    pub fn create_view(&self, name: &str, sql: &str, format: &str, eval_fraction: f64, replace: bool) -> Result<ViewInfo, ServiceError> {
+        let body = json!({"name": name, "sql": sql, "format": format, "eval_fraction": eval_fraction, "replace": replace});
+        self.call("POST", "/api/views", Some(&body))
+    }
+
+    pub fn drop_view(&self, name: &str) -> Result<(), ServiceError> {
+        self.call::<Value>("DELETE", &format!("/api/views/{}", seg(name)), None).map(drop)
+    }
+
+    /// Adds a file or folder of models to the server's library; how many models it holds.
+    pub fn add_model_path(&self, path: &Path) -> Result<usize, ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct Added {
+            models: usize,
+        }
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+        Ok(self.call::<Added>("POST", "/api/models", Some(&json!({"path": path})))?.models)
+    }
+
+    /// An empty collection for an embedding model (a folder, or a name in the library).
+    pub fn create_collection(&self, name: &str, model: &Path) -> Result<CollectionInfo, ServiceError> {
+        let model = match model.exists() {
+            true => std::path::absolute(model).unwrap_or_else(|_| model.to_path_buf()).display().to_string(),
+            false => model.display().to_string(),
+        };
+        self.call("POST", "/api/collections", Some(&json!({"name": name, "model": model})))
+    }
+
+    /// What a chat with `name` loads: a GGUF model of the server's library (by its name or its
+    /// path) is answered by the server's OpenAI-compatible API, so one copy serves every
+    /// client; any other file or server spec is loaded by the caller.
+    pub fn chat_model(&self, name: &str) -> Result<crate::engine::types::ModelRef, ServiceError> {
+        use crate::engine::infer::library::ModelEntry;
+        let library: Vec<ModelEntry> = self.list("/api/models")?;
+        // As the library resolves a name: itself, with .gguf, or Ollama's :latest.
+        let wanted = [name.to_string(), format!("{name}.gguf"), format!("{name}:latest")];
+        let served = library.iter().find(|m| m.format == "gguf" && m.problem.is_none() && (wanted.contains(&m.name) || m.path == Path::new(name)));
+        match (served, super::models::direct(name)) {
+            (Some(m), _) => Ok(crate::engine::types::ModelRef::Server(self.openai(&m.name))),
+            (None, Some(found)) => found,
+            (None, None) => Err(ServiceError::NotFound(format!("No model {name:?} in the library of lathe serve (pid {}); `lathe models list` shows them.", self.owner.pid))),
+        }
     }
 
     pub fn cancel_job(&self, id: JobId) -> Result<(), ServiceError> {
@@ -186,7 +248,7 @@ pub(crate) fn seg(id: &str) -> String {
     id.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-/// Where a command reads the workspace's records.
+/// Where a command reads (and changes) the workspace's records.
 pub enum Records {
     Local(Catalog),
     Attached(Attached),
@@ -240,6 +302,62 @@ impl Records {
         match self {
             Records::Local(c) => Ok(c.chat(id)?),
             Records::Attached(a) => a.call("GET", &format!("/api/conversations/{}", seg(id)), None),
+        }
+    }
+
+    pub fn views(&self) -> Result<Vec<ViewInfo>, ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct Preview {
+            info: Option<ViewInfo>,
+        }
+        match self {
+            Records::Local(c) => Ok(c.views()?),
+            Records::Attached(a) => Ok(a.list::<Preview>("/api/views")?.into_iter().filter_map(|p| p.info).collect()),
+        }
+    }
+
+    /// A view with its examples from one split, at most `limit`.
+    pub fn examples(&self, view: &str, split: Split, limit: Option<usize>) -> Result<(ViewInfo, Vec<Example>), ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            view: ViewInfo,
+            examples: Vec<Example>,
+        }
+        match self {
+            Records::Local(c) => Ok((c.view_info(view)?, c.examples(view, split, limit)?)),
+            Records::Attached(a) => {
+                let a: Answer = a.call("POST", &format!("/api/views/{}/examples", seg(view)), Some(&json!({"split": split, "limit": limit})))?;
+                Ok((a.view, a.examples))
+            }
+        }
+    }
+
+    pub fn create_view(&self, name: &str, sql: &str, format: &str, eval_fraction: f64, replace: bool) -> Result<ViewInfo, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.create_view(name, sql, crate::engine::data::views::ViewFormat::parse(format)?, eval_fraction, replace)?),
+            Records::Attached(a) => a.create_view(name, sql, format, eval_fraction, replace),
+        }
+    }
+
+    pub fn drop_view(&self, name: &str) -> Result<(), ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.drop_view(name)?),
+            Records::Attached(a) => a.drop_view(name),
+        }
+    }
+
+    pub fn drop_dataset(&self, name: &str) -> Result<(), ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.drop_dataset(name)?),
+            Records::Attached(a) => a.drop_dataset(name),
+        }
+    }
+
+    /// The model library (the server's when one owns the workspace).
+    pub fn models(&self, ws: &Workspace) -> Result<Vec<crate::engine::infer::library::ModelEntry>, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(super::models::list(ws, Some(c))),
+            Records::Attached(a) => a.list("/api/models"),
         }
     }
 

@@ -7,6 +7,7 @@
 //! here blocks its caller on the catalog: work that needs it waits for it on its own thread.
 
 pub mod attached;
+mod changes;
 mod chat;
 mod event;
 pub mod knowledge;
@@ -43,7 +44,7 @@ pub fn open_catalog(ws: &Workspace) -> Result<Catalog, ServiceError> {
 use crate::engine::data::chats::ChatRecord;
 use crate::engine::data::import::complete_path;
 use crate::engine::data::worker::{DataRequest, DataWorker};
-use crate::engine::data::{Catalog, DataError, ExportSource, ImportOptions};
+use crate::engine::data::{Catalog, DataError, ImportOptions};
 use crate::engine::export::gguf::{self, Quant};
 use crate::engine::infer::llama::Options as LoadOptions;
 use crate::engine::jobs::{self, JobError, JobEvent, JobId, JobInfo, JobKind, Jobs};
@@ -268,21 +269,6 @@ impl Service {
                 e => JobError::Failed(e.to_string()),
             })?;
             ctx.progress(Some(1.0), format!("Imported {}: {} rows, {} columns.", d.name, d.rows, d.columns));
-            Ok(())
-        }))
-    }
-
-    /// Writes a query's result to .csv, .parquet or .jsonl in a job.
-    pub fn export_result(&mut self, sql: String, path: String) -> Option<JobId> {
-        if self.remote.is_some() {
-            (self.emit)(Event::Failure(format!("lathe serve owns this workspace and does not write query results to files for its clients yet; run `lathe sql \"...\" --format csv > {path}` instead.")));
-            return None;
-        }
-        let wait = self.catalog()?;
-        Some(self.jobs.spawn(JobKind::Export, file_name(&path), move |ctx| {
-            let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
-            let rows = cat.export(&ExportSource::Query(sql), Path::new(&path)).map_err(|e| JobError::Failed(e.to_string()))?;
-            ctx.progress(Some(1.0), format!("Wrote {rows} rows to {path}."));
             Ok(())
         }))
     }

@@ -84,3 +84,15 @@ impl ModelSource {
         }
     }
 }
+
+/// Adds a GGUF file, a Hugging Face folder or a folder of models to the library (nothing is
+/// copied); returns how many models it holds. A path with none is refused.
+pub fn add_path(cat: &Catalog, path: &Path) -> Result<usize, ServiceError> {
+    let abs = std::fs::canonicalize(path).map_err(|e| ServiceError::NotFound(format!("Cannot add {} ({e}); check the path.", path.display())))?;
+    let found = crate::engine::infer::library::scan(&crate::engine::infer::library::Roots { added: vec![abs.clone()], ..Default::default() });
+    if found.is_empty() {
+        return Err(ServiceError::Invalid(format!("{} holds no GGUF file or Hugging Face model folder; nothing was added.", abs.display())));
+    }
+    cat.add_model_path(&abs)?;
+    Ok(found.len())
+}

@@ -176,6 +176,10 @@ impl Remote {
         self.job(move |c| c.import(&path, name.as_deref(), replace));
     }
 
+    pub(super) fn export_data(&self, what: crate::engine::data::ExportSource, path: std::path::PathBuf) {
+        self.job(move |c| c.export_data(&what, &path));
+    }
+
     // Jobs and training.
 
     pub(super) fn cancel_job(&self, id: JobId) {
@@ -230,18 +234,7 @@ impl Remote {
     /// file or server spec is loaded here.
     pub(super) fn chat_model(&self, name: String) -> impl FnOnce() -> Result<crate::engine::types::ModelRef, ServiceError> + Send + 'static {
         let c = self.client.clone();
-        move || {
-            use crate::engine::infer::library::ModelEntry;
-            let library: Vec<ModelEntry> = c.list("/api/models")?;
-            // As the library resolves a name: itself, with .gguf, or Ollama's :latest.
-            let wanted = [name.clone(), format!("{name}.gguf"), format!("{name}:latest")];
-            let served = library.iter().find(|m| m.format == "gguf" && m.problem.is_none() && (wanted.contains(&m.name) || m.path == std::path::Path::new(&name)));
-            match (served, super::models::direct(&name)) {
-                (Some(m), _) => Ok(crate::engine::types::ModelRef::Server(c.openai(&m.name))),
-                (None, Some(found)) => found,
-                (None, None) => Err(ServiceError::NotFound(format!("No model {name:?} in the library of lathe serve (pid {}); `lathe models list` shows them.", c.owner.pid))),
-            }
-        }
+        move || c.chat_model(&name)
     }
 
     // Conversations and knowledge.

@@ -93,7 +93,13 @@ impl Service {
         }
         let cat = self.cat()?;
         let mut spec = match (model, view) {
-            (None, None) => crate::engine::train::demo::demo_spec(&cat, &ws.models_dir()).map_err(ServiceError::Engine)?,
+            (None, None) => {
+                use crate::engine::train::demo::{demo_spec, DEMO_VIEW};
+                if let Err(e) = cat.view_info(DEMO_VIEW) {
+                    return Err(ServiceError::NotFound(format!("The demo trains on the view {DEMO_VIEW}, which this workspace cannot read ({e}); give a model and a view.")));
+                }
+                demo_spec(&cat, &ws.models_dir()).map_err(ServiceError::Engine)?
+            }
             (Some(name), Some(view)) => {
                 let found = super::models::local(ws, Some(&cat)).into_iter().find(|m| is_named(m, name));
                 let m = found.ok_or_else(|| ServiceError::NotFound(format!("There is no model named {name:?} in the library; `lathe models list` shows them.")))?;

@@ -176,10 +176,8 @@ fn the_workspace_over_its_own_api() {
     let pid = s.child.id().to_string();
     let (ok, _, stderr) = out(&lathe(&home, &["sql", "drop table chat"]));
     assert!(!ok && stderr.contains("not a SELECT") && stderr.contains(&format!("kill -TERM {pid}")), "{stderr}");
-    let (ok, _, stderr) = out(&lathe(&home, &["data", "drop", "chat"]));
-    assert!(!ok && stderr.contains(&format!("lathe serve (pid {pid}")) && stderr.contains("does not go through it yet"), "{stderr}");
     let (_, v) = s.post("/api/sql", &json!({"sql": "select count(*) as n from chat"}));
-    assert_eq!(v["rows"][0]["n"], 1500, "the CLI changed the data through the server");
+    assert_eq!(v["rows"][0]["n"], 1500, "a refused statement changed the data");
 
     // The events stream stays open (keep-alive comments) and ends when the server stops.
     let mut events = TcpStream::connect(s.addr).unwrap();
@@ -392,7 +390,7 @@ fn a_run_killed_with_its_server_resumes_through_the_next_one() {
 
 /// The CLI's job commands with a server owning the workspace: each runs as a job in the server
 /// and prints what it prints in process (import, a training run's steps and end, an export, a
-/// collection filled and searched); what the server cannot do for a client says so.
+/// collection made, filled and searched); what the server cannot do for a client says so.
 #[test]
 fn the_cli_runs_its_jobs_in_the_server() {
     let root = scratch("workspace-cli-jobs");
@@ -450,13 +448,103 @@ fn the_cli_runs_its_jobs_in_the_server() {
     assert!(ok && stdout.contains("orbit.md"), "{stdout}");
     let (ok, stdout, _) = out(&["kb", "list"]);
     assert!(ok && stdout.contains("notes"), "{stdout}");
-    let (ok, _, stderr) = out(&["kb", "create", "more", "--model", model.to_str().unwrap()]);
-    assert!(!ok && stderr.contains("makes no collections for its clients yet"), "{stderr}");
+    let (ok, stdout, stderr) = out(&["kb", "create", "more", "--model", model.to_str().unwrap()]);
+    assert!(ok && stdout.contains("made collection more"), "{stdout}{stderr}");
+    let (_, v) = s.get("/api/collections");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
 
     // Every one of them was a job of the server.
     let (_, v) = s.get("/api/jobs");
     let kinds: Vec<&str> = v["data"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["import", "import", "import", "train", "export", "ingest"], "{v}");
+    let status = s.stop();
+    assert!(status.success(), "lathe serve ended with {status}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The CLI's other workspace commands with a server owning the workspace: views defined, listed,
+/// shown and dropped, a dataset and a query written to files, a dataset dropped, models added
+/// and listed, a model evaluated on a view, a library model answering `lathe chat --prompt`;
+/// a client without the owner's token is held to the allowed folders and read-only SQL.
+#[test]
+fn the_cli_changes_the_workspace_through_the_server() {
+    let root = scratch("workspace-cli-changes");
+    let (home, allowed) = (root.join("ws"), root.join("allowed"));
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(root.join("shelf")).unwrap();
+    std::fs::write(allowed.join("plants.csv"), "name,water\nfern,often\ncactus,rarely\nmoss,always\n").unwrap();
+    let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
+    let o = lathe(&home, &["export", tiny.to_str().unwrap(), "--quant", "f16", "--out", root.join("shelf/tiny.gguf").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1", "--allow", allowed.to_str().unwrap()], None);
+    let out = |args: &[&str]| {
+        let o = lathe(&home, args);
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (ok, stdout, stderr) = out(&["data", "import", allowed.join("plants.csv").to_str().unwrap(), "--name", "garden"]);
+    assert!(ok, "{stdout}{stderr}");
+
+    // A view: made, listed, shown and read by an evaluation in this process.
+    let sql = "SELECT 'How often does ' || name || ' need water?' AS prompt, water AS completion FROM garden";
+    let (ok, stdout, stderr) = out(&["data", "view", "create", "care", "--sql", sql, "--format", "completion", "--eval-fraction", "0"]);
+    assert!(ok && stdout.contains("view care: completion format, 3 train rows, 0 eval rows"), "{stdout}{stderr}");
+    let (ok, stdout, _) = out(&["data", "view", "list"]);
+    assert!(ok && stdout.contains("care") && stdout.contains("completion"), "{stdout}");
+    let (ok, stdout, stderr) = out(&["data", "view", "show", "care", "--limit", "2"]);
+    assert!(ok && stdout.contains("care #2 (train, completion)") && stdout.contains("need water?"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = out(&["eval", "--model", tiny.to_str().unwrap(), "--view", "care", "--split", "train"]);
+    assert!(ok && stdout.contains("view care (train split, 3 examples): mean token loss"), "{stdout}{stderr}");
+    let (ok, _, stderr) = out(&["data", "view", "show", "nothing"]);
+    assert!(!ok && stderr.contains("No view named nothing"), "{stderr}");
+
+    // Files written by the server: anywhere for the owner's CLI; for other clients only new
+    // files inside the allowed folders, and only SQL that reads the workspace.
+    let (ok, stdout, stderr) = out(&["data", "export", "garden", root.join("garden.csv").to_str().unwrap()]);
+    assert!(ok && stdout.contains("Wrote 3 rows"), "{stdout}{stderr}");
+    assert_eq!(std::fs::read_to_string(root.join("garden.csv")).unwrap().lines().count(), 4);
+    let (ok, stdout, stderr) = out(&["data", "export", "--sql", "SELECT name FROM garden WHERE water = 'often'", root.join("often.parquet").to_str().unwrap()]);
+    assert!(ok && stdout.contains("Wrote 1 rows") && root.join("often.parquet").exists(), "{stdout}{stderr}");
+    let (status, v) = s.post("/api/datasets/export", &json!({"dataset": "garden", "path": allowed.join("copy.jsonl")}));
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(job_end(s.addr, v["job"].as_u64().unwrap()), json!("done"));
+    assert_eq!(std::fs::read_to_string(allowed.join("copy.jsonl")).unwrap().lines().count(), 3);
+    let (status, v) = s.post("/api/datasets/export", &json!({"dataset": "garden", "path": allowed.join("copy.jsonl")}));
+    assert_eq!((status, error_of(&v).1), (409, "conflict"), "{v}");
+    let (status, v) = s.post("/api/datasets/export", &json!({"dataset": "garden", "path": root.join("out.csv")}));
+    assert_eq!((status, error_of(&v).1), (403, "refused"), "{v}");
+    let (status, v) = s.post("/api/datasets/export", &json!({"sql": "SELECT * FROM read_csv('/etc/passwd')", "path": allowed.join("p.csv")}));
+    assert_eq!(status, 403, "{v}");
+    let (status, v) = s.post("/api/views", &json!({"name": "leak", "sql": "SELECT * FROM read_text('/etc/hostname')", "format": "text"}));
+    assert_eq!(status, 403, "{v}");
+    let (status, v) = s.post("/api/datasets/export", &json!({"dataset": "nothing", "path": allowed.join("n.csv")}));
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = s.post("/api/views/care/examples", &json!({"split": "train", "limit": 1}));
+    assert_eq!((status, v["examples"].as_array().map(Vec::len)), (200, Some(1)), "{v}");
+    assert_eq!(v["view"]["train_rows"], 3, "{v}");
+
+    // Models added to the server's library, listed through it, and one answering a prompt.
+    let (ok, stdout, stderr) = out(&["models", "add", root.join("shelf").to_str().unwrap()]);
+    assert!(ok && stdout.contains("(1 model)"), "{stdout}{stderr}");
+    let (ok, stdout, _) = out(&["models", "list"]);
+    assert!(ok && stdout.contains("tiny.gguf"), "{stdout}");
+    let (ok, stdout, stderr) = out(&["chat", "--model", "tiny.gguf", "--prompt", "Hello", "--max-tokens", "4", "--temp", "0"]);
+    assert!(ok && stderr.contains(&format!("tiny.gguf at http://{}/v1", s.addr)), "{stdout}{stderr}");
+    let (_, v) = s.get("/api/server");
+    assert_eq!(v["requests"], 1, "the chat did not go through the server: {v}");
+    let (status, v) = s.post("/api/models", &json!({"path": root.join("shelf")}));
+    assert_eq!((status, error_of(&v).1), (403, "refused"), "{v}");
+
+    // Dropped: the view, then the dataset; a second drop says there is none.
+    let (ok, stdout, _) = out(&["data", "view", "drop", "care"]);
+    assert!(ok && stdout.contains("dropped view care"), "{stdout}");
+    let (ok, stdout, _) = out(&["data", "drop", "garden"]);
+    assert!(ok && stdout.contains("dropped garden"), "{stdout}");
+    let (_, v) = s.get("/api/datasets");
+    assert!(v["data"].as_array().unwrap().iter().all(|d| d["name"] != "garden"), "{v}");
+    let (ok, _, stderr) = out(&["data", "drop", "garden"]);
+    assert!(!ok && stderr.contains("No dataset named garden"), "{stderr}");
+    let (status, _) = s.request("DELETE", "/api/views/care", &[], b"");
+    assert_eq!(status, 404);
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();

@@ -181,9 +181,14 @@ impl Catalog {
     }
 
     pub fn views(&self) -> Result<Vec<ViewInfo>, DataError> {
+        self.view_names()?.iter().map(|n| self.view_info(n)).collect()
+    }
+
+    /// The views' names, without running them (one whose tables are gone is named too).
+    pub fn view_names(&self) -> Result<Vec<String>, DataError> {
         let mut stmt = self.conn.prepare("SELECT name FROM lathe.views ORDER BY name")?;
-        let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        names.iter().map(|n| self.view_info(n)).collect()
+        let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(names)
     }
 
     pub fn drop_view(&self, name: &str) -> Result<(), DataError> {
