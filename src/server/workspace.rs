@@ -488,9 +488,11 @@ pub(super) async fn job_events(State(state): State<AppState>, Path(id): Path<Str
     let now = now?;
     let sse = |ev: Event| Ok::<_, Infallible>(SseEvent::default().data(serde_json::to_string(&ev).unwrap_or_default()));
     if now.status.is_finished() {
-        // Nothing more will come: the end, at once.
-        let one = futures::stream::iter([sse(Event::Job(JobEvent::Finished { id: now.id, status: now.status }))]);
-        return Ok(Sse::new(one).into_response());
+        // Nothing more will come: what it said last (a quick job may end before its client
+        // follows it), then the end, at once.
+        let said = (!now.message.is_empty()).then(|| Event::Job(JobEvent::Progress { id: now.id, fraction: now.fraction, message: now.message.clone() }));
+        let end = said.into_iter().chain([Event::Job(JobEvent::Finished { id: now.id, status: now.status })]);
+        return Ok(Sse::new(futures::stream::iter(end.map(sse).collect::<Vec<_>>())).into_response());
     }
     let rest = events_stream(state, rx, Some((now.id, now.kind)));
     Ok(Sse::new(futures::stream::iter(first.into_iter().map(sse)).chain(rest)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
