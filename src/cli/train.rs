@@ -8,7 +8,6 @@ use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
 use crate::engine::data::views::Split;
-use crate::engine::data::Catalog;
 use crate::engine::train::base::BasePrecision;
 use crate::engine::train::optim::Optimizer;
 use crate::engine::train::demo;
