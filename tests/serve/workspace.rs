@@ -518,6 +518,11 @@ fn the_cli_changes_the_workspace_through_the_server() {
     assert_eq!(status, 403, "{v}");
     let (status, v) = s.post("/api/datasets/export", &json!({"dataset": "nothing", "path": allowed.join("n.csv")}));
     assert_eq!(status, 404, "{v}");
+    let (status, v) = s.post("/api/datasets/export", &json!({"dataset": "garden", "path": allowed.join("garden.txt")}));
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(".csv, .parquet or .jsonl"), "{v}");
+    let (status, v) = s.post("/api/views/care/examples", &json!({"split": "both"}));
+    assert!(status == 400 && v["error"]["message"].as_str().unwrap().contains("train or eval"), "{v}");
     let (status, v) = s.post("/api/views/care/examples", &json!({"split": "train", "limit": 1}));
     assert_eq!((status, v["examples"].as_array().map(Vec::len)), (200, Some(1)), "{v}");
     assert_eq!(v["view"]["train_rows"], 3, "{v}");
