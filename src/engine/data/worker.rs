@@ -3,7 +3,7 @@
 //! reports plain-data events. Each query carries an id; the app drops results of stale ids.
 //! A running query is cancelled through DuckDB's interrupt handle from another thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -58,7 +58,9 @@ pub enum DataEvent {
 pub struct DataWorker {
     tx: Option<mpsc::Sender<DataRequest>>,
     handle: Option<thread::JoinHandle<()>>,
-    busy: Arc<AtomicBool>,
+    /// The statement running now: 0 when none, else its number (each one a new number, so a
+    /// cancel aimed at one never interrupts the next).
+    running: Arc<AtomicU64>,
     interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>>,
     /// A connection to the same database for jobs (imports, exports) on their own threads: None
     /// while the catalog opens, then the connection or why there is none.
@@ -167,10 +169,17 @@ impl DataWorker {
         F: Fn(DataEvent) + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<DataRequest>();
-        let busy = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicU64::new(0));
         let interrupt: Arc<Mutex<Option<Arc<InterruptHandle>>>> = Arc::default();
         let for_jobs: JobSlot = Arc::default();
-        let (busy2, interrupt2, for_jobs2) = (busy.clone(), interrupt.clone(), for_jobs.clone());
+        let (running2, interrupt2, for_jobs2) = (running.clone(), interrupt.clone(), for_jobs.clone());
+        let mut statements = 0u64;
+        let mut start_statement = move || {
+            statements += 1;
+            running2.store(statements, Ordering::SeqCst);
+        };
+        let running3 = running.clone();
+        let end_statement = move || running3.store(0, Ordering::SeqCst);
         let handle = thread::Builder::new()
             .name("lathe-data".into())
             .spawn(move || {
@@ -225,10 +234,10 @@ impl DataWorker {
                             }
                         }
                         DataRequest::Query { id, sql } => {
-                            busy2.store(true, Ordering::SeqCst);
+                            start_statement();
                             let start = Instant::now();
                             let r = run_query(&cat, id, &sql, &emit);
-                            busy2.store(false, Ordering::SeqCst);
+                            end_statement();
                             let ms = start.elapsed().as_secs_f64() * 1e3;
                             cat.record_query(&sql, r.is_ok(), r.as_ref().ok().copied(), ms);
                             if let Err(e) = &r {
@@ -242,9 +251,9 @@ impl DataWorker {
                         }
                         DataRequest::PreviewViews => emit(DataEvent::ViewPreview(preview_views(&cat))),
                         DataRequest::Page { id, sql, offset } => {
-                            busy2.store(true, Ordering::SeqCst);
+                            start_statement();
                             let r = cat.page(&sql, offset, PAGE);
-                            busy2.store(false, Ordering::SeqCst);
+                            end_statement();
                             match r {
                                 Ok(rows) => emit(DataEvent::QueryPage { id, offset, rows }),
                                 Err(e) => emit(DataEvent::QueryFailed { id, error: e.to_string() }),
@@ -254,7 +263,7 @@ impl DataWorker {
                 }
             })
             .expect("spawn data thread");
-        DataWorker { tx: Some(tx), handle: Some(handle), busy, interrupt, for_jobs }
+        DataWorker { tx: Some(tx), handle: Some(handle), running, interrupt, for_jobs }
     }
 
     /// A new connection to the open catalog for a job thread; None until the catalog is open.
@@ -293,13 +302,18 @@ impl DataWorker {
     }
 
     /// Interrupts the running query. An interrupt that lands before execution starts is lost,
-    /// so it is repeated until the worker is idle (at most a few seconds).
+    /// so it is repeated while that statement runs (at most a few seconds); the next statement
+    /// is not touched.
     pub fn cancel(&self) {
         let Some(handle) = self.interrupt.lock().unwrap().clone() else { return };
-        let busy = self.busy.clone();
+        let running = self.running.clone();
+        let target = running.load(Ordering::SeqCst);
+        if target == 0 {
+            return;
+        }
         thread::spawn(move || {
             let start = Instant::now();
-            while busy.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5) {
+            while running.load(Ordering::SeqCst) == target && start.elapsed() < Duration::from_secs(5) {
                 handle.interrupt();
                 thread::sleep(Duration::from_millis(10));
             }
@@ -311,7 +325,7 @@ impl Drop for DataWorker {
     fn drop(&mut self) {
         drop(self.for_jobs.lock().unwrap().take());
         // Stop a long query first, or joining would wait for it.
-        if self.busy.load(Ordering::SeqCst) {
+        if self.running.load(Ordering::SeqCst) != 0 {
             self.cancel();
         }
         drop(self.tx.take());
