@@ -85,6 +85,11 @@ impl Tmux {
         self.wait_until(text, |s| s.contains(text))
     }
 
+    /// Waits until every one of `texts` is on screen at once (a frame caught half-drawn has some).
+    fn wait_for_all(&self, texts: &[&str]) -> String {
+        self.wait_until(&texts.join(" + "), |s| texts.iter().all(|t| s.contains(t)))
+    }
+
     fn wait_gone(&self, text: &str) -> String {
         self.wait_until(&format!("{text} to go"), |s| !s.contains(text))
     }
@@ -161,23 +166,19 @@ fn panes_help_resize_and_quit() {
     t.wait_for("select");
     t.tmux(&["send-keys", "-t", "e2e", "-l", " task, count(*) as n from instruct group by task order by task"]);
     t.keys(&["F5"]);
-    let s = t.wait_for("4 rows");
-    assert!(s.contains("reverse") && s.contains("2000"), "{s}");
+    t.wait_for_all(&["4 rows", "reverse", "2000"]);
     // Into the grid, down to the last row, and the row in full.
     t.keys(&["F6", "End", "Enter"]);
-    let s = t.wait_for("Row 4 (Esc closes)");
-    assert!(s.contains("sort"), "{s}");
+    t.wait_for_all(&["Row 4 (Esc closes)", "sort"]);
     t.keys(&["Escape"]);
     t.wait_gone("Row 4 (Esc closes)");
     // The training-set views of the demo data, with formatted examples.
     t.keys(&["v"]);
-    let s = t.wait_for("assistant: ");
-    assert!(s.contains("Training-set views") && s.contains("chat  chat") && s.contains("example 1"), "{s}");
+    t.wait_for_all(&["assistant: ", "Training-set views", "chat  chat", "example 1"]);
     t.keys(&["Escape"]);
     t.wait_gone("Training-set views");
     t.keys(&["?"]);
-    let s = t.wait_for("Keys (");
-    assert!(s.contains("next pane") && s.contains("zoom"), "{s}");
+    t.wait_for_all(&["Keys (", "next pane", "zoom"]);
     t.keys(&["Escape"]);
     t.wait_gone("Keys (");
 
@@ -270,8 +271,7 @@ fn a_broken_theme_and_config_are_reported_on_screen() {
         bad.display()
     ));
     // The newest problem shows, with a count of the others; Esc dismisses one at a time.
-    let s = t.wait_for("bad.toml is invalid");
-    assert!(s.contains("1 Training") && s.contains("(+"), "{s}");
+    t.wait_for_all(&["bad.toml is invalid", "1 Training", "(+"]);
     t.keys(&["Escape"]);
     t.wait_for("config.toml is invalid and was ignored");
     t.keys(&["Escape"]);
@@ -299,8 +299,7 @@ fn import_and_export_from_the_data_pane() {
     t.keys(&["Enter"]);
     t.wait_for("Imported pets: 2 rows, 2 columns.");
     // The schema browser lists the new dataset with its columns.
-    let s = t.wait_for("legs");
-    assert!(s.contains("pets"), "{s}");
+    t.wait_for_all(&["legs", "pets"]);
     // Importing again asks before replacing.
     t.keys(&["F2"]);
     t.wait_for("Import a file");
@@ -340,8 +339,7 @@ fn demo_trains_from_the_training_pane_with_pause_cancel_and_resume() {
     t.wait_for("paused");
     // The loss chart has points.
     t.keys(&["2"]);
-    let s = t.wait_for("smooth on");
-    assert!(s.contains("step"), "{s}");
+    t.wait_for_all(&["smooth on", "step"]);
     t.keys(&["s"]);
     t.wait_for("smooth off");
     t.keys(&["1", "p"]);
@@ -350,8 +348,7 @@ fn demo_trains_from_the_training_pane_with_pause_cancel_and_resume() {
     t.wait_for("cancelled");
     // The Runs pane lists it; r resumes it from its checkpoint (or the start).
     t.keys(&["6"]);
-    let s = t.wait_for("cancelled");
-    assert!(s.contains("full") && s.contains("instruct"), "{s}");
+    t.wait_for_all(&["cancelled", "full", "instruct"]);
     t.keys(&["r"]);
     t.keys(&["1"]);
     t.wait_until("resumed", |s| s.contains("running") || s.contains("Resumed"));
@@ -394,8 +391,7 @@ fn chat_with_an_exported_model() {
     t.launch_with("", &format!("chat --model {}", gguf.display()));
     t.wait_for("context 0/");
     t.type_line("hello there");
-    let s = t.wait_for("tok/s");
-    assert!(s.contains("you") && s.contains("hello there") && s.contains("model"), "{s}");
+    t.wait_for_all(&["tok/s", "you", "hello there", "model"]);
     // Ask again: the answer is replaced, not added.
     t.keys(&["C-r"]);
     // The old answer's figures stay on screen until the key is read: see the new answer start
@@ -535,8 +531,7 @@ fn a_collection_filled_searched_and_dropped_from_the_knowledge_pane() {
     t.keys(&["/"]);
     t.tmux(&["send-keys", "-t", "e2e", "-l", "aphids"]);
     t.keys(&["Enter"]);
-    let s = t.wait_for("garden.md:");
-    assert!(s.contains("Garden > Pests") && s.contains("[hybrid]"), "{s}");
+    t.wait_for_all(&["garden.md:", "Garden > Pests", "[hybrid]"]);
     t.keys(&["Escape", "Enter"]);
     t.wait_for("Result 1");
     t.keys(&["Escape"]);
@@ -618,8 +613,7 @@ fn a_run_started_in_the_attached_workstation_outlives_it() {
     t.wait_for(" rows ·");
     // The System pane shows the server's own figures.
     t.keys(&["F6", "5"]);
-    let s = t.wait_for("answering 0/");
-    assert!(s.contains(&format!("pid {}", serve.pid)), "{s}");
+    t.wait_for_all(&["answering 0/", &format!("pid {}", serve.pid)]);
     // The demo trains in the server; the pane follows its events.
     t.keys(&["1"]);
     t.wait_for("No run in this session");
@@ -672,8 +666,7 @@ fn the_models_pane_starts_and_stops_serving() {
     t.keys(&["7"]);
     t.wait_for("s serves the");
     t.keys(&["s"]);
-    let s = t.wait_for("⇄ serve 127.0.0.1:");
-    assert!(s.contains("s stops"), "{s}");
+    t.wait_for_all(&["⇄ serve 127.0.0.1:", "s stops"]);
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.home.join("ws/serve.json")).unwrap()).unwrap();
     let pid = record["pid"].as_u64().unwrap() as i32;
     // The CLI on the workspace goes through it too.
