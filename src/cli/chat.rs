@@ -40,8 +40,21 @@ pub enum ModelsCmd {
         json: bool,
     },
     /// Adds a GGUF file, a Hugging Face folder or a folder of models to the library (nothing is
-    /// copied).
-    Add { path: PathBuf },
+    /// copied), or an OpenAI-compatible server by its base URL (http://HOST:PORT/v1): its models
+    /// are listed, chatted with and served as NAME/MODEL.
+    Add {
+        /// A path, or a server's base URL.
+        target: String,
+        /// The server's name in the library (default: its host).
+        #[arg(long)]
+        name: Option<String>,
+        /// The environment variable that holds the server's API key (read each time it is asked;
+        /// the key itself is never saved).
+        #[arg(long, value_name = "VAR")]
+        key_env: Option<String>,
+    },
+    /// Takes a server (by name) or an added path out of the library; nothing on disk is deleted.
+    Remove { name: String },
     /// The models a server offers: an Ollama server (default localhost:11434, or HOST:PORT) or,
     /// with --openai, an OpenAI-compatible server's base URL (http://HOST:PORT/v1).
     Server {
@@ -101,13 +114,32 @@ pub fn chats(ws: &Workspace, what: ChatsCmd, out: &mut dyn Write) -> anyhow::Res
 pub fn models(ws: &Workspace, what: ModelsCmd, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::service::Records;
     match what {
-        ModelsCmd::Add { path } => {
+        ModelsCmd::Add { target, name, key_env } if target.contains("://") => {
+            let n = match Records::open(ws)? {
+                Records::Attached(server) => server.add_model_server(&target, name.as_deref(), key_env.as_deref())?,
+                Records::Local(cat) => crate::service::models::add_server(&cat, &target, name.as_deref(), key_env.as_deref())?,
+            };
+            let name = name.unwrap_or_else(|| crate::engine::types::ModelServer::default_name(&target));
+            writeln!(out, "added server {name} at {} ({n} model{}, named {name}/MODEL)", target.trim_end_matches('/'), if n == 1 { "" } else { "s" })?;
+        }
+        ModelsCmd::Add { target, name, key_env } => {
+            if name.is_some() || key_env.is_some() {
+                bail!("--name and --key-env are for a server's URL (http://HOST:PORT/v1); a path is named by its files.");
+            }
+            let path = PathBuf::from(target);
             let n = match Records::open(ws)? {
                 Records::Attached(server) => server.add_model_path(&path)?,
                 Records::Local(cat) => crate::service::models::add_path(&cat, &path)?,
             };
             let abs = std::fs::canonicalize(&path).unwrap_or(path);
             writeln!(out, "added {} ({n} model{})", abs.display(), if n == 1 { "" } else { "s" })?;
+        }
+        ModelsCmd::Remove { name } => {
+            let removed = match Records::open(ws)? {
+                Records::Attached(server) => server.remove_model(&name)?,
+                Records::Local(cat) => crate::service::models::remove(&cat, &name)?,
+            };
+            writeln!(out, "removed {removed} from the library")?;
         }
         ModelsCmd::Server { address, openai } => {
             use crate::engine::infer::remote::Remote;

@@ -50,6 +50,32 @@ impl Remote {
     }
 }
 
+/// An OpenAI-compatible server the user added to the model library under a short name: its
+/// models are listed and answered as `NAME/MODEL`, with the API key read from the environment
+/// variable `key_env` (the variable's name is kept, never the key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelServer {
+    pub name: String,
+    pub base: String,
+    pub key_env: Option<String>,
+}
+
+impl ModelServer {
+    /// One of its models, with the key as the environment holds it now.
+    pub fn remote(&self, model: &str) -> Remote {
+        let api_key = self.key_env.as_deref().and_then(|v| std::env::var(v).ok());
+        Remote::OpenAi { base: self.base.clone(), model: model.into(), api_key }
+    }
+
+    /// The name a server gets when the user gives none: its host (`localhost`, `api.openai.com`).
+    pub fn default_name(base: &str) -> String {
+        let rest = base.split_once("://").map_or(base, |(_, r)| r);
+        let host = rest.split('/').next().unwrap_or(rest);
+        let host = if host.starts_with('[') { host.split(']').next().unwrap_or(host).trim_start_matches('[') } else { host.split(':').next().unwrap_or(host) };
+        host.to_string()
+    }
+}
+
 impl ModelRef {
     /// The name a header shows: a file's name, a server model's spec.
     pub fn label(&self) -> String {

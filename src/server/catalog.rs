@@ -87,14 +87,35 @@ pub(super) async fn export(State(state): State<AppState>, req: Request) -> Resul
     Ok(started(id))
 }
 
-/// `{"path"}`: a GGUF file, a Hugging Face folder or a folder of models added to the library.
+/// `{"path"}`: a GGUF file, a Hugging Face folder or a folder of models added to the library; or
+/// `{"url", "name"?, "key_env"?}`: an OpenAI-compatible server, from the owner's token only (a
+/// client may not make this server call an address of its choosing).
 pub(super) async fn add_model(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let owner = super::from_owner(&state, req.headers());
     let body = read_json(req).await?;
+    if body.get("url").is_some_and(|u| !u.is_null()) {
+        if !owner {
+            return Err(ServiceError::Refused("Only the workspace's owner adds a server to the library (lathe models add URL on this machine).".into()).into());
+        }
+        let url = text(&body, "url", "the server's base URL, e.g. http://localhost:8080/v1")?.to_string();
+        let (name, key_env) = (field(&body, "name")?, field(&body, "key_env")?);
+        let shown = url.clone();
+        let models = blocking(&state, move |s| Ok(s.add_model_server(&url, name.as_deref(), key_env.as_deref())?)).await?;
+        return Ok(json_response(StatusCode::OK, &json!({"path": shown, "models": models})));
+    }
     let path = allowed(&state, text(&body, "path", "the absolute path of a model file or folder")?, owner)?;
     let (p, shown) = (PathBuf::from(&path), path.clone());
     let models = blocking(&state, move |s| Ok(s.add_model_path(&p)?)).await?;
     Ok(json_response(StatusCode::OK, &json!({"path": shown, "models": models})))
+}
+
+/// `{"name"}`: a server (by name) or an added path taken out of the library (nothing on disk is
+/// touched) → what was removed.
+pub(super) async fn remove_model(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body = read_json(req).await?;
+    let name = text(&body, "name", "a server's name or an added path, as `lathe models list` shows it")?.to_string();
+    let removed = blocking(&state, move |s| Ok(s.remove_model(&name)?)).await?;
+    Ok(json_response(StatusCode::OK, &json!({"removed": removed})))
 }
 
 /// `{"name", "model"}`: an empty collection for an embedding model (a library name, or a folder

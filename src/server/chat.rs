@@ -1,6 +1,7 @@
 //! OpenAI's `POST /v1/chat/completions` and `POST /v1/completions`, answered by the library's
 //! GGUF models through the slot engine (`engine::infer::slots`), or passed through to the
-//! library's Ollama server for its models (`ollama:NAME`, chat only): streamed over server-sent
+//! library's Ollama server (`ollama:NAME`) or an OpenAI-compatible server the user added
+//! (`SERVER/MODEL`), chat only: streamed over server-sent
 //! events or whole; `max_tokens` or `max_completion_tokens`, `temperature`, `top_p`, `seed`,
 //! `stop` (a string or a list), the frequency and presence penalties, and `response_format`
 //! `json_object` or `json_schema`, constrained by the grammar llama.cpp's own converter makes, so
@@ -223,7 +224,12 @@ fn finish_reason(stop: StopReason) -> &'static str {
 }
 
 fn usage(stats: &Stats) -> Value {
-    json!({"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens, "total_tokens": stats.prompt_tokens + stats.generated_tokens})
+    json!({
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.generated_tokens,
+        "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.reused_tokens},
+    })
 }
 
 /// What every response and chunk of one answer repeats.
@@ -332,7 +338,7 @@ async fn answer(state: AppState, req: Request, kind: Kind) -> Result<Response, A
     Err(gen_error(GenError::Decode("the engine stopped mid-answer".into())))
 }
 
-/// A model of another server (Ollama's) answers: its stream becomes the same events as the slot
+/// A model of another server (Ollama's, or an added OpenAI-compatible one) answers: its stream becomes the same events as the slot
 /// engine's, on a thread of its own; the client leaving stops it. A grammar (response_format)
 /// and a raw prompt (/v1/completions) need a GGUF model here.
 fn pass_through(remote: crate::engine::types::Remote, prompt: Prompt, sampling: Sampling, constrained: bool, tx: tokio::sync::mpsc::UnboundedSender<Event>) -> Result<(), ApiError> {

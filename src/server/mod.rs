@@ -288,6 +288,7 @@ fn table() -> Vec<Route> {
         ("/api/sql", "post", post(workspace::sql), openapi::sql()),
         ("/api/models", "get", get(workspace::library), openapi::library()),
         ("/api/models", "post", post(catalog::add_model), openapi::add_model()),
+        ("/api/models/remove", "post", post(catalog::remove_model), openapi::remove_model()),
         ("/api/exports", "post", post(workspace::export), openapi::export()),
         ("/api/runs", "get", get(workspace::runs), openapi::runs()),
         ("/api/runs", "post", post(workspace::train), openapi::train()),

@@ -292,7 +292,18 @@ pub fn view_examples() -> Value {
 
 pub fn add_model() -> Value {
     let ok = json!({"description": "Added.", "content": {"application/json": {"schema": {"type": "object", "required": ["path", "models"], "properties": {"path": {"type": "string"}, "models": {"type": "integer", "description": "The models found there."}}}}}});
-    op("Add models to the library", "A GGUF file, a Hugging Face folder or a folder of them (nothing is copied), inside the folders the server allows.", Some("PathRequest"), ok, &[400, 401, 403, 404, 409, 413, 500])
+    op(
+        "Add models to the library",
+        "With `path`: a GGUF file, a Hugging Face folder or a folder of them (nothing is copied), inside the folders the server allows. With `url` (the owner's token only): an OpenAI-compatible server, asked for its models first; they are listed and answered as NAME/MODEL, the key read from the server's environment variable `key_env`.",
+        Some("ModelAddRequest"),
+        ok,
+        &[400, 401, 403, 404, 409, 413, 500],
+    )
+}
+
+pub fn remove_model() -> Value {
+    let ok = json!({"description": "Removed.", "content": {"application/json": {"schema": {"type": "object", "required": ["removed"], "properties": {"removed": {"type": "string"}}}}}});
+    op("Take a model source out of the library", "A server (by name) or an added path; nothing on disk is touched.", Some("NameRequest"), ok, &[400, 401, 404, 413, 500])
 }
 
 pub fn create_collection() -> Value {
@@ -332,7 +343,8 @@ fn client_schemas() -> Value {
         "View": {"type": "object", "required": ["name", "sql", "format", "eval_fraction", "train_rows", "eval_rows"], "properties": {"name": {"type": "string"}, "sql": {"type": "string"}, "format": {"type": "string"}, "eval_fraction": {"type": "number"}, "train_rows": {"type": "integer"}, "eval_rows": {"type": "integer"}}},
         "ExamplesRequest": {"type": "object", "properties": {"split": {"enum": ["train", "eval", null], "description": "Default train."}, "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000, "description": "Default 20."}}},
         "ViewExamples": {"type": "object", "required": ["view", "examples"], "properties": {"view": schema("View"), "examples": {"type": "array", "items": {"type": "object", "description": "{messages} for chat, {instruction, input, output} for alpaca, {prompt, completion}, or {text}."}}}},
-        "PathRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path."}}},
+        "ModelAddRequest": {"type": "object", "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path (without url)."}, "url": {"type": ["string", "null"], "description": "An OpenAI-compatible server's base URL (…/v1)."}, "name": {"type": ["string", "null"], "description": "The server's name in the library (its host if none)."}, "key_env": {"type": ["string", "null"], "description": "The environment variable holding the server's API key."}}},
+        "NameRequest": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}},
         "CollectionRequest": {"type": "object", "required": ["name", "model"], "properties": {"name": {"type": "string", "minLength": 1}, "model": {"type": "string", "minLength": 1, "description": "An embedding model's library name or absolute folder."}}},
         "PauseRequest": {"type": "object", "required": ["paused"], "properties": {"paused": {"type": "boolean"}}},
         "TrainPlan": {"type": "object", "required": ["memory_needed", "memory_available", "train_examples", "eval_examples", "max_len", "lengths", "examples"], "properties": {"memory_needed": {"type": "integer"}, "memory_available": {"type": "integer"}, "memory_4bit": {"type": ["integer", "null"]}, "train_examples": {"type": "integer"}, "eval_examples": {"type": "integer"}, "max_len": {"type": "integer"}, "lengths": {"type": "object"}, "examples": {"type": "array", "items": {"type": "string"}}}},
@@ -378,7 +390,7 @@ fn components() -> Value {
         props.extend(extra.as_object().cloned().unwrap_or_default());
         json!({"type": "object", "required": required, "properties": props})
     };
-    let usage = json!({"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}});
+    let usage = json!({"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}, "prompt_tokens_details": {"type": "object", "properties": {"cached_tokens": {"type": "integer", "description": "Prompt tokens taken from the cache (an earlier answer's, or a concurrent request's with the same start) rather than read."}}}}});
     let finish = json!({"type": ["string", "null"], "enum": ["stop", "length", null]});
     let head = |object: &str| json!({"id": {"type": "string"}, "object": {"const": object}, "created": {"type": "integer"}, "model": {"type": "string"}, "system_fingerprint": {"type": "null"}});
     let obj = |object: &str, extra: Value| {
@@ -395,7 +407,7 @@ fn components() -> Value {
             {"type": "object", "required": ["type", "json_schema"], "properties": {"type": {"const": "json_schema"}, "json_schema": {"type": "object", "required": ["schema"], "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean"}}}}}
         ], "description": "json_object and json_schema constrain the answer with the grammar llama.cpp's converter makes from the schema, so it parses."},
         "ChatMessage": {"type": "object", "required": ["role"], "properties": {"role": {"enum": ["system", "developer", "user", "assistant"]}, "content": {"oneOf": [{"type": "string"}, {"type": "null"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}}},
-        "ChatRequest": with(json!({"model": {"type": "string", "description": "A model's name from GET /v1/models: a GGUF file, or ollama:NAME (the library's Ollama server, passed through; chat only, no response_format)."}, "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}}, "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 2147483647, "description": "Wins over max_tokens."}}), &["model", "messages"]),
+        "ChatRequest": with(json!({"model": {"type": "string", "description": "A model's name from GET /v1/models: a GGUF file, ollama:NAME (the library's Ollama server) or SERVER/MODEL (an OpenAI-compatible server added to the library), the last two passed through (chat only, no response_format)."}, "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}}, "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 2147483647, "description": "Wins over max_tokens."}}), &["model", "messages"]),
         "CompletionRequest": with(json!({"model": {"type": "string"}, "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1}]}}), &["model", "prompt"]),
         "ChatCompletion": obj("chat.completion", json!({"usage": {"$ref": "#/components/schemas/Usage"}, "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "message": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}, "refusal": {"type": "null"}}}, "logprobs": {"type": "null"}, "finish_reason": finish}}}})),
         "ChatCompletionChunk": obj("chat.completion.chunk", json!({"usage": {"oneOf": [{"$ref": "#/components/schemas/Usage"}, {"type": "null"}]}, "choices": {"type": "array", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "delta": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}}, "logprobs": {"type": "null"}, "finish_reason": finish}}}})),

@@ -147,6 +147,26 @@ impl Attached {
         Ok(self.call::<Added>("POST", "/api/models", Some(&json!({"path": path})))?.models)
     }
 
+    /// Adds an OpenAI-compatible server to the server's library (its key variable is read in the
+    /// server's environment); how many models it lists.
+    pub fn add_model_server(&self, base: &str, name: Option<&str>, key_env: Option<&str>) -> Result<usize, ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct Added {
+            models: usize,
+        }
+        Ok(self.call::<Added>("POST", "/api/models", Some(&json!({"url": base, "name": name, "key_env": key_env})))?.models)
+    }
+
+    /// Takes a server or an added path out of the server's library; what was removed.
+    pub fn remove_model(&self, what: &str) -> Result<String, ServiceError> {
+        #[derive(serde::Deserialize)]
+        struct Removed {
+            removed: String,
+        }
+        let what = if what.contains("://") || !Path::new(what).exists() { what.to_string() } else { std::path::absolute(what).map(|p| p.display().to_string()).unwrap_or(what.into()) };
+        Ok(self.call::<Removed>("POST", "/api/models/remove", Some(&json!({"name": what})))?.removed)
+    }
+
     /// An empty collection for an embedding model (a folder, or a name in the library).
     pub fn create_collection(&self, name: &str, model: &Path) -> Result<CollectionInfo, ServiceError> {
         let model = match model.exists() {
@@ -164,7 +184,8 @@ impl Attached {
         let library: Vec<ModelEntry> = self.list("/api/models")?;
         // As the library resolves a name: itself, with .gguf, or Ollama's :latest.
         let wanted = [name.to_string(), format!("{name}.gguf"), format!("{name}:latest")];
-        let served = library.iter().find(|m| m.format == "gguf" && m.problem.is_none() && (wanted.contains(&m.name) || m.path == Path::new(name)));
+        let answerable = |m: &&ModelEntry| m.problem.is_none() && (m.format == "gguf" || m.source == "openai server");
+        let served = library.iter().filter(answerable).find(|m| wanted.contains(&m.name) || m.path == Path::new(name));
         match (served, super::models::direct(name)) {
             (Some(m), _) => Ok(crate::engine::types::ModelRef::Server(self.openai(&m.name))),
             (None, Some(found)) => found,

@@ -69,6 +69,17 @@ impl Service {
         super::models::add_path(&self.catalog_now()?, path)
     }
 
+    /// Adds an OpenAI-compatible server to the library (see `models::add_server`); how many
+    /// models it lists.
+    pub fn add_model_server(&self, base: &str, name: Option<&str>, key_env: Option<&str>) -> Result<usize, ServiceError> {
+        super::models::add_server(&self.catalog_now()?, base, name, key_env)
+    }
+
+    /// Takes a server or an added path out of the library; what was removed.
+    pub fn remove_model(&self, what: &str) -> Result<String, ServiceError> {
+        super::models::remove(&self.catalog_now()?, what)
+    }
+
     /// Writes a dataset or a query's result to .csv, .parquet or .jsonl, in a job.
     pub fn export_data(&mut self, what: ExportSource, path: PathBuf) -> Option<JobId> {
         if let Some(r) = &self.remote {

@@ -364,9 +364,10 @@ impl Service {
         models::list(ws, cat.as_ref())
     }
 
-    /// What answers for the library's model named `name` over the API: a GGUF file, or a model
-    /// of the Ollama server the library lists (`ollama:NAME`, at this machine's OLLAMA_HOST: a
-    /// request never names a host or a path); a Hugging Face folder is said to need an export.
+    /// What answers for the library's model named `name` over the API: a GGUF file, a model of
+    /// the Ollama server the library lists (`ollama:NAME`, at this machine's OLLAMA_HOST) or of an
+    /// OpenAI-compatible server the user added (`SERVER/MODEL`): a request never names a host or a
+    /// path. A Hugging Face folder is said to need an export.
     pub fn chat_model(&self, name: &str) -> Result<crate::engine::types::ModelRef, ServiceError> {
         use crate::engine::types::{ModelRef, Remote};
         if let Some(model) = name.strip_prefix("ollama:").filter(|m| !m.is_empty() && !m.contains('@')) {
@@ -378,6 +379,9 @@ impl Service {
         // The disks only: a request does not wait on an Ollama server being asked for its list.
         let ws = self.ws.as_ref().ok_or_else(|| ServiceError::Invalid("There is no workspace; pass --home DIR.".into()))?;
         let cat = self.wait_catalog(Duration::from_secs(10)).ok();
+        if let Some(found) = models::server_model(cat.as_ref(), name) {
+            return Ok(found);
+        }
         let found = models::local(ws, cat.as_ref()).into_iter().find(|m| m.name == name);
         match found {
             Some(m) if m.format == "gguf" => m.problem.map_or(Ok(ModelRef::File(m.path)), |p| Err(ServiceError::Invalid(p))),

@@ -1,6 +1,6 @@
 //! Models as the service finds and names them: the library listing (the workspace's models/,
-//! added paths, the Hugging Face cache, Ollama's store and server), a name resolved to a file,
-//! and where a GGUF export goes. The workstation reaches these through `Service` calls on threads
+//! added paths, the Hugging Face cache, Ollama's store and server, the OpenAI-compatible servers
+//! the user added), a name resolved to a file or a server's model, and where a GGUF export goes. The workstation reaches these through `Service` calls on threads
 //! of their own; the CLI calls them directly with the catalog it holds.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use super::ServiceError;
 use crate::engine::data::Catalog;
 use crate::engine::export::gguf::Quant;
 use crate::engine::infer::library::{self, ModelEntry, Roots};
-use crate::engine::types::{ModelRef, Remote};
+use crate::engine::types::{ModelRef, ModelServer, Remote};
 use crate::engine::workspace::Workspace;
 
 /// Every model the library finds. `cat` gives the added paths (None while the catalog opens:
@@ -17,7 +17,19 @@ use crate::engine::workspace::Workspace;
 pub fn list(ws: &Workspace, cat: Option<&Catalog>) -> Vec<ModelEntry> {
     let mut list = local(ws, cat);
     list.extend(library::ollama_server());
+    if let Some(c) = cat {
+        list.extend(library::openai_servers(&c.model_servers().unwrap_or_default()));
+    }
     list
+}
+
+/// `SERVER/MODEL` of a server the user added: that model (no server is asked). None for any
+/// other name.
+pub fn server_model(cat: Option<&Catalog>, name: &str) -> Option<ModelRef> {
+    let (server, model) = name.split_once('/')?;
+    let servers = cat?.model_servers().ok()?;
+    let s = servers.iter().find(|s| s.name == server).filter(|_| !model.is_empty())?;
+    Some(ModelRef::Server(s.remote(model)))
 }
 
 /// The models on this machine's disks (no server asked).
@@ -31,6 +43,9 @@ pub fn local(ws: &Workspace, cat: Option<&Catalog>) -> Vec<ModelEntry> {
 pub fn resolve(ws: &Workspace, cat: Option<&Catalog>, name: &str) -> Result<ModelRef, ServiceError> {
     if let Some(found) = direct(name) {
         return found;
+    }
+    if let Some(found) = server_model(cat, name) {
+        return Ok(found);
     }
     let added = cat.map(|c| c.model_paths().unwrap_or_default()).unwrap_or_default();
     library::resolve_name(&ws.models_dir(), added, name).map(ModelRef::File).map_err(ServiceError::NotFound)
@@ -95,4 +110,41 @@ pub fn add_path(cat: &Catalog, path: &Path) -> Result<usize, ServiceError> {
     }
     cat.add_model_path(&abs)?;
     Ok(found.len())
+}
+
+/// Adds an OpenAI-compatible server (`base` ends in /v1) under `name` (its host when None), its
+/// key read from the environment variable `key_env` whenever it is asked; the server is asked for
+/// its models first, and one that does not answer is not added. Returns how many it lists.
+pub fn add_server(cat: &Catalog, base: &str, name: Option<&str>, key_env: Option<&str>) -> Result<usize, ServiceError> {
+    let base = base.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(ServiceError::Invalid(format!("{base} is not an http:// or https:// address; give the server's base URL, e.g. http://localhost:8080/v1.")));
+    }
+    let name = name.map(str::to_string).unwrap_or_else(|| ModelServer::default_name(base));
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if name.is_empty() || !name.chars().all(fine) || matches!(name.as_str(), "ollama" | "openai") {
+        return Err(ServiceError::Invalid(format!("{name:?} cannot name a server: use letters, digits, '.', '-' or '_' (not ollama or openai); pass --name NAME.")));
+    }
+    if let Some(var) = key_env {
+        if std::env::var(var).is_err() {
+            return Err(ServiceError::Invalid(format!("The environment variable {var} is not set here; export it (it holds the server's API key), then add the server again.")));
+        }
+    }
+    let server = ModelServer { name, base: base.into(), key_env: key_env.map(str::to_string) };
+    let models = server.remote("").models().map_err(|e| ServiceError::Invalid(format!("{base} did not list its models, so it was not added: {e} (the address ends in /v1; a key is given with --key-env VAR).")))?;
+    cat.add_model_server(&server)?;
+    Ok(models.len())
+}
+
+/// Takes a server (by name) or an added path out of the library; nothing is deleted from disk.
+/// Returns what was removed, as the list showed it.
+pub fn remove(cat: &Catalog, what: &str) -> Result<String, ServiceError> {
+    if cat.remove_model_server(what.trim_end_matches('/'))? {
+        return Ok(format!("server {}", what.trim_end_matches('/')));
+    }
+    let path = std::fs::canonicalize(what).unwrap_or_else(|_| PathBuf::from(what));
+    if cat.remove_model_path(&path)? {
+        return Ok(path.display().to_string());
+    }
+    Err(ServiceError::NotFound(format!("{what} is neither a server nor a path added to the library; `lathe models list` shows them (files in the workspace's models/ folder are removed by deleting them).")))
 }

@@ -152,7 +152,12 @@ fn chat_and_completions_answer_in_openai_shapes() {
     assert_eq!(joined, text);
     let (finish, last) = (&chunks[chunks.len() - 2], &chunks[chunks.len() - 1]);
     assert_eq!(finish["choices"][0]["finish_reason"], choice["finish_reason"]);
-    assert_eq!((last["choices"].as_array().unwrap().len(), &last["usage"]), (0, usage));
+    assert_eq!(last["choices"].as_array().unwrap().len(), 0);
+    for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(last["usage"][k], usage[k], "{last}");
+    }
+    // Its prompt but the last token was in the cache from the answer before.
+    assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(usage["prompt_tokens"].as_u64().unwrap() - 1), "{last}");
 
     // A stop string: the answer ends before it.
     let cut: Vec<char> = text.chars().collect();
@@ -246,7 +251,9 @@ fn slots_answer_together_then_queue_then_refuse_and_a_leaving_client_frees_its_s
     // A (to the end of its context) and B (long) take the two slots and both stream at once.
     let mut a = Stream::open(s.addr, "/v1/chat/completions", &long_answer(1000, false));
     first_text(&mut a);
-    let mut b = Stream::open(s.addr, "/v1/chat/completions", &long_answer(40, true));
+    // (B's prompt is A's: it takes it from A's sequence, so its sampled answer is not the one it
+    // gives alone; 24 strings fit its half of the context whatever they hold.)
+    let mut b = Stream::open(s.addr, "/v1/chat/completions", &long_answer(24, true));
     let b_start = first_text(&mut b);
     // C and D, at once: one waits in the queue, the other finds it full.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -272,7 +279,7 @@ fn slots_answer_together_then_queue_then_refuse_and_a_leaving_client_frees_its_s
     let m = metrics(s.addr);
     assert_eq!(figure(&m, "lathe_inference_requests_rejected_total"), 1.0, "{m}");
     let list: Vec<String> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("B's answer is not its list ({e}): {text}"));
-    assert_eq!(list.len(), 40);
+    assert_eq!(list.len(), 24);
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();
@@ -381,5 +388,109 @@ print("ok")
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Another OpenAI-compatible server added to the library (here a second real `lathe serve` with
+/// the GGUF): `lathe models add URL --name up` lists its models as `up/MODEL`, this server lists
+/// and answers them (whole and streamed) by passing the request through, with the same greedy
+/// answer the other server gives itself; a server that does not answer, or a key variable that is
+/// not set, is not added; a client without the owner's token cannot add one; once the other
+/// server is gone its models answer 503 and the list says why; `lathe models remove up` takes it out.
+#[test]
+fn another_servers_models_are_passed_through() {
+    let (root, up_home) = workspace("upstream");
+    let up = Server::start(&up_home, &["--listen", "127.0.0.1:0", "--threads", "1"], None);
+    let home = root.join("down");
+    let lathe = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lathe")).arg("--home").arg(&home).args(args).env_remove("LATHE_API_KEY").output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let url = format!("http://{}/v1", up.addr);
+    let (ok, text) = lathe(&["models", "add", "http://127.0.0.1:9/v1", "--name", "gone"]);
+    assert!(!ok && text.contains("did not list its models, so it was not added"), "{text}");
+    let (ok, text) = lathe(&["models", "add", &url, "--key-env", "LATHE_TEST_NO_SUCH_VAR"]);
+    assert!(!ok && text.contains("LATHE_TEST_NO_SUCH_VAR is not set"), "{text}");
+    let (ok, text) = lathe(&["models", "add", &url, "--name", "up"]);
+    assert!(ok && text.contains("added server up at") && text.contains("2 models"), "{text}");
+    let (ok, text) = lathe(&["models", "list"]);
+    assert!(ok && text.contains("up/tiny.gguf") && text.contains("openai server"), "{text}");
+
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--threads", "1"], None);
+    let ids: Vec<String> = s.get("/v1/models").1["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.contains(&"up/tiny.gguf".to_string()), "{ids:?}");
+    let greedy = |model: &str| {
+        let mut v = chat("Name a colour.", json!({"temperature": 0, "max_tokens": 10}));
+        v["model"] = json!(model);
+        v
+    };
+    let (status, direct) = up.post("/v1/chat/completions", &greedy("tiny.gguf"));
+    assert_eq!(status, 200, "{direct}");
+    let (status, passed) = s.post("/v1/chat/completions", &greedy("up/tiny.gguf"));
+    assert_eq!(status, 200, "{passed}");
+    assert_eq!(passed["model"], "up/tiny.gguf");
+    assert_eq!(passed["choices"][0]["message"]["content"], direct["choices"][0]["message"]["content"], "{passed}\n{direct}");
+    let mut streamed = greedy("up/tiny.gguf");
+    streamed["stream"] = json!(true);
+    let chunks = Stream::open(s.addr, "/v1/chat/completions", &streamed).rest();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, direct["choices"][0]["message"]["content"].as_str().unwrap());
+    // Only the owner adds a server: a request may not make this one call an address it chooses.
+    let (status, v) = s.post("/api/models", &json!({"url": "http://127.0.0.1:9/v1"}));
+    assert_eq!((status, error_of(&v)), (403, ("invalid_request_error", "refused")), "{v}");
+
+    up.stop();
+    let (status, v) = s.post("/v1/chat/completions", &greedy("up/tiny.gguf"));
+    assert_eq!(status, 503, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("Nothing answers"), "{v}");
+    let ids = s.get("/v1/models").1.to_string();
+    assert!(!ids.contains("up/"), "{ids}");
+    let (ok, text) = lathe(&["models", "list"]);
+    assert!(ok && text.contains("up/") && text.contains("did not list its models"), "{text}");
+    let (ok, text) = lathe(&["models", "remove", "up"]);
+    assert!(ok && text.contains("removed server up"), "{text}");
+    let (ok, text) = lathe(&["models", "remove", "up"]);
+    assert!(!ok && text.contains("neither a server nor a path"), "{text}");
+    let (status, v) = s.post("/v1/chat/completions", &greedy("up/tiny.gguf"));
+    assert_eq!(status, 404, "{v}");
+    s.stop();
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Requests with the same start share its reading: a request arriving while another with the
+/// same prompt answers takes that prompt from the other's sequence (usage's cached_tokens says
+/// so) and, greedy, answers as the first one did; two sent at once answer alike too.
+#[test]
+fn concurrent_requests_with_one_prompt_read_it_once() {
+    let (root, home) = workspace("shared");
+    let s = Server::start(&home, &["--listen", "127.0.0.1:0", "--slots", "3", "--threads", "1"], None);
+    let ask = |max: u64, stream: bool| chat("Say a long thing about the sea and the boats on it.", json!({"temperature": 0, "max_tokens": max, "stream": stream}));
+    let (status, alone) = s.post("/v1/chat/completions", &ask(6, false));
+    assert_eq!(status, 200, "{alone}");
+    let alone_text = alone["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    // A long answer streams in sequence 0; the same prompt now lands in a fresh sequence (the
+    // first answer's cache is in sequence 0, which is busy) and copies the prompt from it.
+    let mut long = Stream::open(s.addr, "/v1/chat/completions", &ask(400, true));
+    first_text(&mut long);
+    let (status, second) = s.post("/v1/chat/completions", &ask(6, false));
+    assert_eq!(status, 200, "{second}");
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(prompt - 1), "{second}");
+    assert_eq!(second["choices"][0]["message"]["content"].as_str().unwrap(), alone_text);
+    drop(long);
+    // Two at once (once the long one has left): the same answer each.
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = s.addr;
+            let body = ask(6, false);
+            std::thread::spawn(move || raw_post(addr, "/v1/chat/completions", &body))
+        })
+        .collect();
+    for h in both {
+        let (status, _, v) = h.join().unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), alone_text, "{v}");
+    }
+    s.stop();
     std::fs::remove_dir_all(&root).unwrap();
 }

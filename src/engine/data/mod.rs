@@ -153,6 +153,9 @@ CREATE TABLE IF NOT EXISTS lathe.chats (
 -- The second model's side of a comparison (JSON), added after the table was first made.
 ALTER TABLE lathe.chats ADD COLUMN IF NOT EXISTS compare VARCHAR;
 CREATE TABLE IF NOT EXISTS lathe.model_paths (path VARCHAR PRIMARY KEY, added TIMESTAMP DEFAULT current_timestamp);
+-- OpenAI-compatible servers in the model library: a short name, the base URL (…/v1) and the name
+-- of the environment variable that holds its key (never the key).
+CREATE TABLE IF NOT EXISTS lathe.model_servers (name VARCHAR PRIMARY KEY, base VARCHAR NOT NULL, key_env VARCHAR, added TIMESTAMP DEFAULT current_timestamp);
 -- Knowledge collections (Lance datasets under vectors/), mirrored here after each change so SQL
 -- sees them; the Lance datasets are the truth.
 CREATE TABLE IF NOT EXISTS lathe.collections (
@@ -214,6 +217,29 @@ impl Catalog {
     pub fn add_model_path(&self, path: &std::path::Path) -> Result<(), DataError> {
         self.conn.execute("INSERT OR IGNORE INTO lathe.model_paths (path) VALUES (?)", duckdb::params![path.display().to_string()])?;
         Ok(())
+    }
+
+    /// Whether the path was in the library (it is not now).
+    pub fn remove_model_path(&self, path: &std::path::Path) -> Result<bool, DataError> {
+        Ok(self.conn.execute("DELETE FROM lathe.model_paths WHERE path = ?", duckdb::params![path.display().to_string()])? > 0)
+    }
+
+    /// OpenAI-compatible servers the user added (`lathe models add URL`).
+    pub fn model_servers(&self) -> Result<Vec<crate::engine::types::ModelServer>, DataError> {
+        let mut stmt = self.conn.prepare("SELECT name, base, key_env FROM lathe.model_servers ORDER BY added")?;
+        let rows = stmt.query_map([], |r| Ok(crate::engine::types::ModelServer { name: r.get(0)?, base: r.get(1)?, key_env: r.get(2)? }))?;
+        Ok(rows.filter_map(|r| r.ok()).collect())
+    }
+
+    /// Adds a server, or gives a name already taken a new address and key variable.
+    pub fn add_model_server(&self, s: &crate::engine::types::ModelServer) -> Result<(), DataError> {
+        self.conn.execute("INSERT OR REPLACE INTO lathe.model_servers (name, base, key_env) VALUES (?, ?, ?)", duckdb::params![s.name, s.base, s.key_env])?;
+        Ok(())
+    }
+
+    /// Whether a server of that name was in the library (it is not now).
+    pub fn remove_model_server(&self, name: &str) -> Result<bool, DataError> {
+        Ok(self.conn.execute("DELETE FROM lathe.model_servers WHERE name = ?", duckdb::params![name])? > 0)
     }
 }
 

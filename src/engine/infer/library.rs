@@ -363,7 +363,26 @@ pub fn ollama_server() -> Vec<ModelEntry> {
         .collect()
 }
 
-/// Every model the roots hold (a path found twice is listed once).
+/// The models of the OpenAI-compatible servers the user added, named `SERVER/MODEL`; a server
+/// that does not answer is one entry, `SERVER/`, that says why.
+pub fn openai_servers(servers: &[crate::engine::types::ModelServer]) -> Vec<ModelEntry> {
+    let mut list = Vec::new();
+    for s in servers {
+        match s.remote("").models() {
+            Ok(models) => list.extend(models.into_iter().map(|m| {
+                let name = format!("{}/{}", s.name, m.name);
+                entry(name.clone(), PathBuf::from(name), "openai server", "remote")
+            })),
+            Err(e) => {
+                let mut e_ = entry(format!("{}/", s.name), PathBuf::from(&s.base), "openai server", "remote");
+                e_.problem = Some(format!("{} did not list its models: {e}", s.base));
+                list.push(e_);
+            }
+        }
+    }
+    list
+}
+
 /// The GGUF a name stands for: a file, one in the workspace's models/ folder (with or without
 /// .gguf), or a library entry (an added path, the Hugging Face cache, the Ollama store by `name`
 /// or `name:latest`). Err says why not in one sentence.
@@ -390,6 +409,7 @@ pub fn resolve_name(workspace_models: &Path, added: Vec<PathBuf>, name: &str) ->
     }
 }
 
+/// Every model the roots hold (a path found twice is listed once).
 pub fn scan(roots: &Roots) -> Vec<ModelEntry> {
     let mut out = Vec::new();
     if let Some(w) = &roots.workspace {

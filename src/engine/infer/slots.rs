@@ -1,7 +1,9 @@
 //! Several answers from one GGUF model at once, as llama-server's slots do: one llama.cpp context
 //! holds up to `slots` sequences (a unified KV cache, its tokens shared equally), and every step
 //! decodes one batch with the next token of each answering sequence and a piece of each new
-//! prompt. Requests beyond the slots wait in a queue of bounded length; a request when it is full
+//! prompt. A prompt that starts as one in flight does (requests arriving together with one system
+//! prompt) reads only what differs: the shared start is copied between sequences of the cache.
+//! Requests beyond the slots wait in a queue of bounded length; a request when it is full
 //! is refused at once (`Full`), never held. The engine thread owns the model and its context
 //! (neither is Send); a request's events go back over its own channel, and a request whose
 //! receiver is gone (the client left) stops at the next step. A request for another model waits
@@ -260,8 +262,13 @@ struct Slot {
     prompt: Vec<LlamaToken>,
     /// Prompt tokens in the cache so far.
     fed: usize,
-    /// Prompt tokens found in the cache from the sequence's last answer.
+    /// Prompt tokens found in the cache (from the sequence's last answer, or copied from another
+    /// sequence's).
     reused: usize,
+    /// Another slot whose prompt starts as this one's does, and how many tokens they share: this
+    /// one reads nothing until that one has read them, then takes them from its cache (requests
+    /// that arrive together with one system prompt read it once).
+    follows: Option<(usize, usize)>,
     /// Answer tokens decoded into the cache (what the next request may reuse).
     decoded: Vec<LlamaToken>,
     /// The token sampled last, to be decoded next.
@@ -357,6 +364,7 @@ impl Run<'_, '_> {
                 }
                 Ok((prompt, sampler)) => {
                     let (free, reused) = self.reuse(&prompt);
+                    let follows = self.leader(&prompt, reused);
                     let _ = req.events.send(Event::Started { waited_secs: waited.as_secs_f64(), prompt_tokens: prompt.len() });
                     self.figures.running.fetch_add(1, Ordering::SeqCst);
                     self.slots[free] = Some(Slot {
@@ -364,6 +372,7 @@ impl Run<'_, '_> {
                         prompt,
                         fed: reused,
                         reused,
+                        follows,
                         decoded: Vec::new(),
                         next: None,
                         sampler,
@@ -394,6 +403,40 @@ impl Run<'_, '_> {
         }
         self.cached[best].clear();
         (best, n)
+    }
+
+    /// The answering slot whose prompt shares the longest start with `prompt`, longer than the
+    /// `reused` tokens its own sequence holds, and how long that start is (one token at least is
+    /// left to read: its logits give the first answer token).
+    fn leader(&self, prompt: &[LlamaToken], reused: usize) -> Option<(usize, usize)> {
+        let shared = |s: &Slot| s.prompt.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len().saturating_sub(1));
+        let (j, n) = self.slots.iter().enumerate().filter_map(|(j, s)| Some((j, shared(s.as_ref()?)))).max_by_key(|&(j, n)| (n, std::cmp::Reverse(j)))?;
+        (n > reused).then_some((j, n))
+    }
+
+    /// Followers whose leader has read the shared tokens copy them into their own sequence (the
+    /// cache is unified: the cells are shared, not duplicated); one whose leader has ended reads
+    /// its prompt itself.
+    fn take_shared(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some((j, upto)) = self.slots[i].as_ref().and_then(|s| s.follows) else { continue };
+            match self.slots[j].as_ref().map(|l| l.fed >= upto) {
+                Some(false) => continue,
+                Some(true) => {
+                    let Some(s) = self.slots[i].as_mut() else { continue };
+                    if self.ctx.copy_kv_cache_seq(j as i32, i as i32, Some(s.fed as u32), Some(upto as u32)).is_ok() {
+                        s.fed = upto;
+                        s.reused = upto;
+                    }
+                    s.follows = None;
+                }
+                None => {
+                    if let Some(s) = self.slots[i].as_mut() {
+                        s.follows = None;
+                    }
+                }
+            }
+        }
     }
 
     /// The request's tokens and sampler, or why it cannot run.
@@ -428,6 +471,7 @@ impl Run<'_, '_> {
                 self.finish(i, Ok(StopReason::Cancelled));
             }
         }
+        self.take_shared();
         let batch = &mut self.batch;
         batch.clear();
         // (slot, the batch row whose logits it samples from)
@@ -450,7 +494,7 @@ impl Run<'_, '_> {
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(s) = slot else { continue };
             let room = self.config.batch.saturating_sub(batch.n_tokens() as usize);
-            if s.fed == s.prompt.len() || room == 0 {
+            if s.fed == s.prompt.len() || room == 0 || s.follows.is_some() {
                 continue;
             }
             let take = room.min(s.prompt.len() - s.fed);
@@ -516,6 +560,12 @@ impl Run<'_, '_> {
     /// Ends slot i's answer (if it has one), says how, and frees its sequence.
     fn finish(&mut self, i: usize, how: Result<StopReason, GenError>) {
         let Some(mut s) = self.slots[i].take() else { return };
+        // Who waited for this one's prompt reads it itself.
+        for f in self.slots.iter_mut().flatten() {
+            if f.follows.is_some_and(|(j, _)| j == i) {
+                f.follows = None;
+            }
+        }
         // The cache keeps what was decoded for the next request to reuse; after a failed decode
         // nothing in it is trusted.
         if matches!(how, Err(GenError::Decode(_))) {
