@@ -466,3 +466,70 @@ fn modelfiles_spell_out_lathes_own_templates_only() {
     assert!(!own.contains("TEMPLATE") && !own.contains("PARAMETER stop") && own.contains("tokenizer.chat_template"), "{own}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Text the tiny models read: words in a fixed pseudo-random order.
+fn prose(words: usize) -> String {
+    let vocab = ["the", "garden", "grows", "slowly", "under", "rain", "and", "light", "while", "bees", "visit", "every", "flower", "near", "old", "stone", "wall"];
+    let mut x = 7u64;
+    (0..words)
+        .map(|i| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let w = vocab[(x >> 33) as usize % vocab.len()];
+            if i % 11 == 10 { format!("{w}.\n") } else { w.to_string() }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `lathe eval --gguf --text` scores as llama.cpp's perplexity tool does; here the same chunks
+/// (BOS first, the second half of each scored) are scored again by lathe's own candle forward
+/// pass of the same weights, and the two perplexities agree; the CLI prints it, and a text too
+/// short for two chunks is refused with the count.
+#[test]
+fn gguf_perplexity_equals_candles_on_the_same_chunks() {
+    use lathe::engine::infer::perplexity;
+    let dir = tmp("ppl");
+    let gguf = dir.join("tiny-llama-f32.gguf");
+    export(&fixture("tiny-llama"), None, &gguf, Quant::F32, &mut |_| {}).unwrap();
+    let text = prose(400);
+    let g = Gguf::load(&gguf).unwrap();
+    let n_ctx = 64;
+    let ours = perplexity::perplexity(&g, &text, n_ctx, 2, &mut |_, _, _| true).unwrap();
+    let tokens = perplexity::tokens(&g, &text);
+    assert_eq!(ours.chunks, tokens.len() / n_ctx);
+    assert_eq!(ours.scored, ours.chunks * (n_ctx / 2 - 1));
+
+    let (model, _) = load_for_eval(&fixture("tiny-llama"), None, BasePrecision::F32).unwrap();
+    // BOS first where the model wants one (this byte-level vocabulary does not: the chunk is
+    // scored as it is).
+    let bos = g.model.vocab().should_add_bos().then(|| g.model.vocab().bos().0 as u32);
+    let (mut sum, mut n) = (0f64, 0usize);
+    for c in 0..ours.chunks {
+        let mut ids: Vec<u32> = tokens[c * n_ctx..(c + 1) * n_ctx].iter().map(|t| t.0 as u32).collect();
+        if let Some(b) = bos {
+            ids[0] = b;
+        }
+        let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let rows = model.forward(&t, &mut Ctx::eval()).unwrap().i(0).unwrap().to_vec2::<f32>().unwrap();
+        for pos in n_ctx / 2..n_ctx - 1 {
+            sum += perplexity::nll(&rows[pos], ids[pos + 1] as usize);
+            n += 1;
+        }
+    }
+    let candle = (sum / n as f64).exp();
+    eprintln!("perplexity: llama.cpp {:.5} +/- {:.5}, candle {candle:.5} over {n} tokens", ours.ppl, ours.ppl_err);
+    assert_eq!(n, ours.scored);
+    assert!((ours.ppl - candle).abs() <= 1e-3 * candle, "llama.cpp {} vs candle {candle}", ours.ppl);
+
+    let home = dir.join("ws");
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, &text).unwrap();
+    let (ok, out, err) = run(lathe(&home).args(["eval", "--gguf", gguf.to_str().unwrap(), "--text", file.to_str().unwrap(), "--max-len", "64", "--json"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!((v["perplexity"]["ppl"].as_f64().unwrap() - ours.ppl).abs() < 1e-9 * ours.ppl, "{v}");
+    std::fs::write(&file, prose(20)).unwrap();
+    let (ok, _, err) = run(lathe(&home).args(["eval", "--gguf", gguf.to_str().unwrap(), "--text", file.to_str().unwrap(), "--max-len", "64"]));
+    assert!(!ok && err.contains("needs at least 128 (two chunks)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,10 +54,10 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::LoadRunMetrics { id, overlay } => service.run_metrics(id, overlay),
         Command::RefreshModels { request } => service.list_models(request),
         Command::ExportRun { id, out } => {
-            service.export(ModelSource::Run(id), PathBuf::from(out), Quant::F16);
+            service.export(ModelSource::Run(id), PathBuf::from(out), Quant::F16, None);
         }
         Command::ExportModel { dir, out } => {
-            service.export(ModelSource::Folder(PathBuf::from(dir)), PathBuf::from(out), Quant::F16);
+            service.export(ModelSource::Folder(PathBuf::from(dir)), PathBuf::from(out), Quant::F16, None);
         }
         Command::LoadChatModel { side, name } => service.load_model(side, name),
         Command::Generate { side, id, messages, sampling } => service.generate(side, id, messages, sampling),

@@ -26,9 +26,19 @@ pub struct ExportArgs {
     /// The GGUF file to write (an Ollama Modelfile is written beside it).
     #[arg(long, value_name = "FILE.gguf")]
     pub out: Option<PathBuf>,
-    /// f32, f16, q8_0, q4_0 or q4_k_m (quantized by llama.cpp from an F16 export).
+    /// f32 or f16 (written by lathe), or any type llama-quantize offers (q8_0, q6_k, q5_k_m,
+    /// q4_k_m, q4_0, iq4_xs, q3_k_m, iq3_xxs, q2_k, iq2_xs, iq1_m, …), quantized by llama.cpp from
+    /// an F16 export.
     #[arg(long, default_value = "f16")]
     pub quant: String,
+    /// Weigh the quantization by an importance matrix: a view (computed over its training split
+    /// with the model as trained), a text file (cut as llama-imatrix cuts it), or a .gguf / .dat
+    /// importance matrix. A computed one is saved beside the export as NAME.imatrix.gguf.
+    #[arg(long, value_name = "VIEW|FILE")]
+    pub imatrix: Option<String>,
+    /// Calibration tokens for a computed importance matrix (default 10000, or what the data has).
+    #[arg(long, value_name = "N", requires = "imatrix")]
+    pub imatrix_tokens: Option<usize>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -272,8 +282,9 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
     let quant = Quant::parse(&args.quant).map_err(anyhow::Error::msg)?;
     let source = ModelSource::parse(&args.source)?;
     let name = source.name();
+    let imatrix = args.imatrix.as_deref().map(|s| crate::service::quant::Calibration::parse(s, args.imatrix_tokens));
     if let Some(server) = crate::service::attached::Attached::find(ws) {
-        return export_through(&server, source, args.out, quant);
+        return export_through(&server, source, args.out, quant, imatrix);
     }
     let out = args.out.unwrap_or_else(|| crate::service::export_path(ws, &name, quant));
     let (tx, events) = std::sync::mpsc::channel::<Event>();
@@ -282,7 +293,7 @@ pub fn export(ws: &Workspace, args: ExportArgs) -> anyhow::Result<()> {
     });
     service.wait_catalog(std::time::Duration::from_secs(60))?;
     let t = std::time::Instant::now();
-    let job = service.export(source, out, quant).ok_or_else(|| anyhow!("exporting a run needs a workspace"))?;
+    let job = service.export(source, out, quant, imatrix).ok_or_else(|| anyhow!("exporting a run needs a workspace"))?;
     let (mut wrote, mut ended) = (None, None);
     for ev in &events {
         match ev {
@@ -326,7 +337,7 @@ fn report_export(ended: Option<crate::engine::jobs::JobStatus>, wrote: Option<cr
 
 /// `lathe export` when a `lathe serve` owns the workspace: the server writes the file into the
 /// workspace's models/ folder in a job (a run by id, a model folder the library lists).
-fn export_through(server: &crate::service::attached::Attached, source: crate::service::ModelSource, out: Option<PathBuf>, quant: Quant) -> anyhow::Result<()> {
+fn export_through(server: &crate::service::attached::Attached, source: crate::service::ModelSource, out: Option<PathBuf>, quant: Quant, imatrix: Option<crate::service::quant::Calibration>) -> anyhow::Result<()> {
     use crate::engine::jobs::JobEvent;
     use crate::service::Event;
     if let Some(out) = out {
@@ -335,7 +346,7 @@ fn export_through(server: &crate::service::attached::Attached, source: crate::se
     let name = source.name();
     super::catch_interrupts();
     let t = std::time::Instant::now();
-    let job = server.export(&source, quant)?;
+    let job = server.export(&source, quant, imatrix.as_ref())?;
     let (mut wrote, mut ended) = (None, None);
     super::wait_server_job(server, job, |ev| {
         match ev {

@@ -149,9 +149,16 @@ pub struct EvalArgs {
     #[arg(long, required_unless_present = "gguf")]
     pub model: Option<PathBuf>,
     /// Instead of a model folder, a GGUF file run through llama.cpp: the exact match of its greedy
-    /// answers on --view (the figure a training run records in candle).
-    #[arg(long, value_name = "FILE.gguf", conflicts_with_all = ["model", "run", "text"], requires = "view")]
+    /// answers on --view (the figure a training run records in candle), or its perplexity on
+    /// --text computed as llama.cpp's perplexity tool does (chunks of --max-len tokens, the second
+    /// half of each scored).
+    #[arg(long, value_name = "FILE.gguf", conflicts_with_all = ["model", "run"])]
     pub gguf: Option<PathBuf>,
+    /// With --gguf and --text: the file it was quantized from (its f16 export): the KL divergence
+    /// of --gguf from it, and how often both rank the same token first, as llama.cpp's
+    /// perplexity --kl-divergence measures them.
+    #[arg(long, value_name = "FILE.gguf", requires_all = ["gguf", "text"])]
+    pub base: Option<PathBuf>,
     /// Evaluate with this run's adapter (or its trained weights).
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
@@ -159,10 +166,11 @@ pub struct EvalArgs {
     pub view: Option<String>,
     #[arg(long, value_parser = ["eval", "train"], default_value = "eval")]
     pub split: String,
-    /// A text file: loss over its raw text (no template, no masking).
+    /// A text file: loss over its raw text (no template, no masking); with --gguf, perplexity.
     #[arg(long)]
     pub text: Option<PathBuf>,
-    /// Sequence length for windows of --text, and truncation for --view.
+    /// Sequence length for windows of --text (llama.cpp's -c with --gguf), and truncation for
+    /// --view.
     #[arg(long, default_value_t = 512)]
     pub max_len: usize,
     /// At most this many examples of the view.
@@ -497,8 +505,82 @@ pub fn eval(ws: &Workspace, args: EvalArgs, out: &mut dyn Write) -> anyhow::Resu
 }
 
 /// `lathe eval --gguf FILE --view NAME`: exact match through llama.cpp.
+/// A GGUF's perplexity on a text file, as llama.cpp's perplexity tool gives it.
+fn perplexity_gguf(path: &std::path::Path, text: &std::path::Path, args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::engine::infer::{llama::Gguf, perplexity};
+    let body = std::fs::read_to_string(text).map_err(|e| anyhow!("Cannot read {} ({e}); give a UTF-8 text file.", text.display()))?;
+    let g = Gguf::load(path).map_err(|e| anyhow!(e))?;
+    let threads = crate::engine::infer::llama::default_threads();
+    let quiet = args.json;
+    if let Some(base_path) = &args.base {
+        let base = Gguf::load(base_path).map_err(|e| anyhow!(e))?;
+        let d = perplexity::kl_divergence(&base, &g, &body, args.max_len, threads, &mut |done, of, kld| {
+            if !quiet {
+                eprint!("\rlathe: chunk {done}/{of}, mean KL divergence so far {kld:.5}   ");
+            }
+            true
+        })
+        .map_err(|e| anyhow!(e))?;
+        if args.json {
+            writeln!(out, "{}", serde_json::json!({"gguf": path, "base": base_path, "text": text, "divergence": d}))?;
+        } else {
+            eprintln!();
+            writeln!(
+                out,
+                "{} against {} on {} ({} chunks of {} tokens, {} scored):\n  perplexity {:.4} +/- {:.5} (base {:.4} +/- {:.5}, {:+.2}%)\n  KL divergence {:.6} +/- {:.6} nats per token (max {:.4}); same top token {:.2}%",
+                path.display(),
+                base_path.display(),
+                text.display(),
+                d.quant.chunks,
+                d.quant.n_ctx,
+                d.quant.scored,
+                d.quant.ppl,
+                d.quant.ppl_err,
+                d.base.ppl,
+                d.base.ppl_err,
+                100.0 * (d.quant.ppl / d.base.ppl - 1.0),
+                d.kld,
+                d.kld_err,
+                d.kld_max,
+                100.0 * d.same_top
+            )?;
+        }
+        return Ok(());
+    }
+    let p = perplexity::perplexity(&g, &body, args.max_len, threads, &mut |done, of, ppl| {
+        if !quiet {
+            eprint!("\rlathe: chunk {done}/{of}, PPL so far {ppl:.4}   ");
+        }
+        true
+    })
+    .map_err(|e| anyhow!(e))?;
+    if !quiet {
+        eprintln!();
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::json!({"gguf": path, "text": text, "perplexity": p}))?;
+    } else {
+        writeln!(
+            out,
+            "perplexity through llama.cpp on {}: {:.4} +/- {:.5} ({} chunks of {} tokens, {} scored; {:.1} s, {:.0} tokens/s)",
+            text.display(),
+            p.ppl,
+            p.ppl_err,
+            p.chunks,
+            p.n_ctx,
+            p.scored,
+            p.secs,
+            p.tokens as f64 / p.secs.max(1e-9)
+        )?;
+    }
+    Ok(())
+}
+
 fn eval_gguf(cat: &crate::service::Records, path: &std::path::Path, args: &EvalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::engine::infer::llama::{exact_match, Gguf, Options};
+    if let Some(text) = &args.text {
+        return perplexity_gguf(path, text, args, out);
+    }
     let view = args.view.as_deref().unwrap_or_default();
     let split = if args.split == "train" { Split::Train } else { Split::Eval };
     let n = args.limit.unwrap_or(200);

@@ -219,10 +219,10 @@ pub fn library() -> Value {
 pub fn export() -> Value {
     let mut v = op(
         "Export a run or a model as GGUF",
-        "A run (its base with its adapter merged, or its trained weights) or a library Hugging Face folder, written into the workspace's models/ folder as `lathe export` names it, in a job.",
+        "A run (its base with its adapter merged, or its trained weights) or a library Hugging Face folder, written into the workspace's models/ folder as `lathe export` names it, in a job; with `imatrix`, quantized with an importance matrix computed from a view's training split or a text file (saved beside it as NAME.imatrix.gguf), or read from a file.",
         Some("ExportRequest"),
         json!({}),
-        &[400, 401, 404, 409, 413, 500],
+        &[400, 401, 403, 404, 409, 413, 500],
     );
     accepted(&mut v);
     v
@@ -337,7 +337,7 @@ fn client_schemas() -> Value {
         "Table": {"type": "object", "required": ["name", "columns"], "properties": {"name": {"type": "string"}, "columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string"}}}}}},
         "ViewPreview": {"type": "object", "required": ["name", "info", "examples", "error"], "properties": {"name": {"type": "string"}, "info": {"type": ["object", "null"], "description": "The view's SQL, format, eval fraction and split sizes."}, "examples": {"type": "array", "items": {"type": "string"}}, "error": {"type": ["string", "null"]}}},
         "LibraryModel": {"type": "object", "required": ["name", "path", "source", "format", "architecture", "params", "quantization", "context_length", "file_size", "ram_needed"], "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "source": {"type": "string"}, "format": {"type": "string"}, "architecture": {"type": "string"}, "params": {"type": "integer"}, "quantization": {"type": "string"}, "context_length": {"type": "integer"}, "file_size": {"type": "integer"}, "ram_needed": {"type": "integer"}, "problem": {"type": ["string", "null"]}}},
-        "ExportRequest": {"type": "object", "properties": {"run": {"type": ["string", "null"], "description": "A run's id."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "quant": {"enum": ["f32", "f16", "q8_0", "q4_0", "q4_k_m", null], "description": "Default f16."}}},
+        "ExportRequest": {"type": "object", "properties": {"run": {"type": ["string", "null"], "description": "A run's id."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "quant": {"enum": quant_names(), "description": "Default f16."}, "imatrix": {"type": ["object", "null"], "description": "One of view (a view's name), text or file (absolute paths inside the allowed folders), with tokens for a computed one.", "properties": {"view": {"type": ["string", "null"]}, "text": {"type": ["string", "null"]}, "file": {"type": ["string", "null"]}, "tokens": {"type": ["integer", "null"], "minimum": 16, "maximum": 100000000}}}}},
         "DataExportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path ending .csv, .parquet or .jsonl."}, "dataset": {"type": ["string", "null"]}, "sql": {"type": ["string", "null"], "description": "One SELECT."}}},
         "ViewRequest": {"type": "object", "required": ["name", "sql", "format"], "properties": {"name": {"type": "string", "minLength": 1}, "sql": {"type": "string", "minLength": 1}, "format": {"enum": ["chat", "alpaca", "completion", "text"]}, "eval_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 0.99, "description": "Default 0.05."}, "replace": {"type": ["boolean", "null"]}}},
         "View": {"type": "object", "required": ["name", "sql", "format", "eval_fraction", "train_rows", "eval_rows"], "properties": {"name": {"type": "string"}, "sql": {"type": "string"}, "format": {"type": "string"}, "eval_fraction": {"type": "number"}, "train_rows": {"type": "integer"}, "eval_rows": {"type": "integer"}}},
@@ -498,3 +498,10 @@ fetch('/openapi.json').then(r=>r.json()).then(doc=>{
 }).catch(e=>{document.getElementById('routes').textContent='Could not read /openapi.json: '+e})
 </script></body></html>
 "#;
+
+/// Every export type, and null (the default, f16).
+fn quant_names() -> Value {
+    let mut names: Vec<Value> = crate::engine::export::gguf::Quant::all().map(|q| json!(q.name())).collect();
+    names.push(Value::Null);
+    Value::Array(names)
+}

@@ -150,12 +150,16 @@ pub(super) async fn pause(State(state): State<AppState>, req: Request) -> Result
     Ok(json_response(StatusCode::OK, &json!({"paused": paused})))
 }
 
-/// `{"run": ID}` or `{"model": NAME}` (a Hugging Face folder of the library), `"quant"?` (f32,
-/// f16, q8_0, q4_0, q4_k_m; default f16): written as GGUF into the workspace's models/ folder, as
-/// `lathe export` names it, in a job.
+/// `{"run": ID}` or `{"model": NAME}` (a Hugging Face folder of the library), `"quant"?` (any
+/// type llama-quantize offers; default f16), `"imatrix"?` (`{"view", "tokens"?}`, `{"text",
+/// "tokens"?}` or `{"file"}`, the files inside the allowed folders for other clients than the
+/// owner): written as GGUF into the workspace's models/ folder, as `lathe export` names it, in a
+/// job.
 pub(super) async fn export(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     use crate::service::ModelSource;
+    let owner = super::from_owner(&state, req.headers());
     let body = read_json(req).await?;
+    let imatrix = calibration(&state, &body["imatrix"], owner)?;
     let quant = match field(&body, "quant")? {
         None => crate::engine::export::gguf::Quant::F16,
         Some(q) => crate::engine::export::gguf::Quant::parse(&q).map_err(|e| ApiError::invalid("invalid_value", e))?,
@@ -171,10 +175,28 @@ pub(super) async fn export(State(state): State<AppState>, req: Request) -> Resul
             _ => return Err(ApiError::invalid("invalid_value", "Give a run (its id) or a model (a library name), one of them.")),
         };
         let out = s.export_path(&source.name(), quant)?;
-        s.export(source, out, quant).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())
+        s.export(source, out, quant, imatrix).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())
     })
     .await?;
     Ok(started(id))
+}
+
+/// An export's `imatrix` object, checked (None when absent).
+fn calibration(state: &AppState, v: &Value, owner: bool) -> Result<Option<crate::service::quant::Calibration>, ApiError> {
+    use crate::service::quant::Calibration;
+    if v.is_null() {
+        return Ok(None);
+    }
+    let tokens = match v.get("tokens") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(t.as_u64().filter(|&n| (16..=100_000_000).contains(&n)).ok_or_else(|| ApiError::invalid("invalid_value", "imatrix.tokens must be a whole number from 16 to 100000000."))? as usize),
+    };
+    Ok(Some(match (field(v, "view")?, field(v, "text")?, field(v, "file")?) {
+        (Some(name), None, None) => Calibration::View { name, tokens },
+        (None, Some(path), None) => Calibration::Text { path: allowed(state, &path, owner)?.into(), tokens },
+        (None, None, Some(path)) => Calibration::File(allowed(state, &path, owner)?.into()),
+        _ => return Err(ApiError::invalid("invalid_value", "imatrix takes one of view (a view's training split), text (a text file) or file (an importance matrix).")),
+    }))
 }
 
 /// A conversation saved under its id (the body is the whole record, as GET gives it): a new

@@ -86,11 +86,19 @@ impl Attached {
 
     /// Exports a run or a model folder the library lists as GGUF into the workspace's models/
     /// folder, in a job of the server (which names the file).
-    pub fn export(&self, source: &super::ModelSource, quant: crate::engine::export::gguf::Quant) -> Result<JobId, ServiceError> {
-        let body = match source {
+    pub fn export(&self, source: &super::ModelSource, quant: crate::engine::export::gguf::Quant, imatrix: Option<&super::quant::Calibration>) -> Result<JobId, ServiceError> {
+        use super::quant::Calibration;
+        let mut body = match source {
             super::ModelSource::Run(id) => json!({"run": id, "quant": quant.name()}),
             super::ModelSource::Folder(dir) => json!({"model": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(), "quant": quant.name()}),
         };
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+        match imatrix {
+            None => {}
+            Some(Calibration::File(p)) => body["imatrix"] = json!({"file": abs(p)}),
+            Some(Calibration::Text { path, tokens }) => body["imatrix"] = json!({"text": abs(path), "tokens": tokens}),
+            Some(Calibration::View { name, tokens }) => body["imatrix"] = json!({"view": name, "tokens": tokens}),
+        }
         self.start_job("/api/exports", &body)
     }
 

@@ -13,6 +13,7 @@ mod event;
 pub mod knowledge;
 pub mod models;
 pub mod owner;
+pub mod quant;
 mod remote;
 mod train;
 mod workspace;
@@ -393,29 +394,51 @@ impl Service {
 
     /// Exports a run (its base with its adapter merged, or its trained weights) or a Hugging Face
     /// folder as GGUF, in a job; `Event::Exported` says what was written.
-    pub fn export(&mut self, source: ModelSource, out: PathBuf, quant: Quant) -> Option<JobId> {
+    /// With `imatrix`, the quantization is weighed by an importance matrix read from a file or
+    /// computed from the user's data (then saved beside the export as NAME.imatrix.gguf).
+    pub fn export(&mut self, source: ModelSource, out: PathBuf, quant: Quant, imatrix: Option<quant::Calibration>) -> Option<JobId> {
         if let Some(r) = &self.remote {
-            r.export(source, quant);
+            r.export(source, quant, imatrix);
             return None;
         }
         let title = file_name(&out.display().to_string());
-        // A run's weights are looked up in the catalog, in the job.
-        let wait = match &source {
-            ModelSource::Run(_) => Some(self.catalog()?),
-            ModelSource::Folder(_) => None,
+        // A run's weights and a view's examples are read from the catalog, in the job.
+        let wait = match (&source, &imatrix) {
+            (ModelSource::Run(_), _) | (_, Some(quant::Calibration::View { .. })) => Some(self.catalog()?),
+            _ => None,
         };
         let emit = self.emit.clone();
         Some(self.jobs.spawn(JobKind::Export, title, move |ctx| {
-            let (model, adapter) = match (source, wait) {
-                (ModelSource::Run(id), Some(wait)) => {
-                    let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
+            let cat = match wait {
+                Some(wait) => Some(wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?),
+                None => None,
+            };
+            let name = source.name();
+            let (model, adapter) = match (source, &cat) {
+                (ModelSource::Run(id), Some(cat)) => {
                     let run = cat.run(&id).map_err(|_| JobError::Failed(format!("{id:?} is neither a model folder nor a run id; `lathe runs list` shows the runs.")))?;
                     run.weights().map_err(JobError::Failed)?
                 }
                 (ModelSource::Run(_), None) => return Err(JobError::Failed("Exporting a run needs the workspace's catalog.".into())),
                 (ModelSource::Folder(dir), _) => (dir, None),
             };
-            let e = gguf::export(&model, adapter.as_deref(), &out, quant, &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
+            let matrix = match &imatrix {
+                None => None,
+                Some(calibration) => {
+                    let m = quant::importance_matrix(cat.as_ref(), &model, adapter.as_deref(), &name, calibration, &mut |msg| {
+                        ctx.progress(None, msg);
+                        !ctx.is_cancelled()
+                    })
+                    .map_err(|e| if ctx.is_cancelled() { JobError::Cancelled } else { JobError::Failed(e) })?;
+                    if calibration.computed() {
+                        let keep = quant::beside(&out);
+                        m.save(&keep).map_err(JobError::Failed)?;
+                        ctx.progress(None, format!("importance matrix over {} tokens saved to {}", m.tokens(), keep.display()));
+                    }
+                    Some(m)
+                }
+            };
+            let e = gguf::export_with(&model, adapter.as_deref(), &out, quant, matrix.as_ref(), &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
             ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
             emit(Event::Exported(e));
             Ok(())

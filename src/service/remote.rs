@@ -225,8 +225,8 @@ impl Remote {
 
     /// A run or a library folder exported by the server into the workspace's models/ folder (the
     /// server names the file).
-    pub(super) fn export(&self, source: ModelSource, quant: Quant) {
-        self.job(move |c| c.export(&source, quant));
+    pub(super) fn export(&self, source: ModelSource, quant: Quant, imatrix: Option<super::quant::Calibration>) {
+        self.job(move |c| c.export(&source, quant, imatrix.as_ref()));
     }
 
     /// Finds what `name` loads: a GGUF model of the library (by its name or its path) is answered

@@ -16,45 +16,8 @@ use crate::engine::train::config::{Family, ModelConfig};
 use crate::engine::train::text::{TextCodec, PLAIN_TEMPLATE};
 use crate::engine::train::trainer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quant {
-    F32,
-    F16,
-    Q8_0,
-    Q4_0,
-    Q4KM,
-}
-
-impl Quant {
-    pub fn parse(s: &str) -> Result<Quant, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "f32" => Quant::F32,
-            "f16" => Quant::F16,
-            "q8_0" => Quant::Q8_0,
-            "q4_0" => Quant::Q4_0,
-            "q4_k_m" => Quant::Q4KM,
-            other => return Err(format!("Unknown quantization {other:?}; use f32, f16, q8_0, q4_0 or q4_k_m.")),
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Quant::F32 => "f32",
-            Quant::F16 => "f16",
-            Quant::Q8_0 => "q8_0",
-            Quant::Q4_0 => "q4_0",
-            Quant::Q4KM => "q4_k_m",
-        }
-    }
-    fn ftype(self) -> u32 {
-        match self {
-            Quant::F32 => llama_cpp_sys_2::LLAMA_FTYPE_ALL_F32,
-            Quant::F16 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_F16,
-            Quant::Q8_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q8_0,
-            Quant::Q4_0 => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_0,
-            Quant::Q4KM => llama_cpp_sys_2::LLAMA_FTYPE_MOSTLY_Q4_K_M,
-        }
-    }
-}
+use super::imatrix::{ForQuantizer, Imatrix};
+pub use super::quant::Quant;
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -299,6 +262,12 @@ impl Drop for Cleanup {
 /// Writes `model_dir` (with `adapter` merged in, if given) as a GGUF file at `out`, and an Ollama
 /// Modelfile beside it. `progress` gets a phase description as the export goes.
 pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant, progress: &mut dyn FnMut(&str)) -> Result<Exported, String> {
+    export_with(model_dir, adapter, out, quant, None, progress)
+}
+
+/// `export`, its quantization weighed by an importance matrix when one is given (a type that
+/// needs one is refused without it; one made for another model is refused).
+pub fn export_with(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant, imatrix: Option<&Imatrix>, progress: &mut dyn FnMut(&str)) -> Result<Exported, String> {
     if out.extension().and_then(|e| e.to_str()) != Some("gguf") {
         return Err(format!("{} should end in .gguf.", out.display()));
     }
@@ -320,6 +289,8 @@ pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant
     let rows = hf.get("model.embed_tokens.weight").map(|t| t.dim(0).unwrap_or(0)).unwrap_or(cfg.vocab_size);
     let v = vocab(model_dir, &codec, rows, cfg.family)?;
     let mut tensors = gguf_tensors(&cfg, hf)?;
+    let label = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    check_type(quant, imatrix, &tensors, &label)?;
     if cfg.rope_scaling.as_ref().is_some_and(|s| s.kind == "llama3") {
         // llama.cpp applies Llama 3's scaling as per-frequency divisors (rope_freqs).
         let scaled = crate::engine::train::model::inv_freq(&cfg)?;
@@ -332,7 +303,7 @@ pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant
         let n = factors.len();
         tensors.push(("rope_freqs.weight".into(), Tensor::from_vec(factors, n, &candle_core::Device::Cpu).map_err(|e| e.to_string())?));
     }
-    let name = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = label;
     // Quantized files come from an F16 file through llama.cpp's quantizer.
     let base = if quant == Quant::F32 { Quant::F32 } else { Quant::F16 };
     let meta = metadata(&cfg, &name, base, &v, &codec);
@@ -362,7 +333,7 @@ pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant
         progress(&format!("quantizing to {} with llama.cpp", quant.name()));
         let second = partial(out, quant.name());
         let mut guard = Cleanup(Some(second.clone()));
-        quantize(&first, &second, quant)?;
+        quantize(&first, &second, quant, imatrix)?;
         guard.0 = None;
         second
     };
@@ -380,7 +351,37 @@ pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant
     Ok(Exported { path: out.to_path_buf(), modelfile, bytes, tensors: n_tensors })
 }
 
-fn quantize(src: &Path, dst: &Path, quant: Quant) -> Result<(), String> {
+/// Whether `quant` can be made of these tensors: a type that needs an importance matrix has one,
+/// a given matrix fits the model, and some matrix has rows that fill the type's blocks (else
+/// llama.cpp would store every one in a fallback type, and the file would not be the type named).
+fn check_type(quant: Quant, imatrix: Option<&Imatrix>, tensors: &[(String, Tensor)], model: &str) -> Result<(), String> {
+    if quant.needs_imatrix() && imatrix.is_none() {
+        return Err(format!("{} needs an importance matrix: add --imatrix VIEW (computed from your data) or --imatrix FILE.", quant.name()));
+    }
+    if quant.is_float() && imatrix.is_some() {
+        return Err(format!("{} is not quantized, so an importance matrix has nothing to weigh; drop --imatrix or pick a quantized type.", quant.name()));
+    }
+    let widths: BTreeMap<String, usize> = tensors.iter().filter(|(_, t)| t.rank() == 2).map(|(n, t)| (n.clone(), t.dim(1).unwrap_or(0))).collect();
+    if let Some(m) = imatrix {
+        m.check_fits(&widths, model)?;
+    }
+    let block = quant.block();
+    if block > 1 && !widths.iter().any(|(n, w)| n.starts_with("blk.") && w % block == 0) {
+        let mut seen: Vec<usize> = widths.values().copied().collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let seen: Vec<String> = seen.iter().map(|w| w.to_string()).collect();
+        return Err(format!(
+            "{} stores rows in blocks of {block} values and every matrix of {model} has rows of {}; llama.cpp would store them all in another type. Pick q8_0, q5_0, q4_0 or iq4_nl (blocks of 32).",
+            quant.name(),
+            seen.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn quantize(src: &Path, dst: &Path, quant: Quant, imatrix: Option<&Imatrix>) -> Result<(), String> {
+    let weights = imatrix.map(ForQuantizer::new);
     crate::engine::infer::llama::backend()?;
     let c_src = CString::new(src.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
     let c_dst = CString::new(dst.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
@@ -389,6 +390,9 @@ fn quantize(src: &Path, dst: &Path, quant: Quant) -> Result<(), String> {
     let rc = unsafe {
         let mut p = llama_cpp_sys_2::llama_model_quantize_default_params();
         p.ftype = quant.ftype();
+        if let Some(w) = &weights {
+            p.imatrix = w.as_ptr();
+        }
         p.nthread = std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1);
         llama_cpp_sys_2::llama_model_quantize(c_src.as_ptr(), c_dst.as_ptr(), &p)
     };

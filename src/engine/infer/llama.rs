@@ -201,6 +201,33 @@ impl<'m> Session<'m> {
         Ok((keep, out))
     }
 
+    /// Reads `tokens` on a fresh cache in batches and hands the logits of each position from
+    /// `first` on to `on_row(position, logits)` (the rows before `first` are read as context only,
+    /// their logits not even computed): what perplexity and KL divergence are measured on.
+    pub fn score(&mut self, tokens: &[LlamaToken], first: usize, on_row: &mut dyn FnMut(usize, &[f32])) -> Result<(), String> {
+        if tokens.len() > self.context_size() {
+            return Err(format!("A chunk of {} tokens does not fit the {}-token context.", tokens.len(), self.context_size()));
+        }
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+        let mut batch = LlamaBatch::new(self.batch, 1);
+        for (ci, chunk) in tokens.chunks(self.batch).enumerate() {
+            batch.clear();
+            let start = ci * self.batch;
+            for (i, t) in chunk.iter().enumerate() {
+                batch.add(*t, (start + i) as i32, &[0], start + i >= first).map_err(|e| e.to_string())?;
+            }
+            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode the text ({e})."))?;
+            for i in 0..chunk.len() {
+                if start + i >= first {
+                    on_row(start + i, self.ctx.get_logits_ith(i as i32));
+                }
+            }
+            self.cached.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
     /// The logits llama.cpp gives at every position of `ids` (a fresh cache): for parity checks.
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<Vec<f32>>, String> {
         self.ctx.clear_kv_cache();

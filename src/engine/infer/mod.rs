@@ -2,6 +2,7 @@
 
 pub mod library;
 pub mod llama;
+pub mod perplexity;
 pub mod remote;
 pub mod slots;
 pub mod worker;

@@ -67,15 +67,43 @@ pub struct Linear {
     pub lora: Option<Lora>,
 }
 
-/// Per-forward settings: training mode turns dropout on, with masks drawn from `rng`.
+/// Per-forward settings: training mode turns dropout on, with masks drawn from `rng`; with
+/// `inputs`, every projection's input is summed into it (an importance matrix).
 pub struct Ctx {
     pub train: bool,
     pub rng: Rng,
+    pub inputs: Option<InputStats>,
 }
 
 impl Ctx {
     pub fn eval() -> Ctx {
-        Ctx { train: false, rng: Rng::new(0) }
+        Ctx { train: false, rng: Rng::new(0), inputs: None }
+    }
+}
+
+/// What llama.cpp's importance matrix holds, per projection under its GGUF name
+/// (`blk.N.attn_q.weight`): the sum over every row (token) of each input channel's square, and
+/// the rows counted. Projections that read the same input (q, k and v; gate and up) get the same
+/// sums. Sums are kept in f64 across forward passes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputStats {
+    pub sums: BTreeMap<String, (Vec<f64>, u64)>,
+}
+
+impl InputStats {
+    /// Adds the rows of `x` (…, in) to block `layer`'s projections named `roles` (attn_q, …).
+    pub fn add(&mut self, layer: usize, roles: &[&str], x: &Tensor) -> Result<()> {
+        let cols = x.dim(D::Minus1)?;
+        let rows = x.elem_count() / cols.max(1);
+        let sq = x.reshape((rows, cols))?.sqr()?.sum(0)?.to_vec1::<f32>()?;
+        for role in roles {
+            let (sum, n) = self.sums.entry(format!("blk.{layer}.{role}.weight")).or_insert_with(|| (vec![0.0; cols], 0));
+            for (s, v) in sum.iter_mut().zip(&sq) {
+                *s += *v as f64;
+            }
+            *n += rows as u64;
+        }
+        Ok(())
     }
 }
 
@@ -461,6 +489,9 @@ impl Model {
     pub fn block(&self, i: usize, x: &Tensor, tabs: &RopeTables, ctx: &mut Ctx) -> Result<Tensor> {
         let bl = &self.blocks[i];
         let hx = bl.input_norm.forward(x)?;
+        if let Some(s) = ctx.inputs.as_mut() {
+            s.add(i, &["attn_q", "attn_k", "attn_v"], &hx)?;
+        }
         let q = bl.q.forward(&hx, ctx)?.contiguous()?;
         let k = bl.k.forward(&hx, ctx)?.contiguous()?;
         let v = bl.v.forward(&hx, ctx)?.contiguous()?;
@@ -473,32 +504,48 @@ impl Model {
             scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
         };
         let y = q.apply_op3(&k, &v, attention)?;
+        if let Some(s) = ctx.inputs.as_mut() {
+            s.add(i, &["attn_output"], &y)?;
+        }
         let attn_out = bl.o.forward(&y, ctx)?;
         match (&bl.post_norm, &bl.mlp) {
             (None, mlp) => {
                 // Phi: parallel attention and MLP on the same normalised input.
-                let m = self.mlp(mlp, &hx, ctx)?;
+                let m = self.mlp(i, mlp, &hx, ctx)?;
                 (x + attn_out)? + m
             }
             (Some(pn), mlp) => {
                 let x = (x + attn_out)?;
-                let m = self.mlp(mlp, &pn.forward(&x)?, ctx)?;
+                let m = self.mlp(i, mlp, &pn.forward(&x)?, ctx)?;
                 x + m
             }
         }
     }
 
-    fn mlp(&self, mlp: &Mlp, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        match mlp {
-            Mlp::Gated { gate, up, down } => {
+    fn mlp(&self, layer: usize, mlp: &Mlp, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let (first, second): (&[&str], &[&str]) = match mlp {
+            Mlp::Gated { .. } => (&["ffn_gate", "ffn_up"], &["ffn_down"]),
+            Mlp::Plain { .. } => (&["ffn_up"], &["ffn_down"]),
+        };
+        if let Some(s) = ctx.inputs.as_mut() {
+            s.add(layer, first, x)?;
+        }
+        let h = match mlp {
+            Mlp::Gated { gate, up, .. } => {
                 let (g, u) = (gate.forward(x, ctx)?, up.forward(x, ctx)?);
-                let h = match self.act {
+                match self.act {
                     Act::Silu => g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)?,
                     act => (act.apply(&g)? * u)?,
-                };
-                down.forward(&h, ctx)
+                }
             }
-            Mlp::Plain { fc1, fc2 } => fc2.forward(&self.act.apply(&fc1.forward(x, ctx)?)?, ctx),
+            Mlp::Plain { fc1, .. } => self.act.apply(&fc1.forward(x, ctx)?)?,
+        };
+        if let Some(s) = ctx.inputs.as_mut() {
+            s.add(layer, second, &h)?;
+        }
+        match mlp {
+            Mlp::Gated { down, .. } => down.forward(&h, ctx),
+            Mlp::Plain { fc2, .. } => fc2.forward(&h, ctx),
         }
     }
 

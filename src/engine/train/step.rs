@@ -51,7 +51,7 @@ pub(super) fn loss_sum(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> c
 }
 
 pub(super) fn block_ctx(train: bool, base: Rng, i: usize) -> Ctx {
-    Ctx { train, rng: Rng::derive(base.0, 7, i as u64) }
+    Ctx { train, rng: Rng::derive(base.0, 7, i as u64), inputs: None }
 }
 
 /// Forward and backward of one micro-batch; adds d(loss_sum / norm)/dθ into `acc`. Returns the
