@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::train::config::ModelConfig;
@@ -110,9 +110,7 @@ pub fn gguf_entry(path: &Path, name: String, source: &str) -> ModelEntry {
         e.problem = Some(problem);
         return e;
     }
-    let content = match std::fs::File::open(path).map_err(|e| e.to_string()).and_then(|f| {
-        gguf_file::Content::read(&mut std::io::BufReader::new(f)).map_err(|e| e.to_string())
-    }) {
+    let content = match read_header(path) {
         Ok(c) => c,
         Err(p) => {
             e.problem = Some(p);
@@ -125,15 +123,16 @@ pub fn gguf_entry(path: &Path, name: String, source: &str) -> ModelEntry {
         _ => "?".into(),
     };
     let get = |k: &str| as_u64(md.get(&format!("{arch}.{k}")));
-    e.params = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
+    e.params = content.tensors.iter().map(|t| t.elems).sum();
     e.context_length = get("context_length").unwrap_or(0);
     e.quantization = as_u64(md.get("general.file_type"))
         .and_then(|ft| FILE_TYPES.iter().find(|(id, _)| *id as u64 == ft).map(|(_, n)| n.to_string()))
         .unwrap_or_else(|| {
             // The dtype holding the most weights.
             let mut by: std::collections::BTreeMap<String, u64> = Default::default();
-            for t in content.tensor_infos.values() {
-                *by.entry(format!("{:?}", t.ggml_dtype)).or_default() += t.shape.elem_count() as u64;
+            for t in &content.tensors {
+                let name = ggml_type(t.kind).map(|(n, _, _)| n.to_string()).unwrap_or_else(|| format!("type {}", t.kind));
+                *by.entry(name).or_default() += t.elems;
             }
             by.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k).unwrap_or_default()
         });
@@ -439,38 +438,217 @@ pub fn scan(roots: &Roots) -> Vec<ModelEntry> {
 /// Reads the GGUF header and checks the file holds every tensor it lists: a clear message for a
 /// file that is not GGUF or was cut short, before llama.cpp sees it.
 pub fn check_file(path: &Path) -> Result<String, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("Cannot open {} ({e}); check the path.", path.display()))?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut magic = [0u8; 4];
-    use std::io::Read;
-    if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-        return Err(format!("{} is not a GGUF file; point at a .gguf model (or export one with `lathe export`).", path.display()));
-    }
-    use std::io::Seek;
-    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let content = candle_core::quantized::gguf_file::Content::read(&mut std::io::BufReader::new(f))
-        .map_err(|e| format!("{} is a damaged GGUF file ({e}); download or export it again.", path.display()))?;
+    let len = std::fs::metadata(path).map(|m| m.len()).map_err(|e| format!("Cannot open {} ({e}); check the path.", path.display()))?;
+    let content = read_header(path)?;
+    // Where the last tensor ends, over the types whose sizes are known (llama.cpp's newer ones
+    // are left out of this check, not refused).
     let end = content
-        .tensor_infos
-        .values()
-        .map(|t| {
-            let elems = t.shape.elem_count();
-            t.offset + (elems / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64
+        .tensors
+        .iter()
+        .filter_map(|t| {
+            let (_, block, size) = ggml_type(t.kind)?;
+            Some(t.offset + t.elems / block * size)
         })
         .max()
         .unwrap_or(0);
-    if content.tensor_data_offset + end > len {
+    if content.data_offset + end > len {
         return Err(format!(
             "{} is truncated ({} of the {} it needs); download or export it again.",
             path.display(),
             bytes(len),
-            bytes(content.tensor_data_offset + end)
+            bytes(content.data_offset + end)
         ));
     }
-    let arch = match content.metadata.get("general.architecture") {
-        Some(candle_core::quantized::gguf_file::Value::String(s)) => s.clone(),
-        _ => return Err(format!("{} has no general.architecture; it is not a model llama.cpp can run.", path.display())),
-    };
-    Ok(arch)
+    match content.metadata.get("general.architecture") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(format!("{} has no general.architecture; it is not a model llama.cpp can run.", path.display())),
+    }
 }
 
+/// A ggml type's name, values per block and bytes per block, for the types whose layout lathe
+/// knows (None for the others, which are not size-checked).
+fn ggml_type(id: u32) -> Option<(&'static str, u64, u64)> {
+    Some(match id {
+        0 => ("F32", 1, 4),
+        1 => ("F16", 1, 2),
+        2 => ("Q4_0", 32, 18),
+        3 => ("Q4_1", 32, 20),
+        6 => ("Q5_0", 32, 22),
+        7 => ("Q5_1", 32, 24),
+        8 => ("Q8_0", 32, 34),
+        9 => ("Q8_1", 32, 36),
+        10 => ("Q2K", 256, 84),
+        11 => ("Q3K", 256, 110),
+        12 => ("Q4K", 256, 144),
+        13 => ("Q5K", 256, 176),
+        14 => ("Q6K", 256, 210),
+        15 => ("Q8K", 256, 292),
+        20 => ("IQ4_NL", 32, 18),
+        23 => ("IQ4_XS", 256, 136),
+        30 => ("BF16", 1, 2),
+        _ => return None,
+    })
+}
+
+/// One tensor of a GGUF header: its elements, its ggml type id and where its data starts.
+struct TensorHead {
+    elems: u64,
+    kind: u32,
+    offset: u64,
+}
+
+/// A GGUF file's header, read by lathe itself rather than by candle, which refuses a file whose
+/// tensor types it does not know (the IQ types llama.cpp quantizes to).
+struct Header {
+    metadata: std::collections::HashMap<String, Value>,
+    tensors: Vec<TensorHead>,
+    data_offset: u64,
+}
+
+fn read_header(path: &Path) -> Result<Header, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("Cannot open {} ({e}); check the path.", path.display()))?;
+    let mut r = std::io::BufReader::new(f);
+    let damaged = |why: &str| format!("{} is a damaged GGUF file ({why}); download or export it again.", path.display());
+    let mut pos = 0u64;
+    let mut take = |r: &mut std::io::BufReader<std::fs::File>, n: usize| -> Result<Vec<u8>, String> {
+        let mut b = vec![0u8; n];
+        r.read_exact(&mut b).map_err(|_| damaged("it ends inside its header"))?;
+        pos += n as u64;
+        Ok(b)
+    };
+    if take(&mut r, 4).ok().as_deref() != Some(b"GGUF") {
+        return Err(format!("{} is not a GGUF file; point at a .gguf model (or export one with `lathe export`).", path.display()));
+    }
+    let u32_of = |b: Vec<u8>| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let u64_of = |b: Vec<u8>| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    let version = u32_of(take(&mut r, 4)?);
+    if !(2..=3).contains(&version) {
+        return Err(damaged(&format!("GGUF version {version}; llama.cpp writes 2 and 3")));
+    }
+    let n_tensors = u64_of(take(&mut r, 8)?);
+    let n_kv = u64_of(take(&mut r, 8)?);
+    if n_tensors > 1 << 20 || n_kv > 1 << 20 {
+        return Err(damaged("impossible counts"));
+    }
+    fn string(take: &mut dyn FnMut(usize) -> Result<Vec<u8>, String>) -> Result<String, String> {
+        let b = take(8)?;
+        let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        if n > 1 << 26 {
+            return Err("a string longer than 64 MiB".into());
+        }
+        Ok(String::from_utf8_lossy(&take(n as usize)?).into_owned())
+    }
+    fn value(kind: u32, take: &mut dyn FnMut(usize) -> Result<Vec<u8>, String>) -> Result<Value, String> {
+        let mut n = |k: usize| take(k);
+        Ok(match kind {
+            0 => Value::U8(n(1)?[0]),
+            1 => Value::I8(n(1)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(n(2)?.try_into().unwrap_or_default())),
+            3 => Value::I16(i16::from_le_bytes(n(2)?.try_into().unwrap_or_default())),
+            4 => Value::U32(u32::from_le_bytes(n(4)?.try_into().unwrap_or_default())),
+            5 => Value::I32(i32::from_le_bytes(n(4)?.try_into().unwrap_or_default())),
+            6 => Value::F32(f32::from_le_bytes(n(4)?.try_into().unwrap_or_default())),
+            7 => Value::Bool(n(1)?[0] != 0),
+            8 => Value::String(string(take)?),
+            9 => {
+                let inner = u32::from_le_bytes(n(4)?.try_into().unwrap_or_default());
+                let count = u64::from_le_bytes(n(8)?.try_into().unwrap_or_default());
+                if count > 1 << 26 {
+                    return Err("an array of more than 64M values".into());
+                }
+                let mut items = Vec::with_capacity(count.min(1 << 16) as usize);
+                for _ in 0..count {
+                    items.push(value(inner, take)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(u64::from_le_bytes(n(8)?.try_into().unwrap_or_default())),
+            11 => Value::I64(i64::from_le_bytes(n(8)?.try_into().unwrap_or_default())),
+            12 => Value::F64(f64::from_le_bytes(n(8)?.try_into().unwrap_or_default())),
+            other => return Err(format!("a value of unknown type {other}")),
+        })
+    }
+    let mut next = |k: usize| take(&mut r, k);
+    let mut metadata = std::collections::HashMap::new();
+    for _ in 0..n_kv {
+        let key = string(&mut next).map_err(|e| damaged(&e))?;
+        let kind = u32_of(next(4)?);
+        let v = value(kind, &mut next).map_err(|e| damaged(&e))?;
+        metadata.insert(key, v);
+    }
+    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    for _ in 0..n_tensors {
+        string(&mut next).map_err(|e| damaged(&e))?;
+        let dims = u32_of(next(4)?);
+        if dims > 8 {
+            return Err(damaged("a tensor of more than 8 dimensions"));
+        }
+        let mut elems = 1u64;
+        for _ in 0..dims {
+            elems = elems.saturating_mul(u64_of(next(8)?));
+        }
+        let kind = u32_of(next(4)?);
+        let offset = u64_of(next(8)?);
+        tensors.push(TensorHead { elems, kind, offset });
+    }
+    drop(next);
+    let align = match metadata.get("general.alignment") {
+        Some(Value::U32(a)) if *a > 0 => *a as u64,
+        _ => 32,
+    };
+    Ok(Header { metadata, tensors, data_offset: pos.div_ceil(align) * align })
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF file by hand: one string key, one tensor of `kind` holding `elems` values of
+    /// `bytes_per_block` per 256, the data `data_bytes` long.
+    fn gguf(kind: u32, elems: u64, data_bytes: usize) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        let s = |b: &mut Vec<u8>, t: &str| {
+            b.extend((t.len() as u64).to_le_bytes());
+            b.extend(t.as_bytes());
+        };
+        s(&mut b, "general.architecture");
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, "llama");
+        s(&mut b, "blk.0.attn_q.weight");
+        b.extend(2u32.to_le_bytes());
+        b.extend(256u64.to_le_bytes());
+        b.extend((elems / 256).to_le_bytes());
+        b.extend(kind.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend(vec![0u8; data_bytes]);
+        b
+    }
+
+    #[test]
+    fn headers_with_types_candle_does_not_know_are_read() {
+        let dir = std::env::temp_dir().join(format!("lathe-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // IQ4_XS (type 23): 136 bytes per 256 values; candle's reader refuses the type.
+        let p = dir.join("iq4.gguf");
+        std::fs::write(&p, gguf(23, 512, 272)).unwrap();
+        assert_eq!(check_file(&p), Ok("llama".to_string()));
+        // Q4_0 (type 2, known): 18 bytes per 32 values; cut short, it is truncated.
+        std::fs::write(&p, gguf(2, 512, 100)).unwrap();
+        assert!(check_file(&p).unwrap_err().contains("is truncated"));
+        std::fs::write(&p, gguf(2, 512, 288)).unwrap();
+        assert_eq!(check_file(&p), Ok("llama".to_string()));
+        std::fs::write(&p, &gguf(2, 512, 288)[..40]).unwrap();
+        assert!(check_file(&p).unwrap_err().contains("damaged GGUF file"));
+        std::fs::write(&p, b"nope").unwrap();
+        assert!(check_file(&p).unwrap_err().contains("not a GGUF file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
