@@ -56,6 +56,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Some(Cmd::Chats { what }) => lathe::cli::chat::chats(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Models { what }) => lathe::cli::chat::models(&ws, what, &mut std::io::stdout().lock()),
         Some(Cmd::Export(args)) => lathe::cli::chat::export(&ws, args),
+        Some(Cmd::Quant { what }) => lathe::cli::quant::run(&ws, what),
         Some(Cmd::Chat(args)) if args.prompt.is_none() => {
             let model = lathe::cli::chat::resolve_model(&ws, &args.model)?;
             workstation(config, ws, Some((model, args)))

@@ -597,3 +597,74 @@ fn knowledge_pane_with_collections_results_and_an_ingest() {
         insta::assert_snapshot!(format!("knowledge_drop_{w}x{h}"), render(&mut a, w, h));
     }
 }
+
+fn quant_rows() -> Vec<lathe::engine::data::quant_evals::QuantEval> {
+    use lathe::engine::data::quant_evals::QuantEval;
+    let r = |report: &str, source: &str, quant: &str, imatrix: bool, mib: f64, ppl: f64, kld: f64, top: f64| QuantEval {
+        report: report.into(),
+        source: source.into(),
+        quant: quant.into(),
+        imatrix,
+        eval: "view instruct (eval split, tokens training scores)".into(),
+        calibration: imatrix.then(|| "view instruct (train split)".into()),
+        size_bytes: (mib * 1048576.0) as u64,
+        ppl,
+        kld,
+        same_top: top,
+        exact_match: Some(0.9),
+        exact_asked: Some(32),
+        prompt_tps: Some(310.0),
+        gen_tps: Some(31.5),
+        n_ctx: 512,
+        chunks: 406,
+        created_at: "2026-12-02 17:10:00".into(),
+        ..Default::default()
+    };
+    let a = "q-20261202-171000-00aa";
+    let b = "q-20261202-160000-00bb";
+    vec![
+        r(a, "20261126-140000-cd34", "f16", false, 2098.0, 1.0311, 0.0, 1.0),
+        r(a, "20261126-140000-cd34", "q8_0", false, 1114.0, 1.0310, 0.00054, 0.991),
+        r(a, "20261126-140000-cd34", "q4_k_m", false, 636.8, 1.0353, 0.006936, 0.738),
+        r(a, "20261126-140000-cd34", "q4_k_m", true, 636.8, 1.0329, 0.006411, 0.745),
+        r(a, "20261126-140000-cd34", "q3_k_m", false, 523.0, 1.0412, 0.01846, 0.65),
+        r(a, "20261126-140000-cd34", "q3_k_m", true, 523.0, 1.0391, 0.014915, 0.67),
+        r(a, "20261126-140000-cd34", "q2_k", false, 412.1, 1.0801, 0.060204, 0.5),
+        r(a, "20261126-140000-cd34", "q2_k", true, 412.1, 1.0702, 0.051741, 0.52),
+        r(b, "20261126-130000-ef56", "f16", false, 2098.0, 9.1, 0.0, 1.0),
+        r(b, "20261126-130000-ef56", "q4_0", false, 600.0, 9.5, 0.02, 0.9),
+    ]
+}
+
+#[test]
+fn quantization_reports_overlay() {
+    let mut a = training_app();
+    a.update(Action::Runs { request: a.training.runs.request, result: Ok(run_rows()) });
+    a.update(Action::Focus(PaneId::Runs));
+    a.update(Action::QuantReports);
+    a.update(Action::QuantEvals { request: a.training.runs.quant_request, result: Ok(vec![]) });
+    insta::assert_snapshot!("quant_empty_80x24", render(&mut a, 80, 24));
+    a.update(Action::Close);
+    // The second run is selected: the overlay opens on its report (the newest); an answer to an
+    // older request is dropped.
+    a.update(Action::ScrollDown);
+    a.update(Action::QuantReports);
+    let stale = a.training.runs.quant_request - 1;
+    a.update(Action::QuantEvals { request: stale, result: Err("old answer".into()) });
+    a.update(Action::QuantEvals { request: a.training.runs.quant_request, result: Ok(quant_rows()) });
+    assert_eq!(a.training.runs.quant_shown, 0);
+    insta::assert_snapshot!("quant_report_80x24", render(&mut a, 80, 24));
+    insta::assert_snapshot!("quant_report_200x50", render(&mut a, 200, 50));
+    a.update(Action::ScrollRight);
+    assert_eq!(a.training.runs.quant_shown, 1);
+    a.update(Action::ScrollRight);
+    assert_eq!(a.training.runs.quant_shown, 1, "past the last report it stays");
+    a.update(Action::ScrollLeft);
+    assert_eq!(a.training.runs.quant_shown, 0);
+    // The third run's report is the older one: it opens there.
+    a.update(Action::Close);
+    a.update(Action::ScrollDown);
+    a.update(Action::QuantReports);
+    a.update(Action::QuantEvals { request: a.training.runs.quant_request, result: Ok(quant_rows()) });
+    assert_eq!(a.training.runs.quant_shown, 1);
+}

@@ -191,6 +191,12 @@ pub enum Action {
     Failure(String),
     /// Exports the selected run (its base with the adapter merged) as GGUF f16 into models/.
     ExportRun,
+    /// Opens the quantization reports (the selected run's first).
+    QuantReports,
+    /// Every report's rows, answering list request `request`.
+    QuantEvals { request: u64, result: Result<Vec<crate::engine::data::quant_evals::QuantEval>, String> },
+    /// A report finished: the open list is stale.
+    QuantReported,
     /// Opens the selected model in the Chat pane.
     ChatWithModel,
     /// Exports the selected Hugging Face folder as GGUF (f16) into the workspace's models/.
@@ -322,6 +328,7 @@ impl Action {
             "export_chat" => Action::ExportChat,
             "attach_kb" => Action::AttachKb,
             "export_run" => Action::ExportRun,
+            "quant_reports" => Action::QuantReports,
             "export_model" => Action::ExportModel,
             "refresh_models" => Action::RefreshModels,
             "toggle_serving" => Action::ToggleServing,
@@ -400,6 +407,7 @@ impl Action {
             Action::ExportChat => "write the conversation as Markdown and JSON into chats/".into(),
             Action::AttachKb => "answer from a knowledge collection (sources cited; empty: none)".into(),
             Action::ExportRun => "export the run as GGUF (f16) into models/".into(),
+            Action::QuantReports => "quantization reports: each type's size and quality on held-out data (lathe quant report)".into(),
             Action::ExportModel => "export the selected model folder as GGUF (f16) into models/".into(),
             Action::RefreshModels => "scan for models again".into(),
             Action::ToggleServing => "serve: hand the workspace to lathe serve in the background (jobs outlive the workstation), or stop it".into(),
@@ -439,6 +447,7 @@ pub enum Command {
     CheckTraining(Box<crate::engine::train::spec::RunSpec>),
     RefreshRuns { request: u64 },
     LoadRunMetrics { id: String, overlay: bool },
+    ListQuantEvals { request: u64 },
     /// Loads a model on a chat side by name: a path, a library name or a server spec.
     LoadChatModel { side: usize, name: String },
     Generate { side: usize, id: u64, messages: Vec<crate::engine::types::Message>, sampling: crate::engine::types::Sampling },

@@ -52,6 +52,7 @@ pub fn execute(service: &mut Service, cmd: Command) {
         Command::CheckTraining(spec) => service.check_training(*spec),
         Command::RefreshRuns { request } => service.list_runs(request),
         Command::LoadRunMetrics { id, overlay } => service.run_metrics(id, overlay),
+        Command::ListQuantEvals { request } => service.list_quant_evals(request),
         Command::RefreshModels { request } => service.list_models(request),
         Command::ExportRun { id, out } => {
             service.export(ModelSource::Run(id), PathBuf::from(out), Quant::F16, None);
@@ -93,6 +94,8 @@ pub fn action(ev: Event) -> Option<Action> {
         Event::RunMetrics { id, overlay, metrics } => Action::RunMetrics { id, overlay, metrics },
         Event::Models { request, result } => Action::Models { request, result: result.map_err(|e| e.to_string()) },
         Event::Exported(_) => Action::RefreshModels,
+        Event::QuantReported(_) => Action::QuantReported,
+        Event::QuantEvals { request, result } => Action::QuantEvals { request, result: result.map_err(|e| e.to_string()) },
         Event::Chats { request, result } => Action::ChatList { request, result: result.map_err(|e| e.to_string()) },
         Event::ChatOpened(r) => Action::ChatOpened(r.map_err(|e| e.to_string())),
         Event::PathCompletions { typed, list } => Action::PathCompletions { typed, list },

@@ -25,6 +25,8 @@ pub enum Overlay {
     TrainForm,
     /// A run's details, or two runs compared (text in `RunsState::detail`).
     RunDetail,
+    /// The quantization reports (`RunsState::quant`).
+    QuantReport,
     /// The saved conversations.
     Chats,
     /// The conversation's system prompt and sampling parameters.

@@ -121,7 +121,7 @@ impl App {
             Some(Overlay::ConfirmReplace) => Mode::Confirm,
             Some(Overlay::Views) => Mode::Viewer,
             Some(Overlay::TrainForm) | Some(Overlay::ChatSettings) => Mode::Form,
-            Some(Overlay::RunDetail) => Mode::Viewer,
+            Some(Overlay::RunDetail | Overlay::QuantReport) => Mode::Viewer,
             Some(Overlay::Chats) => Mode::ChatList,
             Some(Overlay::Chunk { .. }) => Mode::Viewer,
             Some(Overlay::ConfirmDropCollection) => Mode::Confirm,
@@ -235,7 +235,7 @@ impl App {
                     }
                     Some(Overlay::ConfirmDropCollection) => self.knowledge.confirm_drop(&mut out),
                     // Enter in a viewer or the help closes it (below); with nothing open it does nothing.
-                    Some(Overlay::Help { .. } | Overlay::Row | Overlay::Views | Overlay::RunDetail | Overlay::Chats | Overlay::Chunk { .. }) | None => {}
+                    Some(Overlay::Help { .. } | Overlay::Row | Overlay::Views | Overlay::RunDetail | Overlay::QuantReport | Overlay::Chats | Overlay::Chunk { .. }) | None => {}
                 }
                 if self.overlay == Some(Overlay::ChatSettings) && self.chat.form.is_some() {
                     // The panel stays open when a value is wrong.
@@ -341,8 +341,8 @@ impl App {
                     f.selected = if action == Action::ScrollUp { (f.selected + n - 1) % n } else { (f.selected + 1) % n };
                 }
             }
-            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
-                if self.overlay == Some(Overlay::RunDetail) =>
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::ScrollLeft | Action::ScrollRight
+                if matches!(self.overlay, Some(Overlay::RunDetail | Overlay::QuantReport)) =>
             {
                 out.extend(self.training.update(action, &mut cx!(self)));
             }
@@ -621,6 +621,9 @@ impl App {
             | Action::Runs { .. }
             | Action::RunMetrics { .. }
             | Action::FormChecked(_)
+            | Action::QuantReports
+            | Action::QuantEvals { .. }
+            | Action::QuantReported
             | Action::ExportRun => out.extend(self.training.update(action, &mut cx!(self))),
             Action::CancelJob(id) => out.push(Command::CancelJob(id)),
         }

@@ -244,6 +244,13 @@ pub struct RunsState {
     /// The newest listing asked for: an older answer (listings run on threads of their own) is
     /// dropped.
     pub request: u64,
+    /// Every quantization report's rows (lathe.quant_evals), while their overlay is open.
+    pub quant: Option<Result<Vec<crate::engine::data::quant_evals::QuantEval>, String>>,
+    pub quant_request: u64,
+    /// Which report the overlay shows (0: the newest).
+    pub quant_shown: usize,
+    /// The run whose report the overlay opens on.
+    pub quant_for: Option<String>,
 }
 
 impl RunsState {
@@ -259,6 +266,22 @@ impl RunsState {
             _ => &[],
         }
     }
+    /// The quantization reports' ids, newest first.
+    pub fn quant_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = match &self.quant {
+            Some(Ok(rows)) => rows.iter().map(|r| r.report.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        ids.dedup();
+        ids
+    }
+
+    /// The shown report's rows, largest file first.
+    pub fn quant_rows(&self) -> Vec<crate::engine::data::quant_evals::QuantEval> {
+        let (Some(Ok(rows)), Some(id)) = (&self.quant, self.quant_ids().get(self.quant_shown).map(|s| s.to_string())) else { return Vec::new() };
+        rows.iter().filter(|r| r.report == id).cloned().collect()
+    }
+
     pub fn selected_row(&self) -> Option<&RunRow> {
         self.rows().get(self.selected)
     }

@@ -242,6 +242,43 @@ impl TrainingPanes {
                 }
             }
             Action::RefreshRuns => out.push(self.runs.refresh()),
+            Action::QuantReports => {
+                self.runs.quant_request += 1;
+                self.runs.quant = None;
+                self.runs.quant_shown = 0;
+                self.runs.quant_for = self.runs.selected_row().map(|r| r.id.clone());
+                *cx.overlay = Some(Overlay::QuantReport);
+                out.push(Command::ListQuantEvals { request: self.runs.quant_request });
+            }
+            Action::QuantEvals { request, .. } if request != self.runs.quant_request => {}
+            Action::QuantEvals { result, .. } => {
+                self.runs.quant = Some(result);
+                // The overlay opens on the selected run's newest report, where it has one.
+                if let (Some(run), Some(Ok(rows))) = (self.runs.quant_for.take(), &self.runs.quant) {
+                    let report = rows.iter().find(|r| r.source == run).map(|r| r.report.clone());
+                    if let Some(i) = report.and_then(|id| self.runs.quant_ids().iter().position(|r| *r == id)) {
+                        self.runs.quant_shown = i;
+                    }
+                }
+                self.runs.quant_shown = self.runs.quant_shown.min(self.runs.quant_ids().len().saturating_sub(1));
+            }
+            Action::QuantReported => {
+                if *cx.overlay == Some(Overlay::QuantReport) {
+                    self.runs.quant_request += 1;
+                    out.push(Command::ListQuantEvals { request: self.runs.quant_request });
+                }
+            }
+            Action::ScrollLeft | Action::ScrollRight | Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
+                if *cx.overlay == Some(Overlay::QuantReport) =>
+            {
+                let n = self.runs.quant_ids().len();
+                let s = &mut self.runs.quant_shown;
+                *s = match action {
+                    Action::ScrollLeft => s.saturating_sub(1),
+                    Action::ScrollRight => (*s + 1).min(n.saturating_sub(1)),
+                    _ => *s,
+                };
+            }
             Action::Runs { request, .. } if request != self.runs.request => {}
             Action::Runs { result: list, .. } => {
                 if let Err(e) = &list {

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod data;
 pub mod kb;
+pub mod quant;
 pub mod sysinfo;
 pub mod train;
 
@@ -70,6 +71,12 @@ pub enum Cmd {
     Eval(train::EvalArgs),
     /// Write a model folder or a run (base + adapter merged) as GGUF for llama.cpp and Ollama.
     Export(chat::ExportArgs),
+    /// Which quantized file to ship: each type measured on your held-out data (report), and the
+    /// reports kept (list).
+    Quant {
+        #[command(subcommand)]
+        what: quant::QuantCmd,
+    },
     /// Saved conversations: list them, export one as Markdown or JSON.
     Chats {
         #[command(subcommand)]

@@ -588,7 +588,8 @@ fn eval_gguf(cat: &crate::service::Records, path: &std::path::Path, args: &EvalA
     let g = Gguf::load(path).map_err(|e| anyhow!(e))?;
     let mut session = g.session(&Options { ctx: args.max_len.max(64) as u32, ..Default::default() }).map_err(|e| anyhow!(e))?;
     let t = std::time::Instant::now();
-    let (ok, of) = exact_match(&g, &mut session, &examples, 64).map_err(|e| anyhow!(e))?;
+    let m = exact_match(&g, &mut session, &examples, 64).map_err(|e| anyhow!(e))?;
+    let (ok, of) = (m.correct, m.asked);
     let pct = 100.0 * ok as f64 / of.max(1) as f64;
     if args.json {
         writeln!(out, "{}", serde_json::json!({"gguf": path, "view": view, "split": args.split, "correct": ok, "total": of, "exact_match": pct / 100.0}))?;

@@ -290,6 +290,8 @@ fn table() -> Vec<Route> {
         ("/api/models", "post", post(catalog::add_model), openapi::add_model()),
         ("/api/models/remove", "post", post(catalog::remove_model), openapi::remove_model()),
         ("/api/exports", "post", post(workspace::export), openapi::export()),
+        ("/api/quant-reports", "post", post(workspace::quant_report), openapi::quant_report()),
+        ("/api/quant-evals", "get", get(workspace::quant_evals), openapi::quant_evals()),
         ("/api/runs", "get", get(workspace::runs), openapi::runs()),
         ("/api/runs", "post", post(workspace::train), openapi::train()),
         ("/api/runs/check", "post", post(workspace::check_run), openapi::check_run()),

@@ -228,6 +228,22 @@ pub fn export() -> Value {
     v
 }
 
+pub fn quant_report() -> Value {
+    let mut v = op(
+        "Measure each quantization of a run or a model",
+        "`lathe quant report` in a job: the model exported as f16 once, each type made from it without and with an importance matrix (from `imatrix`, else the run's view, else `view`; training split), and measured against the f16 file on `view`'s eval split or on `text`: size, perplexity, KL divergence, same top token, exact match where the view has answers, prompt and generation tokens/s. Each file's figures land in lathe.quant_evals as it is measured (GET /api/quant-evals); the job's events end with the report.",
+        Some("QuantReportRequest"),
+        json!({}),
+        &[400, 401, 403, 404, 409, 413, 500],
+    );
+    accepted(&mut v);
+    v
+}
+
+pub fn quant_evals() -> Value {
+    op("Quantization reports", "Every file a quantization report measured, newest report first, each report's files largest first.", None, ok_list("QuantEval", "The measured files."), &[401, 409, 500])
+}
+
 pub fn check_run() -> Value {
     op(
         "Check a training run before starting it",
@@ -338,6 +354,23 @@ fn client_schemas() -> Value {
         "ViewPreview": {"type": "object", "required": ["name", "info", "examples", "error"], "properties": {"name": {"type": "string"}, "info": {"type": ["object", "null"], "description": "The view's SQL, format, eval fraction and split sizes."}, "examples": {"type": "array", "items": {"type": "string"}}, "error": {"type": ["string", "null"]}}},
         "LibraryModel": {"type": "object", "required": ["name", "path", "source", "format", "architecture", "params", "quantization", "context_length", "file_size", "ram_needed"], "properties": {"name": {"type": "string"}, "path": {"type": "string"}, "source": {"type": "string"}, "format": {"type": "string"}, "architecture": {"type": "string"}, "params": {"type": "integer"}, "quantization": {"type": "string"}, "context_length": {"type": "integer"}, "file_size": {"type": "integer"}, "ram_needed": {"type": "integer"}, "problem": {"type": ["string", "null"]}}},
         "ExportRequest": {"type": "object", "properties": {"run": {"type": ["string", "null"], "description": "A run's id."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "quant": {"enum": quant_names(), "description": "Default f16."}, "imatrix": {"type": ["object", "null"], "description": "One of view (a view's name), text or file (absolute paths inside the allowed folders), with tokens for a computed one.", "properties": {"view": {"type": ["string", "null"]}, "text": {"type": ["string", "null"]}, "file": {"type": ["string", "null"]}, "tokens": {"type": ["integer", "null"], "minimum": 16, "maximum": 100000000}}}}},
+        "QuantReportRequest": {"type": "object", "properties": {
+            "run": {"type": ["string", "null"], "description": "A run's id."},
+            "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."},
+            "view": {"type": ["string", "null"], "description": "Measure on this view's eval split."},
+            "text": {"type": ["string", "null"], "description": "Or on this text file (an absolute path inside the allowed folders)."},
+            "types": {"type": ["array", "null"], "items": {"enum": crate::engine::export::gguf::Quant::all().map(|q| q.name()).collect::<Vec<_>>()}, "description": "Default: q8_0, q6_k, q5_k_m, q4_k_m, iq4_xs, q3_k_m, q2_k where the model's rows fit them, else the 32-value-block types."},
+            "imatrix": {"type": ["object", "null"], "description": "As for exports.", "properties": {"view": {"type": ["string", "null"]}, "text": {"type": ["string", "null"]}, "file": {"type": ["string", "null"]}, "tokens": {"type": ["integer", "null"], "minimum": 16, "maximum": 100000000}}},
+            "max_len": {"type": ["integer", "null"], "minimum": 16, "maximum": 1048576, "description": "Chunk length in tokens (default 512)."},
+            "eval_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 100000000, "description": "Held-out tokens scored (default 8192)."},
+            "exact": {"type": ["integer", "null"], "minimum": 0, "maximum": 100000, "description": "Examples scored for exact match (default 32)."},
+            "keep": {"type": ["boolean", "null"], "description": "Keep every quantized file (default: only the f16 file and the matrix)."}}},
+        "QuantEval": {"type": "object", "required": ["report", "source", "quant", "imatrix", "eval", "size_bytes", "ppl", "ppl_err", "kld", "kld_err", "same_top", "n_ctx", "chunks", "created_at"], "properties": {
+            "report": {"type": "string"}, "source": {"type": "string", "description": "The run id or model folder."}, "quant": {"type": "string"}, "imatrix": {"type": "boolean"},
+            "eval": {"type": "string"}, "calibration": {"type": ["string", "null"]}, "path": {"type": ["string", "null"], "description": "The file, where it was kept."},
+            "size_bytes": {"type": "integer"}, "ppl": {"type": "number"}, "ppl_err": {"type": "number"}, "kld": {"type": "number", "description": "Mean KL divergence from the f16 file per token, in nats."},
+            "kld_err": {"type": "number"}, "same_top": {"type": "number"}, "exact_match": {"type": ["number", "null"]}, "exact_asked": {"type": ["integer", "null"]},
+            "prompt_tps": {"type": ["number", "null"]}, "gen_tps": {"type": ["number", "null"]}, "n_ctx": {"type": "integer"}, "chunks": {"type": "integer"}, "created_at": {"type": "string"}}},
         "DataExportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path ending .csv, .parquet or .jsonl."}, "dataset": {"type": ["string", "null"]}, "sql": {"type": ["string", "null"], "description": "One SELECT."}}},
         "ViewRequest": {"type": "object", "required": ["name", "sql", "format"], "properties": {"name": {"type": "string", "minLength": 1}, "sql": {"type": "string", "minLength": 1}, "format": {"enum": ["chat", "alpaca", "completion", "text"]}, "eval_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 0.99, "description": "Default 0.05."}, "replace": {"type": ["boolean", "null"]}}},
         "View": {"type": "object", "required": ["name", "sql", "format", "eval_fraction", "train_rows", "eval_rows"], "properties": {"name": {"type": "string"}, "sql": {"type": "string"}, "format": {"type": "string"}, "eval_fraction": {"type": "number"}, "train_rows": {"type": "integer"}, "eval_rows": {"type": "integer"}}},
@@ -367,7 +400,7 @@ fn records_schemas() -> Value {
         "TrainRequest": {"type": "object", "properties": {"resume": {"type": ["string", "null"], "description": "A run's id: continue it."}, "model": {"type": ["string", "null"], "description": "A Hugging Face folder's name in the library."}, "view": {"type": ["string", "null"], "description": "A training-set view."}, "config": {"type": ["object", "null"], "description": "Training settings to change (method, lr, max_steps, lora_r, ...)."}}},
         "ImportRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1, "description": "An absolute path inside an allowed folder."}, "name": {"type": ["string", "null"], "description": "The dataset's name (default: from the file's)."}, "replace": {"type": ["boolean", "null"]}}},
         "IngestRequest": {"type": "object", "properties": {"paths": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Absolute paths inside the allowed folders; none: sync the recorded sources."}}},
-        "Job": {"type": "object", "required": ["id", "kind", "title", "status", "message"], "properties": {"id": {"type": "integer"}, "kind": {"enum": ["train", "export", "import", "ingest", "stress"]}, "title": {"type": "string"}, "status": {"description": "\"running\", \"done\", \"cancelled\", or {\"failed\": why} / {\"exists\": what}."}, "fraction": {"type": ["number", "null"]}, "message": {"type": "string"}}}
+        "Job": {"type": "object", "required": ["id", "kind", "title", "status", "message"], "properties": {"id": {"type": "integer"}, "kind": {"enum": ["train", "export", "import", "ingest", "quantize", "stress"]}, "title": {"type": "string"}, "status": {"description": "\"running\", \"done\", \"cancelled\", or {\"failed\": why} / {\"exists\": what}."}, "fraction": {"type": ["number", "null"]}, "message": {"type": "string"}}}
     })
 }
 

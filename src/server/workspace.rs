@@ -181,6 +181,62 @@ pub(super) async fn export(State(state): State<AppState>, req: Request) -> Resul
     Ok(started(id))
 }
 
+/// `{"run"|"model", "view"|"text", "types"?, "imatrix"?, "max_len"?, "eval_tokens"?, "exact"?,
+/// "keep"?}`: a quantization report (`lathe quant report`) in a job, its files in the workspace's
+/// models/ folder; the text and a matrix file inside the allowed folders for other clients.
+pub(super) async fn quant_report(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    use crate::service::quant_report::{EvalData, ReportSpec, DEFAULT_EVAL_TOKENS};
+    use crate::service::ModelSource;
+    let owner = super::from_owner(&state, req.headers());
+    let body = read_json(req).await?;
+    let imatrix = calibration(&state, &body["imatrix"], owner)?;
+    let eval = match (field(&body, "view")?, field(&body, "text")?) {
+        (Some(v), None) => EvalData::View(v),
+        (None, Some(t)) => EvalData::Text(allowed(&state, &t, owner)?.into()),
+        _ => return Err(ApiError::invalid("invalid_value", "Give a view (its eval split) or a text (a file's absolute path) to measure on, one of them.")),
+    };
+    let types = match body.get("types") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|t| t.as_str().ok_or_else(|| ApiError::invalid("invalid_value", "types must be a list of type names.")).and_then(|t| crate::engine::export::gguf::Quant::parse(t).map_err(|e| ApiError::invalid("invalid_value", e))))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::invalid("invalid_value", "types must be a list of type names, e.g. [\"q4_k_m\", \"q8_0\"].")),
+    };
+    let number = |k: &str, default: usize, lo: u64, hi: u64| -> Result<usize, ApiError> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_u64().filter(|n| (lo..=hi).contains(n)).map(|n| n as usize).ok_or_else(|| ApiError::invalid("invalid_value", format!("{k} must be a whole number from {lo} to {hi}."))),
+        }
+    };
+    let (max_len, eval_tokens, exact) = (number("max_len", 512, 16, 1 << 20)?, number("eval_tokens", DEFAULT_EVAL_TOKENS, 1, 100_000_000)?, number("exact", 32, 0, 100_000)?);
+    let keep = match body.get("keep") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("invalid_value", "keep must be true or false.")),
+    };
+    let (run, model) = (field(&body, "run")?, field(&body, "model")?);
+    let id = blocking_mut(&state, move |s| {
+        let source = match (run, model) {
+            (Some(id), None) => {
+                s.run(&id)?;
+                ModelSource::Run(id)
+            }
+            (None, Some(name)) => ModelSource::Folder(s.library_folder(&name)?),
+            _ => return Err(ApiError::invalid("invalid_value", "Give a run (its id) or a model (a library name), one of them.")),
+        };
+        let spec = ReportSpec { source, eval, types, imatrix, max_len, eval_tokens, exact, keep, out: None };
+        s.quant_report(spec).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())
+    })
+    .await?;
+    Ok(started(id))
+}
+
+/// Every quantization report's rows, newest report first.
+pub(super) async fn quant_evals(State(state): State<AppState>) -> Result<Response, ApiError> {
+    list(blocking(&state, |s| Ok(s.quant_evals()?)).await?)
+}
+
 /// An export's `imatrix` object, checked (None when absent).
 fn calibration(state: &AppState, v: &Value, owner: bool) -> Result<Option<crate::service::quant::Calibration>, ApiError> {
     use crate::service::quant::Calibration;
@@ -418,6 +474,7 @@ fn of_job(ev: &Event, (id, kind): (u64, JobKind)) -> bool {
     match ev {
         Event::Train(_) | Event::TrainDone(_) => kind == JobKind::Train,
         Event::Exported(_) => kind == JobKind::Export,
+        Event::QuantReported(_) => kind == JobKind::Quantize,
         ev => job_of(ev) == Some(id),
     }
 }

@@ -87,19 +87,32 @@ impl Attached {
     /// Exports a run or a model folder the library lists as GGUF into the workspace's models/
     /// folder, in a job of the server (which names the file).
     pub fn export(&self, source: &super::ModelSource, quant: crate::engine::export::gguf::Quant, imatrix: Option<&super::quant::Calibration>) -> Result<JobId, ServiceError> {
-        use super::quant::Calibration;
-        let mut body = match source {
-            super::ModelSource::Run(id) => json!({"run": id, "quant": quant.name()}),
-            super::ModelSource::Folder(dir) => json!({"model": std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(), "quant": quant.name()}),
-        };
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
-        match imatrix {
-            None => {}
-            Some(Calibration::File(p)) => body["imatrix"] = json!({"file": abs(p)}),
-            Some(Calibration::Text { path, tokens }) => body["imatrix"] = json!({"text": abs(path), "tokens": tokens}),
-            Some(Calibration::View { name, tokens }) => body["imatrix"] = json!({"view": name, "tokens": tokens}),
+        let mut body = source_body(source);
+        body["quant"] = json!(quant.name());
+        if let Some(c) = imatrix {
+            body["imatrix"] = calibration_body(c);
         }
         self.start_job("/api/exports", &body)
+    }
+
+    /// A quantization report, run by the server (`--out` is not sent: the server writes into the
+    /// workspace's models/ folder).
+    pub fn quant_report(&self, spec: &super::quant_report::ReportSpec) -> Result<JobId, ServiceError> {
+        use super::quant_report::EvalData;
+        let mut body = source_body(&spec.source);
+        match &spec.eval {
+            EvalData::View(v) => body["view"] = json!(v),
+            EvalData::Text(p) => body["text"] = json!(abs(p)),
+        }
+        body["types"] = json!(spec.types.iter().map(|q| q.name()).collect::<Vec<_>>());
+        if let Some(c) = &spec.imatrix {
+            body["imatrix"] = calibration_body(c);
+        }
+        for (k, v) in [("max_len", spec.max_len), ("eval_tokens", spec.eval_tokens), ("exact", spec.exact)] {
+            body[k] = json!(v);
+        }
+        body["keep"] = json!(spec.keep);
+        self.start_job("/api/quant-reports", &body)
     }
 
     /// Adds files, folders or dataset columns to a collection (none: a sync), in a job.
@@ -292,6 +305,13 @@ impl Records {
         }
     }
 
+    pub fn quant_evals(&self) -> Result<Vec<crate::engine::data::quant_evals::QuantEval>, ServiceError> {
+        match self {
+            Records::Local(c) => Ok(c.quant_evals()?),
+            Records::Attached(a) => a.list("/api/quant-evals"),
+        }
+    }
+
     pub fn datasets(&self) -> Result<Vec<DatasetInfo>, ServiceError> {
         match self {
             Records::Local(c) => Ok(c.list()?),
@@ -390,6 +410,28 @@ impl Records {
         }
     }
 
+}
+
+fn abs(p: &Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+/// `{"run": ID}` or `{"model": FOLDER}`.
+fn source_body(source: &super::ModelSource) -> Value {
+    match source {
+        super::ModelSource::Run(id) => json!({"run": id}),
+        super::ModelSource::Folder(dir) => json!({"model": abs(dir)}),
+    }
+}
+
+/// An importance matrix's source as `/api/exports` and `/api/quant-reports` take it.
+fn calibration_body(c: &super::quant::Calibration) -> Value {
+    use super::quant::Calibration;
+    match c {
+        Calibration::File(p) => json!({"file": abs(p)}),
+        Calibration::Text { path, tokens } => json!({"text": abs(path), "tokens": tokens}),
+        Calibration::View { name, tokens } => json!({"view": name, "tokens": tokens}),
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,10 @@ pub enum Event {
     Models { request: u64, result: Result<Vec<ModelEntry>, ServiceError> },
     /// An export wrote a model (the library has changed).
     Exported(crate::engine::export::gguf::Exported),
+    /// A quantization report finished (its rows are in lathe.quant_evals).
+    QuantReported(super::quant_report::Report),
+    /// Every quantization report's rows (`Service::list_quant_evals`).
+    QuantEvals { request: u64, result: Result<Vec<crate::engine::data::quant_evals::QuantEval>, ServiceError> },
     Chats { request: u64, result: Result<Vec<ChatSummary>, ServiceError> },
     ChatOpened(Result<ChatRecord, ServiceError>),
     Collections { request: u64, result: Result<Vec<crate::engine::knowledge::store::CollectionInfo>, ServiceError> },

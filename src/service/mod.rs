@@ -14,6 +14,7 @@ pub mod knowledge;
 pub mod models;
 pub mod owner;
 pub mod quant;
+pub mod quant_report;
 mod remote;
 mod train;
 mod workspace;
@@ -426,7 +427,9 @@ impl Service {
                 None => None,
                 Some(calibration) => {
                     let m = quant::importance_matrix(cat.as_ref(), &model, adapter.as_deref(), &name, calibration, &mut |msg| {
-                        ctx.progress(None, msg);
+                        if !msg.is_empty() {
+                            ctx.progress(None, msg);
+                        }
                         !ctx.is_cancelled()
                     })
                     .map_err(|e| if ctx.is_cancelled() { JobError::Cancelled } else { JobError::Failed(e) })?;
@@ -443,6 +446,45 @@ impl Service {
             emit(Event::Exported(e));
             Ok(())
         }))
+    }
+
+    /// Makes and measures quantized files of a run or a folder on held-out data, in a job
+    /// (`quant_report::run`); `Event::QuantReported` carries the figures, which are also in
+    /// lathe.quant_evals as each file is measured.
+    pub fn quant_report(&mut self, spec: quant_report::ReportSpec) -> Option<JobId> {
+        if let Some(r) = &self.remote {
+            r.quant_report(spec);
+            return None;
+        }
+        let models_dir = self.ws.as_ref()?.models_dir();
+        let wait = self.catalog()?;
+        let emit = self.emit.clone();
+        Some(self.jobs.spawn(JobKind::Quantize, spec.source.name(), move |ctx| {
+            let cat = wait(Duration::from_secs(60)).map_err(|e| JobError::Failed(e.to_string()))?;
+            // An empty message only asks whether to go on.
+            let report = quant_report::run(&cat, &models_dir, &spec, &mut |fraction, msg| {
+                if !msg.is_empty() {
+                    ctx.progress(fraction, msg);
+                }
+                !ctx.is_cancelled()
+            });
+            match report {
+                Ok(r) => {
+                    emit(Event::QuantReported(r));
+                    Ok(())
+                }
+                Err(quant_report::ReportError::Cancelled) => Err(JobError::Cancelled),
+                Err(quant_report::ReportError::Failed(e)) => Err(JobError::Failed(e)),
+            }
+        }))
+    }
+
+    pub fn list_quant_evals(&self, request: u64) {
+        if let Some(r) = &self.remote {
+            return r.list_quant_evals(request);
+        }
+        let emit = self.emit.clone();
+        self.with_catalog(move |cat| emit(Event::QuantEvals { request, result: cat.quant_evals().map_err(ServiceError::from) }));
     }
 
     // Chat: side 0 is the conversation's model, side 1 the one compared with it.

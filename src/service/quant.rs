@@ -8,6 +8,7 @@ use crate::engine::data::views::Split;
 use crate::engine::data::Catalog;
 use crate::engine::export::imatrix::{self, Imatrix};
 use crate::engine::train::base::BasePrecision;
+use crate::engine::train::text::TextCodec;
 use crate::engine::train::trainer;
 
 /// Tokens an importance matrix is computed over when the user names no count.
@@ -46,7 +47,8 @@ impl Calibration {
 }
 
 /// The importance matrix for `model_dir` (+ `adapter`) from `calibration`; `progress` hears how
-/// far the forward passes are (false stops). `cat` reads a view's examples.
+/// far the forward passes are (false stops; an empty message only asks whether to go on). `cat`
+/// reads a view's examples.
 pub fn importance_matrix(
     cat: Option<&Catalog>,
     model_dir: &Path,
@@ -60,8 +62,36 @@ pub fn importance_matrix(
         _ => trainer::load_for_eval(model_dir, adapter, BasePrecision::F32)?,
     };
     let max_len = model.cfg.max_position_embeddings.clamp(16, TEXT_CHUNK);
-    let (chunks, dataset, chunk_size) = match calibration {
-        Calibration::File(_) => unreachable!("read above"),
+    let Some(Chunks { chunks, dataset, chunk_size }) = calibration_chunks(cat, &codec, max_len, calibration)? else { unreachable!("a file was read above") };
+    let total: usize = chunks.iter().map(Vec::len).sum();
+    let t = std::time::Instant::now();
+    // Said every 5% (and at the end); asked whether to go on after every sequence.
+    let mut said = usize::MAX;
+    let stats = imatrix::collect(&model, &chunks, &mut |done, of| {
+        let step = done * 20 / of.max(1);
+        if step == said && done < of {
+            return progress(String::new());
+        }
+        said = step;
+        progress(format!("importance matrix: {done}/{of} sequences ({:.0} tokens/s)", total as f64 * done as f64 / of as f64 / t.elapsed().as_secs_f64().max(1e-9)))
+    })?;
+    Ok(Imatrix::from_stats(stats, vec![dataset], chunk_size as u32, chunks.len() as u32, name))
+}
+
+/// The token sequences a matrix is computed over, what they are (for the file's
+/// imatrix.datasets) and the chunk length.
+pub struct Chunks {
+    pub chunks: Vec<Vec<u32>>,
+    pub dataset: String,
+    pub chunk_size: usize,
+}
+
+/// The calibration data as the forward passes read it (None for a matrix file): a text cut into
+/// `max_len`-token chunks, or a view's training examples, each truncated to `max_len`, until the
+/// tokens asked for are reached.
+pub fn calibration_chunks(cat: Option<&Catalog>, codec: &TextCodec, max_len: usize, calibration: &Calibration) -> Result<Option<Chunks>, String> {
+    Ok(Some(match calibration {
+        Calibration::File(_) => return Ok(None),
         Calibration::Text { path, tokens } => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("Cannot read {} ({e}); give a UTF-8 text file.", path.display()))?;
             let ids = codec.tok.encode(text.as_str(), true).map_err(|e| format!("The tokenizer failed on {} ({e}).", path.display()))?.get_ids().to_vec();
@@ -73,7 +103,7 @@ pub fn importance_matrix(
             if chunks.is_empty() || (tokens.is_some() && have < want) {
                 return Err(format!("{} has {} tokens in whole {max_len}-token chunks and {want} were asked for; give a longer text or a smaller --imatrix-tokens.", path.display(), have));
             }
-            (chunks, path.display().to_string(), max_len)
+            Chunks { chunks, dataset: path.display().to_string(), chunk_size: max_len }
         }
         Calibration::View { name, tokens } => {
             let cat = cat.ok_or("A view needs the workspace's catalog.")?;
@@ -95,13 +125,9 @@ pub fn importance_matrix(
             if chunks.is_empty() || (tokens.is_some() && have < want) {
                 return Err(format!("View {name}'s training split has {have} tokens in examples of 16 tokens or more and {want} were asked for; pass a smaller --imatrix-tokens or a larger view."));
             }
-            (chunks, format!("view {name} (train split)"), max_len)
+            Chunks { chunks, dataset: format!("view {name} (train split)"), chunk_size: max_len }
         }
-    };
-    let total: usize = chunks.iter().map(Vec::len).sum();
-    let t = std::time::Instant::now();
-    let stats = imatrix::collect(&model, &chunks, &mut |done, of| progress(format!("importance matrix: {done}/{of} sequences ({:.0} tokens/s)", total as f64 * done as f64 / of as f64 / t.elapsed().as_secs_f64().max(1e-9))))?;
-    Ok(Imatrix::from_stats(stats, vec![dataset], chunk_size as u32, chunks.len() as u32, name))
+    }))
 }
 
 /// Where an export computed from data keeps its importance matrix: beside the GGUF, so

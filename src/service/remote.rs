@@ -229,6 +229,15 @@ impl Remote {
         self.job(move |c| c.export(&source, quant, imatrix.as_ref()));
     }
 
+    /// A quantization report run by the server (its files go into the workspace's models/).
+    pub(super) fn quant_report(&self, spec: super::quant_report::ReportSpec) {
+        self.job(move |c| c.quant_report(&spec));
+    }
+
+    pub(super) fn list_quant_evals(&self, request: u64) {
+        self.spawn(move |c| Some(Event::QuantEvals { request, result: c.list("/api/quant-evals") }));
+    }
+
     /// Finds what `name` loads: a GGUF model of the library (by its name or its path) is answered
     /// by the server's OpenAI-compatible API, so one copy of it serves every client; any other
     /// file or server spec is loaded here.

@@ -52,6 +52,10 @@ impl Service {
         Ok(self.cat()?.save_chat(record)?)
     }
 
+    pub fn quant_evals(&self) -> Result<Vec<crate::engine::data::quant_evals::QuantEval>, ServiceError> {
+        Ok(self.cat()?.quant_evals()?)
+    }
+
     pub fn runs(&self) -> Result<Vec<RunRow>, ServiceError> {
         Ok(self.cat()?.runs()?)
     }

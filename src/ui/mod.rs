@@ -7,6 +7,7 @@ pub mod help;
 pub mod knowledge;
 pub mod loss;
 pub mod models;
+pub mod quant;
 pub mod runs;
 pub mod status;
 pub mod system;
@@ -74,6 +75,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Some(Overlay::Views) => data::views_preview(f, body, app),
         Some(Overlay::TrainForm) => training::form(f, body, app),
         Some(Overlay::RunDetail) => runs::detail(f, body, app),
+        Some(Overlay::QuantReport) => quant::render(f, body, app),
         Some(Overlay::Chats) => chat::saved_list(f, body, app),
         Some(Overlay::ChatSettings) => training::chat_settings(f, body, app),
         Some(Overlay::Chunk { scroll }) => knowledge::chunk_viewer(f, body, app, scroll),

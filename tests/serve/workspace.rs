@@ -441,6 +441,20 @@ fn the_cli_runs_its_jobs_in_the_server() {
     let (ok, _, stderr) = out(&["export", &run, "--out", root.join("x.gguf").to_str().unwrap()]);
     assert!(!ok && stderr.contains("drop --out"), "{stderr}");
 
+    // Its quantization report, made and measured in the server, kept in its catalog; a client
+    // without the owner's token names no text outside the allowed folders.
+    let (ok, stdout, stderr) = out(&["quant", "report", &run, "--view", "instruct", "--types", "q8_0,q4_0", "--exact", "2", "--eval-tokens", "300"]);
+    assert!(ok && stdout.contains("q4_0+imatrix") && stdout.contains("files in"), "{stdout}{stderr}");
+    let (_, v) = s.get("/api/quant-evals");
+    let got: Vec<(&str, bool)> = v["data"].as_array().unwrap().iter().map(|r| (r["quant"].as_str().unwrap(), r["imatrix"].as_bool().unwrap())).collect();
+    assert_eq!(got, [("f16", false), ("q8_0", false), ("q4_0", false), ("q4_0", true)], "{v}");
+    let (ok, _, stderr) = out(&["quant", "report", &run, "--view", "instruct", "--out", root.join("q").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("drop --out"), "{stderr}");
+    let (status, v) = s.post("/api/quant-reports", &json!({"run": run, "text": elsewhere}));
+    assert_eq!((status, error_of(&v).1), (403, "refused"), "{v}");
+    let (status, v) = s.post("/api/quant-reports", &json!({"run": run, "view": "instruct", "types": ["q9"]}));
+    assert_eq!((status, error_of(&v).1), (400, "invalid_value"), "{v}");
+
     // A collection filled and searched through the server.
     let (ok, stdout, stderr) = out(&["kb", "add", "notes", allowed.join("docs").to_str().unwrap()]);
     assert!(ok && stdout.contains("1 added"), "{stdout}{stderr}");
@@ -456,7 +470,7 @@ fn the_cli_runs_its_jobs_in_the_server() {
     // Every one of them was a job of the server.
     let (_, v) = s.get("/api/jobs");
     let kinds: Vec<&str> = v["data"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["import", "import", "import", "train", "export", "ingest"], "{v}");
+    assert_eq!(kinds, ["import", "import", "import", "train", "export", "quantize", "ingest"], "{v}");
     let status = s.stop();
     assert!(status.success(), "lathe serve ended with {status}");
     std::fs::remove_dir_all(&root).unwrap();

@@ -8,6 +8,7 @@ pub mod chats;
 pub mod demo;
 pub mod import;
 pub mod paging;
+pub mod quant_evals;
 pub mod query;
 pub mod readonly;
 pub mod runs;
@@ -254,6 +255,7 @@ impl Catalog {
             .map_err(|e| locked_or(path, e))?;
         conn.execute_batch("USE workspace")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(quant_evals::SCHEMA)?;
         Ok(Catalog { conn, path: path.to_path_buf() })
     }
 
@@ -280,6 +282,7 @@ impl Catalog {
     pub fn in_memory() -> Result<Catalog, DataError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(quant_evals::SCHEMA)?;
         Ok(Catalog { conn, path: PathBuf::from(":memory:") })
     }
 

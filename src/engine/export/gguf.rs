@@ -290,7 +290,8 @@ pub fn export_with(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: 
     let v = vocab(model_dir, &codec, rows, cfg.family)?;
     let mut tensors = gguf_tensors(&cfg, hf)?;
     let label = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    check_type(quant, imatrix, &tensors, &label)?;
+    let widths: BTreeMap<String, usize> = tensors.iter().filter(|(_, t)| t.rank() == 2).map(|(n, t)| (n.clone(), t.dim(1).unwrap_or(0))).collect();
+    check_type(quant, imatrix, &widths, &label)?;
     if cfg.rope_scaling.as_ref().is_some_and(|s| s.kind == "llama3") {
         // llama.cpp applies Llama 3's scaling as per-frequency divisors (rope_freqs).
         let scaled = crate::engine::train::model::inv_freq(&cfg)?;
@@ -354,30 +355,50 @@ pub fn export_with(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: 
 /// Whether `quant` can be made of these tensors: a type that needs an importance matrix has one,
 /// a given matrix fits the model, and some matrix has rows that fill the type's blocks (else
 /// llama.cpp would store every one in a fallback type, and the file would not be the type named).
-fn check_type(quant: Quant, imatrix: Option<&Imatrix>, tensors: &[(String, Tensor)], model: &str) -> Result<(), String> {
+fn check_type(quant: Quant, imatrix: Option<&Imatrix>, widths: &BTreeMap<String, usize>, model: &str) -> Result<(), String> {
     if quant.needs_imatrix() && imatrix.is_none() {
         return Err(format!("{} needs an importance matrix: add --imatrix VIEW (computed from your data) or --imatrix FILE.", quant.name()));
     }
     if quant.is_float() && imatrix.is_some() {
         return Err(format!("{} is not quantized, so an importance matrix has nothing to weigh; drop --imatrix or pick a quantized type.", quant.name()));
     }
-    let widths: BTreeMap<String, usize> = tensors.iter().filter(|(_, t)| t.rank() == 2).map(|(n, t)| (n.clone(), t.dim(1).unwrap_or(0))).collect();
     if let Some(m) = imatrix {
-        m.check_fits(&widths, model)?;
+        m.check_fits(widths, model)?;
     }
-    let block = quant.block();
-    if block > 1 && !widths.iter().any(|(n, w)| n.starts_with("blk.") && w % block == 0) {
+    if !fits(quant, widths) {
         let mut seen: Vec<usize> = widths.values().copied().collect();
         seen.sort_unstable();
         seen.dedup();
         let seen: Vec<String> = seen.iter().map(|w| w.to_string()).collect();
         return Err(format!(
-            "{} stores rows in blocks of {block} values and every matrix of {model} has rows of {}; llama.cpp would store them all in another type. Pick q8_0, q5_0, q4_0 or iq4_nl (blocks of 32).",
+            "{} stores rows in blocks of {} values and every matrix of {model} has rows of {}; llama.cpp would store them all in another type. Pick q8_0, q5_0, q4_0 or iq4_nl (blocks of 32).",
             quant.name(),
+            quant.block(),
             seen.join(", ")
         ));
     }
     Ok(())
+}
+
+/// Whether some matrix of the layers has rows that fill `quant`'s blocks (matrices by name, with
+/// their row widths).
+pub fn fits(quant: Quant, widths: &BTreeMap<String, usize>) -> bool {
+    let block = quant.block();
+    block <= 1 || widths.iter().any(|(n, w)| n.starts_with("blk.") && w % block == 0)
+}
+
+/// Quantizes an f16 (or f32) GGUF file to `out` with llama.cpp, weighed by `imatrix` when given,
+/// after the same checks as an export (`model` names the model in their sentences). No partial
+/// file is left behind when it fails.
+pub fn quantize_file(src: &Path, out: &Path, quant: Quant, imatrix: Option<&Imatrix>, model: &str) -> Result<u64, String> {
+    let widths = crate::engine::infer::library::matrix_widths(src)?;
+    check_type(quant, imatrix, &widths, model)?;
+    let tmp = partial(out, quant.name());
+    let mut guard = Cleanup(Some(tmp.clone()));
+    quantize(src, &tmp, quant, imatrix)?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("Cannot move the file into place at {} ({e}).", out.display()))?;
+    guard.0 = None;
+    Ok(std::fs::metadata(out).map(|m| m.len()).unwrap_or(0))
 }
 
 fn quantize(src: &Path, dst: &Path, quant: Quant, imatrix: Option<&Imatrix>) -> Result<(), String> {
@@ -397,7 +418,10 @@ fn quantize(src: &Path, dst: &Path, quant: Quant, imatrix: Option<&Imatrix>) -> 
         llama_cpp_sys_2::llama_model_quantize(c_src.as_ptr(), c_dst.as_ptr(), &p)
     };
     if rc != 0 {
-        return Err(format!("llama.cpp could not quantize to {} (code {rc}); see logs/lathe.log, or try another --quant.", quant.name()));
+        return Err(format!(
+            "llama.cpp could not write the {} file (code {rc}): if the disk is full, free space and run again; logs/lathe.log has llama.cpp's reason.",
+            quant.name()
+        ));
     }
     Ok(())
 }

@@ -490,8 +490,11 @@ fn ggml_type(id: u32) -> Option<(&'static str, u64, u64)> {
     })
 }
 
-/// One tensor of a GGUF header: its elements, its ggml type id and where its data starts.
+/// One tensor of a GGUF header: its name, its dimensions (innermost first: a matrix's row width
+/// is `dims[0]`), its elements, its ggml type id and where its data starts.
 struct TensorHead {
+    name: String,
+    dims: Vec<u64>,
     elems: u64,
     kind: u32,
     offset: u64,
@@ -503,6 +506,12 @@ struct Header {
     metadata: std::collections::HashMap<String, Value>,
     tensors: Vec<TensorHead>,
     data_offset: u64,
+}
+
+/// The row width of every matrix in a GGUF file, by tensor name: what decides which quantization
+/// types its rows can be stored in.
+pub fn matrix_widths(path: &Path) -> Result<std::collections::BTreeMap<String, usize>, String> {
+    Ok(read_header(path)?.tensors.into_iter().filter(|t| t.dims.len() == 2).map(|t| (t.name, t.dims[0] as usize)).collect())
 }
 
 fn read_header(path: &Path) -> Result<Header, String> {
@@ -579,20 +588,20 @@ fn read_header(path: &Path) -> Result<Header, String> {
     }
     let mut tensors = Vec::with_capacity(n_tensors as usize);
     for _ in 0..n_tensors {
-        string(&mut next).map_err(|e| damaged(&e))?;
-        let dims = u32_of(next(4)?);
-        if dims > 8 {
+        let name = string(&mut next).map_err(|e| damaged(&e))?;
+        let n_dims = u32_of(next(4)?);
+        if n_dims > 8 {
             return Err(damaged("a tensor of more than 8 dimensions"));
         }
-        let mut elems = 1u64;
-        for _ in 0..dims {
-            elems = elems.saturating_mul(u64_of(next(8)?));
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            dims.push(u64_of(next(8)?));
         }
+        let elems = dims.iter().fold(1u64, |a, &d| a.saturating_mul(d));
         let kind = u32_of(next(4)?);
         let offset = u64_of(next(8)?);
-        tensors.push(TensorHead { elems, kind, offset });
+        tensors.push(TensorHead { name, dims, elems, kind, offset });
     }
-    drop(next);
     let align = match metadata.get("general.alignment") {
         Some(Value::U32(a)) if *a > 0 => *a as u64,
         _ => 32,
@@ -625,7 +634,7 @@ mod tests {
         b.extend((elems / 256).to_le_bytes());
         b.extend(kind.to_le_bytes());
         b.extend(0u64.to_le_bytes());
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(vec![0u8; data_bytes]);

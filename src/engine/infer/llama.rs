@@ -349,25 +349,37 @@ impl<'m> Session<'m> {
     }
 }
 
+/// Greedy answers through llama.cpp, scored against the expected ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExactMatch {
+    pub correct: usize,
+    /// Examples with an answer to compare with.
+    pub asked: usize,
+    pub generated: usize,
+    pub generation_secs: f64,
+}
+
 /// Greedy answers through llama.cpp to each example's prompt, rendered with the GGUF's template,
-/// compared with the expected answers (trimmed): (correct, asked). The same rule as the training
-/// run's exact match in candle.
-pub fn exact_match(g: &Gguf, session: &mut Session, examples: &[Example], max_new: usize) -> Result<(usize, usize), String> {
+/// compared with the expected answers (trimmed). The same rule as the training run's exact match
+/// in candle.
+pub fn exact_match(g: &Gguf, session: &mut Session, examples: &[Example], max_new: usize) -> Result<ExactMatch, String> {
     let s = Sampling { temperature: 0.0, repeat_penalty: 1.0, max_tokens: max_new, ..Default::default() };
-    let (mut correct, mut total) = (0, 0);
+    let mut m = ExactMatch::default();
     for ex in examples {
         let Some((messages, answer)) = chat_prompt(ex) else { continue };
         if answer.is_empty() {
             continue;
         }
         let prompt = g.tokenize(&g.render(&messages, true)?);
-        let (text, _) = session.generate(&prompt, &s, &AtomicBool::new(false), &mut |_| {})?;
-        total += 1;
+        let (text, stats) = session.generate(&prompt, &s, &AtomicBool::new(false), &mut |_| {})?;
+        m.asked += 1;
+        m.generated += stats.generated_tokens;
+        m.generation_secs += stats.generation_secs;
         if text.trim() == answer.trim() {
-            correct += 1;
+            m.correct += 1;
         }
     }
-    Ok((correct, total))
+    Ok(m)
 }
 
 /// Sampled tokens' bytes as text safe to stream: only whole UTF-8 goes out, and nothing that

@@ -57,20 +57,14 @@ pub fn nll(logits: &[f32], target: usize) -> f64 {
 /// The perplexity of `g` on `text` at a context of `n_ctx` tokens; `on_chunk(done, of, ppl so
 /// far)` after each chunk (return false to stop: Err "stopped").
 pub fn perplexity(g: &Gguf, text: &str, n_ctx: usize, threads: i32, on_chunk: &mut dyn FnMut(usize, usize, f64) -> bool) -> Result<Perplexity, String> {
-    let all = tokens(g, text);
-    let n_chunks = chunks(all.len(), n_ctx)?;
+    let all = cut(g, &tokens(g, text), n_ctx)?;
+    let n_chunks = all.len();
     let mut session = g.session(&Options { ctx: n_ctx as u32, threads, batch: n_ctx.min(2048) as u32 })?;
-    let bos = g.model.vocab().bos();
-    let add_bos = g.model.vocab().should_add_bos();
     let first = n_ctx / 2;
     let (mut sum, mut sum2, mut count) = (0.0f64, 0.0f64, 0usize);
     let t = Instant::now();
-    for c in 0..n_chunks {
-        let mut chunk = all[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if add_bos {
-            chunk[0] = bos;
-        }
-        session.score(&chunk, first, &mut |pos, logits| {
+    for (c, chunk) in all.iter().enumerate() {
+        session.score(chunk, first, &mut |pos, logits| {
             if pos + 1 < n_ctx {
                 let v = nll(logits, chunk[pos + 1].0 as usize);
                 sum += v;
@@ -118,74 +112,230 @@ fn argmax(v: &[f64]) -> usize {
     v.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0
 }
 
+/// Sums over the scored tokens of a comparison: both models' negative log-likelihoods, the KL
+/// divergence and the same-top count.
+#[derive(Default)]
+struct Tally {
+    nb: f64,
+    nb2: f64,
+    nq: f64,
+    nq2: f64,
+    k: f64,
+    k2: f64,
+    kmax: f64,
+    same: usize,
+    count: usize,
+}
+
+impl Tally {
+    /// One scored position: the base's log-probabilities, the quantized file's logits, the token.
+    fn add(&mut self, lb: &[f32], logits: &[f32], target: usize) {
+        let lq = log_probs(logits);
+        let (vb, vq) = (-(lb[target] as f64), -lq[target]);
+        self.nb += vb;
+        self.nb2 += vb * vb;
+        self.nq += vq;
+        self.nq2 += vq * vq;
+        let d: f64 = lb.iter().zip(&lq).map(|(&b, q)| (b as f64).exp() * (b as f64 - q)).sum::<f64>().max(0.0);
+        self.k += d;
+        self.k2 += d * d;
+        self.kmax = self.kmax.max(d);
+        let top_b = lb.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+        self.same += usize::from(top_b == argmax(&lq));
+        self.count += 1;
+    }
+
+    fn kld(&self) -> f64 {
+        self.k / self.count.max(1) as f64
+    }
+
+    fn finish(&self, chunks: usize, n_ctx: usize, secs_b: f64, secs_q: f64) -> Divergence {
+        let ppl = |sum: f64, sum2: f64, secs: f64| {
+            let (m, e) = mean_err(sum, sum2, self.count);
+            Perplexity { ppl: m.exp(), ppl_err: e * m.exp(), chunks, n_ctx, scored: self.count, tokens: chunks * n_ctx, secs }
+        };
+        let (kld, kld_err) = mean_err(self.k, self.k2, self.count);
+        Divergence {
+            base: ppl(self.nb, self.nb2, secs_b),
+            quant: ppl(self.nq, self.nq2, secs_q),
+            kld,
+            kld_err,
+            kld_max: self.kmax,
+            same_top: self.same as f64 / self.count.max(1) as f64,
+        }
+    }
+}
+
+/// A quantized file must share its base's vocabulary to be compared with it.
+fn same_vocab(base: &std::path::Path, n_vocab: usize, quant: &Gguf) -> Result<(), String> {
+    let n = quant.model.vocab().n_tokens() as usize;
+    if n != n_vocab {
+        return Err(format!("{} and {} have different vocabularies ({n_vocab} and {n} tokens); compare files of one model.", base.display(), quant.path.display()));
+    }
+    Ok(())
+}
+
+/// `all` cut into whole chunks of `n_ctx` tokens, each with its first token replaced by the model's
+/// BOS where it adds one (the perplexity tool's rule).
+pub fn cut(g: &Gguf, all: &[LlamaToken], n_ctx: usize) -> Result<Vec<Vec<LlamaToken>>, String> {
+    let n_chunks = chunks(all.len(), n_ctx)?;
+    let bos = g.model.vocab().should_add_bos().then(|| g.model.vocab().bos());
+    Ok((0..n_chunks)
+        .map(|c| {
+            let mut chunk = all[c * n_ctx..(c + 1) * n_ctx].to_vec();
+            if let Some(b) = bos {
+                chunk[0] = b;
+            }
+            chunk
+        })
+        .collect())
+}
+
 /// The perplexities of `base` and `quant` on `text` and the KL divergence of `quant` from `base`,
 /// chunk by chunk (both models loaded; each chunk is read by the base, then by the quantized
-/// file). `on_chunk(done, of, mean KLD so far)`; false stops.
+/// file, so memory holds one chunk's rows whatever the text's length). `on_chunk(done, of, mean
+/// KLD so far)`; false stops.
 pub fn kl_divergence(base: &Gguf, quant: &Gguf, text: &str, n_ctx: usize, threads: i32, on_chunk: &mut dyn FnMut(usize, usize, f64) -> bool) -> Result<Divergence, String> {
-    let n_vocab = base.model.vocab().n_tokens();
-    if quant.model.vocab().n_tokens() != n_vocab {
-        return Err(format!(
-            "{} and {} have different vocabularies ({} and {} tokens); compare files of one model.",
-            base.path.display(),
-            quant.path.display(),
-            n_vocab,
-            quant.model.vocab().n_tokens()
-        ));
-    }
-    let all = tokens(base, text);
-    let n_chunks = chunks(all.len(), n_ctx)?;
+    same_vocab(&base.path, base.model.vocab().n_tokens() as usize, quant)?;
+    let chunks = cut(base, &tokens(base, text), n_ctx)?;
     let opts = Options { ctx: n_ctx as u32, threads, batch: n_ctx.min(2048) as u32 };
     let (mut sb, mut sq) = (base.session(&opts)?, quant.session(&opts)?);
-    let add_bos = base.model.vocab().should_add_bos();
     let first = n_ctx / 2;
-    // nll sums (base, quant), KLD sums, same-top count, scored count
-    let (mut nb, mut nb2, mut nq, mut nq2, mut k, mut k2, mut kmax, mut same, mut count) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0f64, 0usize, 0usize);
+    let mut tally = Tally::default();
     let (mut secs_b, mut secs_q) = (0.0, 0.0);
-    for c in 0..n_chunks {
-        let mut chunk = all[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if add_bos {
-            chunk[0] = base.model.vocab().bos();
-        }
-        let mut rows: Vec<Vec<f64>> = Vec::with_capacity(n_ctx - first);
+    for (c, chunk) in chunks.iter().enumerate() {
+        let mut rows: Vec<Vec<f32>> = Vec::with_capacity(n_ctx - first);
         let t = Instant::now();
-        sb.score(&chunk, first, &mut |pos, logits| {
+        sb.score(chunk, first, &mut |pos, logits| {
             if pos + 1 < n_ctx {
-                rows.push(log_probs(logits));
+                rows.push(log_probs(logits).into_iter().map(|v| v as f32).collect());
             }
         })?;
         secs_b += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut i = 0;
-        sq.score(&chunk, first, &mut |pos, logits| {
-            if pos + 1 >= n_ctx {
-                return;
+        sq.score(chunk, first, &mut |pos, logits| {
+            if pos + 1 < n_ctx {
+                tally.add(&rows[i], logits, chunk[pos + 1].0 as usize);
+                i += 1;
             }
-            let (lb, lq) = (&rows[i], log_probs(logits));
-            i += 1;
-            let target = chunk[pos + 1].0 as usize;
-            let (vb, vq) = (-lb[target], -lq[target]);
-            nb += vb;
-            nb2 += vb * vb;
-            nq += vq;
-            nq2 += vq * vq;
-            let d: f64 = lb.iter().zip(&lq).map(|(b, q)| b.exp() * (b - q)).sum::<f64>().max(0.0);
-            k += d;
-            k2 += d * d;
-            kmax = kmax.max(d);
-            same += usize::from(argmax(lb) == argmax(&lq));
-            count += 1;
         })?;
         secs_q += t.elapsed().as_secs_f64();
-        if !on_chunk(c + 1, n_chunks, k / count.max(1) as f64) {
+        if !on_chunk(c + 1, chunks.len(), tally.kld()) {
             return Err("stopped".into());
         }
     }
-    let ppl = |sum: f64, sum2: f64, secs: f64| {
-        let (m, e) = mean_err(sum, sum2, count);
-        Perplexity { ppl: m.exp(), ppl_err: e * m.exp(), chunks: n_chunks, n_ctx, scored: count, tokens: n_chunks * n_ctx, secs }
-    };
-    let (kld, kld_err) = mean_err(k, k2, count);
-    Ok(Divergence { base: ppl(nb, nb2, secs_b), quant: ppl(nq, nq2, secs_q), kld, kld_err, kld_max: kmax, same_top: same as f64 / count.max(1) as f64 })
+    Ok(tally.finish(chunks.len(), n_ctx, secs_b, secs_q))
+}
+
+/// A token sequence read on a fresh cache and the positions whose next-token prediction is
+/// scored (position p's logits predict `tokens[p + 1]`; ascending, each below `tokens.len() - 1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub tokens: Vec<LlamaToken>,
+    pub scored: Vec<usize>,
+}
+
+impl Piece {
+    /// A chunk as the perplexity tool scores it: its second half.
+    pub fn second_half(chunk: Vec<LlamaToken>) -> Piece {
+        let n = chunk.len();
+        Piece { scored: (n / 2..n.saturating_sub(1)).collect(), tokens: chunk }
+    }
+}
+
+/// A base file's log-probabilities at the scored positions of some pieces, read once and kept, so
+/// that many quantized files are compared with it without reading it again (`compare`). Memory:
+/// scored tokens x vocabulary x 4 bytes.
+pub struct BaseScores {
+    pub path: std::path::PathBuf,
+    pieces: Vec<Piece>,
+    n_ctx: usize,
+    rows: Vec<Vec<f32>>,
+    n_vocab: usize,
+    secs: f64,
+}
+
+/// Reads each piece with `session` and hands each scored position's logits and target to `row`.
+fn read_pieces(session: &mut super::llama::Session, pieces: &[Piece], on_piece: &mut dyn FnMut(usize) -> bool, row: &mut dyn FnMut(&[f32], usize)) -> Result<(), String> {
+    for (i, p) in pieces.iter().enumerate() {
+        let Some(&first) = p.scored.first() else { continue };
+        let mut next = 0;
+        session.score(&p.tokens, first, &mut |pos, logits| {
+            if p.scored.get(next) == Some(&pos) {
+                next += 1;
+                row(logits, p.tokens[pos + 1].0 as usize);
+            }
+        })?;
+        if !on_piece(i + 1) {
+            return Err("stopped".into());
+        }
+    }
+    Ok(())
+}
+
+impl BaseScores {
+    /// What `scored` positions keep for a vocabulary of `n_vocab`.
+    pub fn bytes_for(scored: usize, n_vocab: usize) -> usize {
+        scored * n_vocab * 4
+    }
+
+    /// Reads `pieces` with `base`; `on_piece(done, of)`, false stops.
+    pub fn read(base: &Gguf, pieces: Vec<Piece>, threads: i32, on_piece: &mut dyn FnMut(usize, usize) -> bool) -> Result<BaseScores, String> {
+        let n_ctx = pieces.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+        if pieces.iter().all(|p| p.scored.is_empty()) {
+            return Err("There is nothing to score: every piece is too short.".into());
+        }
+        let mut s = base.session(&Options { ctx: n_ctx as u32, threads, batch: n_ctx.min(2048) as u32 })?;
+        let t = Instant::now();
+        let mut rows = Vec::with_capacity(pieces.iter().map(|p| p.scored.len()).sum());
+        let of = pieces.len();
+        read_pieces(&mut s, &pieces, &mut |done| on_piece(done, of), &mut |logits, _| rows.push(log_probs(logits).into_iter().map(|v| v as f32).collect()))?;
+        Ok(BaseScores { path: base.path.clone(), n_vocab: base.model.vocab().n_tokens() as usize, pieces, n_ctx, rows, secs: t.elapsed().as_secs_f64() })
+    }
+
+    fn tokens(&self) -> usize {
+        self.pieces.iter().map(|p| p.tokens.len()).sum()
+    }
+
+    /// The base's own perplexity on the pieces (from the kept log-probabilities).
+    pub fn perplexity(&self) -> Perplexity {
+        let (mut sum, mut sum2, mut i) = (0.0f64, 0.0f64, 0usize);
+        for p in &self.pieces {
+            for &pos in &p.scored {
+                let v = -(self.rows[i][p.tokens[pos + 1].0 as usize] as f64);
+                sum += v;
+                sum2 += v * v;
+                i += 1;
+            }
+        }
+        let (m, e) = mean_err(sum, sum2, i);
+        Perplexity { ppl: m.exp(), ppl_err: e * m.exp(), chunks: self.pieces.len(), n_ctx: self.n_ctx, scored: i, tokens: self.tokens(), secs: self.secs }
+    }
+
+    /// The first piece's tokens, for a generation-speed prompt.
+    pub fn first_tokens(&self) -> &[LlamaToken] {
+        &self.pieces[0].tokens
+    }
+
+    /// `quant`'s perplexity on the same pieces and its KL divergence from the base.
+    pub fn compare(&self, quant: &Gguf, threads: i32, on_piece: &mut dyn FnMut(usize, usize, f64) -> bool) -> Result<Divergence, String> {
+        same_vocab(&self.path, self.n_vocab, quant)?;
+        let n_ctx = self.n_ctx;
+        let mut s = quant.session(&Options { ctx: n_ctx as u32, threads, batch: n_ctx.min(2048) as u32 })?;
+        let t = Instant::now();
+        let tally = std::cell::RefCell::new(Tally::default());
+        let mut i = 0;
+        let of = self.pieces.len();
+        read_pieces(&mut s, &self.pieces, &mut |done| on_piece(done, of, tally.borrow().kld()), &mut |logits, target| {
+            tally.borrow_mut().add(&self.rows[i], logits, target);
+            i += 1;
+        })?;
+        let mut d = tally.into_inner().finish(self.pieces.len(), n_ctx, self.secs, t.elapsed().as_secs_f64());
+        d.base.tokens = self.tokens();
+        d.quant.tokens = self.tokens();
+        Ok(d)
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub enum JobKind {
     Import,
     /// Documents into a knowledge collection.
     Ingest,
+    /// `lathe quant report`: quantized files made and measured.
+    Quantize,
     /// Keeps every core busy on purpose; `lathe bench ui` uses it to check the UI stays responsive.
     Stress,
 }
@@ -36,6 +38,7 @@ impl JobKind {
             JobKind::Export => "export",
             JobKind::Import => "import",
             JobKind::Ingest => "ingest",
+            JobKind::Quantize => "quantize",
             JobKind::Stress => "stress",
         }
     }
