@@ -140,9 +140,10 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
         }
         EvalData::Text(p) => (None, p.display().to_string(), Vec::new()),
     };
-    if let (Some(Calibration::View { name: c, .. }), Some(seqs)) = (&calibration, &eval_ids) {
+    // The same examples the matrix reads (the tokens asked for included).
+    if let (Some(c @ Calibration::View { .. }), Some(seqs)) = (&calibration, &eval_ids) {
         let max_len = spec.max_len.max(16);
-        if let Some(ch) = quant::calibration_chunks(Some(cat), &codec, max_len, &Calibration::View { name: c.clone(), tokens: None })? {
+        if let Some(ch) = quant::calibration_chunks(Some(cat), &codec, max_len, c)? {
             let seen: HashSet<&[u32]> = ch.chunks.iter().map(Vec::as_slice).collect();
             let both = seqs.iter().filter(|s| seen.contains(&s.ids[..s.ids.len().min(max_len)])).count();
             if both > 0 {
