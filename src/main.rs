@@ -93,6 +93,10 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             (true, Some(files), Some(texts)) => lathe::bench::kb::child(&model, &ws.root, &files, &texts),
             _ => lathe::bench::kb::run(&model, chunks, !no_peer),
         },
+        Some(Cmd::Bench { what: BenchCmd::Imatrix { chunks, seq, layers, no_peer, child } }) => match child {
+            true => lathe::bench::imatrix::child(chunks.max(1), seq.max(16), layers.max(1)),
+            false => lathe::bench::imatrix::run(chunks.max(1), seq.max(16), layers.max(1), !no_peer),
+        },
         Some(Cmd::Bench { what: BenchCmd::Serve { threads, gen, clients } }) => lathe::bench::serve::run(threads, gen.max(1), &clients),
         Some(Cmd::Bench { what: BenchCmd::Chat { threads, prompt, gen, runs, no_peer, child, model } }) => match (child, model) {
             (true, Some(m)) => lathe::bench::chat::child(&m, threads, prompt, gen, runs.max(1)),

@@ -193,6 +193,7 @@ fn a_quant_report_measures_each_type_on_held_out_data() {
     assert!(rows[1]["path"].is_null(), "files measured are not kept without --keep");
     let folder = PathBuf::from(r["folder"].as_str().unwrap());
     assert!(folder.join("tiny-llama.f16.gguf").exists() && folder.join("tiny-llama.imatrix.gguf").exists());
+    assert_eq!(r["matrix"].as_str().map(PathBuf::from), Some(folder.join("tiny-llama.imatrix.gguf")), "the report names its matrix");
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 3, "the f16 file, its Modelfile and the matrix stay; nothing else");
     let notes = r["notes"].to_string();
     assert!(notes.contains("q4_k_m skipped: its 256-value blocks fit none of tiny-llama's matrices"), "{notes}");
@@ -287,5 +288,33 @@ fn a_quant_report_on_a_text_keeps_what_it_measured() {
     let mut got: Vec<String> = kept.iter().filter(|r| r["report"] == newest.as_str()).map(|r| format!("{}{}", r["quant"].as_str().unwrap(), if r["imatrix"].as_bool().unwrap() { "+imatrix" } else { "" })).collect();
     got.sort();
     assert_eq!(got, ["f16", "q4_0", "q4_0+imatrix"]);
+
+    // Before each file the free space is checked: on a file system with room for the f16 file
+    // and a quarter more, q8_0 (about half the f16 file) is refused before a byte of it is
+    // written, with both figures, and the f16 row measured before it stays. (A small tmpfs in a
+    // mount namespace of the test's own, where the machine allows one.)
+    if !std::process::Command::new("unshare").args(["-rm", "true"]).status().is_ok_and(|s| s.success()) {
+        eprintln!("free-space check skipped: this machine does not allow `unshare -rm` (a mount namespace)");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let f16_bytes = rows[0]["size_bytes"].as_u64().unwrap();
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let size_kib = (f16_bytes + f16_bytes / 4) / 1024 + 16;
+    let script = format!("mount -t tmpfs -o size={size_kib}k tmpfs \"$0\" && exec \"$@\"");
+    let o = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script, small.to_str().unwrap(), env!("CARGO_BIN_EXE_lathe"), "--home", home.to_str().unwrap()])
+        .args(["quant", "report", m, "--text", t, "--types", "q8_0", "--max-len", "64", "--out", small.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(err.contains("has ") && err.contains(" free and the q8_0 file needs about ") && err.contains("free space (or pass --out on another disk)"), "{out}{err}");
+    let (ok, out, _) = lathe_stdout(&home, &["quant", "list", "--json"]);
+    assert!(ok);
+    let kept: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let in_small: Vec<&str> = kept.iter().filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with(small.to_str().unwrap()))).map(|r| r["quant"].as_str().unwrap()).collect();
+    assert_eq!(in_small, ["f16"], "the f16 row stays, no q8_0 row: {out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -355,7 +355,13 @@ impl Keymap {
                 // Plain keys first: they are what people type.
                 keys.sort_by_key(|k| (k.ctrl || k.alt || k.shift, *k));
                 let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-                (keys.join(" "), a.describe())
+                let what = match (mode, &a) {
+                    // In a viewer only the quantization reports page sideways.
+                    (Mode::Viewer, Action::ScrollLeft) => "previous quantization report".into(),
+                    (Mode::Viewer, Action::ScrollRight) => "next quantization report".into(),
+                    _ => a.describe(),
+                };
+                (keys.join(" "), what)
             })
             .collect()
     }
@@ -550,5 +556,9 @@ mod tests {
         assert_eq!(KeySpec::parse("shift+tab").unwrap().to_string(), "Shift-Tab");
         assert!(KeySpec::parse("f13").is_err());
         assert!(KeySpec::parse("hyper+a").is_err());
+        // Left/Right page a viewer's quantization reports, not a grid's columns.
+        let viewer = km.describe(Mode::Viewer);
+        assert!(viewer.iter().any(|(k, d)| k.contains("Right") && d == "next quantization report"), "{viewer:?}");
+        assert!(km.describe(Mode::Grid).iter().any(|(_, d)| d == "column right"));
     }
 }

@@ -1,11 +1,12 @@
 //! `lathe bench ui`: lathe's own start-up, idle cost, frame render time and key latency while a
 //! job keeps every core busy. Each figure is printed beside its target; nothing here is asserted.
-//! The other benchmarks (`bench chat`, `bench data`, `bench embed`, `bench train`) are its submodules. Benchmarks
+//! The other benchmarks (`bench chat`, `bench data`, `bench embed`, `bench imatrix`, `bench train`, ...) are its submodules. Benchmarks
 //! are a front end of their own: they drive the workstation (`app`) as a user would.
 
 pub mod chat;
 pub mod data;
 pub mod embed;
+pub mod imatrix;
 pub mod kb;
 pub mod qlora;
 pub mod serve;

@@ -385,6 +385,26 @@ pub enum BenchCmd {
         #[arg(long, hide = true)]
         texts: Option<PathBuf>,
     },
+    /// The importance matrix's cost at TinyLlama-1.1B shapes (random weights): tokens/s beside
+    /// `lathe eval`'s forward pass over the same tokens, and beside PyTorch + transformers with a
+    /// forward pre-hook on every projection when `python3 -c "import torch, transformers"` works.
+    Imatrix {
+        /// Sequences to read (20 of 512 tokens: the 10k tokens in the chunks lathe computes a matrix
+        /// over by default).
+        #[arg(long, default_value_t = 20)]
+        chunks: usize,
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+        /// Transformer blocks (22 is TinyLlama; fewer for a quick look).
+        #[arg(long, default_value_t = 22)]
+        layers: usize,
+        /// Skip the PyTorch peer.
+        #[arg(long)]
+        no_peer: bool,
+        /// Internal: measure lathe in this process and print JSON.
+        #[arg(long, hide = true)]
+        child: bool,
+    },
     /// `lathe serve` under load: 1, 4 and 16 clients streaming chat answers at once from the
     /// TinyLlama-shaped Q4_K_M file of `bench chat`: aggregate tokens/s, time to first token,
     /// nothing lost; one stream beside the same generation in-process.

@@ -191,7 +191,10 @@ fn print_report(out: &mut dyn Write, r: &Report, secs: f64) -> anyhow::Result<()
     if let Some(b) = r.best.map(|i| &r.rows[i]) {
         let how = match (&b.path, b.imatrix) {
             (Some(p), _) => format!("it is {p}"),
-            (None, true) => format!("make it with `lathe export {} --quant {} --imatrix {}`", b.source, b.quant, r.folder.join("NAME.imatrix.gguf").display()),
+            (None, true) => match &r.matrix {
+                Some(m) => format!("make it with `lathe export {} --quant {} --imatrix {}`", b.source, b.quant, m.display()),
+                None => format!("make it with `lathe export {} --quant {} --imatrix` and the calibration data of this report", b.source, b.quant),
+            },
             (None, false) => format!("make it with `lathe export {} --quant {}`", b.source, b.quant),
         };
         writeln!(out, "best trade-off (*): {}: {} at KL divergence {:.5}; {how}", b.label(), bytes(b.size_bytes), b.kld)?;

@@ -156,7 +156,6 @@ pub(super) async fn pause(State(state): State<AppState>, req: Request) -> Result
 /// owner): written as GGUF into the workspace's models/ folder, as `lathe export` names it, in a
 /// job.
 pub(super) async fn export(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    use crate::service::ModelSource;
     let owner = super::from_owner(&state, req.headers());
     let body = read_json(req).await?;
     let imatrix = calibration(&state, &body["imatrix"], owner)?;
@@ -166,14 +165,7 @@ pub(super) async fn export(State(state): State<AppState>, req: Request) -> Resul
     };
     let (run, model) = (field(&body, "run")?, field(&body, "model")?);
     let id = blocking_mut(&state, move |s| {
-        let source = match (run, model) {
-            (Some(id), None) => {
-                s.run(&id)?;
-                ModelSource::Run(id)
-            }
-            (None, Some(name)) => ModelSource::Folder(s.library_folder(&name)?),
-            _ => return Err(ApiError::invalid("invalid_value", "Give a run (its id) or a model (a library name), one of them.")),
-        };
+        let source = model_source(s, run, model)?;
         let out = s.export_path(&source.name(), quant)?;
         s.export(source, out, quant, imatrix).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())
     })
@@ -186,7 +178,6 @@ pub(super) async fn export(State(state): State<AppState>, req: Request) -> Resul
 /// models/ folder; the text and a matrix file inside the allowed folders for other clients.
 pub(super) async fn quant_report(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     use crate::service::quant_report::{EvalData, ReportSpec, DEFAULT_EVAL_TOKENS};
-    use crate::service::ModelSource;
     let owner = super::from_owner(&state, req.headers());
     let body = read_json(req).await?;
     let imatrix = calibration(&state, &body["imatrix"], owner)?;
@@ -217,14 +208,7 @@ pub(super) async fn quant_report(State(state): State<AppState>, req: Request) ->
     };
     let (run, model) = (field(&body, "run")?, field(&body, "model")?);
     let id = blocking_mut(&state, move |s| {
-        let source = match (run, model) {
-            (Some(id), None) => {
-                s.run(&id)?;
-                ModelSource::Run(id)
-            }
-            (None, Some(name)) => ModelSource::Folder(s.library_folder(&name)?),
-            _ => return Err(ApiError::invalid("invalid_value", "Give a run (its id) or a model (a library name), one of them.")),
-        };
+        let source = model_source(s, run, model)?;
         let spec = ReportSpec { source, eval, types, imatrix, max_len, eval_tokens, exact, keep, out: None };
         s.quant_report(spec).ok_or_else(|| ServiceError::Engine("The workspace has no catalog.".into()).into())
     })
@@ -235,6 +219,20 @@ pub(super) async fn quant_report(State(state): State<AppState>, req: Request) ->
 /// Every quantization report's rows, newest report first.
 pub(super) async fn quant_evals(State(state): State<AppState>) -> Result<Response, ApiError> {
     list(blocking(&state, |s| Ok(s.quant_evals()?)).await?)
+}
+
+/// What an export or a report reads: `run` (an id of the catalog) or `model` (a name of the
+/// library), exactly one of them.
+fn model_source(s: &crate::service::Service, run: Option<String>, model: Option<String>) -> Result<crate::service::ModelSource, ApiError> {
+    use crate::service::ModelSource;
+    match (run, model) {
+        (Some(id), None) => {
+            s.run(&id)?;
+            Ok(ModelSource::Run(id))
+        }
+        (None, Some(name)) => Ok(ModelSource::Folder(s.library_folder(&name)?)),
+        _ => Err(ApiError::invalid("invalid_value", "Give a run (its id) or a model (a library name), one of them.")),
+    }
 }
 
 /// An export's `imatrix` object, checked (None when absent).

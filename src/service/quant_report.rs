@@ -19,7 +19,7 @@ use crate::engine::export::gguf::{self, Quant};
 use crate::engine::export::imatrix::Imatrix;
 use crate::engine::infer::llama::{exact_match, Gguf, Options};
 use crate::engine::infer::perplexity::{self, BaseScores, Divergence, Piece};
-use crate::engine::train::text::TextCodec;
+use crate::engine::train::text::{Encoded, TextCodec};
 use crate::engine::data::views::Example;
 
 /// The types a report measures when none are named (those the model's rows fit), as the issue's
@@ -73,6 +73,9 @@ pub struct Report {
     /// Files that could not be made (their sentences are in notes), e.g. `q8_0+imatrix`.
     pub failed: Vec<String>,
     pub folder: PathBuf,
+    /// The importance matrix the files with one were made with (saved by the report, or read).
+    #[serde(default)]
+    pub matrix: Option<PathBuf>,
 }
 
 /// Why a report stopped. `Stopped` keeps what was measured (already in the catalog).
@@ -88,6 +91,13 @@ impl From<String> for ReportError {
     }
 }
 
+/// The held-out data as read: a view's eval examples, encoded as training encodes them, or the
+/// text file (tokenized once the f16 file's vocabulary is loaded).
+enum Held<'a> {
+    Examples(Vec<Encoded>),
+    Text(&'a Path),
+}
+
 /// Free bytes on the file system holding `dir`.
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -100,6 +110,15 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 /// Runs a report: `progress(fraction, what)` as it goes (false cancels; an empty message only
 /// asks whether to go on). Rows land in `cat` as they are measured.
 pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut dyn FnMut(Option<f32>, String) -> bool) -> Result<Report, ReportError> {
+    // Whether the caller asked to stop: an engine that stops on its callback's word fails, and
+    // this tells that failure (a cancel) from the others.
+    let asked_stop = std::cell::Cell::new(false);
+    let progress: &mut dyn FnMut(Option<f32>, String) -> bool = &mut |f, msg| {
+        let go = progress(f, msg);
+        asked_stop.set(asked_stop.get() || !go);
+        go
+    };
+    let stopped = |e: String| if asked_stop.get() { ReportError::Cancelled } else { ReportError::Failed(e) };
     let name = spec.source.name();
     let (model_dir, adapter, run_view) = match &spec.source {
         super::ModelSource::Run(id) => {
@@ -125,7 +144,7 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
     }
 
     // The held-out data, and the examples with answers for exact match.
-    let (eval_ids, eval_label, answers) = match &spec.eval {
+    let (held, eval_label, answers) = match &spec.eval {
         EvalData::View(v) => {
             let examples = cat.examples(v, Split::Eval, None).map_err(|e| e.to_string())?;
             if examples.is_empty() {
@@ -136,12 +155,12 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
                 seqs.push(codec.encode(ex)?);
             }
             let answers: Vec<Example> = examples.into_iter().filter(|ex| codec.prompt_and_answer(ex).is_ok_and(|(_, a)| !a.trim().is_empty())).take(spec.exact).collect();
-            (Some(seqs), format!("view {v} (eval split, tokens training scores)"), answers)
+            (Held::Examples(seqs), format!("view {v} (eval split, tokens training scores)"), answers)
         }
-        EvalData::Text(p) => (None, p.display().to_string(), Vec::new()),
+        EvalData::Text(p) => (Held::Text(p), p.display().to_string(), Vec::new()),
     };
     // The same examples the matrix reads (the tokens asked for included).
-    if let (Some(c @ Calibration::View { .. }), Some(seqs)) = (&calibration, &eval_ids) {
+    if let (Some(c @ Calibration::View { .. }), Held::Examples(seqs)) = (&calibration, &held) {
         let max_len = spec.max_len.max(16);
         if let Some(ch) = quant::calibration_chunks(Some(cat), &codec, max_len, c)? {
             let seen: HashSet<&[u32]> = ch.chunks.iter().map(Vec::as_slice).collect();
@@ -205,17 +224,22 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
     }
 
     // The importance matrix (computed, saved beside the files; or read).
-    let matrix: Option<Imatrix> = match &calibration {
+    let (matrix, matrix_file): (Option<Imatrix>, Option<PathBuf>) = match &calibration {
         Some(c) if plan.iter().any(|p| p.1) => {
             say(progress, Some(0.05), "importance matrix".into())?;
             let m = quant::importance_matrix(Some(cat), &model_dir, adapter.as_deref(), &name, c, &mut |msg| progress(Some(0.05), msg))
-                .map_err(|e| if e == "stopped" { ReportError::Cancelled } else { ReportError::Failed(e) })?;
-            if c.computed() {
-                m.save(&folder.join(format!("{name}.imatrix.gguf")))?;
-            }
-            Some(m)
+                .map_err(stopped)?;
+            let file = match c {
+                Calibration::File(path) => path.clone(),
+                _ => {
+                    let file = folder.join(format!("{name}.imatrix.gguf"));
+                    m.save(&file)?;
+                    file
+                }
+            };
+            (Some(m), Some(file))
         }
-        _ => None,
+        _ => (None, None),
     };
     let calibration_label = matrix.as_ref().map(|m| m.datasets.join(", "));
 
@@ -227,11 +251,11 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
     let max_len = spec.max_len.min(model_ctx).max(16);
     // Under both the tokens asked for and the memory the base's kept rows may take.
     let budget = spec.eval_tokens.min(MAX_BASE_BYTES / BaseScores::bytes_for(1, n_vocab).max(1)).max(1);
-    let pieces: Vec<Piece> = match (&eval_ids, &spec.eval) {
+    let pieces: Vec<Piece> = match &held {
         // A view: each example on its own, truncated to the chunk length, scored where training
         // scores it (the answer, for prompt/answer formats): the f16 file's perplexity is then
         // exp of the run's eval loss.
-        (Some(seqs), _) => {
+        Held::Examples(seqs) => {
             let (mut out, mut scored) = (Vec::new(), 0usize);
             for enc in seqs {
                 if scored >= budget {
@@ -247,7 +271,7 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
             }
             out
         }
-        (None, EvalData::Text(p)) => {
+        Held::Text(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("Cannot read {} ({e}); give a UTF-8 text file.", p.display()))?;
             let tokens = perplexity::tokens(&base, &text);
             let n_ctx = max_len.min(tokens.len() / 2);
@@ -260,7 +284,6 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
             let n_chunks = (budget / (n_ctx / 2)).max(2).min(tokens.len() / n_ctx);
             perplexity::cut(&base, &tokens[..n_chunks * n_ctx], n_ctx)?.into_iter().map(Piece::second_half).collect()
         }
-        (None, EvalData::View(_)) => unreachable!("a view's examples are read above"),
     };
     if pieces.is_empty() {
         return Err(format!("{eval_label} has no example with a token to score; give a view with answers or --text FILE.").into());
@@ -270,7 +293,7 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
     say(progress, Some(0.1), format!("reading {n_pieces} sequences of up to {n_ctx} tokens with the f16 file"))?;
     let scores = BaseScores::read(&base, pieces, threads, &mut |_, _| progress(None, String::new())).map_err(stopped)?;
 
-    let mut report = Report { id: id.clone(), folder: folder.clone(), notes, ..Default::default() };
+    let mut report = Report { id: id.clone(), folder: folder.clone(), notes, matrix: matrix_file, ..Default::default() };
     let row = |quant: &str, imatrix: bool, path: &Path, bytes: u64, d: &Divergence| QuantEval {
         report: id.clone(),
         source: match &spec.source {
@@ -310,10 +333,10 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
         let need = (f16_bytes as f64 * q.bits() as f64 / 16.0 * 1.1) as u64;
         if let Some(free) = free_bytes(&folder).filter(|&f| f < need) {
             return Err(ReportError::Failed(format!(
-                "The disk holding {} has {} MiB free and the {label} file needs about {} MiB; free space (or pass --out on another disk) and run again. The {} files measured so far are kept in lathe.quant_evals (report {id}).",
+                "The disk holding {} has {} free and the {label} file needs about {}; free space (or pass --out on another disk) and run again. The {} files measured so far are kept in lathe.quant_evals (report {id}).",
                 folder.display(),
-                free >> 20,
-                need >> 20,
+                crate::units::bytes(free),
+                crate::units::bytes(need),
                 report.rows.len()
             )));
         }
@@ -352,14 +375,6 @@ struct Gone(PathBuf);
 impl Drop for Gone {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn stopped(e: String) -> ReportError {
-    if e == "stopped" {
-        ReportError::Cancelled
-    } else {
-        ReportError::Failed(e)
     }
 }
 
