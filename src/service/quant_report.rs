@@ -78,7 +78,7 @@ pub struct Report {
     pub matrix: Option<PathBuf>,
 }
 
-/// Why a report stopped. `Stopped` keeps what was measured (already in the catalog).
+/// Why a report stopped. Either way what was measured stays (already in the catalog).
 #[derive(Debug)]
 pub enum ReportError {
     Cancelled,
