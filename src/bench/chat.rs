@@ -5,7 +5,8 @@
 //! in-process (the reducer and drawing on the generating thread, an upper bound on their cost) and
 //! once in a real terminal (the workstation in tmux against `lathe chat --prompt`, which counts
 //! the UI thread and the system monitor competing with llama.cpp's threads), plus two models
-//! answering at once in compare mode. Each engine runs in its own process.
+//! answering at once in compare mode, and two answers at once with all the threads each (in one
+//! process, where decode calls take turns, and in two). Each engine runs in its own process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -130,6 +131,50 @@ pub fn child(model: &Path, threads: i32, prompt: usize, gen: usize, runs: usize)
         serde_json::json!({"prompt_tokens_per_s": pp, "tokens_per_s": tg, "first_token_s": first, "headless_tokens_per_s": headless, "tui_tokens_per_s": tui})
     );
     Ok(())
+}
+
+/// `n` answers at once in this process, each on its own thread with its own context and all
+/// `threads`: prints each one's generation rate as JSON. Their decode calls take turns on the CPU
+/// ([`crate::engine::infer::turns`]).
+pub fn together(model: &Path, threads: i32, prompt: usize, gen: usize, n: usize) -> anyhow::Result<()> {
+    let g = Gguf::load(model).map_err(|e| anyhow!(e))?;
+    let ids = prompt_ids(prompt, g.model.n_vocab() as usize);
+    let start = std::sync::Barrier::new(n);
+    let rates = std::thread::scope(|sc| {
+        let answers: Vec<_> = (0..n)
+            .map(|_| {
+                sc.spawn(|| -> anyhow::Result<f64> {
+                    let session = g.session(&Options { ctx: 512, threads, batch: 512 });
+                    start.wait();
+                    let (_, _, secs) = session.map_err(|e| anyhow!(e))?.bench(&ids, gen).map_err(|e| anyhow!(e))?;
+                    Ok(gen as f64 / secs)
+                })
+            })
+            .collect();
+        answers.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a measuring thread panicked")))).collect::<anyhow::Result<Vec<f64>>>()
+    })?;
+    println!("{}", serde_json::json!({ "rates": rates }));
+    Ok(())
+}
+
+/// Two answers at once with all `threads` each, as a report beside a chat runs: in one process
+/// (lathe's decode calls take turns) and in two processes (nothing orders them). Returns both
+/// pairs of generation rates.
+fn together_figures(exe: &Path, file: &Path, threads: i32, gen: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let cmd = |n: usize| {
+        let mut c = Command::new(exe);
+        c.args(["bench", "chat", "--child", "--together", &n.to_string(), "--model", &file.display().to_string(), "--threads", &threads.to_string()]);
+        c.args(["--prompt", "16", "--gen", &gen.to_string()]);
+        c
+    };
+    let rates = |v: serde_json::Value| v["rates"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect::<Vec<f64>>()).unwrap_or_default();
+    let one = rates(super::json_result(&cmd(2).output()?, "two answers in one process")?);
+    let piped = |mut c: Command| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn();
+    let (a, b) = (piped(cmd(1))?, piped(cmd(1))?);
+    let (a, b) = (a.wait_with_output()?, b.wait_with_output()?);
+    let mut two = rates(super::json_result(&a, "an answer in a process of its own")?);
+    two.extend(rates(super::json_result(&b, "an answer in a process of its own")?));
+    Ok((one, two))
 }
 
 /// Each figure's best over the rounds: the highest rate, the shortest time to the first token.
@@ -380,6 +425,14 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
         }
         None => println!("(the real-terminal figures need tmux)"),
     }
+    let gen2 = gen.min(32);
+    let (one, two) = together_figures(&exe, &file, threads, gen2)?;
+    let sum = |r: &[f64]| format!("{} = {:.1}", r.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" + "), r.iter().sum::<f64>());
+    println!(
+        "two answers at once with all {threads} threads each (Q4_K_M, {gen2} generated): in one process, decode calls taking turns, {} tok/s; in two processes, nothing between them, {} tok/s",
+        sum(&one),
+        sum(&two)
+    );
     if let Some(v) = peer_version {
         println!("(peer: llama-cpp-python {v}; lathe links llama-cpp-sys-2's llama.cpp)");
     }

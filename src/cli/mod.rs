@@ -439,6 +439,9 @@ pub enum BenchCmd {
         child: bool,
         #[arg(long, hide = true)]
         model: Option<PathBuf>,
+        /// Internal: with --child, this many answers at once in this process, each on its own thread.
+        #[arg(long, hide = true, default_value_t = 0)]
+        together: usize,
     },
     /// Start-up time, idle CPU and memory, frame render time and key latency under full CPU load.
     Ui {

@@ -133,7 +133,7 @@ impl Gguf {
             .model
             .new_context(backend()?, params)
             .map_err(|e| format!("llama.cpp could not make a {n_ctx}-token context ({e}); try a smaller --ctx."))?;
-        Ok(Session { gguf: self, ctx, cached: Vec::new(), batch: opts.batch.max(1) as usize })
+        Ok(Session { gguf: self, ctx, cached: Vec::new(), batch: opts.batch.max(1) as usize, threads: opts.threads.max(1) })
     }
 }
 
@@ -144,6 +144,7 @@ pub struct Session<'m> {
     /// The tokens whose keys and values the cache holds, in order.
     cached: Vec<LlamaToken>,
     batch: usize,
+    threads: i32,
 }
 
 impl<'m> Session<'m> {
@@ -153,6 +154,12 @@ impl<'m> Session<'m> {
 
     pub fn context_used(&self) -> usize {
         self.cached.len()
+    }
+
+    /// One decode call, in its turn on the CPU ([`super::turns`]).
+    fn decode(&mut self, batch: &mut LlamaBatch) -> Result<(), llama_cpp_2::DecodeError> {
+        let _turn = super::turns::take(self.threads);
+        self.ctx.decode(batch)
     }
 
     /// Brings the cache to `tokens`, decoding only what differs from what it holds; returns how many
@@ -190,7 +197,7 @@ impl<'m> Session<'m> {
                 let last = pos + 1 == tokens.len();
                 batch.add(*t, pos as i32, &[0], all_logits || last).map_err(|e| e.to_string())?;
             }
-            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode the prompt ({e})."))?;
+            self.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode the prompt ({e})."))?;
             self.cached.extend_from_slice(chunk);
             if all_logits {
                 for i in 0..chunk.len() {
@@ -217,7 +224,7 @@ impl<'m> Session<'m> {
             for (i, t) in chunk.iter().enumerate() {
                 batch.add(*t, (start + i) as i32, &[0], start + i >= first).map_err(|e| e.to_string())?;
             }
-            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode the text ({e})."))?;
+            self.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode the text ({e})."))?;
             for i in 0..chunk.len() {
                 if start + i >= first {
                     on_row(start + i, self.ctx.get_logits_ith(i as i32));
@@ -266,7 +273,7 @@ impl<'m> Session<'m> {
             }
             batch.clear();
             batch.add(tok, self.cached.len() as i32, &[0], true).map_err(|e| e.to_string())?;
-            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
+            self.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
             self.cached.push(tok);
         }
         Ok((pp, first, t1.elapsed().as_secs_f64()))
@@ -327,7 +334,7 @@ impl<'m> Session<'m> {
             }
             batch.clear();
             batch.add(tok, self.cached.len() as i32, &[0], true).map_err(|e| e.to_string())?;
-            self.ctx.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
+            self.decode(&mut batch).map_err(|e| format!("llama.cpp could not decode ({e})."))?;
             self.cached.push(tok);
         };
         if stop != StopReason::StopString {

@@ -5,4 +5,5 @@ pub mod llama;
 pub mod perplexity;
 pub mod remote;
 pub mod slots;
+pub mod turns;
 pub mod worker;

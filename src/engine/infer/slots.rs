@@ -514,6 +514,7 @@ impl Run<'_, '_> {
         if batch.n_tokens() == 0 {
             return Ok(());
         }
+        let _turn = super::turns::take(self.config.threads);
         self.ctx.decode(batch).map_err(|e| e.to_string())?;
         for (i, row) in sample_at {
             let ended = self.sample(i, row);
