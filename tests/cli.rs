@@ -148,6 +148,24 @@ fn training_views_from_the_command_line() {
     let out = lathe(&["data", "view", "create", "x", "--sql", "select 1 as y", "--format", "text"], &h);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a column named text"));
+
+    // A view whose table is dropped is listed with why it cannot be read; the others still are.
+    let csv = h.join("notes.csv");
+    std::fs::write(&csv, "text\nhello\nworld\n").unwrap();
+    assert!(lathe(&["data", "import", csv.to_str().unwrap()], &h).status.success());
+    let out = lathe(&["data", "view", "create", "notes_text", "--sql", "select text from notes", "--format", "text"], &h);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(lathe(&["data", "drop", "notes"], &h).status.success());
+    let out = lathe(&["data", "view", "list"], &h);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let broken = text.lines().find(|l| l.starts_with("notes_text")).unwrap_or_default();
+    assert!(broken.contains("cannot be read: View notes_text no longer runs") && broken.contains("--replace"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("adds ") && l.contains("alpaca")), "{text}");
+    let out = lathe(&["data", "view", "list", "--json"], &h);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = list.as_array().unwrap().iter().find(|v| v["name"] == "notes_text").unwrap();
+    assert!(entry["error"].as_str().unwrap().contains("no longer runs"), "{entry}");
 }
 
 /// QLoRA from the shell: a LoRA run on a 4-bit base is recorded as qlora, its base precision is

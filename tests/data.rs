@@ -271,7 +271,7 @@ fn training_views_check_columns_and_split_deterministically() {
     let ws = Workspace::open(&d).unwrap();
     let cat = Catalog::open_workspace(&ws).unwrap();
     // A new workspace has a view over each demo dataset.
-    let views = cat.views().unwrap();
+    let views: Vec<_> = cat.views().unwrap().into_iter().map(|(_, v)| v.unwrap()).collect();
     let names: Vec<_> = views.iter().map(|v| (v.name.as_str(), v.format, v.train_rows + v.eval_rows)).collect();
     assert_eq!(names, [("chat", ViewFormat::Chat, 1500), ("instruct", ViewFormat::Alpaca, 8000)]);
     let inst = &views[1];

@@ -99,23 +99,34 @@ fn view(records: &Records, cmd: ViewCmd, out: &mut dyn Write) -> anyhow::Result<
         ViewCmd::List { json } => {
             let views = records.views()?;
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&views)?)?;
+                // A view that cannot be read is {name, error}; the others as before.
+                let list: Vec<serde_json::Value> = views
+                    .iter()
+                    .map(|(name, v)| match v {
+                        Ok(info) => serde_json::to_value(info).unwrap_or_default(),
+                        Err(e) => serde_json::json!({"name": name, "error": e}),
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else if views.is_empty() {
                 writeln!(out, "no views; define one with `lathe data view create NAME --sql QUERY --format FORMAT`")?;
             } else {
-                let w = views.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
+                let w = views.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
                 writeln!(out, "{:<w$}  {:<10}  {:>8}  {:>8}  {:>5}  sql", "name", "format", "train", "eval", "eval%")?;
-                for v in views {
-                    writeln!(
-                        out,
-                        "{:<w$}  {:<10}  {:>8}  {:>8}  {:>5.1}  {}",
-                        v.name,
-                        v.format.name(),
-                        v.train_rows,
-                        v.eval_rows,
-                        v.eval_fraction * 100.0,
-                        v.sql
-                    )?;
+                for (name, v) in views {
+                    match v {
+                        Ok(v) => writeln!(
+                            out,
+                            "{:<w$}  {:<10}  {:>8}  {:>8}  {:>5.1}  {}",
+                            v.name,
+                            v.format.name(),
+                            v.train_rows,
+                            v.eval_rows,
+                            v.eval_fraction * 100.0,
+                            v.sql
+                        )?,
+                        Err(e) => writeln!(out, "{name:<w$}  cannot be read: {e}")?,
+                    }
                 }
             }
         }

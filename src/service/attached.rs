@@ -354,14 +354,24 @@ impl Records {
         }
     }
 
-    pub fn views(&self) -> Result<Vec<ViewInfo>, ServiceError> {
+    /// Every view by name, with its split sizes or why it cannot be read.
+    pub fn views(&self) -> Result<Vec<(String, Result<ViewInfo, String>)>, ServiceError> {
         #[derive(serde::Deserialize)]
         struct Preview {
+            name: String,
             info: Option<ViewInfo>,
+            error: Option<String>,
         }
         match self {
             Records::Local(c) => Ok(c.views()?),
-            Records::Attached(a) => Ok(a.list::<Preview>("/api/views")?.into_iter().filter_map(|p| p.info).collect()),
+            Records::Attached(a) => Ok(a
+                .list::<Preview>("/api/views")?
+                .into_iter()
+                .map(|p| {
+                    let info = p.info.ok_or_else(|| p.error.unwrap_or_else(|| "The server gave neither the view nor why.".into()));
+                    (p.name, info)
+                })
+                .collect()),
         }
     }
 

@@ -44,10 +44,6 @@ impl Service {
         Ok(info)
     }
 
-    pub fn view_infos(&self) -> Result<Vec<ViewInfo>, ServiceError> {
-        Ok(self.catalog_now()?.views()?)
-    }
-
     pub fn drop_view(&self, name: &str) -> Result<(), ServiceError> {
         let cat = self.catalog_now()?;
         view_exists(&cat, name)?;

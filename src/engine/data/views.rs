@@ -180,8 +180,13 @@ impl Catalog {
         })
     }
 
-    pub fn views(&self) -> Result<Vec<ViewInfo>, DataError> {
-        self.view_names()?.iter().map(|n| self.view_info(n)).collect()
+    /// Every view by name, with its split sizes or the sentence that says why it no longer runs
+    /// (its tables dropped, say): one broken view does not hide the others.
+    pub fn views(&self) -> Result<Vec<(String, Result<ViewInfo, String>)>, DataError> {
+        Ok(self.view_names()?.into_iter().map(|n| {
+            let info = self.view_info(&n).map_err(|e| e.to_string());
+            (n, info)
+        }).collect())
     }
 
     /// The views' names, without running them (one whose tables are gone is named too).
