@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -280,6 +280,10 @@ fn table() -> Vec<Route> {
         ("/api/datasets/import", "post", post(workspace::import), openapi::import()),
         ("/api/datasets/export", "post", post(catalog::export), openapi::export_data()),
         ("/api/datasets/{name}", "delete", axum::routing::delete(catalog::drop_dataset), openapi::drop_dataset()),
+        // A dataset may be named as the two actions are (import.csv becomes `import`): their paths
+        // take its DELETE too, which the {name} route cannot see behind them.
+        ("/api/datasets/import", "delete", axum::routing::delete(|s: State<AppState>| catalog::drop_dataset(s, Path("import".into()))), openapi::drop_dataset_named("import")),
+        ("/api/datasets/export", "delete", axum::routing::delete(|s: State<AppState>| catalog::drop_dataset(s, Path("export".into()))), openapi::drop_dataset_named("export")),
         ("/api/schema", "get", get(workspace::schema), openapi::tables()),
         ("/api/views", "get", get(workspace::views), openapi::views()),
         ("/api/views", "post", post(catalog::create_view), openapi::create_view()),

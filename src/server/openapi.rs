@@ -276,6 +276,17 @@ pub fn drop_dataset() -> Value {
     op("Drop a dataset", "Its table and its record go; the file it was imported from is not touched.", None, dropped(), &[400, 401, 404, 409, 500])
 }
 
+/// DELETE on an action's path (`/api/datasets/import`): drops the dataset of that name.
+pub fn drop_dataset_named(name: &str) -> Value {
+    op(
+        &format!("Drop the dataset named {name}"),
+        &format!("The same as DELETE /api/datasets/{{name}} for a dataset named {name}, whose path is also the {name} action's."),
+        None,
+        dropped(),
+        &[401, 404, 409, 500],
+    )
+}
+
 pub fn export_data() -> Value {
     let mut v = op(
         "Write a dataset or a query's result to a file",

@@ -562,6 +562,13 @@ fn the_cli_changes_the_workspace_through_the_server() {
     assert!(v["data"].as_array().unwrap().iter().all(|d| d["name"] != "garden"), "{v}");
     let (ok, _, stderr) = out(&["data", "drop", "garden"]);
     assert!(!ok && stderr.contains("No dataset named garden"), "{stderr}");
+    // A dataset named as an action (its path is /api/datasets/export) is dropped all the same.
+    let (ok, stdout, stderr) = out(&["data", "import", allowed.join("plants.csv").to_str().unwrap(), "--name", "export"]);
+    assert!(ok && stdout.contains("Imported export"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = out(&["data", "drop", "export"]);
+    assert!(ok && stdout.contains("dropped export"), "{stdout}{stderr}");
+    let (status, v) = s.request("DELETE", "/api/datasets/import", &[], b"");
+    assert_eq!((status, error_of(&v).1), (404, "not_found"), "{v}");
     let (status, _) = s.request("DELETE", "/api/views/care", &[], b"");
     assert_eq!(status, 404);
     let status = s.stop();
