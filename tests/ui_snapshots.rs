@@ -655,11 +655,15 @@ fn quantization_reports_overlay() {
     assert_eq!(a.training.runs.quant_shown, 0);
     insta::assert_snapshot!("quant_report_80x24", render(&mut a, 80, 24));
     insta::assert_snapshot!("quant_report_200x50", render(&mut a, 200, 50));
-    a.update(Action::ScrollRight);
+    // Right and Left, through the keymap: the viewer's own actions.
+    let key = |a: &App, code| a.keymap.resolve(a.mode(), false, &crossterm::event::KeyEvent::from(code)).expect("bound in the viewer");
+    let (right, left) = (key(&a, crossterm::event::KeyCode::Right), key(&a, crossterm::event::KeyCode::Left));
+    assert_eq!((&right, &left), (&Action::NextReport, &Action::PrevReport));
+    a.update(right.clone());
     assert_eq!(a.training.runs.quant_shown, 1);
-    a.update(Action::ScrollRight);
+    a.update(right);
     assert_eq!(a.training.runs.quant_shown, 1, "past the last report it stays");
-    a.update(Action::ScrollLeft);
+    a.update(left);
     assert_eq!(a.training.runs.quant_shown, 0);
     // The third run's report is the older one: it opens there.
     a.update(Action::Close);

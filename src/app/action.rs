@@ -125,6 +125,9 @@ pub enum Action {
     HistoryNext,
     ScrollLeft,
     ScrollRight,
+    /// In the quantization overlay: the run's previous or next report.
+    PrevReport,
+    NextReport,
     Top,
     Bottom,
     /// Shows the selected row in full.
@@ -293,6 +296,8 @@ impl Action {
             "history_next" => Action::HistoryNext,
             "scroll_left" => Action::ScrollLeft,
             "scroll_right" => Action::ScrollRight,
+            "previous_report" => Action::PrevReport,
+            "next_report" => Action::NextReport,
             "top" => Action::Top,
             "bottom" => Action::Bottom,
             "view_row" => Action::ViewRow,
@@ -372,6 +377,8 @@ impl Action {
             Action::HistoryNext => "next query from history".into(),
             Action::ScrollLeft => "column left".into(),
             Action::ScrollRight => "column right".into(),
+            Action::PrevReport => "previous quantization report".into(),
+            Action::NextReport => "next quantization report".into(),
             Action::Top => "first row".into(),
             Action::Bottom => "last row".into(),
             Action::ViewRow => "show the row in full".into(),

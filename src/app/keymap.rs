@@ -355,13 +355,7 @@ impl Keymap {
                 // Plain keys first: they are what people type.
                 keys.sort_by_key(|k| (k.ctrl || k.alt || k.shift, *k));
                 let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-                let what = match (mode, &a) {
-                    // In a viewer only the quantization reports page sideways.
-                    (Mode::Viewer, Action::ScrollLeft) => "previous quantization report".into(),
-                    (Mode::Viewer, Action::ScrollRight) => "next quantization report".into(),
-                    _ => a.describe(),
-                };
-                (keys.join(" "), what)
+                (keys.join(" "), a.describe())
             })
             .collect()
     }
@@ -420,7 +414,7 @@ fn action_order(a: &Action) -> (u8, usize) {
         Action::SwitchDataFocus | Action::HistoryPrev | Action::HistoryNext | Action::ViewRow => (8, 0),
         Action::OpenImport | Action::OpenExport | Action::Complete | Action::PreviewViews => (8, 3),
         Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => (8, 1),
-        Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => (8, 2),
+        Action::ScrollLeft | Action::ScrollRight | Action::PrevReport | Action::NextReport | Action::Top | Action::Bottom => (8, 2),
         Action::Confirm => (9, 0),
         Action::Deny => (10, 0),
         Action::Close => (11, 0),
@@ -556,7 +550,7 @@ mod tests {
         assert_eq!(KeySpec::parse("shift+tab").unwrap().to_string(), "Shift-Tab");
         assert!(KeySpec::parse("f13").is_err());
         assert!(KeySpec::parse("hyper+a").is_err());
-        // Left/Right page a viewer's quantization reports, not a grid's columns.
+        // Left/Right page a viewer's quantization reports (their own actions), a grid's columns.
         let viewer = km.describe(Mode::Viewer);
         assert!(viewer.iter().any(|(k, d)| k.contains("Right") && d == "next quantization report"), "{viewer:?}");
         assert!(km.describe(Mode::Grid).iter().any(|(_, d)| d == "column right"));

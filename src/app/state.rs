@@ -341,7 +341,7 @@ impl App {
                     f.selected = if action == Action::ScrollUp { (f.selected + n - 1) % n } else { (f.selected + 1) % n };
                 }
             }
-            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::ScrollLeft | Action::ScrollRight
+            Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown | Action::PrevReport | Action::NextReport
                 if matches!(self.overlay, Some(Overlay::RunDetail | Overlay::QuantReport)) =>
             {
                 out.extend(self.training.update(action, &mut cx!(self)));
@@ -375,7 +375,7 @@ impl App {
                     };
                 }
             }
-            Action::ScrollLeft | Action::ScrollRight | Action::Top | Action::Bottom => {}
+            Action::ScrollLeft | Action::ScrollRight | Action::PrevReport | Action::NextReport | Action::Top | Action::Bottom => {}
             Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown => {
                 if let Some(Overlay::Help { scroll }) = &mut self.overlay {
                     let page = self.size.1.saturating_sub(8).max(1);

@@ -268,14 +268,14 @@ impl TrainingPanes {
                     out.push(Command::ListQuantEvals { request: self.runs.quant_request });
                 }
             }
-            Action::ScrollLeft | Action::ScrollRight | Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
+            Action::PrevReport | Action::NextReport | Action::ScrollUp | Action::ScrollDown | Action::PageUp | Action::PageDown
                 if *cx.overlay == Some(Overlay::QuantReport) =>
             {
                 let n = self.runs.quant_ids().len();
                 let s = &mut self.runs.quant_shown;
                 *s = match action {
-                    Action::ScrollLeft => s.saturating_sub(1),
-                    Action::ScrollRight => (*s + 1).min(n.saturating_sub(1)),
+                    Action::PrevReport => s.saturating_sub(1),
+                    Action::NextReport => (*s + 1).min(n.saturating_sub(1)),
                     _ => *s,
                 };
             }

@@ -22,7 +22,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let ids = runs.quant_ids();
     let km = &app.keymap;
     let keys = if ids.len() > 1 {
-        format!("{}/{} report {}/{}, {} closes", km.hint(Mode::Viewer, &Action::ScrollLeft), km.hint(Mode::Viewer, &Action::ScrollRight), runs.quant_shown + 1, ids.len(), km.hint(Mode::Viewer, &Action::Close))
+        format!("{}/{} report {}/{}, {} closes", km.hint(Mode::Viewer, &Action::PrevReport), km.hint(Mode::Viewer, &Action::NextReport), runs.quant_shown + 1, ids.len(), km.hint(Mode::Viewer, &Action::Close))
     } else {
         format!("{} closes", km.hint(Mode::Viewer, &Action::Close))
     };
