@@ -6,7 +6,8 @@
 //! once in a real terminal (the workstation in tmux against `lathe chat --prompt`, which counts
 //! the UI thread and the system monitor competing with llama.cpp's threads), plus two models
 //! answering at once in compare mode, and two answers at once with all the threads each (in one
-//! process, where decode calls take turns, and in two). Each engine runs in its own process.
+//! process and in two: decode calls take turns within a process and between processes). Each
+//! engine runs in its own process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -158,7 +159,7 @@ pub fn together(model: &Path, threads: i32, prompt: usize, gen: usize, n: usize)
 }
 
 /// Two answers at once with all `threads` each, as a report beside a chat runs: in one process
-/// (lathe's decode calls take turns) and in two processes (nothing orders them). Returns both
+/// and in two processes (lathe's decode calls take turns within and between processes). Returns both
 /// pairs of generation rates.
 fn together_figures(exe: &Path, file: &Path, threads: i32, gen: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let cmd = |n: usize| {
@@ -429,7 +430,7 @@ pub fn run(dir: &Path, threads: i32, prompt: usize, gen: usize, runs: usize, pee
     let (one, two) = together_figures(&exe, &file, threads, gen2)?;
     let sum = |r: &[f64]| format!("{} = {:.1}", r.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" + "), r.iter().sum::<f64>());
     println!(
-        "two answers at once with all {threads} threads each (Q4_K_M, {gen2} generated): in one process, decode calls taking turns, {} tok/s; in two processes, nothing between them, {} tok/s",
+        "two answers at once with all {threads} threads each (Q4_K_M, {gen2} generated): in one process, {} tok/s; in two processes, {} tok/s (decode calls take turns within a process and between processes)",
         sum(&one),
         sum(&two)
     );

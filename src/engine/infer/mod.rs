@@ -2,6 +2,7 @@
 
 pub mod library;
 pub mod llama;
+pub mod machine_turns;
 pub mod perplexity;
 pub mod remote;
 pub mod slots;

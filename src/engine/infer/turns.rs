@@ -6,9 +6,11 @@
 //! in lathe first takes a [`Turn`]: it holds as many CPUs as its context has threads (all of them
 //! at most) for the call; a call that does not fit waits, first come first served, so a small call
 //! never overtakes a large one for ever. Calls that fit side by side (compare mode's half threads
-//! each) still run at once. Only this process's calls are ordered: another process's llama.cpp is
-//! not seen.
+//! each) still run at once. Across this user's lathe processes, a process's calls run while it
+//! holds its turn in [`super::machine_turns`]' queue: its calls join a turn it holds unless another
+//! process waits, so two processes alternate call by call.
 
+use super::machine_turns::{Queue, Ticket};
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
@@ -17,6 +19,15 @@ pub struct Turns {
     cpus: usize,
     state: Mutex<State>,
     changed: Condvar,
+    machine: Option<Machine>,
+}
+
+/// This process's place among the others.
+struct Machine {
+    queue: Queue,
+    /// The turn this process holds, and how many of its calls run in it.
+    held: Mutex<Option<(Ticket, usize)>>,
+    left: Condvar,
 }
 
 struct State {
@@ -30,12 +41,19 @@ struct State {
 pub struct Turn<'a> {
     turns: &'a Turns,
     cpus: usize,
+    /// Whether the call holds a part of the process's turn among processes.
+    in_machine_turn: bool,
 }
 
 impl Turns {
     pub fn new(cpus: usize) -> Turns {
         let cpus = cpus.max(1);
-        Turns { cpus, state: Mutex::new(State { free: cpus, waiting: VecDeque::new(), next: 0 }), changed: Condvar::new() }
+        Turns { cpus, state: Mutex::new(State { free: cpus, waiting: VecDeque::new(), next: 0 }), changed: Condvar::new(), machine: None }
+    }
+
+    /// Turns that also wait for this process's turn among the processes sharing `queue`.
+    pub fn among_processes(cpus: usize, queue: Queue) -> Turns {
+        Turns { machine: Some(Machine { queue, held: Mutex::new(None), left: Condvar::new() }), ..Turns::new(cpus) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -61,7 +79,8 @@ impl Turns {
             // The next in line may fit beside this call.
             self.changed.notify_all();
         }
-        Turn { turns: self, cpus: want }
+        let in_machine_turn = self.machine.as_ref().is_some_and(Machine::enter);
+        Turn { turns: self, cpus: want, in_machine_turn }
     }
 
     /// Calls waiting for their turn.
@@ -70,8 +89,60 @@ impl Turns {
     }
 }
 
+impl Machine {
+    fn held(&self) -> MutexGuard<'_, Option<(Ticket, usize)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the turn this process holds, unless another process waits for one (then waits until
+    /// this process's calls have left it), or takes a new one. False when the queue cannot be used
+    /// (its folder unwritable): the call then runs ordered within this process only.
+    fn enter(&self) -> bool {
+        let mut held = self.held();
+        loop {
+            match held.as_mut() {
+                Some((ticket, calls)) => {
+                    if !self.queue.others_than(ticket).unwrap_or(false) {
+                        *calls += 1;
+                        return true;
+                    }
+                    held = self.left.wait(held).unwrap_or_else(|e| e.into_inner());
+                }
+                None => match self.queue.take() {
+                    Ok(ticket) => {
+                        *held = Some((ticket, 1));
+                        return true;
+                    }
+                    Err(e) => {
+                        static TOLD: std::sync::Once = std::sync::Once::new();
+                        TOLD.call_once(|| tracing::warn!("llama.cpp calls are not ordered with other lathe processes' (turns folder: {e})"));
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+
+    fn leave(&self) {
+        let mut held = self.held();
+        if let Some((_, calls)) = held.as_mut() {
+            *calls -= 1;
+            if *calls == 0 {
+                *held = None;
+                drop(held);
+                self.left.notify_all();
+            }
+        }
+    }
+}
+
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        if self.in_machine_turn {
+            if let Some(m) = &self.turns.machine {
+                m.leave();
+            }
+        }
         let mut st = self.turns.lock();
         st.free += self.cpus;
         let anyone = !st.waiting.is_empty();
@@ -85,7 +156,18 @@ impl Drop for Turn<'_> {
 /// The turn of a decode call whose context has `threads` threads, among this process's calls.
 pub fn take(threads: i32) -> Turn<'static> {
     static TURNS: OnceLock<Turns> = OnceLock::new();
-    TURNS.get_or_init(|| Turns::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))).take(threads)
+    TURNS
+        .get_or_init(|| {
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            match Queue::open(Queue::default_dir()) {
+                Ok(q) => Turns::among_processes(cpus, q),
+                Err(e) => {
+                    tracing::warn!("llama.cpp calls are not ordered with other lathe processes' (turns folder: {e})");
+                    Turns::new(cpus)
+                }
+            }
+        })
+        .take(threads)
 }
 
 #[cfg(test)]
@@ -162,5 +244,44 @@ mod tests {
         large.join().unwrap();
         small.join().unwrap();
         assert_eq!(*order.lock().unwrap(), vec!["large", "small"]);
+    }
+
+    #[test]
+    fn processes_alternate_a_call_does_not_join_its_process_turn_while_another_process_waits() {
+        let dir = std::env::temp_dir().join(format!("lathe-turns-procs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Two processes' turns: two queues on one folder are two open files, as two processes have.
+        let process = || Arc::new(Turns::among_processes(2, super::Queue::open(dir.clone()).unwrap()));
+        let (a, b) = (process(), process());
+        let first = a.take(1);
+        // A second call of the same process fits beside the first and joins its turn.
+        drop(a.take(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let spawn = |t: &Arc<Turns>, name: &'static str| {
+            let (t, order) = (t.clone(), order.clone());
+            std::thread::spawn(move || {
+                let _turn = t.take(1);
+                order.lock().unwrap().push(name);
+                std::thread::sleep(Duration::from_millis(20));
+            })
+        };
+        let other = spawn(&b, "other process");
+        let tickets = || std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("t-")).count();
+        for _ in 0..1000 {
+            if tickets() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(tickets(), 2, "the other process never joined the queue");
+        // Now a call of the first process fits its CPUs but waits: the other process asked first.
+        let same = spawn(&a, "same process");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(order.lock().unwrap().is_empty(), "a call ran while the first process held its turn");
+        drop(first);
+        other.join().unwrap();
+        same.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), vec!["other process", "same process"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

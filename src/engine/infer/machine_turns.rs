@@ -1,0 +1,218 @@
+//! Turns among this user's lathe processes: the same first-come-first-served order as
+//! [`super::turns`] keeps within one process, kept across processes (a chat in the workstation
+//! while `lathe quant report` runs in another terminal measured ~30x slower on 2 cores, each
+//! process's llama.cpp threads spinning at their barriers while the other's ran).
+//!
+//! The queue is a folder of ticket files, one per process waiting or running: `t-<number>`, the
+//! numbers handed out in order from a counter file. A ticket's file is locked (flock) by its process
+//! before it is given its name, so a named ticket whose lock can be taken belongs to a process that
+//! is gone: whoever finds it removes it. A process waits on the lock of the ticket just ahead of its
+//! own (blocked in the kernel, no polling) and runs when no ticket ahead is left. A killed process
+//! leaves nothing that blocks the others: the kernel drops its locks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The queue's folder.
+pub struct Queue {
+    dir: PathBuf,
+}
+
+/// A process's place in the queue; its turn while held after [`Queue::take`] returned it. Dropping
+/// it leaves the queue.
+pub struct Ticket {
+    number: u64,
+    path: PathBuf,
+    /// Holds the lock that tells the others this ticket's process is alive.
+    _file: File,
+}
+
+impl Queue {
+    /// The queue in `dir` (created, readable by this user only, when missing).
+    pub fn open(dir: PathBuf) -> io::Result<Queue> {
+        make_dir(&dir)?;
+        Ok(Queue { dir })
+    }
+
+    /// The queue this user's processes share: in $XDG_RUNTIME_DIR, else in the temporary folder
+    /// under this user's id.
+    pub fn default_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("lathe-turns");
+        }
+        use std::os::unix::fs::MetadataExt;
+        let uid = fs::metadata("/proc/self").map(|m| m.uid().to_string()).unwrap_or_else(|_| std::env::var("USER").unwrap_or_default());
+        std::env::temp_dir().join(format!("lathe-turns-{uid}"))
+    }
+
+    /// Joins the queue and waits until every process that joined before has left it.
+    pub fn take(&self) -> io::Result<Ticket> {
+        let number = match self.next_number() {
+            // A runtime folder is emptied at logout, a temporary one by cleaners.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                make_dir(&self.dir)?;
+                self.next_number()?
+            }
+            r => r?,
+        };
+        let fresh = self.dir.join(format!("new-{}-{number}", std::process::id()));
+        let file = File::create(&fresh)?;
+        file.lock()?;
+        let path = self.dir.join(ticket_name(number));
+        fs::rename(&fresh, &path)?;
+        let ticket = Ticket { number, path, _file: file };
+        loop {
+            let Some(ahead) = self.tickets()?.into_iter().filter(|&n| n < number).max() else {
+                return Ok(ticket);
+            };
+            let path = self.dir.join(ticket_name(ahead));
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // Returns when that process leaves the queue, or at once when it is gone.
+            file.lock_shared()?;
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether another process has joined the queue besides `ticket`'s.
+    pub fn others_than(&self, ticket: &Ticket) -> io::Result<bool> {
+        Ok(self.tickets()?.into_iter().any(|n| n != ticket.number))
+    }
+
+    /// The numbers of the named tickets.
+    fn tickets(&self) -> io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            if let Some(n) = entry?.file_name().to_str().and_then(|s| s.strip_prefix("t-")).and_then(|s| s.parse().ok()) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next number from the counter, never below a ticket already named (a counter file that
+    /// was lost or cut short must not put a newcomer ahead of the processes waiting).
+    fn next_number(&self) -> io::Result<u64> {
+        let mut counter = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(self.dir.join("counter"))?;
+        counter.lock()?;
+        let mut text = String::new();
+        counter.read_to_string(&mut text)?;
+        let after_named = self.tickets()?.into_iter().max().map_or(0, |n| n + 1);
+        let number = text.trim().parse::<u64>().unwrap_or(0).max(after_named);
+        counter.seek(SeekFrom::Start(0))?;
+        counter.set_len(0)?;
+        write!(counter, "{}", number + 1)?;
+        Ok(number)
+    }
+}
+
+fn make_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn ticket_name(n: u64) -> String {
+    format!("t-{n:020}")
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Removed before its lock goes with the file, so a process woken by the lock finds it gone.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A folder of the test's own, removed when dropped.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(test: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("lathe-turns-test-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn queue(dir: &Dir) -> Queue {
+        Queue::open(dir.path().join("turns")).unwrap()
+    }
+
+    #[test]
+    fn processes_run_in_the_order_they_joined_and_one_at_a_time() {
+        let dir = Dir::new("order");
+        let first = queue(&dir).take().unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for name in ["second", "third"] {
+            let (q, order) = (queue(&dir), order.clone());
+            waiters.push(std::thread::spawn(move || {
+                let _t = q.take().unwrap();
+                order.lock().unwrap().push(name);
+                std::thread::sleep(Duration::from_millis(30));
+                order.lock().unwrap().push("left");
+            }));
+            // Each joins before the next (two Queue values: two open files, as two processes have).
+            while queue(&dir).tickets().unwrap().len() < waiters.len() + 1 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        assert!(queue(&dir).others_than(&first).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(order.lock().unwrap().is_empty(), "a process ran while the first held its turn");
+        drop(first);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["second", "left", "third", "left"]);
+        assert!(queue(&dir).tickets().unwrap().is_empty(), "tickets were left behind");
+    }
+
+    #[test]
+    fn a_ticket_left_by_a_killed_process_is_removed_and_does_not_block() {
+        let dir = Dir::new("killed");
+        let q = queue(&dir);
+        // What a killed process leaves: its ticket file, with no lock on it any more.
+        std::fs::write(dir.path().join("turns").join(super::ticket_name(0)), b"").unwrap();
+        let t = q.take().unwrap();
+        assert_eq!(t.number, 1, "the number is past the ticket already there");
+        assert_eq!(q.tickets().unwrap(), [1]);
+        assert!(!q.others_than(&t).unwrap());
+    }
+
+    #[test]
+    fn a_lost_counter_does_not_put_a_newcomer_ahead_of_those_waiting() {
+        let dir = Dir::new("counter");
+        let q = queue(&dir);
+        let held = q.take().unwrap();
+        std::fs::write(dir.path().join("turns").join("counter"), b"").unwrap();
+        let next = q.next_number().unwrap();
+        assert!(next > held.number);
+    }
+}
