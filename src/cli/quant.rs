@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
-use crate::engine::data::quant_evals::{best_tradeoff, QuantEval};
+use crate::engine::data::quant_evals::{best_tradeoff, matrix_gain, QuantEval};
 use crate::engine::export::gguf::Quant;
 use crate::engine::jobs::{JobEvent, JobStatus};
 use crate::engine::workspace::Workspace;
@@ -207,13 +207,13 @@ fn print_report(out: &mut dyn Write, r: &Report, secs: f64) -> anyhow::Result<()
 pub fn print_table(out: &mut dyn Write, rows: &[QuantEval], best: Option<usize>) -> anyhow::Result<()> {
     let Some(first) = rows.first() else { return Ok(()) };
     writeln!(out, "report {} of {} on {} ({} sequences of up to {} tokens){}", first.report, first.source, first.eval, first.chunks, first.n_ctx, first.created_at.get(..16).map(|d| format!(", {d}")).unwrap_or_default())?;
-    writeln!(out, "  {:<16} {:>10} {:>12} {:>10} {:>9} {:>7} {:>8} {:>8}", "type", "size", "perplexity", "KL div.", "same top", "exact", "prompt/s", "gen/s")?;
+    writeln!(out, "  {:<16} {:>10} {:>12} {:>10} {:>9} {:>7} {:>8} {:>8} {:>10}", "type", "size", "perplexity", "KL div.", "same top", "exact", "prompt/s", "gen/s", "gap closed")?;
     let f1 = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
     for (i, r) in rows.iter().enumerate() {
         let mark = if best == Some(i) { "*" } else { " " };
         writeln!(
             out,
-            "{mark} {:<16} {:>10} {:>12.4} {:>10.6} {:>8.2}% {:>7} {:>8} {:>8}",
+            "{mark} {:<16} {:>10} {:>12.4} {:>10.6} {:>8.2}% {:>7} {:>8} {:>8} {:>10}",
             r.label(),
             bytes(r.size_bytes),
             r.ppl,
@@ -221,8 +221,30 @@ pub fn print_table(out: &mut dyn Write, rows: &[QuantEval], best: Option<usize>)
             r.same_top * 100.0,
             r.exact_match.map(|e| format!("{:.1}%", e * 100.0)).unwrap_or_else(|| "-".into()),
             f1(r.prompt_tps),
-            f1(r.gen_tps)
+            f1(r.gen_tps),
+            gap_closed(rows, r)
         )?;
     }
+    let gains: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let (ppl, kld) = matrix_gain(rows, r)?;
+            let pct = |v: Option<f64>, what: &str| v.map(|x| format!("{} {:.0}% of {what}", if x < 0.0 { "adds" } else { "closes" }, x.abs() * 100.0));
+            let said: Vec<String> = [pct(ppl, "the perplexity gap to f16"), pct(kld, "the KL divergence")].into_iter().flatten().collect();
+            (!said.is_empty()).then(|| format!("{}: {}", r.quant, said.join(", ")))
+        })
+        .collect();
+    if !gains.is_empty() {
+        writeln!(out, "the importance matrix, type by type: {}", gains.join("; "))?;
+    }
     Ok(())
+}
+
+/// The share of the perplexity gap to f16 the importance matrix closed for this row ("31%"), "-"
+/// where it does not apply.
+fn gap_closed(rows: &[QuantEval], r: &QuantEval) -> String {
+    match matrix_gain(rows, r) {
+        Some((Some(share), _)) => format!("{:.0}%", share * 100.0),
+        _ => "-".into(),
+    }
 }

@@ -1,7 +1,8 @@
 //! The quantization reports overlay (opened from the Runs pane): one report's files in a table
 //! (size, perplexity, KL divergence from the f16 file, same top token, exact match, speeds) over a
 //! chart of KL divergence against size, without and with the importance matrix, the best
-//! trade-off marked in both.
+//! trade-off marked in both; a file made with the matrix says how much of the perplexity gap to
+//! f16 the matrix closed.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -14,7 +15,7 @@ use super::widgets::{bytes, centered, empty_state, pane_block, EmptyState};
 use crate::app::action::Action;
 use crate::app::keymap::Mode;
 use crate::app::state::App;
-use crate::engine::data::quant_evals::best_tradeoff;
+use crate::engine::data::quant_evals::{best_tradeoff, matrix_gain};
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
@@ -66,6 +67,10 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(format!("{:.5}", r.kld)),
                 Cell::from(format!("{:.1}%", r.same_top * 100.0)),
                 Cell::from(r.exact_match.map(|e| format!("{:.1}%", e * 100.0)).unwrap_or_else(|| "-".into())),
+                Cell::from(match matrix_gain(&rows, r) {
+                    Some((Some(share), _)) => format!("{:.0}%", share * 100.0),
+                    _ => "-".into(),
+                }),
             ];
             if wide {
                 cells.push(Cell::from(f1(r.prompt_tps)));
@@ -75,8 +80,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
             Row::new(cells).style(style)
         })
         .collect();
-    let mut header = vec![" type", "size", "perplexity", "KL div.", "same top", "exact"];
-    let mut widths = vec![Constraint::Length(16), Constraint::Length(10), Constraint::Length(11), Constraint::Length(9), Constraint::Length(8), Constraint::Length(6)];
+    let mut header = vec![" type", "size", "perplexity", "KL div.", "same top", "exact", "gap closed"];
+    let mut widths = vec![Constraint::Length(16), Constraint::Length(10), Constraint::Length(10), Constraint::Length(8), Constraint::Length(8), Constraint::Length(6), Constraint::Length(10)];
     if wide {
         header.extend(["prompt/s", "gen/s"]);
         widths.extend([Constraint::Length(9), Constraint::Length(7)]);

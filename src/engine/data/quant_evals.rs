@@ -176,6 +176,21 @@ pub fn best_tradeoff(rows: &[QuantEval]) -> Option<usize> {
     front.into_iter().map(|i| (i, below(i))).filter(|&(_, d)| d > 1e-9).max_by(|a, b| a.1.total_cmp(&b.1)).map(|(i, _)| i)
 }
 
+/// What the importance matrix gained a file measured both ways in one report: the share of the
+/// perplexity gap between the file made without it and the f16 file that the matrix closes, and the
+/// share of the KL divergence it removes (1 = all of it, 0 = none, below 0 = it made the file
+/// worse). None for a file made without the matrix, or when the report lacks the f16 file or the
+/// file without the matrix; a share is None when there was no gap to close.
+pub fn matrix_gain(rows: &[QuantEval], with: &QuantEval) -> Option<(Option<f64>, Option<f64>)> {
+    if !with.imatrix {
+        return None;
+    }
+    let reference = rows.iter().find(|r| r.is_reference())?;
+    let plain = rows.iter().find(|r| !r.imatrix && r.quant == with.quant && r.report == with.report)?;
+    let share = |gap: f64, closed: f64| (gap > 0.0).then(|| closed / gap);
+    Some((share(plain.ppl - reference.ppl, plain.ppl - with.ppl), share(plain.kld, plain.kld - with.kld)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +216,24 @@ mod tests {
         let mut worse = rows.clone();
         worse.push(row("q5_k_m", false, 700, 0.05));
         assert_eq!(best_tradeoff(&worse).map(|i| worse[i].label()), Some("q4_k_m+imatrix".into()));
+    }
+
+    #[test]
+    fn the_matrix_gain_is_the_share_of_the_gap_to_f16_it_closes() {
+        let with_ppl = |quant: &str, imatrix: bool, ppl: f64, kld: f64| QuantEval { ppl, ..row(quant, imatrix, 100, kld) };
+        let rows = vec![
+            with_ppl("f16", false, 10.0, 0.0),
+            with_ppl("q4_k_m", false, 12.0, 0.5),
+            with_ppl("q4_k_m", true, 11.5, 0.375),
+            with_ppl("q2_k", false, 10.0, 0.0),
+            with_ppl("q2_k", true, 10.4, 0.01),
+            with_ppl("q3_k_m", true, 11.0, 0.02),
+        ];
+        assert_eq!(matrix_gain(&rows, &rows[2]), Some((Some(0.25), Some(0.25))));
+        assert_eq!(matrix_gain(&rows, &rows[1]), None, "a file without the matrix gains nothing from it");
+        assert_eq!(matrix_gain(&rows, &rows[4]), Some((None, None)), "no gap to close");
+        assert_eq!(matrix_gain(&rows, &rows[5]), None, "no file without the matrix to compare with");
+        assert_eq!(matrix_gain(&rows[1..], &rows[2]), None, "no f16 file");
     }
 
     #[test]
