@@ -10,7 +10,7 @@
 //! holds its turn in [`super::machine_turns`]' queue: its calls join a turn it holds unless another
 //! process waits, so two processes alternate call by call.
 
-use super::machine_turns::{Queue, Ticket};
+use super::machine_turns::{Process, Queue};
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
@@ -19,15 +19,7 @@ pub struct Turns {
     cpus: usize,
     state: Mutex<State>,
     changed: Condvar,
-    machine: Option<Machine>,
-}
-
-/// This process's place among the others.
-struct Machine {
-    queue: Queue,
-    /// The turn this process holds, and how many of its calls run in it.
-    held: Mutex<Option<(Ticket, usize)>>,
-    left: Condvar,
+    machine: Option<Process>,
 }
 
 struct State {
@@ -53,7 +45,7 @@ impl Turns {
 
     /// Turns that also wait for this process's turn among the processes sharing `queue`.
     pub fn among_processes(cpus: usize, queue: Queue) -> Turns {
-        Turns { machine: Some(Machine { queue, held: Mutex::new(None), left: Condvar::new() }), ..Turns::new(cpus) }
+        Turns { machine: Some(Process::new(queue)), ..Turns::new(cpus) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -79,60 +71,13 @@ impl Turns {
             // The next in line may fit beside this call.
             self.changed.notify_all();
         }
-        let in_machine_turn = self.machine.as_ref().is_some_and(Machine::enter);
+        let in_machine_turn = self.machine.as_ref().is_some_and(Process::enter);
         Turn { turns: self, cpus: want, in_machine_turn }
     }
 
     /// Calls waiting for their turn.
     pub fn waiting(&self) -> usize {
         self.lock().waiting.len()
-    }
-}
-
-impl Machine {
-    fn held(&self) -> MutexGuard<'_, Option<(Ticket, usize)>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Joins the turn this process holds, unless another process waits for one (then waits until
-    /// this process's calls have left it), or takes a new one. False when the queue cannot be used
-    /// (its folder unwritable): the call then runs ordered within this process only.
-    fn enter(&self) -> bool {
-        let mut held = self.held();
-        loop {
-            match held.as_mut() {
-                Some((ticket, calls)) => {
-                    if !self.queue.others_than(ticket).unwrap_or(false) {
-                        *calls += 1;
-                        return true;
-                    }
-                    held = self.left.wait(held).unwrap_or_else(|e| e.into_inner());
-                }
-                None => match self.queue.take() {
-                    Ok(ticket) => {
-                        *held = Some((ticket, 1));
-                        return true;
-                    }
-                    Err(e) => {
-                        static TOLD: std::sync::Once = std::sync::Once::new();
-                        TOLD.call_once(|| tracing::warn!("llama.cpp calls are not ordered with other lathe processes' (turns folder: {e})"));
-                        return false;
-                    }
-                },
-            }
-        }
-    }
-
-    fn leave(&self) {
-        let mut held = self.held();
-        if let Some((_, calls)) = held.as_mut() {
-            *calls -= 1;
-            if *calls == 0 {
-                *held = None;
-                drop(held);
-                self.left.notify_all();
-            }
-        }
     }
 }
 
