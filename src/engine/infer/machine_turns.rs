@@ -8,7 +8,8 @@
 //! before it is given its name, so a named ticket whose lock can be taken belongs to a process that
 //! is gone: whoever finds it removes it. A process waits on the lock of the ticket just ahead of its
 //! own (blocked in the kernel, no polling) and runs when no ticket ahead is left. A killed process
-//! leaves nothing that blocks the others: the kernel drops its locks. A process's turn is all the
+//! leaves nothing that blocks the others: the kernel drops its locks; a stopped one (Ctrl-Z), whose
+//! threads do not run, is passed after a quarter of a second. A process's turn is all the
 //! CPUs: two processes whose calls would fit side by side (one thread each on two cores) still
 //! take turns; within a process such calls run at once.
 //!
@@ -69,13 +70,16 @@ impl Queue {
             r => r?,
         };
         let fresh = self.dir.join(format!("new-{}-{number}", std::process::id()));
-        let file = File::create(&fresh)?;
+        let mut file = File::create(&fresh)?;
         file.lock()?;
+        write!(file, "{}", std::process::id())?;
         let path = self.dir.join(ticket_name(number));
         fs::rename(&fresh, &path)?;
         let ticket = Ticket { number, path, _file: file };
+        // Tickets of stopped processes (Ctrl-Z): passed, not waited for.
+        let mut passed = Vec::new();
         loop {
-            let Some(ahead) = self.tickets()?.into_iter().filter(|&n| n < number).max() else {
+            let Some(ahead) = self.tickets()?.into_iter().filter(|&n| n < number && !passed.contains(&n)).max() else {
                 return Ok(ticket);
             };
             let path = self.dir.join(ticket_name(ahead));
@@ -84,11 +88,13 @@ impl Queue {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            // Returns when that process leaves the queue, or at once when it is gone.
-            file.lock_shared()?;
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+            match wait_for(file)? {
+                Ahead::Left => match fs::remove_file(&path) {
+                    // Still there: its process is gone (one that leaves removes its ticket first).
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                },
+                Ahead::Stopped => passed.push(ahead),
             }
         }
     }
@@ -123,6 +129,47 @@ impl Queue {
         write!(counter, "{}", number + 1)?;
         Ok(number)
     }
+}
+
+/// How a wait for the ticket ahead ended.
+enum Ahead {
+    /// Its process left the queue, or is gone.
+    Left,
+    /// Its process is stopped (SIGSTOP, Ctrl-Z): it would hold every other process up until it
+    /// goes on, while its own threads do not run.
+    Stopped,
+}
+
+/// How often a wait looks whether the process ahead is stopped.
+const STOPPED_CHECK: Duration = Duration::from_millis(250);
+
+/// Waits for the lock of the ticket ahead (in the kernel, on a thread of its own, so that the wait
+/// can look at that process now and then).
+fn wait_for(file: File) -> io::Result<Ahead> {
+    if file.try_lock_shared().is_ok() {
+        return Ok(Ahead::Left);
+    }
+    let mut pid = String::new();
+    (&file).read_to_string(&mut pid)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("lathe-turns-wait".into()).spawn(move || {
+        let _ = tx.send(file.lock_shared());
+    })?;
+    loop {
+        match rx.recv_timeout(STOPPED_CHECK) {
+            Ok(r) => return r.map(|_| Ahead::Left),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stopped(pid.trim()) => return Ok(Ahead::Stopped),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(io::Error::other("the thread waiting for a turn ended")),
+        }
+    }
+}
+
+/// Whether process `pid` is stopped (its state in /proc is T or t).
+fn stopped(pid: &str) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "pid (name) S ...": the state follows the name, which may hold spaces and parentheses.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
 }
 
 fn make_dir(dir: &Path) -> io::Result<()> {
@@ -359,6 +406,33 @@ mod tests {
         drop(other);
         waiter.join().unwrap();
         assert!(entered.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_stopped_process_is_passed_a_running_one_waited_for() {
+        let dir = Dir::new("stopped");
+        let q = queue(&dir);
+        // A process ahead in the queue: its ticket locked (here by this test), naming its pid.
+        let mut holder = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let ticket = dir.path().join("turns").join(super::ticket_name(0));
+        std::fs::write(&ticket, holder.id().to_string()).unwrap();
+        let lock = std::fs::File::open(&ticket).unwrap();
+        lock.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = q.take().unwrap();
+            let _ = tx.send(());
+            std::thread::sleep(Duration::from_millis(200));
+            drop(t);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(700)).is_err(), "it went ahead of a running process");
+        let kill = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &holder.id().to_string()]).status().unwrap().success());
+        kill("-STOP");
+        rx.recv_timeout(Duration::from_secs(5)).expect("a stopped process held the queue up");
+        kill("-CONT");
+        holder.kill().unwrap();
+        let _ = holder.wait();
+        drop(lock);
     }
 
     #[test]
