@@ -151,6 +151,9 @@ fn wait_for(file: File) -> io::Result<Ahead> {
     }
     let mut pid = String::new();
     (&file).read_to_string(&mut pid)?;
+    if stopped(pid.trim()) {
+        return Ok(Ahead::Stopped);
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("lathe-turns-wait".into()).spawn(move || {
         let _ = tx.send(file.lock_shared());
