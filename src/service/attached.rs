@@ -17,7 +17,7 @@ use crate::engine::data::chats::{ChatRecord, ChatSummary};
 use crate::engine::data::import::DatasetInfo;
 use crate::engine::data::readonly::Rows;
 use crate::engine::data::runs::{MetricRow, RunRow};
-use crate::engine::data::views::{Example, Split, ViewInfo};
+use crate::engine::data::views::{Example, Split, ViewInfo, ViewListing};
 use crate::engine::data::{Catalog, ExportSource};
 use crate::engine::knowledge::store::CollectionInfo;
 use crate::engine::workspace::Workspace;
@@ -355,7 +355,7 @@ impl Records {
     }
 
     /// Every view by name, with its split sizes or why it cannot be read.
-    pub fn views(&self) -> Result<Vec<(String, Result<ViewInfo, String>)>, ServiceError> {
+    pub fn views(&self) -> Result<Vec<ViewListing>, ServiceError> {
         #[derive(serde::Deserialize)]
         struct Preview {
             name: String,

@@ -81,6 +81,9 @@ pub struct ViewInfo {
     pub eval_rows: u64,
 }
 
+/// A view's name with its split sizes, or why it can no longer be read.
+pub type ViewListing = (String, Result<ViewInfo, String>);
+
 pub const DEFAULT_EVAL_FRACTION: f64 = 0.05;
 /// The split hashes each row to one of this many buckets.
 const BUCKETS: u64 = 1_000_000;
@@ -182,7 +185,7 @@ impl Catalog {
 
     /// Every view by name, with its split sizes or the sentence that says why it no longer runs
     /// (its tables dropped, say): one broken view does not hide the others.
-    pub fn views(&self) -> Result<Vec<(String, Result<ViewInfo, String>)>, DataError> {
+    pub fn views(&self) -> Result<Vec<ViewListing>, DataError> {
         Ok(self.view_names()?.into_iter().map(|n| {
             let info = self.view_info(&n).map_err(|e| e.to_string());
             (n, info)
