@@ -1,5 +1,5 @@
 //! Turns among this user's lathe processes: the same first-come-first-served order as
-//! [`super::turns`] keeps within one process, kept across processes (a chat in the workstation
+//! turns.rs keeps within one process, kept across processes (a chat in the workstation
 //! while `lathe quant report` runs in another terminal measured ~30x slower on 2 cores, each
 //! process's llama.cpp threads spinning at their barriers while the other's ran).
 //!
