@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
-use crate::engine::data::quant_evals::{best_tradeoff, matrix_gain, QuantEval};
+use crate::engine::data::quant_evals::{best_tradeoff, gap_closed, matrix_gain, QuantEval};
 use crate::engine::export::gguf::Quant;
 use crate::engine::jobs::{JobEvent, JobStatus};
 use crate::engine::workspace::Workspace;
@@ -238,13 +238,4 @@ pub fn print_table(out: &mut dyn Write, rows: &[QuantEval], best: Option<usize>)
         writeln!(out, "the importance matrix, type by type: {}", gains.join("; "))?;
     }
     Ok(())
-}
-
-/// The share of the perplexity gap to f16 the importance matrix closed for this row ("31%"), "-"
-/// where it does not apply.
-fn gap_closed(rows: &[QuantEval], r: &QuantEval) -> String {
-    match matrix_gain(rows, r) {
-        Some((Some(share), _)) => format!("{:.0}%", share * 100.0),
-        _ => "-".into(),
-    }
 }

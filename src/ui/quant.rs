@@ -15,7 +15,7 @@ use super::widgets::{bytes, centered, empty_state, pane_block, EmptyState};
 use crate::app::action::Action;
 use crate::app::keymap::Mode;
 use crate::app::state::App;
-use crate::engine::data::quant_evals::{best_tradeoff, matrix_gain};
+use crate::engine::data::quant_evals::{best_tradeoff, gap_closed};
 
 pub fn render(f: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
@@ -67,10 +67,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App) {
                 Cell::from(format!("{:.5}", r.kld)),
                 Cell::from(format!("{:.1}%", r.same_top * 100.0)),
                 Cell::from(r.exact_match.map(|e| format!("{:.1}%", e * 100.0)).unwrap_or_else(|| "-".into())),
-                Cell::from(match matrix_gain(&rows, r) {
-                    Some((Some(share), _)) => format!("{:.0}%", share * 100.0),
-                    _ => "-".into(),
-                }),
+                Cell::from(gap_closed(&rows, r)),
             ];
             if wide {
                 cells.push(Cell::from(f1(r.prompt_tps)));

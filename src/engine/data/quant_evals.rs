@@ -191,6 +191,15 @@ pub fn matrix_gain(rows: &[QuantEval], with: &QuantEval) -> Option<(Option<f64>,
     Some((share(plain.ppl - reference.ppl, plain.ppl - with.ppl), share(plain.kld, plain.kld - with.kld)))
 }
 
+/// The share of the perplexity gap to f16 the matrix closed for this row, as the tables show it
+/// ("31%", "-" where it does not apply).
+pub fn gap_closed(rows: &[QuantEval], r: &QuantEval) -> String {
+    match matrix_gain(rows, r) {
+        Some((Some(share), _)) => format!("{:.0}%", share * 100.0),
+        _ => "-".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +239,8 @@ mod tests {
             with_ppl("q3_k_m", true, 11.0, 0.02),
         ];
         assert_eq!(matrix_gain(&rows, &rows[2]), Some((Some(0.25), Some(0.25))));
+        assert_eq!(gap_closed(&rows, &rows[2]), "25%");
+        assert_eq!(gap_closed(&rows, &rows[1]), "-");
         assert_eq!(matrix_gain(&rows, &rows[1]), None, "a file without the matrix gains nothing from it");
         assert_eq!(matrix_gain(&rows, &rows[4]), Some((None, None)), "no gap to close");
         assert_eq!(matrix_gain(&rows, &rows[5]), None, "no file without the matrix to compare with");

@@ -9,7 +9,8 @@
 //! is gone: whoever finds it removes it. A process waits on the lock of the ticket just ahead of its
 //! own (blocked in the kernel, no polling) and runs when no ticket ahead is left. A killed process
 //! leaves nothing that blocks the others: the kernel drops its locks; a stopped one (Ctrl-Z), whose
-//! threads do not run, is passed after a quarter of a second. A process's turn is all the
+//! threads do not run, is passed (at once when found stopped, within a quarter of a second when it
+//! stops while waited for). A process's turn is all the
 //! CPUs: two processes whose calls would fit side by side (one thread each on two cores) still
 //! take turns; within a process such calls run at once.
 //!
@@ -436,6 +437,21 @@ mod tests {
         holder.kill().unwrap();
         let _ = holder.wait();
         drop(lock);
+    }
+
+    #[test]
+    fn a_removed_folder_is_made_again_and_an_unusable_one_lets_calls_run_unordered() {
+        let dir = Dir::new("folder");
+        let q = queue(&dir);
+        let turns = dir.path().join("turns");
+        // Emptied at logout or by a cleaner: made again.
+        std::fs::remove_dir_all(&turns).unwrap();
+        drop(q.take().expect("the folder is made again"));
+        // A file where the folder was: the call goes on, ordered within its process only.
+        std::fs::remove_dir_all(&turns).unwrap();
+        std::fs::write(&turns, b"").unwrap();
+        let p = super::Process::new(q);
+        assert!(!p.enter(), "a queue that cannot be used is not waited for");
     }
 
     #[test]
