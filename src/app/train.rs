@@ -285,6 +285,25 @@ impl RunsState {
     pub fn selected_row(&self) -> Option<&RunRow> {
         self.rows().get(self.selected)
     }
+
+    /// Brings the live run's row up to date between listings (which come only when a run starts,
+    /// ends or the pane is focused): its status, step, losses, speed and time.
+    pub fn follow(&mut self, live: &LiveRun) {
+        let Some(Ok(rows)) = &mut self.list else { return };
+        let Some(row) = rows.iter_mut().find(|r| r.id == live.id) else { return };
+        if live.is_active() {
+            row.status = live.status;
+        }
+        row.step = Some(live.step as i64);
+        row.total_steps = Some(live.total as i64);
+        row.train_loss = live.loss.or(row.train_loss);
+        row.eval_loss = live.eval_loss.or(row.eval_loss);
+        row.best_eval_loss = live.best_eval.or(row.best_eval_loss);
+        if live.tokens_per_s > 0.0 {
+            row.tokens_per_s = Some(live.tokens_per_s);
+        }
+        row.duration_s = Some(row.duration_s.unwrap_or(0.0).max(live.elapsed_s));
+    }
     pub fn move_by(&mut self, d: isize) {
         let n = self.rows().len();
         if n == 0 {
@@ -316,6 +335,22 @@ mod tests {
         r.apply(&TrainEvent::Paused(true));
         assert_eq!(r.status, RunStatus::Paused);
         assert!(r.is_active());
+    }
+
+    #[test]
+    fn runs_row_follows_the_live_run() {
+        let row = |id: &str| RunRow { id: id.into(), status: RunStatus::Running, step: Some(0), total_steps: Some(10), ..Default::default() };
+        let mut runs = RunsState { list: Some(Ok(vec![row("other"), row("live")])), ..Default::default() };
+        let mut r = LiveRun { id: "live".into(), status: RunStatus::Running, ..Default::default() };
+        r.apply(&step(3, 2.0));
+        r.apply(&TrainEvent::Eval { step: 3, loss: 2.5, best: 2.4 });
+        runs.follow(&r);
+        let rows = runs.rows();
+        assert_eq!((rows[1].step, rows[1].best_eval_loss, rows[1].duration_s), (Some(3), Some(2.4), Some(3.0)));
+        assert_eq!(rows[0].step, Some(0), "another run's row is left as listed");
+        r.apply(&TrainEvent::Paused(true));
+        runs.follow(&r);
+        assert_eq!(runs.rows()[1].status, RunStatus::Paused);
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl TrainingPanes {
                 }
                 if let Some(r) = &mut self.live {
                     r.apply(&ev);
+                    self.runs.follow(r);
                 }
             }
             Action::TrainDone(res) => {

@@ -84,7 +84,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let lo = ys.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let pad = ((hi - lo) * 0.05).max(1e-3);
-    let (lo, hi) = (lo - pad, hi + pad);
+    // A loss is never negative: on a linear axis the padding stops at zero.
+    let (lo, hi) = (if !c.log && lo >= 0.0 { (lo - pad).max(0.0) } else { lo - pad }, hi + pad);
     let label = |v: f64| if c.log { format!("{:.3}", v.exp()) } else { format!("{v:.3}") };
     let muted = theme.muted();
     let datasets = vec![
