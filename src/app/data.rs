@@ -106,11 +106,23 @@ impl DataState {
         self.editor = ed;
     }
 
-    /// Runs the editor's text; returns the command or a sentence for the status bar.
+    /// The statement an empty editor shows (greyed) and runs when asked to: the first rows of the
+    /// demo dataset, else of the first table.
+    pub fn example(&self) -> Option<String> {
+        let tables = || self.schema.iter().map(|(t, _)| t);
+        let table = tables().find(|t| *t == "instruct").or_else(|| tables().next())?;
+        let plain = table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !table.starts_with(|c: char| c.is_ascii_digit());
+        let name = if plain { table.clone() } else { format!("\"{}\"", table.replace('"', "\"\"")) };
+        Some(format!("SELECT * FROM {name} LIMIT 10"))
+    }
+
+    /// Runs the editor's text (an empty editor runs its example, which then stays in it); returns
+    /// the command or a sentence for the status bar.
     pub fn run(&mut self) -> Result<Command, String> {
-        let sql = self.editor.lines().join("\n").trim().to_string();
+        let mut sql = self.editor.lines().join("\n").trim().to_string();
         if sql.is_empty() {
-            return Err("Nothing to run: type a SQL statement first.".into());
+            sql = self.example().ok_or("Nothing to run: the catalog has no tables yet; type a SQL statement, or import a file with `lathe data import`.")?;
+            self.set_editor(&sql);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -446,6 +458,20 @@ mod tests {
         u.editor.insert_str("SEL");
         u.complete();
         assert_eq!(u.editor.lines(), ["SELECT"]);
+    }
+
+    #[test]
+    fn an_empty_editor_runs_its_example() {
+        let mut d = DataState::default();
+        assert!(d.run().unwrap_err().contains("no tables yet"));
+        d.apply(&DataEvent::Schema(vec![("chat".into(), vec![]), ("my table".into(), vec![])]));
+        assert_eq!(d.example().as_deref(), Some("SELECT * FROM chat LIMIT 10"));
+        d.apply(&DataEvent::Schema(vec![("my \"t\"".into(), vec![])]));
+        assert_eq!(d.example().as_deref(), Some("SELECT * FROM \"my \"\"t\"\"\" LIMIT 10"));
+        d.apply(&DataEvent::Schema(vec![("chat".into(), vec![]), ("instruct".into(), vec![])]));
+        let Ok(Command::RunQuery { sql, .. }) = d.run() else { panic!("no query ran") };
+        assert_eq!(sql, "SELECT * FROM instruct LIMIT 10");
+        assert_eq!(d.editor.lines(), [sql.as_str()], "the example stays in the editor to be edited");
     }
 
     #[test]

@@ -115,7 +115,10 @@ fn draw_editor(f: &mut Frame, area: Rect, app: &App, theme: &Theme, active: bool
         (one, Some(other)) => format!("{one} or {other}"),
         (one, None) => one,
     };
-    ed.set_placeholder_text(format!("SELECT * FROM instruct LIMIT 10   ({run} runs)"));
+    ed.set_placeholder_text(match app.data.example() {
+        Some(example) => format!("{example}   ({run} runs)"),
+        None => format!("Type a SQL statement   ({run} runs)"),
+    });
     ed.set_placeholder_style(theme.muted());
     ed.set_cursor_line_style(ratatui::style::Style::default());
     ed.set_cursor_style(if active { theme.selection() } else { theme.text() });
