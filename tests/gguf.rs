@@ -214,6 +214,14 @@ fn demo_trains_exports_and_chats() {
     let (ok, out, err) = run(lathe(&home).args(["export", &id, "--out", gguf.to_str().unwrap(), "--quant", "f32"]));
     assert!(ok && out.contains("wrote"), "{err}");
     // The export ran as a job of the service, recorded beside the training run's.
+    // The file says where it came from, and offers a held-out question of its view to the chat.
+    let g = Gguf::load(&gguf).unwrap();
+    let desc = g.model.meta_val_str("general.description").unwrap();
+    assert!(desc.contains(&id) && desc.contains("instruct"), "{desc}");
+    let example = g.example.clone().expect("no example prompt in the export");
+    let tasks = ["Add the two numbers.\n\n", "Reverse the letters", "Sort the letters", "How many letters"];
+    assert!(tasks.iter().any(|t| example.starts_with(t)), "{example:?}");
+    drop(g);
     let (ok, jobs, err) = run(lathe(&home).args(["sql", "--format", "csv", "SELECT kind, status FROM lathe.jobs ORDER BY job_id"]));
     assert!(ok && jobs.contains("train,done") && jobs.contains("export,done"), "{jobs} {err}");
     let (ok, out, err) = run(lathe(&home).args(["eval", "--gguf", gguf.to_str().unwrap(), "--view", "instruct", "--limit", "40"]));

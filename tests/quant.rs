@@ -118,7 +118,7 @@ fn exports_weighed_by_an_importance_matrix() {
     other.entries.insert("blk.0.attn_q.weight".into(), Entry { sum2: vec![1.0; 128], count: 4.0 });
     let other_file = dir.join("other.imatrix.gguf");
     other.save(&other_file).unwrap();
-    let e = export_with(&model, None, &dir.join("x.gguf"), Quant::Q4_0, Some(&other), &mut |_| {}).unwrap_err();
+    let e = export_with(&model, None, &dir.join("x.gguf"), Quant::Q4_0, Some(&other), None, &mut |_| {}).unwrap_err();
     assert!(e.contains("made for demo, not x") && e.contains("holds 128 inputs"), "{e}");
     let (ok, out) = lathe(&home, &["export", model.to_str().unwrap(), "--quant", "q4_0", "--imatrix", other_file.to_str().unwrap(), "--out", dir.join("x.gguf").to_str().unwrap()]);
     assert!(!ok && out.contains("made for demo"), "{out}");

@@ -432,6 +432,28 @@ fn chat_pane_with_a_conversation() {
     insta::assert_snapshot!("chat_conversation_200x50", render(&mut a, 200, 50));
 }
 
+/// A model exported from a lathe run offers a held-out question of its view before anything is
+/// said, and Up puts it in the box.
+#[test]
+fn chat_pane_offers_the_models_example() {
+    use lathe::engine::infer::worker::ChatEvent;
+    for (w, h, zoom) in [(80, 24, false), (200, 50, true)] {
+        let mut a = app();
+        a.update(Action::Focus(PaneId::Chat));
+        a.update(Action::Chat { side: 0, event: ChatEvent::Loaded {
+            model: lathe::engine::types::ModelRef::File("/models/run-demo-f16.gguf".into()),
+            architecture: "llama".into(),
+            context_size: 256,
+            has_template: true,
+        } });
+        a.update(Action::Chat { side: 0, event: ChatEvent::Example("Add the two numbers.\n\n12 + 30".into()) });
+        if zoom {
+            a.update(Action::ToggleZoom);
+        }
+        insta::assert_snapshot!(format!("chat_example_{w}x{h}"), render(&mut a, w, h));
+    }
+}
+
 #[test]
 fn chat_pane_comparing_two_models() {
     use lathe::engine::infer::worker::ChatEvent;

@@ -88,6 +88,8 @@ pub struct Side {
     pub context_used: usize,
     /// Turns at the start of the conversation that the last answer's context left out.
     pub dropped: usize,
+    /// A question from the model's training view, offered while the conversation is empty.
+    pub example: Option<String>,
     /// The turns as last wrapped for the screen (filled while drawing).
     pub wrapped: std::cell::RefCell<super::wrap::WrapCache>,
 }
@@ -108,6 +110,11 @@ impl Side {
             ChatEvent::Loaded { model, architecture, context_size, has_template } => {
                 self.model = ChatModel::Ready { model, architecture, context_size, has_template };
                 self.context_used = 0;
+                self.example = None;
+                None
+            }
+            ChatEvent::Example(text) => {
+                self.example = Some(text);
                 None
             }
             ChatEvent::LoadFailed(e) => {
@@ -347,6 +354,10 @@ impl ChatState {
     pub fn step_edit(&mut self, back: bool) -> Option<String> {
         let turns = &self.sides[0].turns;
         let users: Vec<usize> = turns.iter().enumerate().filter(|(_, t)| t.role == "user").map(|(i, _)| i).collect();
+        if users.is_empty() && back && self.editing.is_none() {
+            // Nothing said yet: the model's own example question, when its file has one.
+            return self.sides[0].example.clone();
+        }
         let next = match (self.editing, back) {
             (None, true) => users.last().copied(),
             (None, false) => None,
@@ -543,6 +554,19 @@ mod tests {
             [Command::Generate { side: 0, id, messages, .. }] => (*id, messages.clone()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_models_example_is_offered_until_something_is_said() {
+        let mut c = ready();
+        assert_eq!(c.step_edit(true), None);
+        c.on_event(0, ChatEvent::Example("Add the two numbers.\n\n1 + 2".into()));
+        assert_eq!(c.step_edit(true).as_deref(), Some("Add the two numbers.\n\n1 + 2"));
+        assert_eq!(c.editing, None, "the example is not an edit of a sent message");
+        let _ = c.send("hi").unwrap();
+        assert_eq!(c.step_edit(true).as_deref(), Some("hi"), "once something is said, Up steps back through it");
+        c.on_event(0, ChatEvent::Loaded { model: ModelRef::File("other.gguf".into()), architecture: "llama".into(), context_size: 256, has_template: true });
+        assert_eq!(c.main().example, None, "another model drops the first one's example");
     }
 
     #[test]

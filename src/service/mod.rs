@@ -415,13 +415,14 @@ impl Service {
                 None => None,
             };
             let name = source.name();
-            let (model, adapter) = match (source, &cat) {
+            let (model, adapter, about) = match (source, &cat) {
                 (ModelSource::Run(id), Some(cat)) => {
                     let run = cat.run(&id).map_err(|_| JobError::Failed(format!("{id:?} is neither a model folder nor a run id; `lathe runs list` shows the runs.")))?;
-                    run.weights().map_err(JobError::Failed)?
+                    let (model, adapter) = run.weights().map_err(JobError::Failed)?;
+                    (model, adapter, Some(models::provenance(cat, &run)))
                 }
                 (ModelSource::Run(_), None) => return Err(JobError::Failed("Exporting a run needs the workspace's catalog.".into())),
-                (ModelSource::Folder(dir), _) => (dir, None),
+                (ModelSource::Folder(dir), _) => (dir, None, None),
             };
             let matrix = match &imatrix {
                 None => None,
@@ -441,7 +442,7 @@ impl Service {
                     Some(m)
                 }
             };
-            let e = gguf::export_with(&model, adapter.as_deref(), &out, quant, matrix.as_ref(), &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
+            let e = gguf::export_with(&model, adapter.as_deref(), &out, quant, matrix.as_ref(), about.as_ref(), &mut |phase| ctx.progress(None, phase.to_string())).map_err(JobError::Failed)?;
             ctx.progress(Some(1.0), format!("Wrote {} ({} tensors).", e.path.display(), e.tensors));
             emit(Event::Exported(e));
             Ok(())

@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use super::ServiceError;
+use crate::engine::data::runs::RunRow;
+use crate::engine::data::views::Split;
 use crate::engine::data::Catalog;
-use crate::engine::export::gguf::Quant;
+use crate::engine::export::gguf::{Provenance, Quant};
 use crate::engine::infer::library::{self, ModelEntry, Roots};
 use crate::engine::types::{ModelRef, ModelServer, Remote};
 use crate::engine::workspace::Workspace;
@@ -98,6 +100,19 @@ impl ModelSource {
             ModelSource::Run(id) => run_export_name(id),
         }
     }
+}
+
+/// What an export of a run says of itself: the run, its base model's folder name and its view,
+/// and the view's first held-out question (none when the view is gone or holds no conversations).
+pub fn provenance(cat: &Catalog, run: &RunRow) -> Provenance {
+    let example_prompt = cat
+        .examples(&run.view, Split::Eval, Some(1))
+        .ok()
+        .and_then(|ex| ex.iter().find_map(crate::engine::train::text::chat_prompt))
+        .and_then(|(messages, _)| messages.into_iter().rev().find(|m| m.role == "user"))
+        .map(|m| m.content);
+    let base = Path::new(&run.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| run.model.clone());
+    Provenance { description: format!("Fine-tuned by lathe ({}, run {}) from {base} on the view {}.", run.method, run.id, run.view), example_prompt }
 }
 
 /// Adds a GGUF file, a Hugging Face folder or a folder of models to the library (nothing is

@@ -120,13 +120,13 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
     };
     let stopped = |e: String| if asked_stop.get() { ReportError::Cancelled } else { ReportError::Failed(e) };
     let name = spec.source.name();
-    let (model_dir, adapter, run_view) = match &spec.source {
+    let (model_dir, adapter, run_view, about) = match &spec.source {
         super::ModelSource::Run(id) => {
             let run = cat.run(id).map_err(|_| format!("{id:?} is neither a model folder nor a run id; `lathe runs list` shows the runs."))?;
             let (m, a) = run.weights()?;
-            (m, a, Some(run.view.clone()))
+            (m, a, Some(run.view.clone()), Some(super::models::provenance(cat, &run)))
         }
-        super::ModelSource::Folder(dir) => (dir.clone(), None, None),
+        super::ModelSource::Folder(dir) => (dir.clone(), None, None, None),
     };
     let folder = spec.out.clone().unwrap_or_else(|| models_dir.join(format!("{name}-quant")));
     std::fs::create_dir_all(&folder).map_err(|e| format!("Cannot create {} ({e}).", folder.display()))?;
@@ -184,7 +184,7 @@ pub fn run(cat: &Catalog, models_dir: &Path, spec: &ReportSpec, progress: &mut d
         say(progress, Some(0.0), format!("reusing {}", f16.display()))?;
     } else {
         say(progress, Some(0.0), format!("exporting {name} as f16"))?;
-        gguf::export_with(&model_dir, adapter.as_deref(), &f16, Quant::F16, None, &mut |phase| {
+        gguf::export_with(&model_dir, adapter.as_deref(), &f16, Quant::F16, None, about.as_ref(), &mut |phase| {
             let _ = progress(Some(0.02), format!("f16: {phase}"));
         })?;
     }

@@ -7,7 +7,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 use super::theme::Theme;
-use super::widgets::{empty_state, pane_block, EmptyState};
+use super::widgets::{centered_lines, empty_state, pane_block, EmptyState};
 use crate::app::action::Action;
 use crate::app::chat::{ChatModel, ChatState, Side};
 use crate::app::wrap::wrap;
@@ -40,6 +40,10 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
             }
         }
         (ChatModel::Ready { .. }, None) if !first.turns.is_empty() => draw_transcript(f, transcript, chat, first, theme),
+        (ChatModel::Ready { .. }, None) if first.example.is_some() => {
+            let how = format!("the Up arrow puts it in the box · {} sends · {} opens another model", key(Action::Send), key(Action::LoadModel));
+            example_state(f, transcript, theme, first.example.as_deref().unwrap_or_default(), &how)
+        }
         (ChatModel::Ready { .. }, None) => empty_state(
             f,
             transcript,
@@ -101,6 +105,20 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
 }
 
 /// A side's transcript in `area`: the last lines that fit, `chat.scroll` lines up from the bottom.
+/// The empty conversation of a model trained by lathe: a question from its training view, since a
+/// small fine-tuned model answers well only what is asked the way it was taught.
+fn example_state(f: &mut Frame, area: Rect, theme: &Theme, example: &str, how: &str) {
+    let mut lines = vec![
+        Line::styled("Ready", theme.accent()),
+        Line::raw(""),
+        Line::styled("This model was fine-tuned by lathe. Ask as it was taught; a held-out question of its view:", theme.text()),
+        Line::raw(""),
+    ];
+    lines.extend(example.lines().map(|l| Line::styled(l.to_string(), theme.ok())));
+    lines.extend([Line::raw(""), Line::styled(how.to_string(), theme.muted())]);
+    centered_lines(f, area, lines);
+}
+
 fn draw_transcript(f: &mut Frame, area: Rect, chat: &ChatState, side: &Side, theme: &Theme) {
     let want = area.height as usize + chat.scroll as usize;
     let lines = transcript_lines(chat, side, theme, area.width.max(1) as usize, want);

@@ -39,7 +39,11 @@ pub fn empty_state(f: &mut Frame, area: Rect, theme: &Theme, e: &EmptyState) {
         Line::raw(""),
         Line::styled(e.how.to_string(), theme.muted()),
     ];
-    // Centre vertically when there is room; wrap to the pane's width.
+    centered_lines(f, area, lines);
+}
+
+/// Lines centred in `area`: vertically when there is room, each wrapped to the width.
+pub fn centered_lines(f: &mut Frame, area: Rect, lines: Vec<Line>) {
     let width = area.width.saturating_sub(2).max(1);
     let needed: u16 = lines
         .iter()

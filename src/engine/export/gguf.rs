@@ -262,12 +262,30 @@ impl Drop for Cleanup {
 /// Writes `model_dir` (with `adapter` merged in, if given) as a GGUF file at `out`, and an Ollama
 /// Modelfile beside it. `progress` gets a phase description as the export goes.
 pub fn export(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant, progress: &mut dyn FnMut(&str)) -> Result<Exported, String> {
-    export_with(model_dir, adapter, out, quant, None, progress)
+    export_with(model_dir, adapter, out, quant, None, None, progress)
 }
+
+/// Where an exported model came from, kept in its metadata (llama.cpp's quantizer copies it into
+/// every file made from it): `general.description` for any reader, and `lathe.example_prompt`, a
+/// held-out question of the view it was trained on, which the Chat pane offers as a first message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provenance {
+    pub description: String,
+    pub example_prompt: Option<String>,
+}
+
 
 /// `export`, its quantization weighed by an importance matrix when one is given (a type that
 /// needs one is refused without it; one made for another model is refused).
-pub fn export_with(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: Quant, imatrix: Option<&Imatrix>, progress: &mut dyn FnMut(&str)) -> Result<Exported, String> {
+pub fn export_with(
+    model_dir: &Path,
+    adapter: Option<&Path>,
+    out: &Path,
+    quant: Quant,
+    imatrix: Option<&Imatrix>,
+    about: Option<&Provenance>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Exported, String> {
     if out.extension().and_then(|e| e.to_str()) != Some("gguf") {
         return Err(format!("{} should end in .gguf.", out.display()));
     }
@@ -307,7 +325,13 @@ pub fn export_with(model_dir: &Path, adapter: Option<&Path>, out: &Path, quant: 
     let name = label;
     // Quantized files come from an F16 file through llama.cpp's quantizer.
     let base = if quant == Quant::F32 { Quant::F32 } else { Quant::F16 };
-    let meta = metadata(&cfg, &name, base, &v, &codec);
+    let mut meta = metadata(&cfg, &name, base, &v, &codec);
+    if let Some(about) = about {
+        meta.push(("general.description".into(), gguf_file::Value::String(about.description.clone())));
+        if let Some(p) = &about.example_prompt {
+            meta.push((crate::engine::infer::llama::EXAMPLE_PROMPT_KEY.into(), gguf_file::Value::String(p.clone())));
+        }
+    }
     progress(&format!("writing {} tensors ({})", tensors.len(), base.name()));
     let mut qt = Vec::with_capacity(tensors.len());
     for (n, t) in &tensors {

@@ -60,6 +60,10 @@ pub fn default_threads() -> i32 {
     physical.clamp(1, allowed) as i32
 }
 
+/// The metadata key of a question from the view a model was trained on, which lathe's exports of
+/// a run write (`export::gguf::Provenance`) and the Chat pane offers as a first message.
+pub const EXAMPLE_PROMPT_KEY: &str = "lathe.example_prompt";
+
 /// A loaded GGUF model.
 pub struct Gguf {
     pub model: LlamaModel,
@@ -67,6 +71,8 @@ pub struct Gguf {
     pub architecture: String,
     /// The chat template from the metadata, or `None` (lathe then uses its plain format).
     pub template: Option<String>,
+    /// A question from the view the model was trained on (`lathe.example_prompt`), if any.
+    pub example: Option<String>,
     bos: String,
     eos: String,
 }
@@ -101,10 +107,11 @@ impl Gguf {
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg).ok()?).ok()?;
             v["chat_template"].as_str().map(str::to_string)
         });
+        let example = model.meta_val_str(EXAMPLE_PROMPT_KEY).ok().filter(|t| !t.trim().is_empty());
         let vocab = model.vocab();
         let text = |t: LlamaToken| vocab.text(t).and_then(|c| c.to_str().ok()).unwrap_or_default().to_string();
         let (bos, eos) = (text(vocab.bos()), text(vocab.eos()));
-        Ok(Gguf { model, path: path.to_path_buf(), architecture: arch, template, bos, eos })
+        Ok(Gguf { model, path: path.to_path_buf(), architecture: arch, template, example, bos, eos })
     }
 
     /// The conversation as the model's prompt text.

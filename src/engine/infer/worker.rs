@@ -17,6 +17,9 @@ use crate::engine::types::{Message, ModelRef, Remote, Sampling, Stats};
 pub enum ChatEvent {
     Loaded { model: ModelRef, architecture: String, context_size: usize, has_template: bool },
     LoadFailed(String),
+    /// The loaded file carries a question from the view it was trained on (lathe's exports of a
+    /// run do), to offer as a first message.
+    Example(String),
     /// An answer started: how many of the oldest turns were left out to fit the context.
     Started { id: u64, dropped: usize },
     Token { id: u64, text: String },
@@ -110,6 +113,9 @@ fn serve(rx: Receiver<Request>, stop: &AtomicBool, emit: &dyn Fn(ChatEvent)) {
                     context_size: session.context_size(),
                     has_template: g.template.is_some(),
                 });
+                if let Some(example) = &g.example {
+                    emit(ChatEvent::Example(example.clone()));
+                }
                 // Serve this model until another is asked for.
                 loop {
                     match rx.recv() {
