@@ -97,7 +97,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             true => lathe::bench::imatrix::child(chunks.max(1), seq.max(16), layers.max(1)),
             false => lathe::bench::imatrix::run(chunks.max(1), seq.max(16), layers.max(1), !no_peer),
         },
-        Some(Cmd::Bench { what: BenchCmd::Serve { threads, gen, clients } }) => lathe::bench::serve::run(threads, gen.max(1), &clients),
+        Some(Cmd::Bench { what: BenchCmd::Serve { threads, gen, clients, model } }) => lathe::bench::serve::run(threads, gen.max(1), &clients, model.as_deref()),
         Some(Cmd::Bench { what: BenchCmd::Chat { threads, prompt, gen, runs, no_peer, child, model, together } }) => match (child, model) {
             (true, Some(m)) if together > 0 => lathe::bench::chat::together(&m, threads, prompt, gen, together),
             (true, Some(m)) => lathe::bench::chat::child(&m, threads, prompt, gen, runs.max(1)),

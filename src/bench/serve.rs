@@ -162,9 +162,12 @@ fn decode_rate(g: &Gguf, threads: i32, seqs: usize, steps: usize) -> anyhow::Res
     let mut ctx = g.model.new_context(backend, params).map_err(|e| anyhow!("llama.cpp could not make a context: {e}"))?;
     let mut batch = LlamaBatch::new(512, seqs as i32);
     let prompt = 16;
+    // Arbitrary ordinary tokens of any vocabulary, the demo's few hundred included.
+    let vocab = g.model.n_vocab().max(2) as usize;
+    let token = |i: usize| LlamaToken((vocab / 3 + i % (vocab / 2)) as i32);
     for s in 0..seqs {
         for p in 0..prompt {
-            batch.add(LlamaToken(300 + (p * 7919 % 20_000) as i32), p as i32, &[s as i32], p + 1 == prompt)?;
+            batch.add(token(p * 7919), p as i32, &[s as i32], p + 1 == prompt)?;
         }
     }
     ctx.decode(&mut batch).map_err(|e| anyhow!("llama.cpp could not decode: {e}"))?;
@@ -172,26 +175,31 @@ fn decode_rate(g: &Gguf, threads: i32, seqs: usize, steps: usize) -> anyhow::Res
     for step in 0..steps {
         batch.clear();
         for s in 0..seqs {
-            batch.add(LlamaToken(500 + ((step * 31 + s * 7) % 20_000) as i32), (prompt + step) as i32, &[s as i32], true)?;
+            batch.add(token(step * 31 + s * 7), (prompt + step) as i32, &[s as i32], true)?;
         }
         ctx.decode(&mut batch).map_err(|e| anyhow!("llama.cpp could not decode: {e}"))?;
     }
     Ok((seqs * steps) as f64 / t.elapsed().as_secs_f64())
 }
 
-pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
+pub fn run(threads: i32, gen: usize, clients: &[usize], model: Option<&Path>) -> anyhow::Result<()> {
     let dir = super::chat::cache_dir();
-    let file = super::chat::gguf(&dir, Quant::Q4KM)?;
+    let file = match model {
+        Some(m) => std::fs::canonicalize(m).with_context(|| format!("{} cannot be read; give a GGUF file", m.display()))?,
+        None => super::chat::gguf(&dir, Quant::Q4KM)?,
+    };
+    let shapes = if model.is_some() { "the file given" } else { "TinyLlama-1.1B shapes, random weights" };
     let home = dir.join("serve-ws");
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(home.join("models"))?;
-    let name = "tinyllama-random.gguf";
+    let name = if model.is_some() { file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default() } else { "tinyllama-random.gguf".into() };
+    let name = name.as_str();
     std::os::unix::fs::symlink(&file, home.join("models").join(name)).context("linking the model into the scratch workspace")?;
     let most = clients.iter().copied().max().unwrap_or(1);
     // Each slot holds the prompt and the answer.
     let per_slot = (gen + 256).next_power_of_two();
     println!(
-        "lathe serve under load: {} (TinyLlama-1.1B shapes, random weights), {gen} tokens per answer, greedy, {most} slots of {per_slot} tokens",
+        "lathe serve under load: {} ({shapes}), {gen} tokens per answer, greedy, {most} slots of {per_slot} tokens",
         file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
     );
     println!(
@@ -228,6 +236,9 @@ pub fn run(threads: i32, gen: usize, clients: &[usize]) -> anyhow::Result<()> {
         for e in o.lost.iter().chain(p.map(|p| p.lost.as_slice()).unwrap_or_default()) {
             println!("         lost: {e}");
         }
+    }
+    if let Some(short) = ours.iter().map(|o| o.mean_tokens).reduce(f64::min).filter(|t| *t < gen as f64 * 0.9) {
+        println!("answers ended early (end of turn), {short:.0} tokens of {gen} at the least on average: these figures measure requests more than decoding");
     }
     match &peer {
         Ok(p) => {
@@ -270,6 +281,8 @@ struct Level {
     first_p50: f64,
     first_p99: f64,
     lost: Vec<String>,
+    /// Tokens per answer, on average (fewer than asked when answers end early).
+    mean_tokens: f64,
 }
 
 /// `clients` streams at once for each level, against the server at `addr`.
@@ -296,6 +309,7 @@ fn measure(addr: SocketAddr, name: &str, gen: usize, clients: &[usize]) -> Vec<L
             first_p50: super::median(&firsts),
             first_p99: super::percentile(&firsts, 0.99),
             lost: results.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect(),
+            mean_tokens: tokens as f64 / seen.len().max(1) as f64,
         });
     }
     out

@@ -417,6 +417,9 @@ pub enum BenchCmd {
         /// Concurrent clients, one measurement each.
         #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
         clients: Vec<usize>,
+        /// Another GGUF file to serve (the demo's export, say) instead of the TinyLlama-shaped one.
+        #[arg(long, value_name = "FILE")]
+        model: Option<std::path::PathBuf>,
     },
     /// llama.cpp inference through lathe against llama.cpp itself (llama-cpp-python, when
     /// installed) at TinyLlama-1.1B shapes, Q8_0 and Q4_K_M: prompt and generation tokens/s, time
