@@ -159,6 +159,13 @@ fn bad_gguf_files_get_clear_errors() {
     assert!(e2.contains("The prompt is") && e2.contains("the context holds"), "{e2}");
     let (text, stats) = s.generate(&g.tokenize("hello"), &st, &Default::default(), &mut |_| {}).unwrap();
     assert!(stats.generated_tokens > 0 || !text.is_empty() || stats.stop == lathe::engine::types::StopReason::EndOfTurn);
+    // OpenAI's logit_bias reaches the sampler: +100 on one token makes greedy decoding say it
+    // every time (the fixture's tokenizer ends "hello" with the piece "o").
+    let last = g.tokenize("hello").last().unwrap().0;
+    let forced = lathe::engine::types::Sampling { logit_bias: vec![(last, 100.0)], ..st.clone() };
+    let (biased, _) = s.generate(&g.tokenize("hi"), &forced, &Default::default(), &mut |_| {}).unwrap();
+    let unit = biased.get(..biased.len() / 4).unwrap_or_default();
+    assert!(!unit.is_empty() && biased == unit.repeat(4) && "hello".ends_with(unit), "{biased:?} (unbiased: {text:?})");
 
     // The CLI: an empty prompt, a missing model, a file that is not GGUF.
     let home = dir.join("home");

@@ -124,6 +124,10 @@ pub struct Sampling {
     pub frequency_penalty: f32,
     #[serde(default)]
     pub presence_penalty: f32,
+    /// OpenAI's logit_bias: (token id, bias) added to the token's logit before sampling; -100
+    /// bans a token, 100 all but forces it.
+    #[serde(default)]
+    pub logit_bias: Vec<(i32, f32)>,
 }
 
 impl Default for Sampling {
@@ -140,6 +144,7 @@ impl Default for Sampling {
             stop: Vec::new(),
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }

@@ -144,6 +144,30 @@ fn grammar(body: &Value) -> Result<Option<String>, ApiError> {
         .map_err(|e| bad("invalid_schema", format!("llama.cpp cannot turn this JSON Schema into a grammar ({e}); simplify it.")))
 }
 
+/// OpenAI's `logit_bias`: token ids (as the object's keys) to biases from -100 to 100, at most
+/// `MAX_BIASES` of them. Whether each id is the model's is checked once the model is known.
+fn logit_bias(body: &Value) -> Result<Vec<(i32, f32)>, ApiError> {
+    let map = match body.get("logit_bias") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(bad("invalid_logit_bias", "logit_bias must be an object mapping token ids to biases from -100 to 100.")),
+    };
+    if map.len() > MAX_BIASES {
+        return Err(bad("invalid_logit_bias", format!("logit_bias has {} tokens; give at most {MAX_BIASES}.", map.len())));
+    }
+    map.iter()
+        .map(|(k, v)| {
+            let digits = (1..=9).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_digit());
+            let token = k.parse::<i32>().ok().filter(|_| digits).ok_or_else(|| bad("invalid_logit_bias", format!("logit_bias key {k:?} is not a token id (a whole number, as a string).")))?;
+            let bias = v.as_f64().filter(|b| (-100.0..=100.0).contains(b)).ok_or_else(|| bad("invalid_logit_bias", format!("logit_bias for token {k} must be a number from -100 to 100.")))?;
+            Ok((token, bias as f32))
+        })
+        .collect()
+}
+
+/// The most tokens one request may bias, as OpenAI allows.
+const MAX_BIASES: usize = 300;
+
 fn parse(body: &Value, kind: Kind) -> Result<Ask, ApiError> {
     let model = body["model"].as_str().ok_or_else(|| bad("invalid_model", "model is required: a model's name (GET /v1/models lists them)."))?.to_string();
     let prompt = match kind {
@@ -179,6 +203,7 @@ fn parse(body: &Value, kind: Kind) -> Result<Ask, ApiError> {
         },
         max_tokens,
         stop: stops(body)?,
+        logit_bias: logit_bias(body)?,
         ..defaults
     };
     let stream = match body.get("stream") {
@@ -195,6 +220,7 @@ fn gen_error(e: GenError) -> ApiError {
         GenError::PromptTooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "context_length_exceeded"),
         GenError::Template(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "template_error"),
         GenError::Grammar => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_schema"),
+        GenError::UnknownToken { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_logit_bias"),
         GenError::Load(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_unavailable"),
         GenError::Decode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_failed"),
         GenError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_stopping"),
@@ -443,6 +469,15 @@ mod tests {
         assert_eq!(code(json!({"model": "m", "prompt": [1, 2]}), Kind::Completion), "invalid_prompt");
         assert_eq!(code(json!({"model": "m", "prompt": "x", "stop": [1]}), Kind::Completion), "invalid_stop");
         assert_eq!(code(json!({"model": "m", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}), Kind::Completion), "invalid_response_format");
+        let biased = parse(&json!({"model": "m", "prompt": "x", "logit_bias": {"2": -100, "17": 5.5}}), Kind::Completion).unwrap();
+        let mut biases = biased.sampling.logit_bias.clone();
+        biases.sort_by_key(|b| b.0);
+        assert_eq!(biases, [(2, -100.0), (17, 5.5)]);
+        for bad_bias in [json!([1]), json!({"x": 1}), json!({"+5": 1}), json!({"5": 101}), json!({"5": "1"}), json!({"9999999999": 1})] {
+            assert_eq!(code(json!({"model": "m", "prompt": "x", "logit_bias": bad_bias}), Kind::Completion), "invalid_logit_bias", "{bad_bias}");
+        }
+        let many: serde_json::Map<String, Value> = (0..301).map(|i| (i.to_string(), json!(1))).collect();
+        assert_eq!(code(json!({"model": "m", "prompt": "x", "logit_bias": many}), Kind::Completion), "invalid_logit_bias");
     }
 
     /// llama.cpp's converter makes the grammars (its `common` library is built for it).

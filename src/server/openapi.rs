@@ -424,6 +424,7 @@ fn components() -> Value {
         "stop": {"description": "Up to 16 strings; the answer ends before the first that appears.", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 16}, {"type": "null"}]},
         "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
         "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "logit_bias": {"type": ["object", "null"], "maxProperties": 300, "propertyNames": {"pattern": "^[0-9]{1,9}$"}, "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}, "description": "Token ids of the model's tokenizer (as strings) to biases added to their logits: -100 bans a token, 100 all but forces it. An id the model does not have is a 400."},
         "n": {"type": ["integer", "null"], "enum": [1, null]},
         "stream": {"type": ["boolean", "null"]},
         "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": "boolean", "description": "A last chunk with no choices and the usage."}}},

@@ -204,6 +204,14 @@ fn chat_and_completions_answer_in_openai_shapes() {
     let huge = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 3000}}});
     let (status, e) = s.post("/v1/chat/completions", &chat("x", json!({"response_format": huge})));
     assert_eq!((status, error_of(&e).1), (400, "invalid_schema"), "{e}");
+    // logit_bias: a token the model does not have is the request's fault, checked against the model.
+    let (status, e) = s.post("/v1/chat/completions", &chat("x", json!({"logit_bias": {"99999999": -100}})));
+    assert_eq!((status, error_of(&e).1), (400, "invalid_logit_bias"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("this model's tokens are 0 to"), "{e}");
+    let (status, e) = s.post("/v1/chat/completions", &chat("x", json!({"logit_bias": {"5": 300}})));
+    assert_eq!((status, error_of(&e).1), (400, "invalid_logit_bias"), "{e}");
+    let (status, j) = s.post("/v1/chat/completions", &chat("x", json!({"logit_bias": {"5": -100, "6": 2.5}, "max_tokens": 3, "temperature": 0})));
+    assert_eq!(status, 200, "{j}");
     // Still answering after all that.
     assert_eq!(s.post("/v1/chat/completions", &greedy).0, 200);
 

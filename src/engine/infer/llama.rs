@@ -16,6 +16,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::data::views::Example;
@@ -455,6 +456,11 @@ fn held_back(text: &str, stop: &str) -> usize {
 
 pub fn sampler_chain(s: &Sampling, n_vocab: i32) -> LlamaSampler {
     let mut chain = Vec::new();
+    // llama.cpp indexes the logits by these ids unchecked: only the model's own tokens pass.
+    let biases: Vec<LlamaLogitBias> = s.logit_bias.iter().filter(|(t, _)| (0..n_vocab).contains(t)).map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t), b)).collect();
+    if !biases.is_empty() {
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+    }
     if s.repeat_penalty != 1.0 || s.frequency_penalty != 0.0 || s.presence_penalty != 0.0 {
         chain.push(LlamaSampler::penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty));
     }

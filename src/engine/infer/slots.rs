@@ -65,6 +65,8 @@ pub enum GenError {
     Template(String),
     #[error("The grammar was refused by llama.cpp; check the schema or grammar.")]
     Grammar,
+    #[error("logit_bias names token {token}, and this model's tokens are 0 to {last}; use ids from its tokenizer.")]
+    UnknownToken { token: i32, last: i32 },
     #[error("llama.cpp failed while answering ({0}).")]
     Decode(String),
     #[error("The server is stopping; send the request again once it is back.")]
@@ -451,7 +453,11 @@ impl Run<'_, '_> {
             return Err(GenError::PromptTooLong { tokens: prompt.len(), limit });
         }
         let s = &req.sampling;
-        let chain = sampler_chain(s, self.g.model.vocab().n_tokens());
+        let n_vocab = self.g.model.vocab().n_tokens();
+        if let Some(&(token, _)) = s.logit_bias.iter().find(|(t, _)| !(0..n_vocab).contains(t)) {
+            return Err(GenError::UnknownToken { token, last: n_vocab - 1 });
+        }
+        let chain = sampler_chain(s, n_vocab);
         let mut sampler = match &req.grammar {
             Some(gbnf) => LlamaSampler::chain_simple([LlamaSampler::grammar(&self.g.model, gbnf, "root").map_err(|_| GenError::Grammar)?, chain]),
             None => chain,
