@@ -335,6 +335,8 @@ fn training_loss_and_runs_panes_with_a_run() {
     a.update(Action::Runs { request: a.training.runs.request, result: Ok(run_rows()) });
     // The grid: Training in its narrow cell, the chart and the runs beside it.
     insta::assert_snapshot!("grid_with_a_run_200x50", render(&mut a, 200, 50));
+    // A smaller grid: the Runs cell too narrow for whole ids shows them without their date.
+    insta::assert_snapshot!("grid_with_a_run_160x45", render(&mut a, 160, 45));
     for pane in [PaneId::Training, PaneId::Loss, PaneId::Runs] {
         a.update(Action::Focus(pane));
         insta::assert_snapshot!(format!("{}_run_80x24", pane.name()), render(&mut a, 80, 24));

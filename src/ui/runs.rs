@@ -83,12 +83,18 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     let (body, header) = if inner.width < 110 {
         let keep = [0usize, 1, 4, 5, 6, 7];
         widths = keep.iter().map(|&i| widths[i]).collect();
+        // Below the six columns' width ids lose their date, not their distinguishing end, and the
+        // other columns take what their values need.
+        let short = inner.width < 64;
+        if short {
+            widths = [12, 11, 9, 6, 6, 5].into_iter().map(Constraint::Length).collect();
+        }
         let rows: Vec<Row> = rows
             .iter()
             .map(|r| {
                 let mark = if app.training.runs.marked.as_deref() == Some(r.id.as_str()) { "*" } else { " " };
                 Row::new(vec![
-                    Cell::from(format!("{mark}{}", r.id)),
+                    Cell::from(format!("{mark}{}", if short { short_id(&r.id) } else { &r.id })),
                     Cell::from(r.status.words()),
                     Cell::from(format!("{}/{}", r.step.unwrap_or(0), r.total_steps.unwrap_or(0))),
                     Cell::from(f4(r.best_eval_loss)),
@@ -97,7 +103,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                 ])
             })
             .collect();
-        (rows, Row::new(["  id", "status", "step", "best eval", "exact", "time"]).style(theme.muted()))
+        let best = if short { "best" } else { "best eval" };
+        (rows, Row::new(["  id", "status", "step", best, "exact", "time"]).style(theme.muted()))
     } else {
         (body, header)
     };
@@ -132,4 +139,23 @@ pub fn detail(f: &mut Frame, area: Rect, app: &App) {
     let lines: Vec<Line> = lines.iter().map(|l| Line::styled(l.clone(), app.theme().text())).collect();
     let close = app.keymap.hint(Mode::Viewer, &Action::Close);
     scroll_overlay(f, area, app.theme(), &format!("{title} (↑↓ scroll, {close} closes)"), lines, app.training.runs.detail_scroll);
+}
+
+/// A run id without its date (`20261204-052136-6c95` is `052136-6c95`), where a narrow pane
+/// would otherwise cut every id to the same date; the time and the random tail tell runs apart.
+fn short_id(id: &str) -> &str {
+    match id.split_once('-') {
+        Some((date, rest)) if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty() => rest,
+        _ => id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_ids_drop_the_date_only() {
+        assert_eq!(super::short_id("20261204-052136-6c95"), "052136-6c95");
+        assert_eq!(super::short_id("my-run"), "my-run");
+        assert_eq!(super::short_id("20261204-"), "20261204-");
+    }
 }
