@@ -102,7 +102,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
     results(f, results_area, app, theme, hits);
 
     let hints = if kb.focus == KbFocus::Search {
-        key_hints(&app.keymap, Mode::KbSearch, &[(Action::Search, "search"), (Action::CycleSearchMode, "mode"), (Action::LeaveSearch, "back")])
+        key_hints(&app.keymap, Mode::KbSearch, &[(Action::Search, "search"), (Action::CycleSearchMode, "mode"), (Action::LeaveSearch, "back")], keys.width)
     } else {
         key_hints(
             &app.keymap,
@@ -115,6 +115,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                 (Action::DropCollection, "drop"),
                 (Action::CycleSearchMode, "mode"),
             ],
+            keys.width,
         )
     };
     f.render_widget(Paragraph::new(Line::styled(hints, theme.muted())), keys);

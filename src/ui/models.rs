@@ -94,6 +94,6 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
         f.render_widget(Paragraph::new(vec![Line::styled(e.name.clone(), theme.accent()), second]), detail);
     }
     let serve = if app.server.is_some() { "stop serving" } else { "serve" };
-    let hints = key_hints(&app.keymap, Mode::Models, &[(Action::ChatWithModel, "chat"), (Action::ExportModel, "export as GGUF"), (Action::RefreshModels, "scan again"), (Action::ToggleServing, serve)]);
+    let hints = key_hints(&app.keymap, Mode::Models, &[(Action::ChatWithModel, "chat"), (Action::ExportModel, "export as GGUF"), (Action::RefreshModels, "scan again"), (Action::ToggleServing, serve)], keys.width);
     f.render_widget(Paragraph::new(Line::styled(hints, theme.muted())), keys);
 }

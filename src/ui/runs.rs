@@ -126,6 +126,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, focused: bool) {
                     (Action::QuantReports, "quant"),
                     (Action::RefreshRuns, "reload"),
                 ],
+                keys.width,
             ),
             theme.muted(),
         )),

@@ -12,8 +12,22 @@ pub use crate::units::{bytes, duration};
 
 /// "Enter chat  e export": each action's key as the live keymap binds it in `mode`, then what it
 /// does. Every key named on screen comes from here or from `Keymap::hint`, so a remapped key shows.
-pub fn key_hints(km: &Keymap, mode: Mode, hints: &[(Action, &str)]) -> String {
-    hints.iter().map(|(a, what)| format!("{} {what}", km.hint(mode, a))).collect::<Vec<_>>().join("  ")
+/// The hints that fit in `width` columns, in order, whole: one cut in the middle reads as a
+/// different key (the help overlay lists them all).
+pub fn key_hints(km: &Keymap, mode: Mode, hints: &[(Action, &str)], width: u16) -> String {
+    let mut out = String::new();
+    for (a, what) in hints {
+        let hint = format!("{} {what}", km.hint(mode, a));
+        let sep = if out.is_empty() { 0 } else { 2 };
+        if out.chars().count() + sep + hint.chars().count() > width as usize {
+            break;
+        }
+        if sep > 0 {
+            out.push_str("  ");
+        }
+        out.push_str(&hint);
+    }
+    out
 }
 
 pub fn pane_block<'a>(theme: &Theme, title: &'a str, focused: bool) -> Block<'a> {
