@@ -112,7 +112,7 @@ impl DataState {
         let tables = || self.schema.iter().map(|(t, _)| t);
         let table = tables().find(|t| *t == "instruct").or_else(|| tables().next())?;
         let plain = table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !table.starts_with(|c: char| c.is_ascii_digit());
-        let name = if plain { table.clone() } else { format!("\"{}\"", table.replace('"', "\"\"")) };
+        let name = if plain { table.clone() } else { crate::engine::data::import::quote_ident(table) };
         Some(format!("SELECT * FROM {name} LIMIT 10"))
     }
 

@@ -274,7 +274,6 @@ pub struct Provenance {
     pub example_prompt: Option<String>,
 }
 
-
 /// `export`, its quantization weighed by an importance matrix when one is given (a type that
 /// needs one is refused without it; one made for another model is refused).
 pub fn export_with(
